@@ -1,0 +1,28 @@
+//! Tally's domain model, free of I/O and of any runtime.
+//!
+//! Every value that crosses a crate boundary is a validated newtype built here:
+//! - [`Namespace`], [`CounterName`] and [`CounterKey`] name a counter ([`name`]);
+//! - [`IdempotencyToken`] makes a mutation safe to retry ([`token`]);
+//! - [`Event`] is one immutable entry of the event log ([`event`]);
+//! - [`Checkpoint`] and [`Fold`] are the rollup arithmetic ([`fold`]);
+//! - [`NamespaceConfig`] carries a namespace's counter type and windows ([`namespace_config`]);
+//! - [`Timestamp`] and the [`Clock`] seam keep time injectable ([`time`]);
+//! - [`ErrorCode`] is the one list of error codes every front door maps ([`error_code`]).
+//!
+//! Constructors validate, so code holding one of these types never re-checks it.
+
+pub mod error_code;
+pub mod event;
+pub mod fold;
+pub mod name;
+pub mod namespace_config;
+pub mod time;
+pub mod token;
+
+pub use error_code::ErrorCode;
+pub use event::{Event, EventKind};
+pub use fold::{Checkpoint, Fold};
+pub use name::{CounterKey, CounterName, NameError, Namespace};
+pub use namespace_config::{ConfigError, CounterType, NamespaceConfig};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use token::{IdempotencyToken, TokenError};

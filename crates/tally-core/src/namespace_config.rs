@@ -1,0 +1,192 @@
+//! A namespace's configuration: its counter type, write window, rollup pacing and retention.
+//!
+//! Every default below says why it has its value. Durations are written the human way in
+//! JSON and TOML (`"5s"`, `"7days"`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a namespace's counters count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterType {
+    /// In-memory increments: fastest, not durable, not idempotent.
+    BestEffort,
+    /// Durable event log; reads return the last checkpoint, seconds stale at most.
+    Eventual,
+    /// Like `Eventual`, but reads add the live tail of events after the checkpoint.
+    Accurate,
+}
+
+impl CounterType {
+    /// The type's name as written in config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BestEffort => "best_effort",
+            Self::Eventual => "eventual",
+            Self::Accurate => "accurate",
+        }
+    }
+
+    /// Whether mutations of this type are written to the durable event log.
+    pub fn is_durable(self) -> bool {
+        !matches!(self, Self::BestEffort)
+    }
+}
+
+impl fmt::Display for CounterType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CounterType {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "best_effort" => Ok(Self::BestEffort),
+            "eventual" => Ok(Self::Eventual),
+            "accurate" => Ok(Self::Accurate),
+            other => Err(ConfigError(format!(
+                "unknown counter type {other:?}; expected best_effort, eventual or accurate"
+            ))),
+        }
+    }
+}
+
+/// A configuration that breaks a rule; the message names the field, the value and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The settings of one namespace. Field names are the ones the API and config files use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceConfig {
+    /// Counter type. Default `eventual`: durable and idempotent, the type most users want.
+    pub counter_type: CounterType,
+    /// How far in the past a mutation's `generation_time` may lie. Default 5 s, Netflix's
+    /// production value: long enough for a client to retry a few times, short enough that
+    /// rollups lag by seconds. Everything older is immutable and may be folded.
+    #[serde(with = "humantime_serde")]
+    pub accept_limit: Duration,
+    /// How far ahead of the server's clock a `generation_time` may lie, and the extra margin
+    /// rollups keep behind `now - accept_limit` for clocks of different instances and for
+    /// writes still being committed. Default 1 s: well above NTP-synchronised drift.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// How long a rollup trigger waits so that triggers for the same counter coalesce into one
+    /// rollup. Default 1 s (Netflix uses 10 s): a busy counter costs one rollup a second, and
+    /// counts converge within `accept_limit + clock_skew + coalesce`, about 7 s.
+    #[serde(with = "humantime_serde")]
+    pub coalesce: Duration,
+    /// How long events are kept. Default 7 days, as at Netflix: time to audit or recount.
+    /// Events are never deleted before they are folded into a checkpoint.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How long a cached checkpoint is trusted before the store is read again. Default 60 s:
+    /// the instance's own rollups refresh the cache sooner; the TTL bounds staleness when a
+    /// checkpoint was written by another instance.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// For `best_effort` counters: how long a counter lives after its last write. Default
+    /// none: it lives until cleared or until the server stops.
+    #[serde(with = "humantime_serde")]
+    pub best_effort_ttl: Option<Duration>,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        Self {
+            counter_type: CounterType::Eventual,
+            accept_limit: Duration::from_secs(5),
+            clock_skew: Duration::from_secs(1),
+            coalesce: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            cache_ttl: Duration::from_secs(60),
+            best_effort_ttl: None,
+        }
+    }
+}
+
+/// Bounds that keep a configuration meaningful.
+const MIN_WINDOW: Duration = Duration::from_millis(1);
+const MAX_ACCEPT_LIMIT: Duration = Duration::from_secs(24 * 3600);
+const MAX_COALESCE: Duration = Duration::from_secs(3600);
+
+impl NamespaceConfig {
+    /// Checks the rules that tie the fields together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(ConfigError(msg)) };
+        check(
+            (MIN_WINDOW..=MAX_ACCEPT_LIMIT).contains(&self.accept_limit),
+            format!("accept_limit {:?} must be between 1ms and 24h", self.accept_limit),
+        )?;
+        check(
+            self.clock_skew >= MIN_WINDOW
+                && self.clock_skew <= self.accept_limit.max(Duration::from_secs(60)),
+            format!(
+                "clock_skew {:?} must be at least 1ms and at most max(accept_limit, 60s)",
+                self.clock_skew
+            ),
+        )?;
+        check(
+            (MIN_WINDOW..=MAX_COALESCE).contains(&self.coalesce),
+            format!("coalesce {:?} must be between 1ms and 1h", self.coalesce),
+        )?;
+        check(
+            self.retention > (self.accept_limit + self.clock_skew) * 2,
+            format!(
+                "retention {:?} must exceed twice accept_limit + clock_skew ({:?}) so events are folded before they expire",
+                self.retention,
+                (self.accept_limit + self.clock_skew) * 2
+            ),
+        )?;
+        check(self.cache_ttl >= MIN_WINDOW, format!("cache_ttl {:?} must be at least 1ms", self.cache_ttl))?;
+        if let Some(ttl) = self.best_effort_ttl {
+            check(ttl >= MIN_WINDOW, format!("best_effort_ttl {ttl:?} must be at least 1ms"))?;
+        }
+        Ok(())
+    }
+
+    /// The lag of the rollup window behind `now`: events older than this are immutable.
+    pub fn immutable_after(&self) -> Duration {
+        self.accept_limit + self.clock_skew
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = NamespaceConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!((c.counter_type, c.accept_limit), (CounterType::Eventual, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn json_uses_human_durations_and_refuses_unknown_fields() {
+        let c: NamespaceConfig =
+            serde_json::from_str(r#"{"counter_type":"accurate","accept_limit":"2s","retention":"1h"}"#)
+                .expect("valid");
+        assert_eq!(c.counter_type, CounterType::Accurate);
+        assert_eq!(c.accept_limit, Duration::from_secs(2));
+        assert_eq!(c.retention, Duration::from_secs(3600));
+        let err = serde_json::from_str::<NamespaceConfig>(r#"{"acept_limit":"2s"}"#).expect_err("typo");
+        assert!(err.to_string().contains("unknown field `acept_limit`"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_field_and_value() {
+        let c = NamespaceConfig { retention: Duration::from_secs(3), ..Default::default() };
+        let err = c.validate().expect_err("too short");
+        assert!(err.0.starts_with("retention 3s must exceed"), "{err}");
+        let c = NamespaceConfig { accept_limit: Duration::ZERO, ..Default::default() };
+        assert!(c.validate().expect_err("zero").0.starts_with("accept_limit 0ns"));
+    }
+}

@@ -1,0 +1,120 @@
+//! The storage traits and the contract each backend keeps.
+
+use async_trait::async_trait;
+use tally_core::{Checkpoint, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
+
+use crate::error::StoreResult;
+
+/// What `append` did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The event was new and is now durable.
+    New,
+    /// An identical event (same counter, token, generation time and kind) was already stored;
+    /// nothing was written.
+    Duplicate,
+}
+
+/// What the store knows about one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CounterState {
+    /// The newest checkpoint, if the counter was ever rolled up.
+    pub checkpoint: Option<Checkpoint>,
+    /// The greatest `generation_time` of any event appended to the counter, if any.
+    pub last_write: Option<Timestamp>,
+}
+
+impl CounterState {
+    /// Whether some event may lie at or after the checkpoint, i.e. a rollup has work to do.
+    pub fn has_unfolded_events(&self) -> bool {
+        match (self.last_write, self.checkpoint) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(w), Some(cp)) => w >= cp.until,
+        }
+    }
+}
+
+/// The immutable log of counter events.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Appends one event.
+    ///
+    /// Contract:
+    /// - After `Ok`, the event is durable (it survives a crash of the process) and visible to
+    ///   [`EventLog::fold`], and the counter's `last_write` is at least the event's time.
+    /// - An event is identified by `(key, token string, generation_time)`. If that identity is
+    ///   stored with the same kind, the result is `Ok(Appended::Duplicate)` and nothing changes;
+    ///   with another kind, `Err(StoreError::Conflict)` and nothing changes.
+    /// - If the store's clock reaches `deadline` before the event could be made visible, the
+    ///   result is `Err(StoreError::DeadlinePassed)` and nothing is written. Rollups rely on this:
+    ///   an event never becomes visible inside a window that may already be folded.
+    /// - Concurrent appends may share one durable sync (group commit).
+    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended>;
+
+    /// Folds the events of `key` with `from <= generation_time < until`, in
+    /// `(generation_time, token)` order.
+    ///
+    /// Contract: sees every event whose `append` returned `Ok` before the call began.
+    async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold>;
+
+    /// Deletes at most `limit` events of `key` with `generation_time < before`, oldest first, and
+    /// returns how many it deleted; fewer than `limit` means none are left.
+    ///
+    /// Contract: the caller guarantees those events are folded into a durable checkpoint.
+    async fn delete_events_before(
+        &self,
+        key: &CounterKey,
+        before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<usize>;
+}
+
+/// Per-counter state: the rollup checkpoint and the last-write time.
+#[async_trait]
+pub trait CounterStore: Send + Sync {
+    /// The counter's checkpoint and last-write time; both `None` for an unknown counter.
+    async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState>;
+
+    /// Stores `checkpoint` if it is newer (greater `until`) than the stored one, durably, and
+    /// returns the checkpoint that is stored afterwards.
+    ///
+    /// Contract: a checkpoint never moves backwards, whatever the order of concurrent calls.
+    async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint>;
+
+    /// Lists up to `limit` counters that have events, with their state, in a stable
+    /// backend-defined order, starting after `after` and restricted to `namespace` if given.
+    ///
+    /// Contract: paging with the last key of each page visits every counter exactly once.
+    async fn scan_counters(
+        &self,
+        namespace: Option<&Namespace>,
+        after: Option<&CounterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(CounterKey, CounterState)>>;
+}
+
+/// Namespace configurations.
+#[async_trait]
+pub trait NamespaceStore: Send + Sync {
+    /// Stores a new namespace; `Err(NamespaceExists)` if the name is taken.
+    async fn create_namespace(&self, name: &Namespace, config: &NamespaceConfig) -> StoreResult<()>;
+
+    /// Replaces an existing namespace's configuration; `Err(NamespaceNotFound)` if there is none.
+    async fn update_namespace(&self, name: &Namespace, config: &NamespaceConfig) -> StoreResult<()>;
+
+    /// The namespace's configuration, if it exists.
+    async fn get_namespace(&self, name: &Namespace) -> StoreResult<Option<NamespaceConfig>>;
+
+    /// Every stored namespace, ordered by name.
+    async fn list_namespaces(&self) -> StoreResult<Vec<(Namespace, NamespaceConfig)>>;
+
+    /// Deletes the namespace's configuration and every event and state of its counters.
+    /// Returns whether the namespace existed.
+    async fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool>;
+}
+
+/// A complete store: what the engine runs on.
+pub trait Store: EventLog + CounterStore + NamespaceStore + 'static {}
+
+impl<T: EventLog + CounterStore + NamespaceStore + 'static> Store for T {}

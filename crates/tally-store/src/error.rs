@@ -1,0 +1,46 @@
+//! What a store can fail with.
+
+use tally_core::{CounterKey, EventKind, IdempotencyToken, Namespace, Timestamp};
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A store failure. Every variant except `Unavailable` and `Corrupt` is a definite answer:
+/// the operation changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The idempotency token was already used for a different mutation of the counter.
+    #[error(
+        "idempotency token {token:?} was already used on counter {key} for {stored:?}; this request asks for {given:?}"
+    )]
+    Conflict {
+        /// The counter.
+        key: CounterKey,
+        /// The token that was reused.
+        token: IdempotencyToken,
+        /// What the stored event does.
+        stored: EventKind,
+        /// What the refused event would have done.
+        given: EventKind,
+    },
+    /// The event could not be committed before its deadline, so it was not written.
+    #[error("the event for {key} could not be committed before {deadline}; it was not written")]
+    DeadlinePassed {
+        /// The counter.
+        key: CounterKey,
+        /// The deadline that passed.
+        deadline: Timestamp,
+    },
+    /// `create_namespace` on a name that exists.
+    #[error("namespace {0} already exists")]
+    NamespaceExists(Namespace),
+    /// `update_namespace` on a name that does not exist.
+    #[error("namespace {0} does not exist")]
+    NamespaceNotFound(Namespace),
+    /// The store cannot serve the request now; it may have been applied or not.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes that cannot be decoded.
+    #[error("corrupt data in store: {0}")]
+    Corrupt(String),
+}

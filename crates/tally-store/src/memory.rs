@@ -1,0 +1,182 @@
+//! `MemoryStore`: the reference store. Everything under one mutex, so it is plainly right.
+//!
+//! Not durable: "durable" here means "visible until the process exits". Used by unit tests
+//! and as the model that the other backends must agree with.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tally_core::{
+    Checkpoint, Clock, CounterKey, Event, EventKind, Fold, IdempotencyToken, Namespace, NamespaceConfig,
+    Timestamp,
+};
+
+use crate::contract::{Appended, CounterState, CounterStore, EventLog, NamespaceStore};
+use crate::error::{StoreError, StoreResult};
+
+/// Events of one counter, keyed by their `(generation_time, token)` order.
+type CounterEvents = BTreeMap<(Timestamp, String), EventKind>;
+
+#[derive(Default)]
+struct Inner {
+    events: BTreeMap<CounterKey, CounterEvents>,
+    states: BTreeMap<CounterKey, CounterState>,
+    namespaces: BTreeMap<Namespace, NamespaceConfig>,
+}
+
+/// The in-memory reference store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStore {
+    /// An empty store whose append deadlines are judged by `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { inner: Arc::default(), clock }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied change: every mutation
+        // below checks first and then writes, so the data is still consistent.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn order_key(token: &IdempotencyToken) -> (Timestamp, String) {
+    (token.generation_time(), token.token().to_owned())
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+        let mut inner = self.lock();
+        if self.clock.now() >= deadline {
+            return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
+        }
+        let slot = order_key(&event.token);
+        if let Some(stored) = inner.events.get(&event.key).and_then(|e| e.get(&slot)) {
+            return if *stored == event.kind {
+                Ok(Appended::Duplicate)
+            } else {
+                Err(StoreError::Conflict {
+                    key: event.key.clone(),
+                    token: event.token.clone(),
+                    stored: *stored,
+                    given: event.kind,
+                })
+            };
+        }
+        inner.events.entry(event.key.clone()).or_default().insert(slot, event.kind);
+        let state = inner.states.entry(event.key.clone()).or_default();
+        let time = event.token.generation_time();
+        state.last_write = Some(state.last_write.map_or(time, |w| w.max(time)));
+        Ok(Appended::New)
+    }
+
+    async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
+        let inner = self.lock();
+        let mut fold = Fold::default();
+        if let Some(events) = inner.events.get(key) {
+            let range = (Bound::Included((from, String::new())), Bound::Excluded((until, String::new())));
+            if from < until {
+                events.range(range).for_each(|(_, kind)| fold.push(*kind));
+            }
+        }
+        Ok(fold)
+    }
+
+    async fn delete_events_before(
+        &self,
+        key: &CounterKey,
+        before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let mut inner = self.lock();
+        let Some(events) = inner.events.get_mut(key) else { return Ok(0) };
+        let doomed: Vec<_> =
+            events.range(..(before, String::new())).take(limit).map(|(k, _)| k.clone()).collect();
+        doomed.iter().for_each(|k| {
+            events.remove(k);
+        });
+        Ok(doomed.len())
+    }
+}
+
+#[async_trait]
+impl CounterStore for MemoryStore {
+    async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState> {
+        Ok(self.lock().states.get(key).copied().unwrap_or_default())
+    }
+
+    async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
+        let mut inner = self.lock();
+        let state = inner.states.entry(key.clone()).or_default();
+        match state.checkpoint {
+            Some(stored) if stored.until >= checkpoint.until => Ok(stored),
+            _ => {
+                state.checkpoint = Some(checkpoint);
+                Ok(checkpoint)
+            }
+        }
+    }
+
+    async fn scan_counters(
+        &self,
+        namespace: Option<&Namespace>,
+        after: Option<&CounterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(CounterKey, CounterState)>> {
+        let inner = self.lock();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(inner
+            .states
+            .range((start, Bound::Unbounded))
+            .filter(|(_, state)| state.last_write.is_some())
+            .filter(|(key, _)| namespace.is_none_or(|ns| &key.namespace == ns))
+            .take(limit)
+            .map(|(k, s)| (k.clone(), *s))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl NamespaceStore for MemoryStore {
+    async fn create_namespace(&self, name: &Namespace, config: &NamespaceConfig) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if inner.namespaces.contains_key(name) {
+            return Err(StoreError::NamespaceExists(name.clone()));
+        }
+        inner.namespaces.insert(name.clone(), config.clone());
+        Ok(())
+    }
+
+    async fn update_namespace(&self, name: &Namespace, config: &NamespaceConfig) -> StoreResult<()> {
+        let mut inner = self.lock();
+        match inner.namespaces.get_mut(name) {
+            Some(stored) => {
+                *stored = config.clone();
+                Ok(())
+            }
+            None => Err(StoreError::NamespaceNotFound(name.clone())),
+        }
+    }
+
+    async fn get_namespace(&self, name: &Namespace) -> StoreResult<Option<NamespaceConfig>> {
+        Ok(self.lock().namespaces.get(name).cloned())
+    }
+
+    async fn list_namespaces(&self) -> StoreResult<Vec<(Namespace, NamespaceConfig)>> {
+        Ok(self.lock().namespaces.iter().map(|(n, c)| (n.clone(), c.clone())).collect())
+    }
+
+    async fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        inner.events.retain(|k, _| &k.namespace != name);
+        inner.states.retain(|k, _| &k.namespace != name);
+        Ok(inner.namespaces.remove(name).is_some())
+    }
+}

@@ -1,0 +1,302 @@
+//! The conformance suite every backend must pass.
+//!
+//! A backend's test file invokes [`store_suite!`](crate::store_suite) with an async function
+//! that opens a fresh, empty store judged by the given clock, and returns it with a guard to
+//! keep alive (a temporary directory, say). Each case below becomes one `#[tokio::test]`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tally_core::{
+    Checkpoint, Clock, CounterKey, CounterName, Event, EventKind, Fold, IdempotencyToken, ManualClock,
+    Namespace, NamespaceConfig, Timestamp,
+};
+
+use crate::{Appended, CounterState, Store, StoreError};
+
+/// Generates one `#[tokio::test]` per conformance case for a backend.
+///
+/// `$make` is an `async fn(ManualClock) -> (S, G)` where `S: Store` and `G` is kept alive for
+/// the duration of the test.
+#[macro_export]
+macro_rules! store_suite {
+    ($make:path) => {
+        $crate::store_suite!(@cases $make;
+            append_new_then_duplicate_counts_once,
+            append_conflict_changes_nothing,
+            same_token_at_another_time_is_another_event,
+            fold_orders_by_time_then_token_and_clear_discards_earlier,
+            fold_window_is_half_open,
+            fold_and_state_of_unknown_counter_are_empty,
+            last_write_is_the_greatest_event_time,
+            checkpoint_never_moves_backwards,
+            scan_counters_visits_every_counter_once,
+            delete_events_before_removes_only_older_events,
+            append_after_deadline_writes_nothing,
+            namespaces_create_get_list_update_delete,
+            delete_namespace_removes_its_counters_only,
+            names_that_concatenate_alike_stay_apart,
+            concurrent_appends_all_land
+        );
+    };
+    (@cases $make:path; $($case:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let clock = $crate::testsuite::suite_clock();
+            let (store, _guard) = $make(clock.clone()).await;
+            $crate::testsuite::$case(&store, &clock).await;
+        }
+    )*};
+}
+
+/// The clock every case starts from: a fixed, realistic time.
+pub fn suite_clock() -> ManualClock {
+    ManualClock::new(Timestamp::from_millis(1_764_000_000_000))
+}
+
+fn key(ns: &str, counter: &str) -> CounterKey {
+    CounterKey::new(Namespace::new(ns).expect("valid ns"), CounterName::new(counter).expect("valid name"))
+}
+
+fn event(key: &CounterKey, token: &str, micros: i64, kind: EventKind) -> Event {
+    Event {
+        key: key.clone(),
+        token: IdempotencyToken::new(token, Timestamp::from_micros(micros)).expect("valid token"),
+        kind,
+    }
+}
+
+fn far_deadline() -> Timestamp {
+    Timestamp::MAX
+}
+
+async fn append_ok<S: Store>(store: &S, e: &Event) -> Appended {
+    store.append(e, far_deadline()).await.expect("append")
+}
+
+async fn fold_all<S: Store>(store: &S, key: &CounterKey) -> Fold {
+    store.fold(key, Timestamp::MIN, Timestamp::MAX).await.expect("fold")
+}
+
+/// A new event is stored once; the identical retry is reported as a duplicate and not counted.
+pub async fn append_new_then_duplicate_counts_once<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    let e = event(&k, "t1", 100, EventKind::Add(5));
+    assert_eq!(append_ok(store, &e).await, Appended::New);
+    assert_eq!(append_ok(store, &e).await, Appended::Duplicate);
+    assert_eq!(fold_all(store, &k).await, Fold { sum: 5, cleared: false, events: 1 });
+}
+
+/// Reusing a token for another delta or a clear is refused and leaves the log as it was.
+pub async fn append_conflict_changes_nothing<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    append_ok(store, &event(&k, "t1", 100, EventKind::Add(5))).await;
+    for other in [EventKind::Add(6), EventKind::Clear] {
+        let err = store.append(&event(&k, "t1", 100, other), far_deadline()).await.expect_err("conflict");
+        assert!(
+            matches!(err, StoreError::Conflict { stored: EventKind::Add(5), given, .. } if given == other),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fold_all(store, &k).await.sum, 5);
+}
+
+/// The identity is the token string together with its generation time.
+pub async fn same_token_at_another_time_is_another_event<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    assert_eq!(append_ok(store, &event(&k, "t1", 100, EventKind::Add(1))).await, Appended::New);
+    assert_eq!(append_ok(store, &event(&k, "t1", 101, EventKind::Add(1))).await, Appended::New);
+    assert_eq!(fold_all(store, &k).await.sum, 2);
+}
+
+/// Events fold in `(generation_time, token)` order whatever order they arrived in, and a clear
+/// discards exactly the events ordered before it.
+pub async fn fold_orders_by_time_then_token_and_clear_discards_earlier<S: Store>(
+    store: &S,
+    _clock: &ManualClock,
+) {
+    let k = key("ns", "c");
+    // Arrival order differs from event order on purpose.
+    append_ok(store, &event(&k, "z-after", 200, EventKind::Add(1000))).await;
+    append_ok(store, &event(&k, "m-clear", 200, EventKind::Clear)).await;
+    append_ok(store, &event(&k, "a-before", 200, EventKind::Add(7))).await;
+    append_ok(store, &event(&k, "early", 100, EventKind::Add(30))).await;
+    append_ok(store, &event(&k, "late", 300, EventKind::Add(2))).await;
+    let fold = fold_all(store, &k).await;
+    assert_eq!(fold, Fold { sum: 1002, cleared: true, events: 5 });
+    // Before the clear's time nothing is cleared.
+    let fold = store.fold(&k, Timestamp::MIN, Timestamp::from_micros(200)).await.expect("fold");
+    assert_eq!(fold, Fold { sum: 30, cleared: false, events: 1 });
+}
+
+/// `from` is inclusive and `until` exclusive, so adjacent windows never count an event twice.
+pub async fn fold_window_is_half_open<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    for (i, t) in [99, 100, 101, 199, 200].into_iter().enumerate() {
+        append_ok(store, &event(&k, &format!("t{i}"), t, EventKind::Add(1 << i))).await;
+    }
+    let fold = |a, b| store.fold(&k, Timestamp::from_micros(a), Timestamp::from_micros(b));
+    assert_eq!(fold(100, 200).await.expect("fold").sum, 0b01110);
+    assert_eq!(fold(200, 300).await.expect("fold").sum, 0b10000);
+    assert_eq!(fold(0, 100).await.expect("fold").sum, 0b00001);
+    assert_eq!(fold(200, 200).await.expect("fold"), Fold::default());
+    assert_eq!(fold(300, 100).await.expect("fold"), Fold::default());
+}
+
+/// A counter nobody wrote has no events and no state.
+pub async fn fold_and_state_of_unknown_counter_are_empty<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "nobody");
+    assert_eq!(fold_all(store, &k).await, Fold::default());
+    assert_eq!(store.counter_state(&k).await.expect("state"), CounterState::default());
+}
+
+/// `last_write` tracks the greatest generation time, not the latest arrival.
+pub async fn last_write_is_the_greatest_event_time<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    append_ok(store, &event(&k, "a", 500, EventKind::Add(1))).await;
+    append_ok(store, &event(&k, "b", 300, EventKind::Clear)).await;
+    let state = store.counter_state(&k).await.expect("state");
+    assert_eq!(state.last_write, Some(Timestamp::from_micros(500)));
+    assert_eq!(state.checkpoint, None);
+    assert!(state.has_unfolded_events());
+}
+
+/// A stale checkpoint never replaces a newer one.
+pub async fn checkpoint_never_moves_backwards<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    append_ok(store, &event(&k, "a", 5, EventKind::Add(1))).await;
+    let newer = Checkpoint { count: 10, until: Timestamp::from_micros(200) };
+    let older = Checkpoint { count: 3, until: Timestamp::from_micros(100) };
+    assert_eq!(store.put_checkpoint(&k, newer).await.expect("put"), newer);
+    assert_eq!(store.put_checkpoint(&k, older).await.expect("put"), newer);
+    let state = store.counter_state(&k).await.expect("state");
+    assert_eq!(state.checkpoint, Some(newer));
+    assert!(!state.has_unfolded_events());
+    let newest = Checkpoint { count: 11, until: Timestamp::from_micros(300) };
+    assert_eq!(store.put_checkpoint(&k, newest).await.expect("put"), newest);
+}
+
+/// Paging through counters visits each once, and the namespace filter holds.
+pub async fn scan_counters_visits_every_counter_once<S: Store>(store: &S, _clock: &ManualClock) {
+    let mut expected = BTreeSet::new();
+    for ns in ["a", "b", "c"] {
+        for i in 0..7 {
+            let k = key(ns, &format!("counter-{i}"));
+            append_ok(store, &event(&k, "t", 1, EventKind::Add(1))).await;
+            expected.insert(k.to_string());
+        }
+    }
+    for filter in [None, Some(Namespace::new("b").expect("ns"))] {
+        let (mut seen, mut after) = (Vec::new(), None::<CounterKey>);
+        loop {
+            let page = store.scan_counters(filter.as_ref(), after.as_ref(), 4).await.expect("scan");
+            assert!(page.len() <= 4);
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            seen.extend(page.iter().map(|(k, s)| {
+                assert_eq!(s.last_write, Some(Timestamp::from_micros(1)));
+                k.to_string()
+            }));
+        }
+        let unique: BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "a counter was listed twice");
+        let want: BTreeSet<_> = match &filter {
+            None => expected.clone(),
+            Some(ns) => expected.iter().filter(|k| k.starts_with(&format!("{ns}:"))).cloned().collect(),
+        };
+        assert_eq!(unique, want);
+    }
+}
+
+/// Deletion takes only events older than the bound, oldest first, at most `limit` per call.
+pub async fn delete_events_before_removes_only_older_events<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    let other = key("ns", "other");
+    for t in 1..=10 {
+        append_ok(store, &event(&k, "t", t, EventKind::Add(t))).await;
+        append_ok(store, &event(&other, "t", t, EventKind::Add(t))).await;
+    }
+    let before = Timestamp::from_micros(8);
+    assert_eq!(store.delete_events_before(&k, before, 4).await.expect("delete"), 4);
+    assert_eq!(fold_all(store, &k).await.sum, 55 - (1 + 2 + 3 + 4));
+    assert_eq!(store.delete_events_before(&k, before, 100).await.expect("delete"), 3);
+    assert_eq!(store.delete_events_before(&k, before, 100).await.expect("delete"), 0);
+    assert_eq!(fold_all(store, &k).await.sum, 8 + 9 + 10);
+    assert_eq!(fold_all(store, &other).await.sum, 55);
+}
+
+/// An append whose deadline has passed on the store's clock writes nothing.
+pub async fn append_after_deadline_writes_nothing<S: Store>(store: &S, clock: &ManualClock) {
+    let k = key("ns", "c");
+    let now = clock.now();
+    let e = event(&k, "late", now.as_micros() - 10, EventKind::Add(1));
+    let err = store.append(&e, now).await.expect_err("deadline passed");
+    assert!(matches!(err, StoreError::DeadlinePassed { deadline, .. } if deadline == now), "{err:?}");
+    assert_eq!(fold_all(store, &k).await, Fold::default());
+    assert_eq!(store.counter_state(&k).await.expect("state"), CounterState::default());
+    let deadline = now.saturating_add(Duration::from_secs(1));
+    assert_eq!(store.append(&e, deadline).await.expect("in time"), Appended::New);
+}
+
+/// The namespace table keeps what it is given and refuses duplicates and unknown names.
+pub async fn namespaces_create_get_list_update_delete<S: Store>(store: &S, _clock: &ManualClock) {
+    let (a, b) = (Namespace::new("a").expect("ns"), Namespace::new("b").expect("ns"));
+    let config = NamespaceConfig { accept_limit: Duration::from_secs(9), ..Default::default() };
+    store.create_namespace(&b, &config).await.expect("create b");
+    store.create_namespace(&a, &NamespaceConfig::default()).await.expect("create a");
+    let err = store.create_namespace(&a, &config).await.expect_err("exists");
+    assert_eq!(err, StoreError::NamespaceExists(a.clone()));
+    assert_eq!(store.get_namespace(&a).await.expect("get"), Some(NamespaceConfig::default()));
+    let names: Vec<_> = store.list_namespaces().await.expect("list").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec![a.clone(), b.clone()]);
+    store.update_namespace(&a, &config).await.expect("update");
+    assert_eq!(store.get_namespace(&a).await.expect("get"), Some(config.clone()));
+    let missing = Namespace::new("missing").expect("ns");
+    let err = store.update_namespace(&missing, &config).await.expect_err("missing");
+    assert_eq!(err, StoreError::NamespaceNotFound(missing.clone()));
+    assert!(store.delete_namespace(&a).await.expect("delete"));
+    assert!(!store.delete_namespace(&a).await.expect("delete again"));
+    assert_eq!(store.get_namespace(&a).await.expect("get"), None);
+}
+
+/// Deleting a namespace removes its counters' events and state, and no other namespace's.
+pub async fn delete_namespace_removes_its_counters_only<S: Store>(store: &S, _clock: &ManualClock) {
+    let (gone, kept) = (key("gone", "c"), key("kept", "c"));
+    for k in [&gone, &kept] {
+        store.create_namespace(&k.namespace, &NamespaceConfig::default()).await.expect("create");
+        append_ok(store, &event(k, "t", 1, EventKind::Add(4))).await;
+        store.put_checkpoint(k, Checkpoint { count: 4, until: Timestamp::from_micros(2) }).await.expect("cp");
+    }
+    assert!(store.delete_namespace(&gone.namespace).await.expect("delete"));
+    assert_eq!(fold_all(store, &gone).await, Fold::default());
+    assert_eq!(store.counter_state(&gone).await.expect("state"), CounterState::default());
+    assert_eq!(fold_all(store, &kept).await.sum, 4);
+    assert!(store.counter_state(&kept).await.expect("state").checkpoint.is_some());
+}
+
+/// Keys are built so that `("ab", "c")` and `("a", "bc")` never share events or state.
+pub async fn names_that_concatenate_alike_stay_apart<S: Store>(store: &S, _clock: &ManualClock) {
+    let (x, y) = (key("ab", "c"), key("a", "bc"));
+    append_ok(store, &event(&x, "t", 1, EventKind::Add(1))).await;
+    append_ok(store, &event(&y, "t", 1, EventKind::Add(2))).await;
+    assert_eq!(fold_all(store, &x).await.sum, 1);
+    assert_eq!(fold_all(store, &y).await.sum, 2);
+    let a = Namespace::new("a").expect("ns");
+    let listed = store.scan_counters(Some(&a), None, 10).await.expect("scan");
+    assert_eq!(listed.into_iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![y]);
+}
+
+/// Many appends in flight at once all land, each exactly once.
+pub async fn concurrent_appends_all_land<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "hot");
+    let appends = (0..400).map(|i| {
+        let e = event(&k, &format!("t{i}"), 1000 + i, EventKind::Add(i));
+        async move { store.append(&e, far_deadline()).await }
+    });
+    let results = futures::future::join_all(appends).await;
+    assert!(results.iter().all(|r| r == &Ok(Appended::New)));
+    assert_eq!(
+        fold_all(store, &k).await,
+        Fold { sum: (0..400).sum::<i64>().into(), cleared: false, events: 400 }
+    );
+}

@@ -1,0 +1,325 @@
+//! Group commit: one writer thread, one `fdatasync` per batch of requests.
+//!
+//! Requests queue on a bounded channel. The writer blocks for the first one, then takes
+//! whatever else is already queued (up to `max_batch`), applies them all to one fjall batch
+//! and syncs it once. While it syncs, new requests queue up and form the next batch, so the
+//! batch size follows the load: one request per sync when idle, hundreds under pressure.
+//!
+//! Being the only writer also makes each request's read-check-write atomic: the idempotency
+//! check, `last_write = max(...)` and "checkpoints never move backwards" need no locks. Reads
+//! of values written earlier in the same, not yet committed, batch go through an overlay.
+//! Every reply waits for the commit, so nothing is acknowledged before it is durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fjall::{Database, Keyspace, PersistMode};
+use tally_core::{Checkpoint, Clock, CounterKey, Event, Namespace, Timestamp};
+use tally_store::{Appended, StoreError, StoreResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::key_codec as codec;
+
+/// How many requests may wait for the writer before senders are made to wait.
+const QUEUE_DEPTH: usize = 65_536;
+/// How many keys one step of a bulk deletion removes before committing.
+const DELETE_CHUNK: usize = 10_000;
+
+/// The fjall handles the writer and the readers share.
+#[derive(Clone)]
+pub(crate) struct Keyspaces {
+    pub db: Database,
+    pub events: Keyspace,
+    pub last_write: Keyspace,
+    pub checkpoints: Keyspace,
+    pub namespaces: Keyspace,
+}
+
+pub(crate) fn unavailable(e: fjall::Error) -> StoreError {
+    StoreError::Unavailable(format!("embedded store: {e}"))
+}
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+/// A mutation for the writer thread.
+pub(crate) enum Op {
+    /// Joins the current group commit.
+    Shared(SharedOp),
+    /// Reads committed state in bulk, so it runs alone after the current group is committed.
+    Exclusive(ExclusiveOp),
+}
+
+pub(crate) enum SharedOp {
+    Append { event: Event, deadline: Timestamp, reply: Reply<Appended> },
+    PutCheckpoint { key: CounterKey, checkpoint: Checkpoint, reply: Reply<Checkpoint> },
+    CreateNamespace { name: Namespace, json: Vec<u8>, reply: Reply<()> },
+    UpdateNamespace { name: Namespace, json: Vec<u8>, reply: Reply<()> },
+}
+
+pub(crate) enum ExclusiveOp {
+    DeleteNamespace { name: Namespace, reply: Reply<bool> },
+    DeleteEventsBefore { key: CounterKey, before: Timestamp, limit: usize, reply: Reply<usize> },
+}
+
+/// The handle that sends requests to the writer thread. The thread stops when it is dropped.
+pub(crate) struct GroupCommitter {
+    tx: mpsc::Sender<Op>,
+}
+
+impl GroupCommitter {
+    pub fn start(ks: Keyspaces, clock: Arc<dyn Clock>, max_batch: usize) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("tally-writer".into())
+            .spawn(move || Writer { ks, clock, max_batch: max_batch.max(1) }.run(rx))?;
+        Ok(Self { tx })
+    }
+
+    /// Sends one request and waits until it is committed (or refused).
+    pub async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("embedded store writer has stopped".into());
+        self.tx.send(make(reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+struct Writer {
+    ks: Keyspaces,
+    clock: Arc<dyn Clock>,
+    max_batch: usize,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Op>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut ops = vec![first];
+            while ops.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!("tally_group_commit_batch_requests").record(ops.len() as f64);
+            let mut batch = Batch::new(&self.ks);
+            for op in ops {
+                match op {
+                    Op::Exclusive(op) => {
+                        std::mem::replace(&mut batch, Batch::new(&self.ks)).commit();
+                        self.run_exclusive(op);
+                    }
+                    Op::Shared(op) => batch.apply(op, &*self.clock),
+                }
+            }
+            batch.commit();
+        }
+    }
+
+    fn run_exclusive(&self, op: ExclusiveOp) {
+        match op {
+            ExclusiveOp::DeleteEventsBefore { key, before, limit, reply } => {
+                let _ = reply.send(self.delete_events_before(&key, before, limit));
+            }
+            ExclusiveOp::DeleteNamespace { name, reply } => {
+                let _ = reply.send(self.delete_namespace(&name));
+            }
+        }
+    }
+
+    fn delete_events_before(&self, key: &CounterKey, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        let range = codec::counter_prefix(key)..codec::event_bound(key, before);
+        let doomed: Vec<_> = self
+            .ks
+            .events
+            .range(range)
+            .take(limit)
+            .map(|g| g.key())
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        let mut writes = self.ks.db.batch().durability(Some(PersistMode::SyncData));
+        doomed.iter().for_each(|k| writes.remove(&self.ks.events, k.clone()));
+        writes.commit().map_err(unavailable)?;
+        Ok(doomed.len())
+    }
+
+    fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool> {
+        let existed = self.ks.namespaces.get(name.as_str()).map_err(unavailable)?.is_some();
+        let prefix = codec::namespace_prefix(name);
+        // The configuration goes last: if this is interrupted, the namespace still exists and
+        // deleting it again finishes the job, instead of leaving orphaned data behind.
+        for space in [&self.ks.events, &self.ks.last_write, &self.ks.checkpoints] {
+            loop {
+                let doomed: Vec<_> = space
+                    .prefix(&prefix)
+                    .take(DELETE_CHUNK)
+                    .map(|g| g.key())
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)?;
+                if doomed.is_empty() {
+                    break;
+                }
+                let mut writes = self.ks.db.batch().durability(Some(PersistMode::SyncData));
+                doomed.into_iter().for_each(|k| writes.remove(space, k));
+                writes.commit().map_err(unavailable)?;
+            }
+        }
+        let mut writes = self.ks.db.batch().durability(Some(PersistMode::SyncData));
+        writes.remove(&self.ks.namespaces, name.as_str());
+        writes.commit().map_err(unavailable)?;
+        Ok(existed)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Space {
+    Events,
+    LastWrite,
+    Checkpoints,
+    Namespaces,
+}
+
+type Ack = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// One group commit in the making.
+struct Batch<'a> {
+    ks: &'a Keyspaces,
+    writes: fjall::OwnedWriteBatch,
+    written: usize,
+    overlay: HashMap<(Space, Vec<u8>), Vec<u8>>,
+    acks: Vec<Ack>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(ks: &'a Keyspaces) -> Self {
+        Self {
+            ks,
+            writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
+            written: 0,
+            overlay: HashMap::new(),
+            acks: Vec::new(),
+        }
+    }
+
+    fn keyspace(&self, space: Space) -> &'a Keyspace {
+        match space {
+            Space::Events => &self.ks.events,
+            Space::LastWrite => &self.ks.last_write,
+            Space::Checkpoints => &self.ks.checkpoints,
+            Space::Namespaces => &self.ks.namespaces,
+        }
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(&(space, key.to_vec())) {
+            return Ok(Some(v.clone()));
+        }
+        Ok(self.keyspace(space).get(key).map_err(unavailable)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(self.keyspace(space), key.clone(), value.clone());
+        self.overlay.insert((space, key), value);
+        self.written += 1;
+    }
+
+    /// Queues the reply; it is sent after the commit, turned into the commit's error if that fails.
+    fn ack<T: Send + 'static>(&mut self, reply: Reply<T>, result: StoreResult<T>) {
+        self.acks.push(Box::new(move |failure| {
+            let _ = reply.send(match failure {
+                Some(e) => Err(e.clone()),
+                None => result,
+            });
+        }));
+    }
+
+    fn apply(&mut self, op: SharedOp, clock: &dyn Clock) {
+        match op {
+            SharedOp::Append { event, deadline, reply } => {
+                let result = self.append(&event, deadline, clock);
+                self.ack(reply, result);
+            }
+            SharedOp::PutCheckpoint { key, checkpoint, reply } => {
+                let result = self.put_checkpoint(&key, checkpoint);
+                self.ack(reply, result);
+            }
+            SharedOp::CreateNamespace { name, json, reply } => {
+                let result = match self.get(Space::Namespaces, name.as_str().as_bytes()) {
+                    Ok(Some(_)) => Err(StoreError::NamespaceExists(name)),
+                    Ok(None) => Ok(self.put(Space::Namespaces, name.as_str().into(), json)),
+                    Err(e) => Err(e),
+                };
+                self.ack(reply, result);
+            }
+            SharedOp::UpdateNamespace { name, json, reply } => {
+                let result = match self.get(Space::Namespaces, name.as_str().as_bytes()) {
+                    Ok(None) => Err(StoreError::NamespaceNotFound(name)),
+                    Ok(Some(_)) => Ok(self.put(Space::Namespaces, name.as_str().into(), json)),
+                    Err(e) => Err(e),
+                };
+                self.ack(reply, result);
+            }
+        }
+    }
+
+    fn append(&mut self, event: &Event, deadline: Timestamp, clock: &dyn Clock) -> StoreResult<Appended> {
+        if clock.now() >= deadline {
+            return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
+        }
+        let time = event.token.generation_time();
+        let key = codec::event_key(&event.key, time, event.token.token());
+        if let Some(stored) = self.get(Space::Events, &key)? {
+            let stored = codec::decode_event_value(&stored)?;
+            return if stored == event.kind {
+                Ok(Appended::Duplicate)
+            } else {
+                Err(StoreError::Conflict {
+                    key: event.key.clone(),
+                    token: event.token.clone(),
+                    stored,
+                    given: event.kind,
+                })
+            };
+        }
+        self.put(Space::Events, key, codec::event_value(event.kind));
+        let state_key = codec::counter_prefix(&event.key);
+        let last =
+            self.get(Space::LastWrite, &state_key)?.map(|v| codec::decode_time_value(&v)).transpose()?;
+        if last.is_none_or(|last| last < time) {
+            self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec());
+        }
+        Ok(Appended::New)
+    }
+
+    fn put_checkpoint(&mut self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
+        let state_key = codec::counter_prefix(key);
+        let stored = self
+            .get(Space::Checkpoints, &state_key)?
+            .map(|v| codec::decode_checkpoint_value(&v))
+            .transpose()?;
+        match stored {
+            Some(stored) if stored.until >= checkpoint.until => Ok(stored),
+            _ => {
+                self.put(Space::Checkpoints, state_key, codec::checkpoint_value(checkpoint).to_vec());
+                Ok(checkpoint)
+            }
+        }
+    }
+
+    fn commit(self) {
+        let failure = if self.written == 0 {
+            None
+        } else {
+            let started = Instant::now();
+            let result = self.writes.commit().map_err(unavailable);
+            metrics::histogram!("tally_group_commit_seconds").record(started.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "group commit failed; its requests are answered unavailable");
+            }
+            result.err()
+        };
+        for ack in self.acks {
+            ack(failure.as_ref());
+        }
+    }
+}

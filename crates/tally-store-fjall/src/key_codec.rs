@@ -1,0 +1,183 @@
+//! Byte layout of keys and values. Format version 1.
+//!
+//! - counter prefix: `ns_len: u8 | ns | counter_len: u16 BE | counter`. Lengths make
+//!   `("ab","c")` and `("a","bc")` distinct, and a counter's prefix never prefixes another's.
+//! - event key: `counter prefix | time: u64 BE (sign bit flipped) | token`; the flipped sign
+//!   makes byte order equal time order, so a prefix range scan yields `(time, token)` order.
+//! - event value: `0 | delta: i64 LE` for an add, `1` for a clear.
+//! - `last_write` value: `time: i64 LE`; checkpoint value: `count: i64 LE | until: i64 LE`.
+
+use tally_core::{Checkpoint, CounterKey, CounterName, EventKind, Namespace, Timestamp};
+use tally_store::StoreError;
+
+/// The on-disk format this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const ADD: u8 = 0;
+const CLEAR: u8 = 1;
+
+/// The prefix shared by every key of one namespace.
+pub fn namespace_prefix(ns: &Namespace) -> Vec<u8> {
+    let bytes = ns.as_str().as_bytes();
+    let mut out = Vec::with_capacity(1 + bytes.len());
+    // Namespace names are at most 64 bytes, validated by `Namespace::new`.
+    out.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The prefix shared by every key of one counter; also its state key.
+pub fn counter_prefix(key: &CounterKey) -> Vec<u8> {
+    let name = key.counter.as_str().as_bytes();
+    let mut out = namespace_prefix(&key.namespace);
+    out.reserve(2 + name.len() + 8 + 40);
+    // Counter names are at most 256 bytes, validated by `CounterName::new`.
+    out.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(name);
+    out
+}
+
+fn time_bytes(t: Timestamp) -> [u8; 8] {
+    ((t.as_micros() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The key of the first possible event of `key` at or after `t`.
+pub fn event_bound(key: &CounterKey, t: Timestamp) -> Vec<u8> {
+    let mut out = counter_prefix(key);
+    out.extend_from_slice(&time_bytes(t));
+    out
+}
+
+/// The key of one event.
+pub fn event_key(key: &CounterKey, time: Timestamp, token: &str) -> Vec<u8> {
+    let mut out = event_bound(key, time);
+    out.extend_from_slice(token.as_bytes());
+    out
+}
+
+/// Encodes what an event does.
+pub fn event_value(kind: EventKind) -> Vec<u8> {
+    match kind {
+        EventKind::Add(delta) => {
+            let mut v = Vec::with_capacity(9);
+            v.push(ADD);
+            v.extend_from_slice(&delta.to_le_bytes());
+            v
+        }
+        EventKind::Clear => vec![CLEAR],
+    }
+}
+
+/// Decodes what an event does.
+pub fn decode_event_value(bytes: &[u8]) -> Result<EventKind, StoreError> {
+    match bytes {
+        [ADD, rest @ ..] => Ok(EventKind::Add(i64::from_le_bytes(fixed(rest, "event delta")?))),
+        [CLEAR] => Ok(EventKind::Clear),
+        _ => Err(StoreError::Corrupt(format!("event value {bytes:02x?} is neither an add nor a clear"))),
+    }
+}
+
+/// Encodes a time (for `last_write`).
+pub fn time_value(t: Timestamp) -> [u8; 8] {
+    t.as_micros().to_le_bytes()
+}
+
+/// Decodes a time (for `last_write`).
+pub fn decode_time_value(bytes: &[u8]) -> Result<Timestamp, StoreError> {
+    Ok(Timestamp::from_micros(i64::from_le_bytes(fixed(bytes, "last_write")?)))
+}
+
+/// Encodes a checkpoint.
+pub fn checkpoint_value(cp: Checkpoint) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&cp.count.to_le_bytes());
+    out[8..].copy_from_slice(&cp.until.as_micros().to_le_bytes());
+    out
+}
+
+/// Decodes a checkpoint.
+pub fn decode_checkpoint_value(bytes: &[u8]) -> Result<Checkpoint, StoreError> {
+    let all: [u8; 16] = fixed(bytes, "checkpoint")?;
+    let (count, until) = all.split_at(8);
+    Ok(Checkpoint {
+        count: i64::from_le_bytes(fixed(count, "checkpoint count")?),
+        until: Timestamp::from_micros(i64::from_le_bytes(fixed(until, "checkpoint time")?)),
+    })
+}
+
+/// Decodes a counter prefix (a state key) back into its counter.
+pub fn decode_counter_prefix(bytes: &[u8]) -> Result<CounterKey, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("counter key {bytes:02x?} is malformed"));
+    let (&ns_len, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    let (ns, rest) = rest.split_at_checked(usize::from(ns_len)).ok_or_else(corrupt)?;
+    let (len, name) = rest.split_at_checked(2).ok_or_else(corrupt)?;
+    let len: [u8; 2] = len.try_into().map_err(|_| corrupt())?;
+    if name.len() != usize::from(u16::from_be_bytes(len)) {
+        return Err(corrupt());
+    }
+    let ns = std::str::from_utf8(ns).ok().and_then(|s| Namespace::new(s).ok()).ok_or_else(corrupt)?;
+    let name = std::str::from_utf8(name).ok().and_then(|s| CounterName::new(s).ok()).ok_or_else(corrupt)?;
+    Ok(CounterKey::new(ns, name))
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut out = prefix.to_vec();
+    while let Some(last) = out.pop() {
+        if last < u8::MAX {
+            out.push(last + 1);
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected {N}", bytes.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, c: &str) -> CounterKey {
+        CounterKey::new(Namespace::new(ns).expect("ns"), CounterName::new(c).expect("c"))
+    }
+
+    #[test]
+    fn event_keys_sort_by_time_then_token_across_the_sign_boundary() {
+        let k = key("n", "c");
+        let times = [i64::MIN, -5, -1, 0, 1, 5, i64::MAX];
+        let keys: Vec<_> = times.iter().map(|&t| event_key(&k, Timestamp::from_micros(t), "a")).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let t = Timestamp::from_micros(7);
+        assert!(event_key(&k, t, "a") < event_key(&k, t, "b"));
+        assert!(event_bound(&k, t) <= event_key(&k, t, "a"));
+    }
+
+    #[test]
+    fn counter_prefix_round_trips_and_rejects_garbage() {
+        let k = key("ns", "video:1");
+        assert_eq!(decode_counter_prefix(&counter_prefix(&k)), Ok(k));
+        assert!(matches!(decode_counter_prefix(&[9, 1]), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn values_round_trip() {
+        for kind in [EventKind::Add(-42), EventKind::Add(i64::MAX), EventKind::Clear] {
+            assert_eq!(decode_event_value(&event_value(kind)), Ok(kind));
+        }
+        let cp = Checkpoint { count: -3, until: Timestamp::from_micros(99) };
+        assert_eq!(decode_checkpoint_value(&checkpoint_value(cp)), Ok(cp));
+        assert!(decode_event_value(&[7]).is_err());
+    }
+
+    #[test]
+    fn upper_bound_skips_trailing_ff() {
+        assert_eq!(prefix_upper_bound(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_upper_bound(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_upper_bound(&[0xff]), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! The embedded store: Tally on one machine with no other service.
+//!
+//! [`FjallStore`] keeps everything in one fjall database in a data directory:
+//! - keyspace `events`: one entry per event, keyed so that a counter's events sort by
+//!   `(generation_time, token)` ([`key_codec`]);
+//! - keyspace `last_write` and `checkpoints`: per-counter state;
+//! - keyspace `namespaces`: namespace configurations as JSON;
+//! - keyspace `meta`: the on-disk format version.
+//!
+//! Every mutation goes through one writer thread ([`group_commit`]) that takes whatever
+//! requests queued while the previous batch was syncing and commits them with one `fdatasync`.
+//! The single writer also makes the read-check-write steps (idempotency, `last_write = max`,
+//! checkpoints that never move backwards) atomic without locks. Reads go straight to fjall.
+
+mod group_commit;
+pub mod key_codec;
+mod store;
+
+pub use store::{FjallOptions, FjallStore};

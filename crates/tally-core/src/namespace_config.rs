@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::Timestamp;
+
 /// How a namespace's counters count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -156,6 +158,46 @@ impl NamespaceConfig {
     pub fn immutable_after(&self) -> Duration {
         self.accept_limit + self.clock_skew
     }
+
+    /// Whether the write window accepts a mutation generated at `generation_time` when the
+    /// server's clock reads `now`.
+    pub fn check_window(&self, generation_time: Timestamp, now: Timestamp) -> Result<(), WindowError> {
+        let oldest = now.saturating_sub(self.accept_limit);
+        let latest = now.saturating_add(self.clock_skew);
+        if generation_time < oldest {
+            Err(WindowError::TooOld { oldest, accept_limit: self.accept_limit })
+        } else if generation_time > latest {
+            Err(WindowError::TooNew { latest, clock_skew: self.clock_skew })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The moment after which no mutation generated at `generation_time` may become visible:
+    /// rollups fold up to `now - accept_limit - clock_skew`, and half the skew margin is left
+    /// for the commit itself.
+    pub fn commit_deadline(&self, generation_time: Timestamp) -> Timestamp {
+        generation_time.saturating_add(self.accept_limit + self.clock_skew / 2)
+    }
+}
+
+/// Why the write window refused a mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowError {
+    /// Generated before `oldest`, the start of the window.
+    TooOld {
+        /// The oldest generation time the window accepted at that moment.
+        oldest: Timestamp,
+        /// The namespace's accept limit.
+        accept_limit: Duration,
+    },
+    /// Generated after `latest`, further ahead than the allowed clock skew.
+    TooNew {
+        /// The latest generation time the window accepted at that moment.
+        latest: Timestamp,
+        /// The namespace's clock skew allowance.
+        clock_skew: Duration,
+    },
 }
 
 #[cfg(test)]
@@ -179,6 +221,18 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(3600));
         let err = serde_json::from_str::<NamespaceConfig>(r#"{"acept_limit":"2s"}"#).expect_err("typo");
         assert!(err.to_string().contains("unknown field `acept_limit`"), "{err}");
+    }
+
+    #[test]
+    fn window_accepts_its_bounds_and_refuses_beyond_them() {
+        let c = NamespaceConfig::default();
+        let now = Timestamp::from_millis(100_000);
+        assert_eq!(c.check_window(now.saturating_sub(c.accept_limit), now), Ok(()));
+        assert_eq!(c.check_window(now.saturating_add(c.clock_skew), now), Ok(()));
+        let too_old = now.saturating_sub(c.accept_limit + Duration::from_micros(1));
+        assert!(matches!(c.check_window(too_old, now), Err(WindowError::TooOld { .. })));
+        let too_new = now.saturating_add(c.clock_skew + Duration::from_micros(1));
+        assert!(matches!(c.check_window(too_new, now), Err(WindowError::TooNew { .. })));
     }
 
     #[test]

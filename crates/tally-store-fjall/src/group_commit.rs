@@ -244,19 +244,11 @@ impl<'a> Batch<'a> {
                 self.ack(reply, result);
             }
             SharedOp::CreateNamespace { name, json, reply } => {
-                let result = match self.get(Space::Namespaces, name.as_str().as_bytes()) {
-                    Ok(Some(_)) => Err(StoreError::NamespaceExists(name)),
-                    Ok(None) => Ok(self.put(Space::Namespaces, name.as_str().into(), json)),
-                    Err(e) => Err(e),
-                };
+                let result = self.put_namespace(name, json, false);
                 self.ack(reply, result);
             }
             SharedOp::UpdateNamespace { name, json, reply } => {
-                let result = match self.get(Space::Namespaces, name.as_str().as_bytes()) {
-                    Ok(None) => Err(StoreError::NamespaceNotFound(name)),
-                    Ok(Some(_)) => Ok(self.put(Space::Namespaces, name.as_str().into(), json)),
-                    Err(e) => Err(e),
-                };
+                let result = self.put_namespace(name, json, true);
                 self.ack(reply, result);
             }
         }
@@ -289,6 +281,19 @@ impl<'a> Batch<'a> {
             self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec());
         }
         Ok(Appended::New)
+    }
+
+    /// Creates (`existing == false`) or replaces (`existing == true`) a namespace's config.
+    fn put_namespace(&mut self, name: Namespace, json: Vec<u8>, existing: bool) -> StoreResult<()> {
+        let found = self.get(Space::Namespaces, name.as_str().as_bytes())?.is_some();
+        match (existing, found) {
+            (false, true) => Err(StoreError::NamespaceExists(name)),
+            (true, false) => Err(StoreError::NamespaceNotFound(name)),
+            _ => {
+                self.put(Space::Namespaces, name.as_str().into(), json);
+                Ok(())
+            }
+        }
     }
 
     fn put_checkpoint(&mut self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {

@@ -1,0 +1,410 @@
+//! The engine: the four counter operations and the namespace control plane.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_core::{
+    Checkpoint, Clock, CounterKey, CounterType, Event, EventKind, IdempotencyToken, Namespace,
+    NamespaceConfig, Timestamp, WindowError,
+};
+use tally_store::{Appended, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::best_effort::BestEffortCounters;
+use crate::cache::CheckpointCache;
+use crate::error::{EngineError, EngineResult};
+use crate::namespaces::NamespaceRegistry;
+use crate::options::EngineOptions;
+use crate::retention::{self, RetentionReport};
+use crate::rollup::RollupPipeline;
+
+/// How often expired `best_effort` counters are swept from memory.
+const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
+
+/// The answer to a mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutated {
+    /// The token the mutation was stored under: the client's, or one the server made. `None`
+    /// for `best_effort` counters, which keep no events.
+    pub token: Option<IdempotencyToken>,
+    /// `false` when the token had been applied already, so this request changed nothing.
+    pub applied: bool,
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    /// The count.
+    pub value: i64,
+    /// The namespace's counter type, which says how fresh `value` is.
+    pub counter_type: CounterType,
+    /// The count covers exactly the events generated before this time; `None` for a counter
+    /// never rolled up.
+    pub as_of: Option<Timestamp>,
+}
+
+/// The counter engine. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    cache: Arc<dyn CheckpointCache>,
+    namespaces: Arc<NamespaceRegistry>,
+    best_effort: BestEffortCounters,
+    rollups: Arc<RollupPipeline>,
+    options: EngineOptions,
+}
+
+/// The engine's background tasks; see [`Engine::start_background`].
+pub struct Background {
+    tracker: TaskTracker,
+}
+
+impl Background {
+    /// Waits until every background task has stopped (after the shutdown token fired).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+    }
+}
+
+impl Engine {
+    /// Opens the engine over a store; creates the `default` namespace if it is missing.
+    /// No background task runs until [`Engine::start_background`].
+    pub async fn open(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn CheckpointCache>,
+        clock: Arc<dyn Clock>,
+        options: EngineOptions,
+    ) -> EngineResult<Self> {
+        let namespaces = Arc::new(NamespaceRegistry::open(store.clone()).await?);
+        let rollups = Arc::new(RollupPipeline::new(
+            store.clone(),
+            cache.clone(),
+            clock.clone(),
+            namespaces.clone(),
+            options.rollup_queues,
+            options.rollup_queue_capacity,
+            options.rollup_batch,
+            options.rollup_target_batch_time,
+        ));
+        let inner = Inner {
+            store,
+            clock,
+            cache,
+            namespaces,
+            best_effort: BestEffortCounters::default(),
+            rollups,
+            options,
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Starts the rollup workers, the pending scan (which first re-arms the triggers of
+    /// counters left unfolded by a crash), retention and the `best_effort` sweep. They stop
+    /// when `shutdown` fires; wait for them with [`Background::wait`].
+    pub fn start_background(&self, shutdown: CancellationToken) -> Background {
+        let tracker = TaskTracker::new();
+        let inner = &self.inner;
+        inner.rollups.spawn_workers(&tracker, &shutdown);
+
+        let engine = self.clone();
+        let period = inner.options.pending_scan_interval;
+        tracker.spawn(every(period, shutdown.clone(), move || {
+            let engine = engine.clone();
+            async move {
+                if let Err(e) = engine.inner.namespaces.refresh().await {
+                    tracing::warn!(error = %e, "namespace refresh failed");
+                }
+                match engine.inner.rollups.recover_pending().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(counters = n, "re-armed rollups of counters with unfolded events")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pending scan failed"),
+                }
+            }
+        }));
+
+        let engine = self.clone();
+        tracker.spawn(every(inner.options.retention_interval, shutdown.clone(), move || {
+            let engine = engine.clone();
+            async move {
+                match engine.run_retention().await {
+                    Ok(r) if r.events_deleted > 0 => {
+                        tracing::info!(deleted = r.events_deleted, "retention pass")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+                }
+            }
+        }));
+
+        let engine = self.clone();
+        tracker.spawn(every(BEST_EFFORT_SWEEP, shutdown, move || {
+            let engine = engine.clone();
+            async move {
+                engine.inner.best_effort.sweep(engine.inner.clock.now());
+            }
+        }));
+        tracker.close();
+        Background { tracker }
+    }
+
+    /// The rollup pipeline, to drive it by hand in tests or inspect its depth.
+    pub fn rollups(&self) -> &RollupPipeline {
+        &self.inner.rollups
+    }
+
+    /// Runs one retention pass now.
+    pub async fn run_retention(&self) -> EngineResult<RetentionReport> {
+        let inner = &self.inner;
+        retention::run(&inner.store, &inner.namespaces, &inner.rollups, &inner.clock).await
+    }
+
+    /// The stored checkpoint of a counter, read without triggering a rollup. For inspection.
+    pub async fn stored_checkpoint(&self, key: &CounterKey) -> EngineResult<Option<Checkpoint>> {
+        Ok(self.inner.store.counter_state(key).await?.checkpoint)
+    }
+
+    // ---- counters ----
+
+    /// `AddCount`: adds `delta` to the counter.
+    ///
+    /// With a token, a retry of the same `{token, generation_time}` changes nothing and
+    /// answers `applied: false`. Without one, the server makes a token, and a retry adds again.
+    pub async fn add_count(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        token: Option<IdempotencyToken>,
+    ) -> EngineResult<Mutated> {
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        if config.counter_type == CounterType::BestEffort {
+            self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now())?;
+            return Ok(Mutated { token: None, applied: true });
+        }
+        let checkpoint = self.checkpoint(key, &config).await?;
+        check_overflow(key, checkpoint.count, delta)?;
+        self.append(key, &config, EventKind::Add(delta), token).await
+    }
+
+    /// `AddAndGetCount`: adds `delta` and returns a count that includes this add.
+    ///
+    /// `accurate`: the exact count after the add. `eventual`: the last checkpoint plus this
+    /// add; other adds of the last few seconds may be missing. `best_effort`: the new value.
+    pub async fn add_and_get_count(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        token: Option<IdempotencyToken>,
+    ) -> EngineResult<(Mutated, Count)> {
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let now = self.inner.clock.now();
+        match config.counter_type {
+            CounterType::BestEffort => {
+                let value = self.inner.best_effort.add(key, delta, config.best_effort_ttl, now)?;
+                let count = Count { value, counter_type: config.counter_type, as_of: Some(now) };
+                Ok((Mutated { token: None, applied: true }, count))
+            }
+            CounterType::Eventual => {
+                let checkpoint = self.checkpoint(key, &config).await?;
+                check_overflow(key, checkpoint.count, delta)?;
+                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                let folded = mutated.token.as_ref().is_some_and(|t| t.generation_time() < checkpoint.until);
+                // A retry of an add already in the checkpoint must not count it twice. With one
+                // clock a retry inside the write window is never folded yet; instances whose
+                // clocks differ can get here.
+                let value = if folded { checkpoint.count } else { checkpoint.count.saturating_add(delta) };
+                Ok((mutated, Count { value, counter_type: config.counter_type, as_of: as_of(checkpoint) }))
+            }
+            CounterType::Accurate => {
+                let before = self.accurate_count(key, &config).await?;
+                check_overflow(key, before.value, delta)?;
+                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                Ok((mutated, self.accurate_count(key, &config).await?))
+            }
+        }
+    }
+
+    /// `GetCount`: the counter's count, as fresh as its type promises. Triggers a rollup.
+    pub async fn get_count(&self, key: &CounterKey) -> EngineResult<Count> {
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let now = self.inner.clock.now();
+        match config.counter_type {
+            CounterType::BestEffort => {
+                let value = self.inner.best_effort.get(key, now);
+                Ok(Count { value, counter_type: config.counter_type, as_of: Some(now) })
+            }
+            CounterType::Eventual => {
+                let checkpoint = self.checkpoint(key, &config).await?;
+                self.inner.rollups.trigger(key, now.saturating_add(config.coalesce));
+                Ok(Count {
+                    value: checkpoint.count,
+                    counter_type: config.counter_type,
+                    as_of: as_of(checkpoint),
+                })
+            }
+            CounterType::Accurate => {
+                let count = self.accurate_count(key, &config).await?;
+                self.inner.rollups.trigger(key, now.saturating_add(config.coalesce));
+                Ok(count)
+            }
+        }
+    }
+
+    /// `ClearCount`: sets the counter to zero as of the token's generation time. Events ordered
+    /// after the clear still count.
+    pub async fn clear_count(
+        &self,
+        key: &CounterKey,
+        token: Option<IdempotencyToken>,
+    ) -> EngineResult<Mutated> {
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        if config.counter_type == CounterType::BestEffort {
+            self.inner.best_effort.clear(key);
+            return Ok(Mutated { token: None, applied: true });
+        }
+        self.append(key, &config, EventKind::Clear, token).await
+    }
+
+    async fn append(
+        &self,
+        key: &CounterKey,
+        config: &NamespaceConfig,
+        kind: EventKind,
+        token: Option<IdempotencyToken>,
+    ) -> EngineResult<Mutated> {
+        let now = self.inner.clock.now();
+        let token = match token {
+            Some(token) => {
+                config
+                    .check_window(token.generation_time(), now)
+                    .map_err(|e| window_error(key, token.clone(), e))?;
+                token
+            }
+            None => server_token(now)?,
+        };
+        let event = Event { key: key.clone(), token, kind };
+        let appended =
+            self.inner.store.append(&event, config.commit_deadline(event.token.generation_time())).await?;
+        self.inner.rollups.trigger(key, now.saturating_add(config.coalesce));
+        Ok(Mutated { token: Some(event.token), applied: appended == Appended::New })
+    }
+
+    /// The counter's checkpoint from the cache, else from the store (and then cached).
+    async fn checkpoint(&self, key: &CounterKey, config: &NamespaceConfig) -> EngineResult<Checkpoint> {
+        let now = self.inner.clock.now();
+        if let Some(cp) = self.inner.cache.get(key, now).await {
+            return Ok(cp);
+        }
+        let cp = self.inner.store.counter_state(key).await?.checkpoint.unwrap_or(Checkpoint::ZERO);
+        self.inner.cache.put(key, cp, now, config.cache_ttl).await;
+        Ok(cp)
+    }
+
+    /// The checkpoint plus every event after it, up to now.
+    async fn accurate_count(&self, key: &CounterKey, config: &NamespaceConfig) -> EngineResult<Count> {
+        let checkpoint = self.checkpoint(key, config).await?;
+        let now = self.inner.clock.now();
+        let tail = self.inner.store.fold(key, checkpoint.until, Timestamp::MAX).await?;
+        Ok(Count {
+            value: tail.apply_to(checkpoint.count),
+            counter_type: config.counter_type,
+            as_of: Some(now),
+        })
+    }
+
+    // ---- namespaces ----
+
+    /// `CreateNamespace`.
+    pub async fn create_namespace(
+        &self,
+        name: &Namespace,
+        config: NamespaceConfig,
+    ) -> EngineResult<NamespaceConfig> {
+        Ok((*self.inner.namespaces.create(name, config).await?).clone())
+    }
+
+    /// `GetNamespace`.
+    pub async fn get_namespace(&self, name: &Namespace) -> EngineResult<NamespaceConfig> {
+        Ok((*self.inner.namespaces.get(name).await?).clone())
+    }
+
+    /// `ListNamespaces`, ordered by name.
+    pub async fn list_namespaces(&self) -> EngineResult<Vec<(Namespace, NamespaceConfig)>> {
+        self.inner.namespaces.list().await
+    }
+
+    /// `UpdateNamespace`: replaces the configuration; the counter type cannot change.
+    pub async fn update_namespace(
+        &self,
+        name: &Namespace,
+        config: NamespaceConfig,
+    ) -> EngineResult<NamespaceConfig> {
+        Ok((*self.inner.namespaces.update(name, config).await?).clone())
+    }
+
+    /// `DeleteNamespace`: deletes the namespace with every counter in it.
+    pub async fn delete_namespace(&self, name: &Namespace) -> EngineResult<()> {
+        if !self.inner.namespaces.delete(name).await? {
+            return Err(EngineError::NamespaceNotFound(name.clone()));
+        }
+        self.inner.best_effort.clear_namespace(name);
+        // Cached checkpoints of the deleted counters must not resurface if the name is reused.
+        self.inner.cache.clear().await;
+        Ok(())
+    }
+}
+
+fn as_of(checkpoint: Checkpoint) -> Option<Timestamp> {
+    (checkpoint.until > Timestamp::MIN).then_some(checkpoint.until)
+}
+
+fn check_overflow(key: &CounterKey, count: i64, delta: i64) -> EngineResult<()> {
+    match count.checked_add(delta) {
+        Some(_) => Ok(()),
+        None => Err(EngineError::Overflow { key: key.clone(), count, delta }),
+    }
+}
+
+fn window_error(key: &CounterKey, token: IdempotencyToken, e: WindowError) -> EngineError {
+    let namespace = key.namespace.clone();
+    match e {
+        WindowError::TooOld { oldest, accept_limit } => {
+            EngineError::TokenTooOld { namespace, token, oldest, accept_limit }
+        }
+        WindowError::TooNew { latest, clock_skew } => {
+            EngineError::TokenInFuture { namespace, token, latest, clock_skew }
+        }
+    }
+}
+
+/// A token for a mutation that came without one: 96 random bits, generated now.
+fn server_token(now: Timestamp) -> EngineResult<IdempotencyToken> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| EngineError::Internal(format!("no randomness for a server token: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    IdempotencyToken::new(&format!("srv-{hex}"), now).map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+/// Runs `step` now and then every `period` until `shutdown` fires.
+async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => step().await,
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The counter engine: what every front door calls.
+//!
+//! - [`Engine`] ([`engine`]) holds the four operations, `add_count`, `add_and_get_count`,
+//!   `get_count` and `clear_count`, plus the namespace control plane;
+//! - [`rollup`] folds events into checkpoints in the background: triggers are hashed onto
+//!   coalescing queues, taken in batches, and re-queued until a counter has caught up;
+//! - [`cache`] keeps checkpoints close ([`CheckpointCache`]); it is never the source of truth;
+//! - [`best_effort`] holds `best_effort` counters in memory;
+//! - [`namespaces`] caches namespace configurations read from the store;
+//! - [`retention`] deletes events past their namespace's retention once they are folded.
+//!
+//! The engine owns no threads until [`Engine::start_background`] is called, and reads time
+//! only through the injected [`tally_core::Clock`], so tests drive it step by step.
+
+pub mod best_effort;
+pub mod cache;
+mod engine;
+mod error;
+pub mod namespaces;
+mod options;
+pub mod retention;
+pub mod rollup;
+
+pub use cache::{CheckpointCache, LocalCache};
+pub use engine::{Background, Count, Engine, Mutated};
+pub use error::{EngineError, EngineResult};
+pub use options::EngineOptions;

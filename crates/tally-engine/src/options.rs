@@ -1,0 +1,40 @@
+//! Engine-wide settings; per-namespace ones live in `NamespaceConfig`.
+
+use std::time::Duration;
+
+/// Settings of the engine as a whole. Every default says why it has its value.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Rollup queues, each drained by its own worker. Default 8, Netflix's value: enough to
+    /// keep two cores busy while one queue waits on the store.
+    pub rollup_queues: usize,
+    /// Counters one worker rolls up concurrently in one batch. Default 32, Netflix's
+    /// `rollup_batch_count`.
+    pub rollup_batch: usize,
+    /// Distinct counters one queue holds. Default 65,536 (about 6 MiB per queue). A trigger
+    /// for a full queue is dropped and counted; the pending scan finds the counter later.
+    pub rollup_queue_capacity: usize,
+    /// How long a rollup batch may take before the worker slows down. Default 50 ms.
+    pub rollup_target_batch_time: Duration,
+    /// How often the store is scanned for counters whose events are not yet folded, which
+    /// re-arms triggers lost to a crash, a full queue or another instance's crash. Default 60 s.
+    pub pending_scan_interval: Duration,
+    /// How often retention runs. Default 10 min: retention is measured in days.
+    pub retention_interval: Duration,
+    /// Checkpoints kept in the in-process cache. Default 200,000 (about 40 MiB).
+    pub cache_capacity: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            rollup_queues: 8,
+            rollup_batch: 32,
+            rollup_queue_capacity: 65_536,
+            rollup_target_batch_time: Duration::from_millis(50),
+            pending_scan_interval: Duration::from_secs(60),
+            retention_interval: Duration::from_secs(600),
+            cache_capacity: 200_000,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The rollup pipeline: folding events into checkpoints in the background.
+//!
+//! `trigger` → [`queue`] (one of N, chosen by an xxh3 hash of the counter) → a worker takes
+//! due counters in batches, rolls them up with bounded parallelism and paces itself
+//! ([`pacer`]) → each rollup folds the events between the checkpoint and the immutable window
+//! end `now - accept_limit - clock_skew` into a new checkpoint → the cache is refreshed → the
+//! counter is queued again while it has events at or after its checkpoint.
+//!
+//! Triggers live in memory, but whether a counter needs a rollup is also written in the store
+//! (its `last_write` against its checkpoint), so [`RollupPipeline::recover_pending`] re-arms
+//! every trigger a crash or a full queue lost. Concurrent rollups of one counter, here or on
+//! another instance, are safe: both fold the same immutable window, and the store keeps the
+//! newer checkpoint.
+
+pub mod pacer;
+pub mod queue;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tally_core::{Checkpoint, Clock, CounterKey, Timestamp};
+use tally_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::CheckpointCache;
+use crate::error::EngineResult;
+use crate::namespaces::NamespaceRegistry;
+use pacer::Pacer;
+use queue::{CoalescingQueue, Pushed};
+
+/// Counters read per page when scanning the store for pending rollups.
+const SCAN_PAGE: usize = 1_000;
+/// The longest a worker sleeps before looking at its queue again.
+const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// What one rollup did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolledUp {
+    /// Nothing to fold: every event is in the checkpoint already.
+    CaughtUp,
+    /// The checkpoint moved (or another rollup moved it further); `requeued` tells whether
+    /// events remain at or after it.
+    Advanced {
+        /// The checkpoint stored afterwards.
+        checkpoint: Checkpoint,
+        /// Whether the counter was queued again.
+        requeued: bool,
+    },
+    /// The namespace is gone or does not keep events.
+    Skipped,
+}
+
+/// The queues, their workers and the rollup step.
+pub struct RollupPipeline {
+    queues: Vec<CoalescingQueue>,
+    wakeups: Vec<tokio::sync::Notify>,
+    store: Arc<dyn Store>,
+    cache: Arc<dyn CheckpointCache>,
+    clock: Arc<dyn Clock>,
+    namespaces: Arc<NamespaceRegistry>,
+    batch: usize,
+    target_batch_time: Duration,
+}
+
+impl RollupPipeline {
+    /// A pipeline with `queues` queues of `capacity` counters, rolling up `batch` at a time.
+    #[expect(clippy::too_many_arguments, reason = "wiring constructor called once by the engine")]
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn CheckpointCache>,
+        clock: Arc<dyn Clock>,
+        namespaces: Arc<NamespaceRegistry>,
+        queues: usize,
+        capacity: usize,
+        batch: usize,
+        target_batch_time: Duration,
+    ) -> Self {
+        let queues = queues.max(1);
+        Self {
+            queues: (0..queues).map(|_| CoalescingQueue::new(capacity)).collect(),
+            wakeups: (0..queues).map(|_| tokio::sync::Notify::new()).collect(),
+            store,
+            cache,
+            clock,
+            namespaces,
+            batch: batch.max(1),
+            target_batch_time,
+        }
+    }
+
+    fn queue_of(&self, key: &CounterKey) -> usize {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(key.namespace.as_str().as_bytes());
+        h.update(&[0xff]); // never inside a UTF-8 string, so ("ab","c") and ("a","bc") differ
+        h.update(key.counter.as_str().as_bytes());
+        (h.digest() % self.queues.len() as u64) as usize
+    }
+
+    /// Asks for a rollup of `key` no earlier than `due`. Fire-and-forget: never fails.
+    pub fn trigger(&self, key: &CounterKey, due: Timestamp) {
+        let q = self.queue_of(key);
+        match self.queues[q].push(key, due) {
+            Pushed::Queued => self.wakeups[q].notify_one(),
+            Pushed::Coalesced => {}
+            Pushed::Dropped => metrics::counter!("tally_rollup_triggers_dropped_total").increment(1),
+        }
+    }
+
+    /// Counters waiting in all queues.
+    pub fn depth(&self) -> usize {
+        self.queues.iter().map(CoalescingQueue::len).sum()
+    }
+
+    /// Rolls up one counter now and re-queues it if events remain at or after its checkpoint.
+    pub async fn roll_up(&self, key: &CounterKey) -> EngineResult<RolledUp> {
+        let config = match self.namespaces.get(&key.namespace).await {
+            Ok(config) if config.counter_type.is_durable() => config,
+            Ok(_) | Err(crate::EngineError::NamespaceNotFound(_)) => return Ok(RolledUp::Skipped),
+            Err(e) => return Err(e),
+        };
+        let now = self.clock.now();
+        let state = self.store.counter_state(key).await?;
+        let current = state.checkpoint.unwrap_or(Checkpoint::ZERO);
+        if !state.has_unfolded_events() {
+            self.cache.put(key, current, now, config.cache_ttl).await;
+            return Ok(RolledUp::CaughtUp);
+        }
+        let window_end = now.saturating_sub(config.immutable_after());
+        let mut stored = current;
+        if window_end > current.until {
+            let fold = self.store.fold(key, current.until, window_end).await?;
+            if fold.overflowed(current.count) {
+                metrics::counter!("tally_count_saturated_total").increment(1);
+                tracing::warn!(counter = %key, "count left the signed 64-bit range and was saturated");
+            }
+            stored = self.store.put_checkpoint(key, current.advance(&fold, window_end)).await?;
+            self.cache.put(key, stored, now, config.cache_ttl).await;
+            metrics::counter!("tally_rollup_events_folded_total").increment(fold.events);
+        }
+        if stored.until > Timestamp::MIN {
+            metrics::histogram!("tally_checkpoint_age_seconds")
+                .record(now.duration_since(stored.until).as_secs_f64());
+        }
+        let requeued = state.last_write.is_some_and(|w| w >= stored.until);
+        if requeued {
+            self.trigger(key, now.saturating_add(config.coalesce));
+        }
+        Ok(RolledUp::Advanced { checkpoint: stored, requeued })
+    }
+
+    async fn roll_up_logged(&self, key: CounterKey) {
+        match self.roll_up(&key).await {
+            Ok(outcome) => {
+                let label = match outcome {
+                    RolledUp::CaughtUp => "caught_up",
+                    RolledUp::Advanced { .. } => "advanced",
+                    RolledUp::Skipped => "skipped",
+                };
+                metrics::counter!("tally_rollups_total", "outcome" => label).increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("tally_rollups_total", "outcome" => "failed").increment(1);
+                tracing::warn!(counter = %key, error = %e, "rollup failed; retrying later");
+                // The counter's events are durable; try again after a pause.
+                self.trigger(&key, self.clock.now().saturating_add(Duration::from_secs(1)));
+            }
+        }
+    }
+
+    async fn run_batch(&self, keys: Vec<CounterKey>) {
+        futures::stream::iter(keys).for_each_concurrent(self.batch, |key| self.roll_up_logged(key)).await;
+    }
+
+    /// Rolls up every counter that is due now, in all queues, and returns how many rollups ran.
+    /// Counters re-queued for later are left queued. For tests and for shutdown.
+    pub async fn run_due(&self) -> usize {
+        let mut ran = 0;
+        for queue in &self.queues {
+            loop {
+                let keys = queue.take_due(self.clock.now(), self.batch);
+                if keys.is_empty() {
+                    break;
+                }
+                ran += keys.len();
+                self.run_batch(keys).await;
+            }
+        }
+        ran
+    }
+
+    /// Scans the store for counters with events not yet folded and triggers them now.
+    /// Returns how many it found.
+    pub async fn recover_pending(&self) -> EngineResult<usize> {
+        let (mut after, mut found) = (None::<CounterKey>, 0);
+        loop {
+            let page = self.store.scan_counters(None, after.as_ref(), SCAN_PAGE).await?;
+            let now = self.clock.now();
+            for (key, state) in &page {
+                if state.has_unfolded_events() {
+                    self.trigger(key, now);
+                    found += 1;
+                }
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == SCAN_PAGE => after = Some(last.clone()),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// Spawns one worker per queue; they stop after their current batch once `shutdown` fires.
+    pub(crate) fn spawn_workers(self: &Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        for q in 0..self.queues.len() {
+            let (pipeline, shutdown) = (self.clone(), shutdown.clone());
+            tracker.spawn(async move { pipeline.work(q, shutdown).await });
+        }
+    }
+
+    async fn work(&self, q: usize, shutdown: CancellationToken) {
+        let mut pacer = Pacer::new(self.target_batch_time);
+        let queue_label = q.to_string();
+        while !shutdown.is_cancelled() {
+            let now = self.clock.now();
+            let keys = self.queues[q].take_due(now, self.batch);
+            metrics::gauge!("tally_rollup_queue_depth", "queue" => queue_label.clone())
+                .set(self.queues[q].len() as f64);
+            if keys.is_empty() {
+                let wait = self.queues[q].next_due().map_or(MAX_IDLE_WAIT, |due| due.duration_since(now));
+                tokio::select! {
+                    () = self.wakeups[q].notified() => {}
+                    () = tokio::time::sleep(wait.min(MAX_IDLE_WAIT)) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            let started = Instant::now();
+            self.run_batch(keys).await;
+            let pause = pacer.after_batch(started.elapsed());
+            if !pause.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Convergence without reads, after a restart, and retention, all driven by a manual clock.
+
+use std::time::Duration;
+
+use tally_core::{Clock, CounterType, ManualClock, NamespaceConfig};
+use tally_engine::retention::RetentionReport;
+use tally_engine::rollup::RolledUp;
+
+use crate::support::{TestEngine, key};
+
+#[tokio::test]
+async fn an_unread_counter_converges_once_writes_stop() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    let config = NamespaceConfig::default();
+    for i in 0..20 {
+        t.engine.add_count(&k, i, None).await.expect("add");
+        t.clock.advance(Duration::from_millis(300));
+        t.engine.rollups().run_due().await;
+    }
+    // Writes stopped; nobody reads. Within accept_limit + clock_skew + coalesce it is exact.
+    let bound = config.accept_limit + config.clock_skew + config.coalesce;
+    let mut waited = Duration::ZERO;
+    while waited < bound {
+        t.clock.advance(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+        t.engine.rollups().run_due().await;
+    }
+    let cp = t.engine.stored_checkpoint(&k).await.expect("cp").expect("rolled up");
+    assert_eq!(cp.count, (0..20).sum::<i64>());
+    assert_eq!(t.engine.rollups().depth(), 0, "a caught-up counter leaves the queue");
+}
+
+#[tokio::test]
+async fn triggers_lost_in_a_restart_are_recovered_from_the_store() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    t.engine.add_count(&k, 42, None).await.expect("add");
+    assert_eq!(t.engine.rollups().depth(), 1);
+    // A new engine over the same store: the first one's in-memory queue is gone.
+    let restarted = TestEngine::over(t.store.clone(), t.clock.clone()).await;
+    assert_eq!(restarted.engine.rollups().depth(), 0);
+    assert_eq!(restarted.engine.rollups().recover_pending().await.expect("scan"), 1);
+    restarted.converge(&NamespaceConfig::default()).await;
+    assert_eq!(restarted.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(42));
+    assert_eq!(restarted.engine.rollups().recover_pending().await.expect("scan"), 0, "nothing pending");
+}
+
+#[tokio::test]
+async fn checkpoints_never_move_backwards_across_instances_with_skewed_clocks() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    t.engine.add_count(&k, 1, None).await.expect("add");
+    t.clock.advance(Duration::from_secs(10));
+    // A second instance whose clock runs 3 s behind.
+    let behind = ManualClock::new(t.clock.now().saturating_sub(Duration::from_secs(3)));
+    let other = TestEngine::over(t.store.clone(), behind).await;
+    let ahead = t.engine.rollups().roll_up(&k).await.expect("rollup");
+    let late = other.engine.rollups().roll_up(&k).await.expect("rollup");
+    let (RolledUp::Advanced { checkpoint: a, .. }, RolledUp::CaughtUp) = (ahead, late) else {
+        panic!("unexpected outcomes {ahead:?} {late:?}");
+    };
+    let stored = t.engine.stored_checkpoint(&k).await.expect("cp").expect("stored");
+    assert_eq!(stored, a);
+    assert_eq!(stored.count, 1);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_folded_events() {
+    let t = TestEngine::memory().await;
+    let ns = tally_core::Namespace::new("short").expect("ns");
+    let config = NamespaceConfig {
+        counter_type: CounterType::Accurate,
+        retention: Duration::from_secs(60),
+        ..Default::default()
+    };
+    t.engine.create_namespace(&ns, config.clone()).await.expect("create");
+    let k = key(&ns, "c");
+    for _ in 0..5 {
+        t.engine.add_count(&k, 2, None).await.expect("add");
+    }
+    // Past retention, but no rollup ran: nothing may be deleted yet.
+    t.clock.advance(Duration::from_secs(120));
+    let report = t.engine.run_retention().await.expect("retention");
+    assert_eq!(report, RetentionReport { counters: 1, events_deleted: 0, awaiting_rollup: 1 });
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 10);
+    // The retention pass triggered the rollup; once folded, the events go and the count stays.
+    t.engine.rollups().run_due().await;
+    let report = t.engine.run_retention().await.expect("retention");
+    assert_eq!(report, RetentionReport { counters: 1, events_deleted: 5, awaiting_rollup: 0 });
+    let tail = t.store.fold(&k, tally_core::Timestamp::MIN, tally_core::Timestamp::MAX).await.expect("fold");
+    assert_eq!(tail.events, 0);
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 10);
+    // Younger events stay.
+    t.engine.add_count(&k, 1, None).await.expect("add");
+    t.converge(&config).await;
+    assert_eq!(t.engine.run_retention().await.expect("retention").events_deleted, 0);
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 11);
+}

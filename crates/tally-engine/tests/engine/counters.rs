@@ -1,0 +1,194 @@
+//! The four operations on each counter type, and the refusals that change nothing.
+
+use std::time::Duration;
+
+use tally_core::{Clock, CounterType, ErrorCode, IdempotencyToken, NamespaceConfig};
+use tally_engine::EngineError;
+use tally_store::CounterState;
+
+use crate::support::{TestEngine, key};
+
+#[tokio::test]
+async fn eventual_reads_the_checkpoint_and_converges_after_the_window() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "views");
+    for i in 0..5 {
+        t.engine.add_count(&k, 10, Some(t.token(&format!("t{i}")))).await.expect("add");
+    }
+    let before = t.engine.get_count(&k).await.expect("get");
+    assert_eq!((before.value, before.as_of), (0, None), "nothing is folded inside the write window");
+    t.converge(&NamespaceConfig::default()).await;
+    let after = t.engine.get_count(&k).await.expect("get");
+    assert_eq!(after.value, 50);
+    assert_eq!(after.counter_type, CounterType::Eventual);
+    assert!(after.as_of.is_some_and(|t0| t0 <= t.clock.now()));
+}
+
+#[tokio::test]
+async fn accurate_reads_include_the_live_tail() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("acc", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    t.engine.add_count(&k, 7, None).await.expect("add");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 7);
+    t.converge(&NamespaceConfig::default()).await;
+    t.engine.add_count(&k, -2, None).await.expect("add");
+    let count = t.engine.get_count(&k).await.expect("get");
+    assert_eq!(count.value, 5, "checkpoint 7 plus tail -2");
+    assert_eq!(t.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(7));
+}
+
+#[tokio::test]
+async fn add_and_get_includes_its_own_add_on_every_type() {
+    let t = TestEngine::memory().await;
+    for (name, ty) in
+        [("be", CounterType::BestEffort), ("ev", CounterType::Eventual), ("acc", CounterType::Accurate)]
+    {
+        let ns = t.namespace(name, ty).await;
+        let k = key(&ns, "c");
+        let (_, first) = t.engine.add_and_get_count(&k, 4, None).await.expect("add-and-get");
+        assert_eq!(first.value, 4, "{name}");
+        assert_eq!(first.counter_type, ty);
+    }
+    // On an accurate counter the answer also includes earlier adds not yet folded.
+    let ns = tally_core::Namespace::new("acc").expect("ns");
+    let (_, second) = t.engine.add_and_get_count(&key(&ns, "c"), 6, None).await.expect("add-and-get");
+    assert_eq!(second.value, 10);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_token_counts_once_and_says_so() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    let token = t.token("only-once");
+    let first = t.engine.add_count(&k, 3, Some(token.clone())).await.expect("add");
+    let retry = t.engine.add_count(&k, 3, Some(token.clone())).await.expect("retry");
+    assert!(first.applied);
+    assert!(!retry.applied);
+    assert_eq!(retry.token, Some(token));
+    t.converge(&NamespaceConfig::default()).await;
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 3);
+}
+
+#[tokio::test]
+async fn mutations_without_a_token_get_a_server_token_and_are_not_deduplicated() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("acc", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    let a = t.engine.add_count(&k, 1, None).await.expect("add");
+    let b = t.engine.add_count(&k, 1, None).await.expect("add again");
+    let (ta, tb) = (a.token.expect("server token"), b.token.expect("server token"));
+    assert_ne!(ta, tb);
+    assert!(ta.token().starts_with("srv-"));
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 2);
+}
+
+#[tokio::test]
+async fn tokens_outside_the_write_window_are_refused_and_write_nothing() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    let now = t.clock.now();
+    let too_old = IdempotencyToken::new("old", now.saturating_sub(Duration::from_secs(6))).expect("token");
+    let err = t.engine.add_count(&k, 1, Some(too_old)).await.expect_err("too old");
+    assert!(matches!(err, EngineError::TokenTooOld { .. }), "{err}");
+    assert_eq!(err.code(), ErrorCode::OutOfRange);
+    assert!(err.to_string().contains("accept_limit 5s"), "{err}");
+    let too_new = IdempotencyToken::new("new", now.saturating_add(Duration::from_secs(2))).expect("token");
+    let err = t.engine.clear_count(&k, Some(too_new)).await.expect_err("too new");
+    assert!(matches!(err, EngineError::TokenInFuture { .. }), "{err}");
+    assert!(err.to_string().contains("clock_skew 1s"), "{err}");
+    assert_eq!(t.store.counter_state(&k).await.expect("state"), CounterState::default());
+}
+
+#[tokio::test]
+async fn a_token_reused_for_another_mutation_is_refused() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("acc", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    let token = t.token("t");
+    t.engine.add_count(&k, 5, Some(token.clone())).await.expect("add");
+    let err = t.engine.add_count(&k, 6, Some(token.clone())).await.expect_err("reused");
+    assert_eq!(err.code(), ErrorCode::AlreadyExists);
+    assert!(err.to_string().contains("an add of 5"), "{err}");
+    let err = t.engine.clear_count(&k, Some(token)).await.expect_err("reused for a clear");
+    assert!(matches!(err, EngineError::TokenReused { .. }));
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 5);
+}
+
+#[tokio::test]
+async fn an_add_that_would_overflow_is_refused() {
+    let t = TestEngine::memory().await;
+    for (name, ty) in
+        [("be", CounterType::BestEffort), ("ev", CounterType::Eventual), ("acc", CounterType::Accurate)]
+    {
+        let ns = t.namespace(name, ty).await;
+        let k = key(&ns, "c");
+        t.engine.add_count(&k, i64::MAX, None).await.expect("add max");
+        t.converge(&NamespaceConfig::default()).await;
+        let err = t.engine.add_and_get_count(&k, 1, None).await.expect_err("overflow");
+        assert!(matches!(err, EngineError::Overflow { count: i64::MAX, delta: 1, .. }), "{name}: {err}");
+        assert_eq!(err.code(), ErrorCode::OutOfRange);
+        t.converge(&NamespaceConfig::default()).await;
+        assert_eq!(t.engine.get_count(&k).await.expect("get").value, i64::MAX, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_clear_discards_events_ordered_before_it_even_if_they_arrive_later() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("acc", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    let t0 = t.clock.now();
+    let at = |ms: u64, name: &str| {
+        IdempotencyToken::new(name, t0.saturating_add(Duration::from_millis(ms))).expect("token")
+    };
+    t.clock.advance(Duration::from_millis(500));
+    t.engine.add_count(&k, 100, Some(at(0, "before"))).await.expect("add");
+    t.engine.clear_count(&k, Some(at(200, "clear"))).await.expect("clear");
+    t.engine.add_count(&k, 7, Some(at(300, "after"))).await.expect("add");
+    // Arrives after the clear but was generated before it: discarded.
+    t.engine.add_count(&k, 1000, Some(at(100, "late-but-earlier"))).await.expect("add");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 7);
+    t.converge(&NamespaceConfig::default()).await;
+    assert_eq!(t.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(7));
+}
+
+#[tokio::test]
+async fn best_effort_counters_live_in_memory_with_a_ttl() {
+    let t = TestEngine::memory().await;
+    let ns = tally_core::Namespace::new("be").expect("ns");
+    let config = NamespaceConfig {
+        counter_type: CounterType::BestEffort,
+        best_effort_ttl: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    t.engine.create_namespace(&ns, config).await.expect("create");
+    let k = key(&ns, "c");
+    let token = t.token("ignored");
+    t.engine.add_count(&k, 2, Some(token.clone())).await.expect("add");
+    t.engine.add_count(&k, 2, Some(token)).await.expect("best_effort does not deduplicate");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 4);
+    t.engine.clear_count(&k, None).await.expect("clear");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 0);
+    t.engine.add_count(&k, 1, None).await.expect("add");
+    t.clock.advance(Duration::from_secs(30));
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 0, "expired");
+    assert!(t.store.counter_state(&k).await.expect("state").last_write.is_none(), "nothing is stored");
+}
+
+#[tokio::test]
+async fn operations_on_an_unknown_namespace_are_refused() {
+    let t = TestEngine::memory().await;
+    let ns = tally_core::Namespace::new("nope").expect("ns");
+    let k = key(&ns, "c");
+    let err = t.engine.add_count(&k, 1, None).await.expect_err("unknown");
+    assert_eq!(err, EngineError::NamespaceNotFound(ns.clone()));
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert!(t.engine.get_count(&k).await.is_err());
+    assert!(t.engine.clear_count(&k, None).await.is_err());
+    assert!(t.engine.add_and_get_count(&k, 1, None).await.is_err());
+    assert_eq!(t.store.counter_state(&k).await.expect("state"), CounterState::default());
+}

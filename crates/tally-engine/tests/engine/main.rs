@@ -1,0 +1,8 @@
+//! The engine's integration tests, as one test binary.
+
+mod convergence;
+mod counters;
+mod crash;
+mod model;
+mod namespaces;
+mod support;

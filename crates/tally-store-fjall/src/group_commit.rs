@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use fjall::{Database, Keyspace, PersistMode};
@@ -62,18 +63,35 @@ pub(crate) enum ExclusiveOp {
     DeleteEventsBefore { key: CounterKey, before: Timestamp, limit: usize, reply: Reply<usize> },
 }
 
+/// Counts kept by the writer thread, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Requests handled.
+    pub requests: AtomicU64,
+    /// Durable commits (each one `fdatasync`).
+    pub commits: AtomicU64,
+}
+
+impl WriterStats {
+    /// `(requests, commits)` so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.commits.load(Ordering::Relaxed))
+    }
+}
+
 /// The handle that sends requests to the writer thread. The thread stops when it is dropped.
 pub(crate) struct GroupCommitter {
     tx: mpsc::Sender<Op>,
+    pub stats: Arc<WriterStats>,
 }
 
 impl GroupCommitter {
     pub fn start(ks: Keyspaces, clock: Arc<dyn Clock>, max_batch: usize) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        std::thread::Builder::new()
-            .name("tally-writer".into())
-            .spawn(move || Writer { ks, clock, max_batch: max_batch.max(1) }.run(rx))?;
-        Ok(Self { tx })
+        let stats = Arc::new(WriterStats::default());
+        let writer = Writer { ks, clock, max_batch: max_batch.max(1), stats: stats.clone() };
+        std::thread::Builder::new().name("tally-writer".into()).spawn(move || writer.run(rx))?;
+        Ok(Self { tx, stats })
     }
 
     /// Sends one request and waits until it is committed (or refused).
@@ -89,6 +107,7 @@ struct Writer {
     ks: Keyspaces,
     clock: Arc<dyn Clock>,
     max_batch: usize,
+    stats: Arc<WriterStats>,
 }
 
 impl Writer {
@@ -102,11 +121,12 @@ impl Writer {
                 }
             }
             metrics::histogram!("tally_group_commit_batch_requests").record(ops.len() as f64);
-            let mut batch = Batch::new(&self.ks);
+            self.stats.requests.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            let mut batch = Batch::new(&self.ks, &self.stats);
             for op in ops {
                 match op {
                     Op::Exclusive(op) => {
-                        std::mem::replace(&mut batch, Batch::new(&self.ks)).commit();
+                        std::mem::replace(&mut batch, Batch::new(&self.ks, &self.stats)).commit();
                         self.run_exclusive(op);
                     }
                     Op::Shared(op) => batch.apply(op, &*self.clock),
@@ -184,6 +204,7 @@ type Ack = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// One group commit in the making.
 struct Batch<'a> {
     ks: &'a Keyspaces,
+    stats: &'a WriterStats,
     writes: fjall::OwnedWriteBatch,
     written: usize,
     overlay: HashMap<(Space, Vec<u8>), Vec<u8>>,
@@ -191,9 +212,10 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(ks: &'a Keyspaces) -> Self {
+    fn new(ks: &'a Keyspaces, stats: &'a WriterStats) -> Self {
         Self {
             ks,
+            stats,
             writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
             written: 0,
             overlay: HashMap::new(),
@@ -317,6 +339,7 @@ impl<'a> Batch<'a> {
         } else {
             let started = Instant::now();
             let result = self.writes.commit().map_err(unavailable);
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
             metrics::histogram!("tally_group_commit_seconds").record(started.elapsed().as_secs_f64());
             if let Err(e) = &result {
                 tracing::error!(error = %e, "group commit failed; its requests are answered unavailable");

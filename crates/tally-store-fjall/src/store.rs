@@ -60,6 +60,12 @@ impl FjallStore {
         Ok(Self { ks, writer })
     }
 
+    /// Requests the writer handled and durable commits it made; their ratio is the mean
+    /// group-commit batch size.
+    pub fn writer_stats(&self) -> (u64, u64) {
+        self.writer.stats.snapshot()
+    }
+
     /// Bytes the store occupies on disk (tables and journals).
     pub fn disk_space(&self) -> StoreResult<u64> {
         self.ks.db.disk_space().map_err(unavailable)

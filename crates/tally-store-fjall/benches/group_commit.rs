@@ -18,7 +18,8 @@ use tally_store_fjall::{FjallOptions, FjallStore};
 fn appends(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-    let store = Arc::new(FjallStore::open(dir.path(), Arc::new(SystemClock), FjallOptions::default()).expect("open"));
+    let store =
+        Arc::new(FjallStore::open(dir.path(), Arc::new(SystemClock), FjallOptions::default()).expect("open"));
     let keys: Arc<Vec<CounterKey>> =
         Arc::new((0..1000).map(|i| CounterKey::parse_joined(&format!("bench:c{i}")).expect("key")).collect());
     let sequence = Arc::new(AtomicU64::new(0));
@@ -35,14 +36,18 @@ fn appends(c: &mut Criterion) {
                     let tasks: Vec<_> = (0..concurrency)
                         .map(|task| {
                             let (store, keys, sequence) = (store.clone(), keys.clone(), sequence.clone());
-                            let share = iters / concurrency as u64 + u64::from((task as u64) < iters % concurrency as u64);
+                            let share = iters / concurrency as u64
+                                + u64::from((task as u64) < iters % concurrency as u64);
                             tokio::spawn(async move {
                                 for _ in 0..share {
                                     let n = sequence.fetch_add(1, Ordering::Relaxed);
                                     let event = Event {
                                         key: keys[(n % 1000) as usize].clone(),
-                                        token: IdempotencyToken::new(&format!("b{n}"), Timestamp::from_micros(n as i64))
-                                            .expect("token"),
+                                        token: IdempotencyToken::new(
+                                            &format!("b{n}"),
+                                            Timestamp::from_micros(n as i64),
+                                        )
+                                        .expect("token"),
                                         kind: EventKind::Add(1),
                                     };
                                     store.append(&event, Timestamp::MAX).await.expect("append");

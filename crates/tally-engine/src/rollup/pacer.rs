@@ -48,7 +48,7 @@ mod tests {
         assert_eq!(pacer.after_batch(ms(10)), Duration::ZERO);
         assert_eq!(pacer.after_batch(ms(80)), ms(30));
         assert_eq!(pacer.after_batch(ms(60)), ms(60));
-        assert_eq!(pacer.after_batch(ms(900)), MAX_PAUSE);
+        assert_eq!(pacer.after_batch(ms(900)), ms(850));
         assert_eq!(pacer.after_batch(ms(5000)), MAX_PAUSE);
         assert_eq!(pacer.after_batch(ms(10)), ms(500));
         let mut quick = 0;

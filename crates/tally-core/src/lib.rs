@@ -23,6 +23,6 @@ pub use error_code::ErrorCode;
 pub use event::{Event, EventKind};
 pub use fold::{Checkpoint, Fold};
 pub use name::{CounterKey, CounterName, NameError, Namespace};
-pub use namespace_config::{ConfigError, CounterType, NamespaceConfig, WindowError};
+pub use namespace_config::{ConfigError, CounterType, NamespaceConfig, NamespaceConfigPatch, WindowError};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use token::{IdempotencyToken, TokenError};

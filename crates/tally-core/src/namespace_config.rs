@@ -114,6 +114,49 @@ impl Default for NamespaceConfig {
     }
 }
 
+/// A partial configuration: the fields a create or update request names.
+///
+/// On create the other fields take their defaults; on update they keep their current values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfigPatch {
+    /// See [`NamespaceConfig::counter_type`].
+    pub counter_type: Option<CounterType>,
+    /// See [`NamespaceConfig::accept_limit`].
+    #[serde(default, with = "humantime_serde")]
+    pub accept_limit: Option<Duration>,
+    /// See [`NamespaceConfig::clock_skew`].
+    #[serde(default, with = "humantime_serde")]
+    pub clock_skew: Option<Duration>,
+    /// See [`NamespaceConfig::coalesce`].
+    #[serde(default, with = "humantime_serde")]
+    pub coalesce: Option<Duration>,
+    /// See [`NamespaceConfig::retention`].
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// See [`NamespaceConfig::cache_ttl`].
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Option<Duration>,
+    /// See [`NamespaceConfig::best_effort_ttl`].
+    #[serde(default, with = "humantime_serde")]
+    pub best_effort_ttl: Option<Duration>,
+}
+
+impl NamespaceConfigPatch {
+    /// `base` with the named fields replaced.
+    pub fn apply_to(&self, base: &NamespaceConfig) -> NamespaceConfig {
+        NamespaceConfig {
+            counter_type: self.counter_type.unwrap_or(base.counter_type),
+            accept_limit: self.accept_limit.unwrap_or(base.accept_limit),
+            clock_skew: self.clock_skew.unwrap_or(base.clock_skew),
+            coalesce: self.coalesce.unwrap_or(base.coalesce),
+            retention: self.retention.unwrap_or(base.retention),
+            cache_ttl: self.cache_ttl.unwrap_or(base.cache_ttl),
+            best_effort_ttl: self.best_effort_ttl.or(base.best_effort_ttl),
+        }
+    }
+}
+
 /// Bounds that keep a configuration meaningful.
 const MIN_WINDOW: Duration = Duration::from_millis(1);
 const MAX_ACCEPT_LIMIT: Duration = Duration::from_secs(24 * 3600);

@@ -46,9 +46,12 @@ impl Timestamp {
         }
     }
 
-    /// Parses an RFC 3339 time in UTC such as `2024-10-05T14:48:00Z` or `2024-10-05T14:48:00.123456Z`.
-    pub fn parse_rfc3339(text: &str) -> Result<Self, humantime::TimestampError> {
-        humantime::parse_rfc3339(text).map(Self::from_system_time)
+    /// Parses an RFC 3339 time with any offset, such as `2024-10-05T14:48:00Z` or
+    /// `2024-10-05T16:48:00.123456+02:00`. Digits below the microsecond are dropped.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
+        text.parse::<jiff::Timestamp>()
+            .map(|t| Self(t.as_microsecond()))
+            .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2024-10-05T14:48:00Z: {e}"))
     }
 
     /// This time plus a duration, saturating.
@@ -73,16 +76,11 @@ fn duration_micros(d: Duration) -> i64 {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 with microseconds where representable, the raw microseconds otherwise.
+    /// RFC 3339 in UTC where representable (years -9999 to 9999), the raw microseconds otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let system =
-            u64::try_from(self.0).ok().and_then(|m| UNIX_EPOCH.checked_add(Duration::from_micros(m)));
-        match system {
-            // humantime panics past year 9999; such times are shown raw.
-            Some(t) if self.0 < 253_402_300_800_000_000 => {
-                write!(f, "{}", humantime::format_rfc3339_micros(t))
-            }
-            _ => write!(f, "{}us", self.0),
+        match jiff::Timestamp::from_microsecond(self.0) {
+            Ok(t) => write!(f, "{t}"),
+            Err(_) => write!(f, "{}us", self.0),
         }
     }
 }
@@ -143,10 +141,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_round_trips_with_microseconds() {
+    fn rfc3339_round_trips_with_microseconds_and_offsets() {
         let t = Timestamp::parse_rfc3339("2024-10-05T14:48:00.123456Z").expect("valid");
         assert_eq!(t.as_micros(), 1_728_139_680_123_456);
         assert_eq!(t.to_string(), "2024-10-05T14:48:00.123456Z");
+        let offset = Timestamp::parse_rfc3339("2024-10-05T16:48:00.123456+02:00").expect("valid");
+        assert_eq!(offset, t);
+        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! The server's configuration: a TOML file, environment overrides, then command-line flags.
+//!
+//! Every field is documented in `config/tally.example.toml`, which a test parses and compares
+//! with the defaults here, so the example cannot drift.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tally_engine::EngineOptions;
+use tally_store_fjall::FjallOptions;
+
+/// Everything `tally serve` can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the embedded store keeps its data.
+    pub data_dir: PathBuf,
+    /// HTTP/JSON listen address.
+    pub http: SocketAddr,
+    /// gRPC listen address.
+    pub grpc: SocketAddr,
+    /// Largest request body (HTTP) or message (gRPC), in bytes.
+    pub max_body_bytes: usize,
+    /// How long a shutdown may take to finish in-flight requests and rollups.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Log filter, in `RUST_LOG` syntax.
+    pub log: String,
+    /// The engine.
+    pub engine: EngineSection,
+    /// The embedded store.
+    pub store: StoreSection,
+}
+
+/// `[engine]`: see `EngineOptions` for what each field does and why its default is what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Rollup queues (one worker each).
+    pub rollup_queues: usize,
+    /// Counters one worker rolls up concurrently.
+    pub rollup_batch: usize,
+    /// Distinct counters one queue holds.
+    pub rollup_queue_capacity: usize,
+    /// Batch time above which a worker slows down.
+    #[serde(with = "humantime_serde")]
+    pub rollup_target_batch_time: Duration,
+    /// How often the store is scanned for counters with unfolded events.
+    #[serde(with = "humantime_serde")]
+    pub pending_scan_interval: Duration,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Checkpoints kept in the in-process cache.
+    pub cache_capacity: u64,
+}
+
+/// `[store]`: the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Most requests one group commit takes.
+    pub max_batch: usize,
+    /// Block cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tally-data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 7080)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 7090)),
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+            log: "info,fjall=warn,lsm_tree=warn".to_owned(),
+            engine: EngineSection::default(),
+            store: StoreSection::default(),
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let o = EngineOptions::default();
+        Self {
+            rollup_queues: o.rollup_queues,
+            rollup_batch: o.rollup_batch,
+            rollup_queue_capacity: o.rollup_queue_capacity,
+            rollup_target_batch_time: o.rollup_target_batch_time,
+            pending_scan_interval: o.pending_scan_interval,
+            retention_interval: o.retention_interval,
+            cache_capacity: o.cache_capacity,
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let o = FjallOptions::default();
+        Self { max_batch: o.max_batch, cache_bytes: o.cache_bytes }
+    }
+}
+
+/// Environment variables that override the file, and the fields they set.
+pub const ENV_OVERRIDES: &[(&str, &str)] =
+    &[("TALLY_DATA_DIR", "data_dir"), ("TALLY_HTTP", "http"), ("TALLY_GRPC", "grpc"), ("TALLY_LOG", "log")];
+
+impl ServerConfig {
+    /// Parses a TOML file's text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// The defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        for (var, field) in ENV_OVERRIDES {
+            if let Some(value) = env.get(*var) {
+                config.set(field, value).with_context(|| format!("invalid {var}={value:?}"))?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Sets one top-level field from text (for the environment and flags).
+    pub fn set(&mut self, field: &str, value: &str) -> anyhow::Result<()> {
+        match field {
+            "data_dir" => self.data_dir = PathBuf::from(value),
+            "http" => self.http = value.parse().context("expected an address such as 127.0.0.1:7080")?,
+            "grpc" => self.grpc = value.parse().context("expected an address such as 127.0.0.1:7090")?,
+            "log" => self.log = value.to_owned(),
+            other => anyhow::bail!("unknown field {other}"),
+        }
+        Ok(())
+    }
+
+    /// The engine's options.
+    pub fn engine_options(&self) -> EngineOptions {
+        let e = &self.engine;
+        EngineOptions {
+            rollup_queues: e.rollup_queues,
+            rollup_batch: e.rollup_batch,
+            rollup_queue_capacity: e.rollup_queue_capacity,
+            rollup_target_batch_time: e.rollup_target_batch_time,
+            pending_scan_interval: e.pending_scan_interval,
+            retention_interval: e.retention_interval,
+            cache_capacity: e.cache_capacity,
+        }
+    }
+
+    /// The embedded store's options.
+    pub fn store_options(&self) -> FjallOptions {
+        FjallOptions { max_batch: self.store.max_batch, cache_bytes: self.store.cache_bytes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_documents_the_defaults() {
+        let text = include_str!("../../../config/tally.example.toml");
+        assert_eq!(ServerConfig::from_toml(text).expect("example parses"), ServerConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_bad_values_are_named() {
+        let env = HashMap::from([("TALLY_HTTP".to_owned(), "127.0.0.1:9999".to_owned())]);
+        let config = ServerConfig::load(None, &env).expect("loads");
+        assert_eq!(config.http.port(), 9999);
+        let env = HashMap::from([("TALLY_GRPC".to_owned(), "nowhere".to_owned())]);
+        let err = ServerConfig::load(None, &env).expect_err("bad address");
+        assert!(format!("{err:#}").contains("invalid TALLY_GRPC=\"nowhere\""), "{err:#}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = ServerConfig::from_toml("htp = \"127.0.0.1:1\"").expect_err("typo");
+        assert!(err.to_string().contains("unknown field `htp`"), "{err}");
+    }
+}

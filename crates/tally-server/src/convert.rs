@@ -1,0 +1,147 @@
+//! Between wire values (protobuf and JSON) and domain values, validating on the way in.
+
+use std::time::Duration;
+
+use tally_core::{
+    CounterKey, CounterName, CounterType, IdempotencyToken, Namespace, NamespaceConfig, NamespaceConfigPatch,
+    Timestamp,
+};
+use tally_proto::v1 as pb;
+
+use crate::error::ApiError;
+
+/// A counter's key from its two names.
+pub fn counter_key(namespace: &str, counter_name: &str) -> Result<CounterKey, ApiError> {
+    Ok(CounterKey::new(Namespace::new(namespace)?, CounterName::new(counter_name)?))
+}
+
+/// A token from its parts; the generation time is required.
+pub fn token(token: &str, generation_time: Option<Timestamp>) -> Result<IdempotencyToken, ApiError> {
+    let time = generation_time.ok_or_else(|| {
+        ApiError::invalid("idempotency_token.generation_time is required when a token is given")
+    })?;
+    Ok(IdempotencyToken::new(token, time)?)
+}
+
+/// A protobuf timestamp as a domain time.
+pub fn timestamp_from_proto(t: &prost_types::Timestamp) -> Result<Timestamp, ApiError> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(ApiError::invalid(format!("timestamp nanos {} is outside 0..1e9", t.nanos)));
+    }
+    let micros = t.seconds.checked_mul(1_000_000).and_then(|s| s.checked_add(i64::from(t.nanos / 1000)));
+    micros
+        .map(Timestamp::from_micros)
+        .ok_or_else(|| ApiError::invalid(format!("timestamp {}s is out of range", t.seconds)))
+}
+
+/// A domain time as a protobuf timestamp.
+pub fn timestamp_to_proto(t: Timestamp) -> prost_types::Timestamp {
+    let micros = t.as_micros();
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// An optional protobuf token as a domain token.
+pub fn token_from_proto(t: Option<&pb::IdempotencyToken>) -> Result<Option<IdempotencyToken>, ApiError> {
+    t.map(|t| token(&t.token, t.generation_time.as_ref().map(timestamp_from_proto).transpose()?)).transpose()
+}
+
+/// A domain token as a protobuf token.
+pub fn token_to_proto(t: &IdempotencyToken) -> pb::IdempotencyToken {
+    pb::IdempotencyToken {
+        token: t.token().to_owned(),
+        generation_time: Some(timestamp_to_proto(t.generation_time())),
+    }
+}
+
+/// A counter type as its protobuf enum value.
+pub fn counter_type_to_proto(t: CounterType) -> pb::CounterType {
+    match t {
+        CounterType::BestEffort => pb::CounterType::BestEffort,
+        CounterType::Eventual => pb::CounterType::Eventual,
+        CounterType::Accurate => pb::CounterType::Accurate,
+    }
+}
+
+fn counter_type_from_proto(value: i32) -> Result<Option<CounterType>, ApiError> {
+    match pb::CounterType::try_from(value) {
+        Ok(pb::CounterType::Unspecified) => Ok(None),
+        Ok(pb::CounterType::BestEffort) => Ok(Some(CounterType::BestEffort)),
+        Ok(pb::CounterType::Eventual) => Ok(Some(CounterType::Eventual)),
+        Ok(pb::CounterType::Accurate) => Ok(Some(CounterType::Accurate)),
+        Err(_) => Err(ApiError::invalid(format!("counter_type {value} is not a known counter type"))),
+    }
+}
+
+fn duration_from_proto(field: &str, d: Option<&prost_types::Duration>) -> Result<Option<Duration>, ApiError> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) {
+        return Err(ApiError::invalid(format!("{field} must be a non-negative duration")));
+    }
+    Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32)))
+}
+
+fn duration_to_proto(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// The fields a protobuf config names, as a patch.
+pub fn patch_from_proto(c: Option<&pb::NamespaceConfig>) -> Result<NamespaceConfigPatch, ApiError> {
+    let Some(c) = c else { return Ok(NamespaceConfigPatch::default()) };
+    Ok(NamespaceConfigPatch {
+        counter_type: counter_type_from_proto(c.counter_type)?,
+        accept_limit: duration_from_proto("accept_limit", c.accept_limit.as_ref())?,
+        clock_skew: duration_from_proto("clock_skew", c.clock_skew.as_ref())?,
+        coalesce: duration_from_proto("coalesce", c.coalesce.as_ref())?,
+        retention: duration_from_proto("retention", c.retention.as_ref())?,
+        cache_ttl: duration_from_proto("cache_ttl", c.cache_ttl.as_ref())?,
+        best_effort_ttl: duration_from_proto("best_effort_ttl", c.best_effort_ttl.as_ref())?,
+    })
+}
+
+/// A namespace with its full configuration as protobuf.
+pub fn namespace_to_proto(name: &Namespace, c: &NamespaceConfig) -> pb::Namespace {
+    pb::Namespace {
+        name: name.to_string(),
+        config: Some(pb::NamespaceConfig {
+            counter_type: counter_type_to_proto(c.counter_type) as i32,
+            accept_limit: Some(duration_to_proto(c.accept_limit)),
+            clock_skew: Some(duration_to_proto(c.clock_skew)),
+            coalesce: Some(duration_to_proto(c.coalesce)),
+            retention: Some(duration_to_proto(c.retention)),
+            cache_ttl: Some(duration_to_proto(c.cache_ttl)),
+            best_effort_ttl: c.best_effort_ttl.map(duration_to_proto),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_through_protobuf_including_before_the_epoch() {
+        for micros in [0, 1, -1, 1_728_139_680_123_456, -1_500_000] {
+            let t = Timestamp::from_micros(micros);
+            assert_eq!(timestamp_from_proto(&timestamp_to_proto(t)), Ok(t));
+        }
+        let bad = prost_types::Timestamp { seconds: 1, nanos: -1 };
+        assert_eq!(
+            timestamp_from_proto(&bad).map_err(|e| e.code),
+            Err(tally_core::ErrorCode::InvalidArgument)
+        );
+        let huge = prost_types::Timestamp { seconds: i64::MAX, nanos: 0 };
+        assert!(timestamp_from_proto(&huge).is_err());
+    }
+
+    #[test]
+    fn a_token_without_generation_time_is_refused() {
+        let err = token("abc", None).expect_err("missing time");
+        assert!(err.message.contains("generation_time is required"), "{err}");
+    }
+}

@@ -1,0 +1,98 @@
+//! `tally.v1.CounterService`.
+
+use tally_engine::{Count, Engine, Mutated};
+use tally_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{
+    counter_key, counter_type_to_proto, timestamp_to_proto, token_from_proto, token_to_proto,
+};
+use crate::metrics::observe;
+
+/// The counter operations over gRPC.
+pub struct GrpcCounters {
+    engine: Engine,
+}
+
+impl GrpcCounters {
+    /// Serves `engine`.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+}
+
+fn mutated(m: &Mutated) -> (Option<pb::IdempotencyToken>, bool) {
+    (m.token.as_ref().map(token_to_proto), m.applied)
+}
+
+fn count_fields(c: &Count) -> (i64, i32, Option<prost_types::Timestamp>) {
+    (c.value, counter_type_to_proto(c.counter_type) as i32, c.as_of.map(timestamp_to_proto))
+}
+
+#[tonic::async_trait]
+impl pb::counter_service_server::CounterService for GrpcCounters {
+    async fn add_count(
+        &self,
+        request: Request<pb::AddCountRequest>,
+    ) -> Result<Response<pb::AddCountResponse>, Status> {
+        let r = request.into_inner();
+        observe("grpc", "AddCount", async {
+            let key = counter_key(&r.namespace, &r.counter_name)?;
+            let token = token_from_proto(r.idempotency_token.as_ref())?;
+            let (idempotency_token, applied) = mutated(&self.engine.add_count(&key, r.delta, token).await?);
+            Ok(pb::AddCountResponse { idempotency_token, applied })
+        })
+        .await
+        .map(Response::new)
+        .map_err(|e| e.into_status())
+    }
+
+    async fn add_and_get_count(
+        &self,
+        request: Request<pb::AddAndGetCountRequest>,
+    ) -> Result<Response<pb::AddAndGetCountResponse>, Status> {
+        let r = request.into_inner();
+        observe("grpc", "AddAndGetCount", async {
+            let key = counter_key(&r.namespace, &r.counter_name)?;
+            let token = token_from_proto(r.idempotency_token.as_ref())?;
+            let (m, c) = self.engine.add_and_get_count(&key, r.delta, token).await?;
+            let (idempotency_token, applied) = mutated(&m);
+            let (count, counter_type, as_of) = count_fields(&c);
+            Ok(pb::AddAndGetCountResponse { count, idempotency_token, applied, counter_type, as_of })
+        })
+        .await
+        .map(Response::new)
+        .map_err(|e| e.into_status())
+    }
+
+    async fn get_count(
+        &self,
+        request: Request<pb::GetCountRequest>,
+    ) -> Result<Response<pb::GetCountResponse>, Status> {
+        let r = request.into_inner();
+        observe("grpc", "GetCount", async {
+            let key = counter_key(&r.namespace, &r.counter_name)?;
+            let (count, counter_type, as_of) = count_fields(&self.engine.get_count(&key).await?);
+            Ok(pb::GetCountResponse { count, counter_type, as_of })
+        })
+        .await
+        .map(Response::new)
+        .map_err(|e| e.into_status())
+    }
+
+    async fn clear_count(
+        &self,
+        request: Request<pb::ClearCountRequest>,
+    ) -> Result<Response<pb::ClearCountResponse>, Status> {
+        let r = request.into_inner();
+        observe("grpc", "ClearCount", async {
+            let key = counter_key(&r.namespace, &r.counter_name)?;
+            let token = token_from_proto(r.idempotency_token.as_ref())?;
+            let (idempotency_token, applied) = mutated(&self.engine.clear_count(&key, token).await?);
+            Ok(pb::ClearCountResponse { idempotency_token, applied })
+        })
+        .await
+        .map(Response::new)
+        .map_err(|e| e.into_status())
+    }
+}

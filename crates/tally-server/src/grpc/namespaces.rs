@@ -1,0 +1,106 @@
+//! `tally.v1.NamespaceService`.
+
+use tally_core::{Namespace, NamespaceConfig};
+use tally_engine::Engine;
+use tally_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{namespace_to_proto, patch_from_proto};
+use crate::error::ApiError;
+use crate::metrics::observe;
+
+/// The namespace control plane over gRPC.
+pub struct GrpcNamespaces {
+    engine: Engine,
+}
+
+impl GrpcNamespaces {
+    /// Serves `engine`.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+}
+
+fn reply<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(ApiError::into_status)
+}
+
+#[tonic::async_trait]
+impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
+    async fn create_namespace(
+        &self,
+        request: Request<pb::CreateNamespaceRequest>,
+    ) -> Result<Response<pb::Namespace>, Status> {
+        let r = request.into_inner();
+        reply(
+            observe("grpc", "CreateNamespace", async {
+                let name = Namespace::new(&r.name)?;
+                let config = patch_from_proto(r.config.as_ref())?.apply_to(&NamespaceConfig::default());
+                let created = self.engine.create_namespace(&name, config).await?;
+                Ok(namespace_to_proto(&name, &created))
+            })
+            .await,
+        )
+    }
+
+    async fn get_namespace(
+        &self,
+        request: Request<pb::GetNamespaceRequest>,
+    ) -> Result<Response<pb::Namespace>, Status> {
+        let r = request.into_inner();
+        reply(
+            observe("grpc", "GetNamespace", async {
+                let name = Namespace::new(&r.name)?;
+                Ok(namespace_to_proto(&name, &self.engine.get_namespace(&name).await?))
+            })
+            .await,
+        )
+    }
+
+    async fn list_namespaces(
+        &self,
+        _request: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        reply(
+            observe("grpc", "ListNamespaces", async {
+                let all = self.engine.list_namespaces().await?;
+                Ok(pb::ListNamespacesResponse {
+                    namespaces: all.iter().map(|(n, c)| namespace_to_proto(n, c)).collect(),
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn update_namespace(
+        &self,
+        request: Request<pb::UpdateNamespaceRequest>,
+    ) -> Result<Response<pb::Namespace>, Status> {
+        let r = request.into_inner();
+        reply(
+            observe("grpc", "UpdateNamespace", async {
+                let name = Namespace::new(&r.name)?;
+                let patch = patch_from_proto(r.config.as_ref())?;
+                let current = self.engine.get_namespace(&name).await?;
+                let updated = self.engine.update_namespace(&name, patch.apply_to(&current)).await?;
+                Ok(namespace_to_proto(&name, &updated))
+            })
+            .await,
+        )
+    }
+
+    async fn delete_namespace(
+        &self,
+        request: Request<pb::DeleteNamespaceRequest>,
+    ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
+        let r = request.into_inner();
+        reply(
+            observe("grpc", "DeleteNamespace", async {
+                let name = Namespace::new(&r.name)?;
+                self.engine.delete_namespace(&name).await?;
+                Ok(pb::DeleteNamespaceResponse {})
+            })
+            .await,
+        )
+    }
+}

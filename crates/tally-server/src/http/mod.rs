@@ -1,0 +1,129 @@
+//! The HTTP/JSON front door.
+//!
+//! [`ROUTES`] lists every route; the router serves exactly those, and `/openapi.json`
+//! describes them (a test holds the three together). Unknown paths and methods answer the
+//! same JSON error shape as every other failure.
+
+mod counters;
+mod namespaces;
+mod openapi;
+mod ops;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use tally_core::ErrorCode;
+use tally_engine::Engine;
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+
+/// One HTTP route: method, path (axum syntax) and the operation it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// The path, with `{ns}` and `{counter}` placeholders.
+    pub path: &'static str,
+    /// The operation's name, as in gRPC.
+    pub operation: &'static str,
+}
+
+const COUNTER: &str = "/v1/namespaces/{ns}/counters/{counter}";
+
+/// Every route the HTTP front door serves.
+pub const ROUTES: &[Route] = &[
+    Route { method: "POST", path: "/v1/namespaces/{ns}/counters/{counter}/add", operation: "AddCount" },
+    Route {
+        method: "POST",
+        path: "/v1/namespaces/{ns}/counters/{counter}/add-and-get",
+        operation: "AddAndGetCount",
+    },
+    Route { method: "GET", path: COUNTER, operation: "GetCount" },
+    Route { method: "POST", path: "/v1/namespaces/{ns}/counters/{counter}/clear", operation: "ClearCount" },
+    Route { method: "PUT", path: "/v1/namespaces/{ns}", operation: "PutNamespace" },
+    Route { method: "GET", path: "/v1/namespaces/{ns}", operation: "GetNamespace" },
+    Route { method: "DELETE", path: "/v1/namespaces/{ns}", operation: "DeleteNamespace" },
+    Route { method: "GET", path: "/v1/namespaces", operation: "ListNamespaces" },
+    Route { method: "GET", path: "/metrics", operation: "Metrics" },
+    Route { method: "GET", path: "/healthz", operation: "Health" },
+    Route { method: "GET", path: "/readyz", operation: "Ready" },
+    Route { method: "GET", path: "/openapi.json", operation: "OpenApi" },
+];
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The engine.
+    pub engine: Engine,
+    /// Cleared when the server starts shutting down; `/readyz` reports it.
+    pub ready: Arc<AtomicBool>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The request body limit, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The router over every route in [`ROUTES`].
+pub fn router(state: HttpState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/namespaces/{ns}/counters/{counter}/add", post(counters::add_count))
+        .route("/v1/namespaces/{ns}/counters/{counter}/add-and-get", post(counters::add_and_get_count))
+        .route(COUNTER, get(counters::get_count))
+        .route("/v1/namespaces/{ns}/counters/{counter}/clear", post(counters::clear_count))
+        .route(
+            "/v1/namespaces/{ns}",
+            get(namespaces::get_namespace)
+                .put(namespaces::put_namespace)
+                .delete(namespaces::delete_namespace),
+        )
+        .route("/v1/namespaces", get(namespaces::list_namespaces))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::health))
+        .route("/readyz", get(ops::ready))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(ops::no_route)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        // The limit is enforced by `json_body` so the refusal has the JSON error shape.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    state: HttpState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Parses a JSON body; an empty body is `{}`. The content type is not checked, so
+/// `curl -d '{...}'` works without `-H`.
+fn json_body<T: DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(limit)
+        } else {
+            ApiError::invalid(format!("cannot read the request body: {rejection}"))
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid JSON body: {e}")))
+}

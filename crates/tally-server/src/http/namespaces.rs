@@ -1,0 +1,85 @@
+//! Namespace routes: the control plane.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use tally_core::{ErrorCode, Namespace, NamespaceConfig, NamespaceConfigPatch};
+
+use super::{HttpState, json_body};
+use crate::error::ApiError;
+use crate::metrics::observe;
+
+/// A namespace with its full configuration.
+#[derive(Debug, Serialize)]
+pub struct NamespaceJson {
+    name: String,
+    config: NamespaceConfig,
+}
+
+fn namespace_json(name: &Namespace, config: NamespaceConfig) -> NamespaceJson {
+    NamespaceJson { name: name.to_string(), config }
+}
+
+/// `PUT /v1/namespaces/{ns}`: creates the namespace (201) or updates it (200). Fields the
+/// body leaves out take their defaults on create and keep their values on update.
+pub async fn put_namespace(
+    State(state): State<HttpState>,
+    Path(ns): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<NamespaceJson>), ApiError> {
+    observe("http", "PutNamespace", async {
+        let name = Namespace::new(&ns)?;
+        let patch: NamespaceConfigPatch = json_body(body, state.max_body_bytes)?;
+        match state.engine.get_namespace(&name).await {
+            Ok(current) => {
+                let updated = state.engine.update_namespace(&name, patch.apply_to(&current)).await?;
+                Ok((StatusCode::OK, Json(namespace_json(&name, updated))))
+            }
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                let created =
+                    state.engine.create_namespace(&name, patch.apply_to(&NamespaceConfig::default())).await?;
+                Ok((StatusCode::CREATED, Json(namespace_json(&name, created))))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+/// `GET /v1/namespaces/{ns}`
+pub async fn get_namespace(
+    State(state): State<HttpState>,
+    Path(ns): Path<String>,
+) -> Result<Json<NamespaceJson>, ApiError> {
+    observe("http", "GetNamespace", async {
+        let name = Namespace::new(&ns)?;
+        Ok(Json(namespace_json(&name, state.engine.get_namespace(&name).await?)))
+    })
+    .await
+}
+
+/// `DELETE /v1/namespaces/{ns}`: 204 when deleted.
+pub async fn delete_namespace(
+    State(state): State<HttpState>,
+    Path(ns): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    observe("http", "DeleteNamespace", async {
+        let name = Namespace::new(&ns)?;
+        state.engine.delete_namespace(&name).await?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `GET /v1/namespaces`
+pub async fn list_namespaces(State(state): State<HttpState>) -> Result<Json<serde_json::Value>, ApiError> {
+    observe("http", "ListNamespaces", async {
+        let all = state.engine.list_namespaces().await?;
+        let list: Vec<_> = all.into_iter().map(|(n, c)| namespace_json(&n, c)).collect();
+        Ok(Json(serde_json::json!({ "namespaces": list })))
+    })
+    .await
+}

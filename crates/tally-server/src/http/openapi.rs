@@ -1,0 +1,127 @@
+//! `GET /openapi.json`: the description of every HTTP route (OpenAPI 3.1).
+
+use axum::Json;
+use serde_json::{Value, json};
+
+fn error_responses() -> Value {
+    json!({
+        "400": {"$ref": "#/components/responses/Error"},
+        "404": {"$ref": "#/components/responses/Error"},
+        "409": {"$ref": "#/components/responses/Error"},
+        "413": {"$ref": "#/components/responses/Error"},
+        "503": {"$ref": "#/components/responses/Error"}
+    })
+}
+
+fn with_errors(ok: Value) -> Value {
+    let mut all = error_responses();
+    if let (Some(all), Some(ok)) = (all.as_object_mut(), ok.as_object()) {
+        all.extend(ok.clone());
+    }
+    all
+}
+
+fn ok_json(schema: &str, description: &str) -> Value {
+    json!({"200": {"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}})
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": false, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn counter_params() -> Value {
+    json!([
+        {"name": "ns", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}},
+        {"name": "counter", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+    ])
+}
+
+fn ns_param() -> Value {
+    json!([{"name": "ns", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}])
+}
+
+fn text(description: &str) -> Value {
+    json!({"200": {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}})
+}
+
+/// The OpenAPI document.
+pub fn spec() -> Value {
+    let duration = json!({"type": "string", "description": "a duration such as 5s, 250ms, 7days"});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Tally", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Distributed counters: AddCount, AddAndGetCount, GetCount, ClearCount, and namespaces."},
+        "paths": {
+            "/v1/namespaces/{ns}/counters/{counter}/add": {"post": {
+                "operationId": "AddCount", "parameters": counter_params(), "requestBody": body("AddBody"),
+                "responses": with_errors(ok_json("Mutation", "the add is durable"))}},
+            "/v1/namespaces/{ns}/counters/{counter}/add-and-get": {"post": {
+                "operationId": "AddAndGetCount", "parameters": counter_params(), "requestBody": body("AddBody"),
+                "responses": with_errors(ok_json("AddAndGet", "the count including this add"))}},
+            "/v1/namespaces/{ns}/counters/{counter}": {"get": {
+                "operationId": "GetCount", "parameters": counter_params(),
+                "responses": with_errors(ok_json("Count", "the count"))}},
+            "/v1/namespaces/{ns}/counters/{counter}/clear": {"post": {
+                "operationId": "ClearCount", "parameters": counter_params(), "requestBody": body("ClearBody"),
+                "responses": with_errors(ok_json("Mutation", "the clear is durable"))}},
+            "/v1/namespaces/{ns}": {
+                "put": {"operationId": "PutNamespace", "parameters": ns_param(), "requestBody": body("NamespaceConfigPatch"),
+                        "responses": with_errors(json!({
+                            "200": {"description": "updated", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Namespace"}}}},
+                            "201": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Namespace"}}}}}))},
+                "get": {"operationId": "GetNamespace", "parameters": ns_param(),
+                        "responses": with_errors(ok_json("Namespace", "the namespace"))},
+                "delete": {"operationId": "DeleteNamespace", "parameters": ns_param(),
+                           "responses": with_errors(json!({"204": {"description": "deleted with all its counters"}}))}
+            },
+            "/v1/namespaces": {"get": {"operationId": "ListNamespaces",
+                "responses": with_errors(ok_json("NamespaceList", "every namespace"))}},
+            "/metrics": {"get": {"operationId": "Metrics", "responses": text("Prometheus metrics")}},
+            "/healthz": {"get": {"operationId": "Health", "responses": ok_json("Status", "the process is up")}},
+            "/readyz": {"get": {"operationId": "Ready", "responses": {
+                "200": {"description": "ready", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
+                "503": {"description": "shutting down", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}}}},
+            "/openapi.json": {"get": {"operationId": "OpenApi", "responses": {"200": {"description": "this document"}}}}
+        },
+        "components": {
+            "responses": {"Error": {"description": "the request was refused or failed; nothing was written unless the code is UNAVAILABLE",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                    "code": {"type": "string", "enum": ["INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "OUT_OF_RANGE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "INTERNAL"]},
+                    "message": {"type": "string"}}}}},
+                "IdempotencyToken": {"type": "object", "additionalProperties": false, "required": ["token", "generation_time"], "properties": {
+                    "token": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "generation_time": {"type": "string", "format": "date-time"}}},
+                "AddBody": {"type": "object", "additionalProperties": false, "properties": {
+                    "delta": {"type": "integer", "format": "int64", "default": 1},
+                    "idempotency_token": {"$ref": "#/components/schemas/IdempotencyToken"}}},
+                "ClearBody": {"type": "object", "additionalProperties": false, "properties": {
+                    "idempotency_token": {"$ref": "#/components/schemas/IdempotencyToken"}}},
+                "Mutation": {"type": "object", "properties": {
+                    "applied": {"type": "boolean", "description": "false if the token had been applied already"},
+                    "idempotency_token": {"oneOf": [{"$ref": "#/components/schemas/IdempotencyToken"}, {"type": "null"}]}}},
+                "Count": {"type": "object", "properties": {
+                    "namespace": {"type": "string"}, "counter_name": {"type": "string"},
+                    "count": {"type": "integer", "format": "int64"},
+                    "counter_type": {"$ref": "#/components/schemas/CounterType"},
+                    "as_of": {"type": ["string", "null"], "format": "date-time"}}},
+                "AddAndGet": {"allOf": [{"$ref": "#/components/schemas/Count"}, {"$ref": "#/components/schemas/Mutation"}]},
+                "CounterType": {"type": "string", "enum": ["best_effort", "eventual", "accurate"]},
+                "NamespaceConfigPatch": {"type": "object", "additionalProperties": false, "properties": {
+                    "counter_type": {"$ref": "#/components/schemas/CounterType"},
+                    "accept_limit": duration, "clock_skew": duration, "coalesce": duration,
+                    "retention": duration, "cache_ttl": duration, "best_effort_ttl": duration}},
+                "Namespace": {"type": "object", "properties": {"name": {"type": "string"},
+                    "config": {"$ref": "#/components/schemas/NamespaceConfigPatch"}}},
+                "NamespaceList": {"type": "object", "properties": {"namespaces": {"type": "array", "items": {"$ref": "#/components/schemas/Namespace"}}}},
+                "Status": {"type": "object", "properties": {"status": {"type": "string"}}}
+            }
+        }
+    })
+}
+
+/// `GET /openapi.json`
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}

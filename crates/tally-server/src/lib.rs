@@ -1,0 +1,21 @@
+//! Tally's front doors and serve loop.
+//!
+//! - [`config`]: `ServerConfig`, from TOML, environment and flags;
+//! - [`server`]: binding, serving both front doors over one engine, graceful shutdown;
+//! - [`grpc`]: `tally.v1.CounterService`, `tally.v1.NamespaceService`, reflection, health;
+//! - [`http`]: the HTTP/JSON routes, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`;
+//! - [`error`]: `ApiError` and its one mapping to gRPC codes and HTTP statuses;
+//! - [`convert`]: wire values to domain values and back, validated once;
+//! - [`metrics`]: the Prometheus recorder and per-request metrics.
+
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod server;
+
+pub use config::ServerConfig;
+pub use error::ApiError;
+pub use server::{Listeners, open_engine, serve, termination_signal};

@@ -1,0 +1,121 @@
+//! The serve loop: the engine on the embedded store behind both front doors, with graceful
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tally_core::{Clock, SystemClock};
+use tally_engine::{Engine, LocalCache};
+use tally_store_fjall::FjallStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::http::HttpState;
+
+/// The sockets a server serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// HTTP/JSON.
+    pub http: TcpListener,
+    /// gRPC.
+    pub grpc: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &ServerConfig) -> anyhow::Result<Self> {
+        let http = TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("cannot listen on {} (http)", config.http))?;
+        let grpc = TcpListener::bind(config.grpc)
+            .await
+            .with_context(|| format!("cannot listen on {} (grpc)", config.grpc))?;
+        Ok(Self { http, grpc })
+    }
+
+    /// The bound addresses: `(http, grpc)`.
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.http.local_addr()?, self.grpc.local_addr()?))
+    }
+}
+
+/// Opens the engine on the embedded store in `config.data_dir`.
+pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = FjallStore::open(&config.data_dir, clock.clone(), config.store_options())?;
+    let cache = Arc::new(LocalCache::new(config.engine.cache_capacity));
+    Ok(Engine::open(Arc::new(store), cache, clock, config.engine_options()).await?)
+}
+
+/// Serves `engine` on both listeners until `shutdown` fires, then drains: readiness turns
+/// off, in-flight requests finish, background tasks stop, due rollups run once more.
+pub async fn serve(
+    engine: Engine,
+    listeners: Listeners,
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let background = engine.start_background(shutdown.child_token());
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = HttpState {
+        engine: engine.clone(),
+        ready: ready.clone(),
+        metrics: crate::metrics::handle(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let http = tokio::spawn(crate::http::serve(state, listeners.http, shutdown.clone().cancelled_owned()));
+    let grpc = tokio::spawn(crate::grpc::serve(
+        engine.clone(),
+        listeners.grpc,
+        config.max_body_bytes,
+        shutdown.clone().cancelled_owned(),
+    ));
+
+    shutdown.cancelled().await;
+    ready.store(false, Ordering::Relaxed);
+    tracing::info!("shutting down: finishing in-flight requests and due rollups");
+    let drain = async {
+        let (h, g) = tokio::join!(http, grpc);
+        background.wait().await;
+        let rolled = engine.rollups().run_due().await;
+        tracing::info!(rollups = rolled, pending = engine.rollups().depth(), "drained");
+        h.context("http task")?.context("http server")?;
+        g.context("grpc task")?.context("grpc server")?;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(config.shutdown_timeout, drain).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timed out; pending rollups resume after restart");
+            Ok(())
+        }
+    }
+}
+
+/// A future that completes on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,382 @@
+//! The client commands: `tally add|get|clear|ns`, over gRPC.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tally_core::{CounterType, Timestamp};
+use tally_proto::v1 as pb;
+use tally_proto::v1::counter_service_client::CounterServiceClient;
+use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
+use tonic::transport::Channel;
+
+/// Where the server is, and how to print.
+#[derive(Args)]
+pub struct Connection {
+    /// gRPC address of the server.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:7090", env = "TALLY_ADDR")]
+    addr: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Connection {
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        let endpoint =
+            Channel::from_shared(self.addr.clone()).with_context(|| format!("bad --addr {:?}", self.addr))?;
+        endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach a tally server at {}", self.addr))
+    }
+}
+
+/// An idempotency token from the command line.
+#[derive(Args)]
+pub struct TokenArgs {
+    /// Idempotency token; retrying with the same token and generation time applies once.
+    #[arg(long)]
+    token: Option<String>,
+    /// The token's generation time, RFC 3339 [default: now]. Repeat it when retrying.
+    #[arg(long, requires = "token", value_name = "TIME")]
+    generation_time: Option<String>,
+}
+
+impl TokenArgs {
+    fn to_proto(&self) -> anyhow::Result<Option<pb::IdempotencyToken>> {
+        let Some(token) = &self.token else { return Ok(None) };
+        let time = match &self.generation_time {
+            Some(text) => Timestamp::parse_rfc3339(text).map_err(anyhow::Error::msg)?,
+            None => Timestamp::from_system_time(SystemTime::now()),
+        };
+        Ok(Some(pb::IdempotencyToken { token: token.clone(), generation_time: Some(to_proto_time(time)) }))
+    }
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// Namespace.
+    namespace: String,
+    /// Counter name.
+    counter: String,
+    /// Signed delta.
+    #[arg(default_value_t = 1, allow_negative_numbers = true)]
+    delta: i64,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Also print the count after the add (AddAndGetCount).
+    #[arg(long)]
+    get: bool,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// Namespace.
+    namespace: String,
+    /// Counter name.
+    counter: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Args)]
+pub struct ClearArgs {
+    /// Namespace.
+    namespace: String,
+    /// Counter name.
+    counter: String,
+    #[command(flatten)]
+    token: TokenArgs,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// Namespace settings; unset ones take defaults on create and keep their values on update.
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// best_effort, eventual or accurate (create only).
+    #[arg(long = "type", value_name = "TYPE")]
+    counter_type: Option<String>,
+    /// How old a mutation's generation_time may be, e.g. 5s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    accept_limit: Option<Duration>,
+    /// How far ahead it may be, e.g. 1s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    clock_skew: Option<Duration>,
+    /// How long rollup triggers coalesce, e.g. 1s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    coalesce: Option<Duration>,
+    /// How long events are kept, e.g. 7days.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
+    /// How long a cached checkpoint is trusted, e.g. 60s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cache_ttl: Option<Duration>,
+    /// best_effort counters: time to live after the last write.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    best_effort_ttl: Option<Duration>,
+}
+
+impl ConfigArgs {
+    fn to_proto(&self) -> anyhow::Result<pb::NamespaceConfig> {
+        let counter_type = match &self.counter_type {
+            None => pb::CounterType::Unspecified,
+            Some(text) => match text.parse::<CounterType>()? {
+                CounterType::BestEffort => pb::CounterType::BestEffort,
+                CounterType::Eventual => pb::CounterType::Eventual,
+                CounterType::Accurate => pb::CounterType::Accurate,
+            },
+        };
+        let d = |d: Option<Duration>| {
+            d.map(|d| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
+        };
+        Ok(pb::NamespaceConfig {
+            counter_type: counter_type as i32,
+            accept_limit: d(self.accept_limit),
+            clock_skew: d(self.clock_skew),
+            coalesce: d(self.coalesce),
+            retention: d(self.retention),
+            cache_ttl: d(self.cache_ttl),
+            best_effort_ttl: d(self.best_effort_ttl),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+pub enum NsCommand {
+    /// CreateNamespace.
+    Create {
+        /// Namespace name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// ListNamespaces.
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// GetNamespace.
+    Show {
+        /// Namespace name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// UpdateNamespace.
+    Update {
+        /// Namespace name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// DeleteNamespace, with every counter in it.
+    Delete {
+        /// Namespace name.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+fn to_proto_time(t: Timestamp) -> prost_types::Timestamp {
+    let m = t.as_micros();
+    prost_types::Timestamp {
+        seconds: m.div_euclid(1_000_000),
+        nanos: (m.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
+    t.map(|t| Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000)).to_string())
+}
+
+fn type_text(value: i32) -> &'static str {
+    match pb::CounterType::try_from(value) {
+        Ok(pb::CounterType::BestEffort) => "best_effort",
+        Ok(pb::CounterType::Eventual) => "eventual",
+        Ok(pb::CounterType::Accurate) => "accurate",
+        _ => "unspecified",
+    }
+}
+
+fn token_json(t: Option<&pb::IdempotencyToken>) -> serde_json::Value {
+    t.map_or(
+        serde_json::Value::Null,
+        |t| json!({"token": t.token, "generation_time": time_text(t.generation_time.as_ref())}),
+    )
+}
+
+/// A gRPC error as `CODE: message`, with the same code names as the HTTP API.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    let code = format!("{:?}", status.code());
+    let mut name = String::new();
+    for (i, ch) in code.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(ch.to_ascii_uppercase());
+    }
+    anyhow::anyhow!("{name}: {}", status.message())
+}
+
+fn print(json_out: bool, value: serde_json::Value, text: String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+pub async fn add(args: AddArgs) -> anyhow::Result<()> {
+    let mut client = CounterServiceClient::new(args.conn.channel().await?);
+    let token = args.token.to_proto()?;
+    let key = format!("{}:{}", args.namespace, args.counter);
+    if args.get {
+        let request = pb::AddAndGetCountRequest {
+            namespace: args.namespace,
+            counter_name: args.counter,
+            delta: args.delta,
+            idempotency_token: token,
+        };
+        let r = client.add_and_get_count(request).await.map_err(status_error)?.into_inner();
+        let value = json!({"count": r.count, "counter_type": type_text(r.counter_type), "applied": r.applied,
+            "as_of": time_text(r.as_of.as_ref()), "idempotency_token": token_json(r.idempotency_token.as_ref())});
+        let verb = if r.applied { "added" } else { "already applied:" };
+        print(
+            args.conn.json,
+            value,
+            format!("{verb} {} to {key}; count {} ({})", args.delta, r.count, type_text(r.counter_type)),
+        );
+    } else {
+        let request = pb::AddCountRequest {
+            namespace: args.namespace,
+            counter_name: args.counter,
+            delta: args.delta,
+            idempotency_token: token,
+        };
+        let r = client.add_count(request).await.map_err(status_error)?.into_inner();
+        let t = r.idempotency_token.as_ref();
+        let value = json!({"applied": r.applied, "idempotency_token": token_json(t)});
+        let verb = if r.applied { "added" } else { "already applied:" };
+        let retry = t.map_or(String::new(), |t| {
+            format!(
+                " (token {} generated {})",
+                t.token,
+                time_text(t.generation_time.as_ref()).unwrap_or_default()
+            )
+        });
+        print(args.conn.json, value, format!("{verb} {} to {key}{retry}", args.delta));
+    }
+    Ok(())
+}
+
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let mut client = CounterServiceClient::new(args.conn.channel().await?);
+    let key = format!("{}:{}", args.namespace, args.counter);
+    let request = pb::GetCountRequest { namespace: args.namespace, counter_name: args.counter };
+    let r = client.get_count(request).await.map_err(status_error)?.into_inner();
+    let as_of = time_text(r.as_of.as_ref());
+    let value = json!({"count": r.count, "counter_type": type_text(r.counter_type), "as_of": as_of});
+    let freshness = as_of.map_or("not rolled up yet".to_owned(), |t| format!("exact as of {t}"));
+    print(args.conn.json, value, format!("{key} = {} ({}, {freshness})", r.count, type_text(r.counter_type)));
+    Ok(())
+}
+
+pub async fn clear(args: ClearArgs) -> anyhow::Result<()> {
+    let mut client = CounterServiceClient::new(args.conn.channel().await?);
+    let key = format!("{}:{}", args.namespace, args.counter);
+    let request = pb::ClearCountRequest {
+        namespace: args.namespace,
+        counter_name: args.counter,
+        idempotency_token: args.token.to_proto()?,
+    };
+    let r = client.clear_count(request).await.map_err(status_error)?.into_inner();
+    let value = json!({"applied": r.applied, "idempotency_token": token_json(r.idempotency_token.as_ref())});
+    print(args.conn.json, value, format!("{} {key}", if r.applied { "cleared" } else { "already cleared:" }));
+    Ok(())
+}
+
+fn namespace_value(n: &pb::Namespace) -> serde_json::Value {
+    let d = |d: &Option<prost_types::Duration>| {
+        d.as_ref()
+            .map(|d| humantime::format_duration(Duration::new(d.seconds as u64, d.nanos as u32)).to_string())
+    };
+    let c = n.config.unwrap_or_default();
+    json!({"name": n.name, "config": {
+        "counter_type": type_text(c.counter_type), "accept_limit": d(&c.accept_limit), "clock_skew": d(&c.clock_skew),
+        "coalesce": d(&c.coalesce), "retention": d(&c.retention), "cache_ttl": d(&c.cache_ttl),
+        "best_effort_ttl": d(&c.best_effort_ttl)}})
+}
+
+fn namespace_text(n: &pb::Namespace) -> String {
+    let v = namespace_value(n);
+    let c = &v["config"];
+    let field = |k: &str| c[k].as_str().unwrap_or("none").to_owned();
+    format!(
+        "{}: {} (accept_limit {}, clock_skew {}, coalesce {}, retention {}, cache_ttl {}, best_effort_ttl {})",
+        n.name,
+        field("counter_type"),
+        field("accept_limit"),
+        field("clock_skew"),
+        field("coalesce"),
+        field("retention"),
+        field("cache_ttl"),
+        field("best_effort_ttl")
+    )
+}
+
+pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
+    match command {
+        NsCommand::Create { name, config, conn } => {
+            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let request = pb::CreateNamespaceRequest { name, config: Some(config.to_proto()?) };
+            let n = client.create_namespace(request).await.map_err(status_error)?.into_inner();
+            print(conn.json, namespace_value(&n), format!("created {}", namespace_text(&n)));
+        }
+        NsCommand::List { conn } => {
+            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let r = client
+                .list_namespaces(pb::ListNamespacesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let value = json!({"namespaces": r.namespaces.iter().map(namespace_value).collect::<Vec<_>>()});
+            let text = r.namespaces.iter().map(namespace_text).collect::<Vec<_>>().join("\n");
+            print(conn.json, value, text);
+        }
+        NsCommand::Show { name, conn } => {
+            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let n = client
+                .get_namespace(pb::GetNamespaceRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(conn.json, namespace_value(&n), namespace_text(&n));
+        }
+        NsCommand::Update { name, config, conn } => {
+            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let request = pb::UpdateNamespaceRequest { name, config: Some(config.to_proto()?) };
+            let n = client.update_namespace(request).await.map_err(status_error)?.into_inner();
+            print(conn.json, namespace_value(&n), format!("updated {}", namespace_text(&n)));
+        }
+        NsCommand::Delete { name, conn } => {
+            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            client
+                .delete_namespace(pb::DeleteNamespaceRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            print(conn.json, json!({"deleted": name}), format!("deleted {name}"));
+        }
+    }
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The engine: the four counter operations and the namespace control plane.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tally_core::{
@@ -58,6 +59,8 @@ struct Inner {
     best_effort: BestEffortCounters,
     rollups: Arc<RollupPipeline>,
     options: EngineOptions,
+    /// Orders server-made tokens generated in the same microsecond.
+    token_sequence: AtomicU64,
 }
 
 /// The engine's background tasks; see [`Engine::start_background`].
@@ -100,6 +103,7 @@ impl Engine {
             best_effort: BestEffortCounters::default(),
             rollups,
             options,
+            token_sequence: AtomicU64::new(0),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -188,8 +192,13 @@ impl Engine {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now())?;
             return Ok(Mutated { token: None, applied: true });
         }
-        let checkpoint = self.checkpoint(key, &config).await?;
-        check_overflow(key, checkpoint.count, delta)?;
+        // Accurate counters know their exact count; eventual ones check against the checkpoint
+        // (adds racing past it saturate at the bound when folded, and are counted as such).
+        let current = match config.counter_type {
+            CounterType::Accurate => self.accurate_count(key, &config).await?.value,
+            _ => self.checkpoint(key, &config).await?.count,
+        };
+        check_overflow(key, current, delta)?;
         self.append(key, &config, EventKind::Add(delta), token).await
     }
 
@@ -287,7 +296,7 @@ impl Engine {
                     .map_err(|e| window_error(key, token.clone(), e))?;
                 token
             }
-            None => server_token(now)?,
+            None => server_token(now, self.inner.token_sequence.fetch_add(1, Ordering::Relaxed))?,
         };
         let event = Event { key: key.clone(), token, kind };
         let appended =
@@ -384,13 +393,16 @@ fn window_error(key: &CounterKey, token: IdempotencyToken, e: WindowError) -> En
     }
 }
 
-/// A token for a mutation that came without one: 96 random bits, generated now.
-fn server_token(now: Timestamp) -> EngineResult<IdempotencyToken> {
-    let mut bytes = [0u8; 12];
+/// A token for a mutation that came without one, generated now: this engine's sequence
+/// number, so that mutations made in the same microsecond keep their arrival order (a clear
+/// then an add must not fold as an add then a clear), then 64 random bits, so that tokens of
+/// different instances never collide.
+fn server_token(now: Timestamp, sequence: u64) -> EngineResult<IdempotencyToken> {
+    let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes)
         .map_err(|e| EngineError::Internal(format!("no randomness for a server token: {e}")))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    IdempotencyToken::new(&format!("srv-{hex}"), now).map_err(|e| EngineError::Internal(e.to_string()))
+    let token = format!("srv-{sequence:016x}-{:016x}", u64::from_le_bytes(bytes));
+    IdempotencyToken::new(&token, now).map_err(|e| EngineError::Internal(e.to_string()))
 }
 
 /// Runs `step` now and then every `period` until `shutdown` fires.

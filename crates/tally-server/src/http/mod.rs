@@ -124,6 +124,24 @@ fn json_body<T: DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid JSON body: {e}")))
+    let invalid =
+        |e: serde_json::Error| ApiError::new(ErrorCode::InvalidArgument, format!("invalid JSON body: {e}"));
+    // Objects only: serde would also read a struct from an array, so `[5]` would be an add of 5.
+    match serde_json::from_slice::<serde_json::Value>(&body).map_err(invalid)? {
+        object @ serde_json::Value::Object(_) => serde_json::from_value(object).map_err(invalid),
+        other => {
+            Err(ApiError::invalid(format!("invalid JSON body: expected an object, found {}", kind(&other))))
+        }
+    }
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }

@@ -1,0 +1,94 @@
+//! The HTTP route table, the OpenAPI document and the operational routes agree.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use tally_server::http::ROUTES;
+
+use crate::support::TestServer;
+
+#[tokio::test]
+async fn openapi_describes_exactly_the_served_routes() {
+    let s = TestServer::start().await;
+    let doc: Value =
+        reqwest::get(format!("{}/openapi.json", s.http)).await.expect("get").json().await.expect("json");
+    let mut described = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            described.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let served: BTreeSet<_> = ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+    assert_eq!(described, served, "routes and /openapi.json differ");
+    // Every listed route is really routed: it never answers the router's "no route" error.
+    for route in ROUTES {
+        let path = route.path.replace("{ns}", "default").replace("{counter}", "c");
+        let method = reqwest::Method::from_bytes(route.method.as_bytes()).expect("method");
+        let r =
+            reqwest::Client::new().request(method, format!("{}{path}", s.http)).send().await.expect("send");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert!(!body.contains("no route for"), "{} {path} is not routed: {status} {body}", route.method);
+        assert_ne!(status, 405, "{} {path}", route.method);
+    }
+    let r = reqwest::get(format!("{}/v2/nothing", s.http)).await.expect("get");
+    assert_eq!(r.status(), 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness() {
+    let s = TestServer::start().await;
+    reqwest::Client::new()
+        .post(format!("{}/v1/namespaces/default/counters/m/add", s.http))
+        .send()
+        .await
+        .expect("add");
+    let metrics = reqwest::get(format!("{}/metrics", s.http)).await.expect("get").text().await.expect("text");
+    for needle in [
+        "tally_requests_total{transport=\"http\",operation=\"AddCount\",code=\"OK\"}",
+        "tally_request_duration_seconds_bucket{transport=\"http\",operation=\"AddCount\"",
+        "tally_group_commit_batch_requests_bucket",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
+    }
+    let health: Value =
+        reqwest::get(format!("{}/healthz", s.http)).await.expect("get").json().await.expect("json");
+    assert_eq!(health["status"], "ok");
+    let ready = reqwest::get(format!("{}/readyz", s.http)).await.expect("get");
+    assert_eq!(ready.status(), 200);
+    let wrong = reqwest::Client::new().delete(format!("{}/healthz", s.http)).send().await.expect("delete");
+    assert_eq!(wrong.status(), 405);
+    let v: Value = wrong.json().await.expect("json");
+    assert!(v["error"]["message"].as_str().expect("message").contains("does not accept DELETE"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn namespace_put_creates_then_updates_and_delete_removes() {
+    let s = TestServer::start().await;
+    let url = format!("{}/v1/namespaces/shop", s.http);
+    let client = reqwest::Client::new();
+    let created = client
+        .put(&url)
+        .body(r#"{"counter_type":"accurate","accept_limit":"10s"}"#)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(created.status(), 201);
+    let updated = client.put(&url).body(r#"{"coalesce":"2s"}"#).send().await.expect("put");
+    assert_eq!(updated.status(), 200);
+    let v: Value = updated.json().await.expect("json");
+    assert_eq!(v["config"]["counter_type"], "accurate");
+    assert_eq!(v["config"]["accept_limit"], "10s");
+    assert_eq!(v["config"]["coalesce"], "2s");
+    let retype = client.put(&url).body(r#"{"counter_type":"eventual"}"#).send().await.expect("put");
+    assert_eq!(retype.status(), 400);
+    let v: Value = retype.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "FAILED_PRECONDITION");
+    assert_eq!(client.delete(&url).send().await.expect("delete").status(), 204);
+    assert_eq!(client.get(&url).send().await.expect("get").status(), 404);
+    let default = client.delete(format!("{}/v1/namespaces/default", s.http)).send().await.expect("delete");
+    assert_eq!(default.status(), 400);
+    s.stop().await;
+}

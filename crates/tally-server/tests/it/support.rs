@@ -1,0 +1,329 @@
+//! `TestServer`: the real serve loop on port-0 listeners over the embedded store in a temp
+//! directory, with a manual clock; and `Door`, one client API over gRPC and over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tally_core::{Clock, ManualClock, Timestamp};
+use tally_engine::{Engine, EngineOptions, LocalCache};
+use tally_proto::v1 as pb;
+use tally_proto::v1::counter_service_client::CounterServiceClient;
+use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
+use tally_server::{Listeners, ServerConfig};
+use tally_store::Store;
+use tally_store_fjall::{FjallOptions, FjallStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub http: String,
+    pub grpc: String,
+    pub clock: ManualClock,
+    pub engine: Engine,
+    pub store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(Timestamp::from_millis(1_764_000_000_000));
+        let store: Arc<dyn Store> = Arc::new(
+            FjallStore::open(dir.path(), Arc::new(clock.clone()), FjallOptions::default()).expect("store"),
+        );
+        let engine = Engine::open(
+            store.clone(),
+            Arc::new(LocalCache::new(1000)),
+            Arc::new(clock.clone()),
+            EngineOptions::default(),
+        )
+        .await
+        .expect("engine");
+        let listeners = Listeners {
+            http: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            grpc: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
+        let (http, grpc) = listeners.addrs().expect("addrs");
+        let config = ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            async move { tally_server::serve(engine, listeners, &config, shutdown).await }
+        });
+        Self {
+            http: format!("http://{http}"),
+            grpc: format!("http://{grpc}"),
+            clock,
+            engine,
+            store,
+            shutdown,
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("serve task").expect("clean shutdown");
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc.clone()).expect("uri").connect().await.expect("connect")
+    }
+
+    /// Moves time past the default write window and runs the rollups that became due.
+    pub async fn converge(&self) {
+        for _ in 0..10 {
+            self.clock.advance(Duration::from_secs(1));
+            self.engine.rollups().run_due().await;
+        }
+    }
+
+    /// Creates a namespace through HTTP.
+    pub async fn namespace(&self, name: &str, counter_type: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/v1/namespaces/{name}", self.http))
+            .body(json!({"counter_type": counter_type}).to_string())
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+/// A refusal as both doors report it: the code name and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: String,
+    pub message: String,
+    /// The HTTP status, for HTTP.
+    pub status: Option<u16>,
+}
+
+/// What a mutation answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: bool,
+    pub token: Option<(String, Timestamp)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Door {
+    Grpc,
+    Http,
+}
+
+pub const DOORS: [Door; 2] = [Door::Grpc, Door::Http];
+
+fn code_name(code: tonic::Code) -> String {
+    let debug = format!("{code:?}");
+    let mut out = String::new();
+    for (i, ch) in debug.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+fn refused_grpc(s: tonic::Status) -> Refused {
+    Refused { code: code_name(s.code()), message: s.message().to_owned(), status: None }
+}
+
+fn proto_time(t: Timestamp) -> prost_types::Timestamp {
+    let m = t.as_micros();
+    prost_types::Timestamp {
+        seconds: m.div_euclid(1_000_000),
+        nanos: (m.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+fn from_proto_time(t: &prost_types::Timestamp) -> Timestamp {
+    Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
+}
+
+async fn http_json(request: reqwest::RequestBuilder) -> Result<Value, Refused> {
+    let r = request.send().await.expect("http request");
+    let status = r.status().as_u16();
+    let body: Value = if status == 204 { Value::Null } else { r.json().await.expect("json body") };
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(Refused {
+            code: body["error"]["code"].as_str().expect("error code").to_owned(),
+            message: body["error"]["message"].as_str().expect("error message").to_owned(),
+            status: Some(status),
+        })
+    }
+}
+
+fn applied_from_json(v: &Value) -> Applied {
+    let token = v["idempotency_token"].as_object().map(|t| {
+        let time = Timestamp::parse_rfc3339(t["generation_time"].as_str().expect("time")).expect("rfc3339");
+        (t["token"].as_str().expect("token").to_owned(), time)
+    });
+    Applied { applied: v["applied"].as_bool().expect("applied"), token }
+}
+
+impl Door {
+    pub async fn add(
+        self,
+        s: &TestServer,
+        ns: &str,
+        counter: &str,
+        delta: i64,
+        token: Option<(&str, Timestamp)>,
+    ) -> Result<Applied, Refused> {
+        match self {
+            Door::Grpc => {
+                let mut c = CounterServiceClient::new(s.channel().await);
+                let idempotency_token = token.map(|(t, at)| pb::IdempotencyToken {
+                    token: t.to_owned(),
+                    generation_time: Some(proto_time(at)),
+                });
+                let request = pb::AddCountRequest {
+                    namespace: ns.into(),
+                    counter_name: counter.into(),
+                    delta,
+                    idempotency_token,
+                };
+                let r = c.add_count(request).await.map_err(refused_grpc)?.into_inner();
+                Ok(Applied {
+                    applied: r.applied,
+                    token: r
+                        .idempotency_token
+                        .map(|t| (t.token, from_proto_time(&t.generation_time.expect("generation time")))),
+                })
+            }
+            Door::Http => {
+                let mut body = json!({"delta": delta});
+                if let Some((t, at)) = token {
+                    body["idempotency_token"] = json!({"token": t, "generation_time": at.to_string()});
+                }
+                let url = format!("{}/v1/namespaces/{ns}/counters/{}/add", s.http, encode(counter));
+                let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
+                Ok(applied_from_json(&v))
+            }
+        }
+    }
+
+    pub async fn add_and_get(
+        self,
+        s: &TestServer,
+        ns: &str,
+        counter: &str,
+        delta: i64,
+    ) -> Result<i64, Refused> {
+        match self {
+            Door::Grpc => {
+                let mut c = CounterServiceClient::new(s.channel().await);
+                let request = pb::AddAndGetCountRequest {
+                    namespace: ns.into(),
+                    counter_name: counter.into(),
+                    delta,
+                    idempotency_token: None,
+                };
+                Ok(c.add_and_get_count(request).await.map_err(refused_grpc)?.into_inner().count)
+            }
+            Door::Http => {
+                let url = format!("{}/v1/namespaces/{ns}/counters/{}/add-and-get", s.http, encode(counter));
+                let v = http_json(reqwest::Client::new().post(url).body(json!({"delta": delta}).to_string()))
+                    .await?;
+                Ok(v["count"].as_i64().expect("count"))
+            }
+        }
+    }
+
+    pub async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, Refused> {
+        match self {
+            Door::Grpc => {
+                let mut c = CounterServiceClient::new(s.channel().await);
+                let request = pb::GetCountRequest { namespace: ns.into(), counter_name: counter.into() };
+                Ok(c.get_count(request).await.map_err(refused_grpc)?.into_inner().count)
+            }
+            Door::Http => {
+                let url = format!("{}/v1/namespaces/{ns}/counters/{}", s.http, encode(counter));
+                let v = http_json(reqwest::Client::new().get(url)).await?;
+                Ok(v["count"].as_i64().expect("count"))
+            }
+        }
+    }
+
+    pub async fn clear(
+        self,
+        s: &TestServer,
+        ns: &str,
+        counter: &str,
+        token: Option<(&str, Timestamp)>,
+    ) -> Result<Applied, Refused> {
+        match self {
+            Door::Grpc => {
+                let mut c = CounterServiceClient::new(s.channel().await);
+                let idempotency_token = token.map(|(t, at)| pb::IdempotencyToken {
+                    token: t.to_owned(),
+                    generation_time: Some(proto_time(at)),
+                });
+                let request = pb::ClearCountRequest {
+                    namespace: ns.into(),
+                    counter_name: counter.into(),
+                    idempotency_token,
+                };
+                let r = c.clear_count(request).await.map_err(refused_grpc)?.into_inner();
+                Ok(Applied { applied: r.applied, token: None })
+            }
+            Door::Http => {
+                let mut body = json!({});
+                if let Some((t, at)) = token {
+                    body["idempotency_token"] = json!({"token": t, "generation_time": at.to_string()});
+                }
+                let url = format!("{}/v1/namespaces/{ns}/counters/{}/clear", s.http, encode(counter));
+                let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
+                Ok(applied_from_json(&v))
+            }
+        }
+    }
+
+    pub async fn namespaces(self, s: &TestServer) -> Vec<String> {
+        match self {
+            Door::Grpc => {
+                let mut c = NamespaceServiceClient::new(s.channel().await);
+                let r = c.list_namespaces(pb::ListNamespacesRequest {}).await.expect("list").into_inner();
+                r.namespaces.into_iter().map(|n| n.name).collect()
+            }
+            Door::Http => {
+                let v = http_json(reqwest::Client::new().get(format!("{}/v1/namespaces", s.http)))
+                    .await
+                    .expect("list");
+                v["namespaces"]
+                    .as_array()
+                    .expect("list")
+                    .iter()
+                    .map(|n| n["name"].as_str().expect("name").to_owned())
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -92,3 +92,39 @@ async fn namespace_put_creates_then_updates_and_delete_removes() {
     assert_eq!(default.status(), 400);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn grpc_health_and_reflection_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let s = TestServer::start().await;
+    let mut health = HealthClient::new(s.channel().await);
+    for service in ["tally.v1.CounterService", "tally.v1.NamespaceService"] {
+        let r =
+            health.check(HealthCheckRequest { service: service.into() }).await.expect("check").into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
+    }
+    let mut reflection = ServerReflectionClient::new(s.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("reflect")
+        .into_inner();
+    let answer = answers.message().await.expect("answer").expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"tally.v1.CounterService".to_owned()), "{names:?}");
+    assert!(names.contains(&"tally.v1.NamespaceService".to_owned()), "{names:?}");
+    s.stop().await;
+}

@@ -169,7 +169,12 @@ impl RollupPipeline {
         }
     }
 
-    async fn run_batch(&self, keys: Vec<CounterKey>) {
+    /// Rolls up a batch; records how late each counter was taken (`tally_rollup_lag_seconds`).
+    async fn run_batch(&self, due: Vec<(Timestamp, CounterKey)>) {
+        let now = self.clock.now();
+        let lag = metrics::histogram!("tally_rollup_lag_seconds");
+        due.iter().for_each(|(at, _)| lag.record(now.duration_since(*at).as_secs_f64()));
+        let keys = due.into_iter().map(|(_, key)| key);
         futures::stream::iter(keys).for_each_concurrent(self.batch, |key| self.roll_up_logged(key)).await;
     }
 

@@ -62,8 +62,9 @@ impl CoalescingQueue {
         Pushed::Queued
     }
 
-    /// Removes and returns up to `max` counters due at or before `now`, earliest first.
-    pub fn take_due(&self, now: Timestamp, max: usize) -> Vec<CounterKey> {
+    /// Removes and returns up to `max` counters due at or before `now`, earliest first, with
+    /// the time each was due.
+    pub fn take_due(&self, now: Timestamp, max: usize) -> Vec<(Timestamp, CounterKey)> {
         let mut inner = self.lock();
         let mut out = Vec::new();
         while out.len() < max {
@@ -71,9 +72,9 @@ impl CoalescingQueue {
                 Some((due, _)) if *due <= now => {}
                 _ => break,
             }
-            if let Some((_, key)) = inner.by_due.pop_first() {
+            if let Some((due, key)) = inner.by_due.pop_first() {
                 inner.due_of.remove(&key);
-                out.push(key);
+                out.push((due, key));
             }
         }
         out
@@ -116,8 +117,8 @@ mod tests {
         assert_eq!(q.push(&key("b"), t(10)), Pushed::Coalesced);
         assert_eq!(q.len(), 2);
         assert_eq!(q.next_due(), Some(t(10)));
-        assert_eq!(q.take_due(t(49), 10), vec![key("b")]);
-        assert_eq!(q.take_due(t(50), 10), vec![key("a")]);
+        assert_eq!(q.take_due(t(49), 10), vec![(t(10), key("b"))]);
+        assert_eq!(q.take_due(t(50), 10), vec![(t(50), key("a"))]);
         assert!(q.is_empty());
     }
 
@@ -129,7 +130,7 @@ mod tests {
         }
         assert_eq!(q.push(&key("d"), t(0)), Pushed::Dropped);
         assert_eq!(q.push(&key("a"), t(0)), Pushed::Coalesced);
-        assert_eq!(q.take_due(t(100), 2), vec![key("a"), key("b")]);
-        assert_eq!(q.take_due(t(100), 2), vec![key("c")]);
+        assert_eq!(q.take_due(t(100), 2), vec![(t(0), key("a")), (t(1), key("b"))]);
+        assert_eq!(q.take_due(t(100), 2), vec![(t(2), key("c"))]);
     }
 }

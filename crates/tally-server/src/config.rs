@@ -23,6 +23,12 @@ pub struct ServerConfig {
     pub http: SocketAddr,
     /// gRPC listen address.
     pub grpc: SocketAddr,
+    /// Redis protocol (RESP2/RESP3) listen address.
+    pub resp: SocketAddr,
+    /// Most RESP connections at once.
+    pub max_connections: usize,
+    /// Most arguments in one RESP command.
+    pub resp_max_args: usize,
     /// Largest request body (HTTP) or message (gRPC), in bytes.
     pub max_body_bytes: usize,
     /// How long a shutdown may take to finish in-flight requests and rollups.
@@ -75,6 +81,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./tally-data"),
             http: SocketAddr::from(([127, 0, 0, 1], 7080)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 7090)),
+            resp: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            max_connections: 10_000,
+            resp_max_args: 1024,
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             log: "info,fjall=warn,lsm_tree=warn".to_owned(),
@@ -107,8 +116,13 @@ impl Default for StoreSection {
 }
 
 /// Environment variables that override the file, and the fields they set.
-pub const ENV_OVERRIDES: &[(&str, &str)] =
-    &[("TALLY_DATA_DIR", "data_dir"), ("TALLY_HTTP", "http"), ("TALLY_GRPC", "grpc"), ("TALLY_LOG", "log")];
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("TALLY_DATA_DIR", "data_dir"),
+    ("TALLY_HTTP", "http"),
+    ("TALLY_GRPC", "grpc"),
+    ("TALLY_RESP", "resp"),
+    ("TALLY_LOG", "log"),
+];
 
 impl ServerConfig {
     /// Parses a TOML file's text.
@@ -140,6 +154,7 @@ impl ServerConfig {
             "data_dir" => self.data_dir = PathBuf::from(value),
             "http" => self.http = value.parse().context("expected an address such as 127.0.0.1:7080")?,
             "grpc" => self.grpc = value.parse().context("expected an address such as 127.0.0.1:7090")?,
+            "resp" => self.resp = value.parse().context("expected an address such as 127.0.0.1:7379")?,
             "log" => self.log = value.to_owned(),
             other => anyhow::bail!("unknown field {other}"),
         }

@@ -4,6 +4,7 @@
 //! - [`server`]: binding, serving both front doors over one engine, graceful shutdown;
 //! - [`grpc`]: `tally.v1.CounterService`, `tally.v1.NamespaceService`, reflection, health;
 //! - [`http`]: the HTTP/JSON routes, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`;
+//! - [`resp`]: the Redis protocol (RESP2/RESP3) front door;
 //! - [`error`]: `ApiError` and its one mapping to gRPC codes and HTTP statuses;
 //! - [`convert`]: wire values to domain values and back, validated once;
 //! - [`metrics`]: the Prometheus recorder and per-request metrics.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod resp;
 pub mod server;
 
 pub use config::ServerConfig;

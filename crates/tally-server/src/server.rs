@@ -21,6 +21,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// gRPC.
     pub grpc: TcpListener,
+    /// Redis protocol.
+    pub resp: TcpListener,
 }
 
 impl Listeners {
@@ -32,12 +34,15 @@ impl Listeners {
         let grpc = TcpListener::bind(config.grpc)
             .await
             .with_context(|| format!("cannot listen on {} (grpc)", config.grpc))?;
-        Ok(Self { http, grpc })
+        let resp = TcpListener::bind(config.resp)
+            .await
+            .with_context(|| format!("cannot listen on {} (resp)", config.resp))?;
+        Ok(Self { http, grpc, resp })
     }
 
-    /// The bound addresses: `(http, grpc)`.
-    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
-        Ok((self.http.local_addr()?, self.grpc.local_addr()?))
+    /// The bound addresses: `(http, grpc, resp)`.
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        Ok((self.http.local_addr()?, self.grpc.local_addr()?, self.resp.local_addr()?))
     }
 }
 
@@ -75,16 +80,24 @@ pub async fn serve(
         shutdown.clone().cancelled_owned(),
     ));
 
+    let resp_options = crate::resp::RespOptions {
+        limits: crate::resp::Limits { max_args: config.resp_max_args, max_bulk: config.max_body_bytes },
+        max_connections: config.max_connections,
+    };
+    let resp =
+        tokio::spawn(crate::resp::serve(engine.clone(), listeners.resp, resp_options, shutdown.clone()));
+
     shutdown.cancelled().await;
     ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: finishing in-flight requests and due rollups");
     let drain = async {
-        let (h, g) = tokio::join!(http, grpc);
+        let (h, g, r) = tokio::join!(http, grpc, resp);
         background.wait().await;
         let rolled = engine.rollups().run_due().await;
         tracing::info!(rollups = rolled, pending = engine.rollups().depth(), "drained");
         h.context("http task")?.context("http server")?;
         g.context("grpc task")?.context("grpc server")?;
+        r.context("resp task")?.context("resp server")?;
         anyhow::Ok(())
     };
     match tokio::time::timeout(config.shutdown_timeout, drain).await {

@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:7090].
     #[arg(long, value_name = "ADDR")]
     grpc: Option<SocketAddr>,
+    /// Redis protocol listen address [default: 127.0.0.1:7379].
+    #[arg(long, value_name = "ADDR")]
+    resp: Option<SocketAddr>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,6 +41,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(grpc) = args.grpc {
         config.grpc = grpc;
     }
+    if let Some(resp) = args.resp {
+        config.resp = resp;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid log filter")?)
         .with_writer(std::io::stderr)
@@ -47,9 +53,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let listeners = Listeners::bind(&config).await?;
-    let (http, grpc) = listeners.addrs()?;
+    let (http, grpc, resp) = listeners.addrs()?;
     // One line on stdout, for people and for scripts that start the server on port 0.
-    println!("tally listening http={http} grpc={grpc} data_dir={}", config.data_dir.display());
+    println!("tally listening http={http} grpc={grpc} resp={resp} data_dir={}", config.data_dir.display());
 
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

@@ -13,12 +13,22 @@ struct Server {
     child: Child,
     http: String,
     grpc: String,
+    resp: String,
 }
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+                "--resp",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("TALLY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -33,8 +43,8 @@ impl Server {
                 .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
                 .to_owned()
         };
-        let (http, grpc) = (field("http"), field("grpc"));
-        Self { child, http, grpc }
+        let (http, grpc, resp) = (field("http"), field("grpc"), field("resp"));
+        Self { child, http, grpc, resp }
     }
 
     fn kill_9(mut self) {
@@ -333,4 +343,75 @@ fn adds_acknowledged_over_grpc_and_http_survive_kill_9() {
     }
     let (_, count) = second.curl("GET", "/v1/namespaces/durable/counters/c", None);
     assert_eq!(count["count"], json!(80));
+}
+
+fn redis_cli(s: &Server, args: &[&str]) -> String {
+    let (host, port) = s.resp.rsplit_once(':').expect("host:port");
+    let out = Command::new("redis-cli")
+        .args(["-h", host, "-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (apt-get install redis-tools)");
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+#[test]
+fn redis_cli_drives_the_redis_protocol() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start(dir.path());
+    s.curl("PUT", "/v1/namespaces/rc", Some(r#"{"counter_type":"accurate"}"#));
+    assert_eq!(redis_cli(&s, &["PING"]), "PONG");
+    assert_eq!(redis_cli(&s, &["INCR", "rc:hits"]), "1");
+    assert_eq!(redis_cli(&s, &["INCRBY", "rc:hits", "9"]), "10");
+    assert_eq!(redis_cli(&s, &["DECRBY", "rc:hits", "3"]), "7");
+    assert_eq!(redis_cli(&s, &["GET", "rc:hits"]), "7");
+    assert_eq!(redis_cli(&s, &["MGET", "rc:hits", "rc:other"]), "7\n0");
+    let at = tally_core::Timestamp::from_system_time(std::time::SystemTime::now()).as_millis().to_string();
+    assert_eq!(redis_cli(&s, &["TALLY.ADD", "rc:hits", "5", "tok", &at]), "1");
+    assert_eq!(redis_cli(&s, &["TALLY.ADD", "rc:hits", "5", "tok", &at]), "0");
+    assert_eq!(redis_cli(&s, &["GET", "rc:hits"]), "12");
+    assert_eq!(redis_cli(&s, &["DEL", "rc:hits"]), "1");
+    assert_eq!(redis_cli(&s, &["GET", "rc:hits"]), "0");
+    // RESP3 and errors
+    assert_eq!(redis_cli(&s, &["-3", "INCR", "rc:three"]), "1");
+    assert!(redis_cli(&s, &["INCRBY", "rc:x", "abc"]).starts_with("INVALID_ARGUMENT"));
+    assert!(redis_cli(&s, &["INCR", "nowhere:x"]).starts_with("NOT_FOUND"));
+    assert!(redis_cli(&s, &["FLUSHALL"]).starts_with("ERR unknown command"));
+    // A pipelined batch through redis-cli --pipe.
+    let (host, port) = s.resp.rsplit_once(':').expect("host:port");
+    let mut child = Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli --pipe");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        for _ in 0..500 {
+            stdin.write_all(b"*2\r\n$4\r\nINCR\r\n$7\r\nrc:pipe\r\n").expect("write");
+        }
+    }
+    let out = child.wait_with_output().expect("pipe done");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("errors: 0, replies: 500"), "{text}");
+    assert_eq!(redis_cli(&s, &["GET", "rc:pipe"]), "500");
+}
+
+#[test]
+fn redis_benchmark_runs_against_tally_without_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start(dir.path());
+    // redis-benchmark's INCR keys are `counter:__rand_int__`: namespace `counter`.
+    s.curl("PUT", "/v1/namespaces/counter", None);
+    let (host, port) = s.resp.rsplit_once(':').expect("host:port");
+    let out = Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-t", "incr", "-n", "2000", "-c", "20", "-r", "1000", "-q"])
+        .output()
+        .expect("redis-benchmark runs (apt-get install redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("INCR: ") && text.contains("requests per second"), "{text}");
+    assert!(!text.contains("ERR") && !text.contains("WARNING"), "{text}");
 }

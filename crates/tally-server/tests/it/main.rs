@@ -3,4 +3,5 @@
 mod counters;
 mod errors;
 mod http_routes;
+mod resp;
 mod support;

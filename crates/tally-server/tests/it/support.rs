@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 pub struct TestServer {
     pub http: String,
     pub grpc: String,
+    /// `redis://127.0.0.1:PORT`.
+    pub resp: String,
     pub clock: ManualClock,
     pub engine: Engine,
     pub store: Arc<dyn Store>,
@@ -46,8 +48,9 @@ impl TestServer {
         let listeners = Listeners {
             http: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
             grpc: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            resp: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
-        let (http, grpc) = listeners.addrs().expect("addrs");
+        let (http, grpc, resp) = listeners.addrs().expect("addrs");
         let config = ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
@@ -57,6 +60,7 @@ impl TestServer {
         Self {
             http: format!("http://{http}"),
             grpc: format!("http://{grpc}"),
+            resp: format!("redis://{resp}"),
             clock,
             engine,
             store,

@@ -1,0 +1,252 @@
+//! What each command does. Counter commands map onto the engine's operations:
+//! `INCR`/`INCRBY`/`DECR`/`DECRBY` are AddAndGetCount, `GET`/`MGET` GetCount, `DEL`
+//! ClearCount, `TALLY.ADD` an AddCount with an idempotency token. The rest is what clients
+//! send on connect.
+
+use bytes::Bytes;
+use tally_core::{CounterKey, IdempotencyToken, Timestamp};
+use tally_engine::Engine;
+
+use super::reply::Reply;
+use crate::error::ApiError;
+use crate::metrics::observe;
+
+/// Per-connection state the commands change.
+pub struct Session {
+    /// Whether replies use RESP3.
+    pub resp3: bool,
+    /// `CLIENT SETNAME`.
+    pub name: Option<Vec<u8>>,
+    /// This connection's id, for `CLIENT ID` and `HELLO`.
+    pub id: u64,
+    /// Set by `QUIT`: close after replying.
+    pub closing: bool,
+}
+
+/// Whether the command mutates a counter; consecutive mutations of a pipeline run concurrently.
+pub fn is_add(name: &[u8]) -> bool {
+    [&b"INCR"[..], b"INCRBY", b"DECR", b"DECRBY", b"TALLY.ADD"].iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+fn err(e: ApiError) -> Reply {
+    Reply::Error(format!("{} {}", e.code, e.message))
+}
+
+fn arity(cmd: &str) -> Reply {
+    Reply::Error(format!("INVALID_ARGUMENT wrong number of arguments for '{}' command", cmd.to_lowercase()))
+}
+
+fn key(arg: &Bytes) -> Result<CounterKey, ApiError> {
+    let text = std::str::from_utf8(arg).map_err(|_| ApiError::invalid("key is not valid UTF-8"))?;
+    Ok(CounterKey::parse_joined(text)?)
+}
+
+fn integer(arg: &Bytes) -> Result<i64, ApiError> {
+    std::str::from_utf8(arg).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "value {:?} is not an integer or out of range",
+            String::from_utf8_lossy(arg)
+        ))
+    })
+}
+
+fn upper(arg: &Bytes) -> String {
+    String::from_utf8_lossy(arg).to_uppercase()
+}
+
+async fn add_and_get(engine: &Engine, key_arg: &Bytes, delta: Result<i64, ApiError>) -> Reply {
+    let result = observe("resp", "AddAndGetCount", async {
+        let key = key(key_arg)?;
+        let (_, count) = engine.add_and_get_count(&key, delta?, None).await?;
+        Ok(count.value)
+    })
+    .await;
+    result.map_or_else(err, Reply::Integer)
+}
+
+/// Runs one command.
+pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Reply {
+    let Some(name) = args.first() else { return Reply::Error("ERR empty command".into()) };
+    let cmd = upper(name);
+    let rest = &args[1..];
+    match (cmd.as_str(), rest) {
+        ("INCR", [k]) => add_and_get(engine, k, Ok(1)).await,
+        ("DECR", [k]) => add_and_get(engine, k, Ok(-1)).await,
+        ("INCRBY", [k, d]) => add_and_get(engine, k, integer(d)).await,
+        ("DECRBY", [k, d]) => {
+            let delta = integer(d).and_then(|d| {
+                d.checked_neg().ok_or_else(|| {
+                    ApiError::new(tally_core::ErrorCode::OutOfRange, "decrement is out of range")
+                })
+            });
+            add_and_get(engine, k, delta).await
+        }
+        ("TALLY.ADD", [k, d, t, at @ ..]) if at.len() <= 1 => {
+            let result = observe("resp", "AddCount", async {
+                let key = key(k)?;
+                let delta = integer(d)?;
+                let time = match at.first() {
+                    Some(ms) => Timestamp::from_millis(integer(ms)?),
+                    None => Timestamp::from_system_time(std::time::SystemTime::now()),
+                };
+                let token_text =
+                    std::str::from_utf8(t).map_err(|_| ApiError::invalid("token is not valid UTF-8"))?;
+                let token = IdempotencyToken::new(token_text, time)?;
+                Ok(engine.add_count(&key, delta, Some(token)).await?.applied)
+            })
+            .await;
+            result.map_or_else(err, |applied| Reply::Integer(i64::from(applied)))
+        }
+        ("GET", [k]) => {
+            let result =
+                observe("resp", "GetCount", async { Ok(engine.get_count(&key(k)?).await?.value) }).await;
+            result.map_or_else(err, |v| Reply::text(v.to_string()))
+        }
+        ("MGET", keys) if !keys.is_empty() => {
+            let mut values = Vec::with_capacity(keys.len());
+            for k in keys {
+                let result =
+                    observe("resp", "GetCount", async { Ok(engine.get_count(&key(k)?).await?.value) }).await;
+                match result {
+                    Ok(v) => values.push(Reply::text(v.to_string())),
+                    Err(e) => return err(e),
+                }
+            }
+            Reply::Array(values)
+        }
+        ("DEL", keys) if !keys.is_empty() => {
+            let mut cleared = 0;
+            for k in keys {
+                let result =
+                    observe("resp", "ClearCount", async { Ok(engine.clear_count(&key(k)?, None).await?) })
+                        .await;
+                match result {
+                    Ok(m) => cleared += i64::from(m.applied),
+                    Err(e) => return err(e),
+                }
+            }
+            Reply::Integer(cleared)
+        }
+        ("PING", []) => Reply::Simple("PONG"),
+        ("PING", [msg]) | ("ECHO", [msg]) => Reply::Bulk(msg.to_vec()),
+        ("HELLO", rest) => hello(session, rest),
+        // No authentication is configured, so any credentials are accepted.
+        ("AUTH", [_] | [_, _]) => Reply::Simple("OK"),
+        ("SELECT", [db]) if db.as_ref() == b"0" => Reply::Simple("OK"),
+        ("SELECT", [_]) => Reply::Error("ERR DB index is out of range; tally has database 0 only".into()),
+        ("CLIENT", [sub, rest @ ..]) => client(session, &upper(sub), rest),
+        ("COMMAND", []) => Reply::Array(Vec::new()),
+        ("COMMAND", [sub, ..]) if upper(sub) == "DOCS" => Reply::Map(Vec::new()),
+        ("COMMAND", [sub]) if upper(sub) == "COUNT" => Reply::Integer(SUPPORTED.len() as i64),
+        ("CONFIG", [sub, params @ ..]) if upper(sub) == "GET" && !params.is_empty() => config_get(params),
+        ("INFO", [] | [_]) => Reply::text(info(engine)),
+        ("QUIT", _) => {
+            session.closing = true;
+            Reply::Simple("OK")
+        }
+        (c, _) if SUPPORTED.contains(&c) => arity(c),
+        (c, _) => Reply::Error(format!(
+            "ERR unknown command '{}', with args beginning with: {}",
+            c.to_lowercase(),
+            rest.iter()
+                .take(3)
+                .map(|a| format!("'{}'", String::from_utf8_lossy(a)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+    }
+}
+
+/// Every command this front door knows.
+const SUPPORTED: &[&str] = &[
+    "INCR",
+    "INCRBY",
+    "DECR",
+    "DECRBY",
+    "TALLY.ADD",
+    "GET",
+    "MGET",
+    "DEL",
+    "PING",
+    "ECHO",
+    "HELLO",
+    "AUTH",
+    "SELECT",
+    "CLIENT",
+    "COMMAND",
+    "CONFIG",
+    "INFO",
+    "QUIT",
+];
+
+fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
+    if let Some(version) = args.first() {
+        match version.as_ref() {
+            b"2" => session.resp3 = false,
+            b"3" => session.resp3 = true,
+            _ => return Reply::Error("NOPROTO unsupported protocol version; tally speaks 2 and 3".into()),
+        }
+    }
+    // Options after the version: AUTH user pass (accepted), SETNAME name.
+    let mut rest = args.iter().skip(1);
+    while let Some(option) = rest.next() {
+        match upper(option).as_str() {
+            "AUTH" => {
+                rest.next();
+                rest.next();
+            }
+            "SETNAME" => session.name = rest.next().map(|n| n.to_vec()),
+            other => return Reply::Error(format!("ERR syntax error in HELLO option '{other}'")),
+        }
+    }
+    Reply::Map(vec![
+        (Reply::text("server"), Reply::text("tally")),
+        (Reply::text("version"), Reply::text(env!("CARGO_PKG_VERSION"))),
+        (Reply::text("proto"), Reply::Integer(if session.resp3 { 3 } else { 2 })),
+        (Reply::text("id"), Reply::Integer(session.id as i64)),
+        (Reply::text("mode"), Reply::text("standalone")),
+        (Reply::text("role"), Reply::text("master")),
+        (Reply::text("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn client(session: &mut Session, sub: &str, args: &[Bytes]) -> Reply {
+    match (sub, args) {
+        ("SETNAME", [name]) => {
+            session.name = Some(name.to_vec());
+            Reply::Simple("OK")
+        }
+        ("GETNAME", []) => session.name.clone().map_or(Reply::Null, Reply::Bulk),
+        ("SETINFO", [_, _]) => Reply::Simple("OK"),
+        ("ID", []) => Reply::Integer(session.id as i64),
+        _ => Reply::Error(format!(
+            "ERR unknown subcommand or wrong number of arguments for 'client {}'",
+            sub.to_lowercase()
+        )),
+    }
+}
+
+/// `CONFIG GET`: what `redis-benchmark` and clients ask on connect. Tally persists every
+/// acknowledged write, which in Redis terms is `appendonly yes` with `appendfsync always`.
+fn config_get(params: &[Bytes]) -> Reply {
+    const KNOWN: &[(&str, &str)] =
+        &[("save", ""), ("appendonly", "yes"), ("appendfsync", "always"), ("databases", "1")];
+    let mut pairs = Vec::new();
+    for p in params {
+        let wanted = String::from_utf8_lossy(p).to_lowercase();
+        for (k, v) in KNOWN {
+            if wanted == *k || wanted == "*" {
+                pairs.push((Reply::text(*k), Reply::text(*v)));
+            }
+        }
+    }
+    Reply::Map(pairs)
+}
+
+fn info(engine: &Engine) -> String {
+    format!(
+        "# Server\r\nredis_version:7.0.0\r\ntally_version:{}\r\nredis_mode:standalone\r\n\r\n# Persistence\r\naof_enabled:1\r\n\r\n# Tally\r\nrollup_queue_depth:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        engine.rollups().depth()
+    )
+}

@@ -1,0 +1,158 @@
+//! The Redis protocol front door (RESP2 and RESP3), so `redis-cli`, `redis-benchmark` and
+//! every Redis client library are Tally clients.
+//!
+//! One task per connection reads whatever arrived, takes every complete request off the
+//! buffer ([`parser`]), runs them ([`commands`]) and writes all their replies ([`reply`]) in
+//! one write. Within a pipeline, consecutive adds to distinct keys run concurrently (so they
+//! share group commits); an add to a key already in the run, and every other command, waits
+//! for the adds before it. Replies keep request order, and a read sees the adds sent before it. A reply to a mutation is written only after the
+//! mutation is durable.
+
+pub mod commands;
+pub mod parser;
+pub mod reply;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use tally_engine::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use commands::Session;
+pub use parser::Limits;
+use reply::Reply;
+
+/// Settings of the RESP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct RespOptions {
+    /// Request bounds.
+    pub limits: Limits,
+    /// Most connections at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+/// Serves RESP on `listener` until `shutdown` fires, then lets open connections finish the
+/// requests they have read and closes them.
+pub async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    options: RespOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let tracker = TaskTracker::new();
+    let ids = AtomicU64::new(1);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p?,
+            () = shutdown.cancelled() => break,
+        };
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "resp accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(async move {
+            if let Err(e) = connection(engine, socket, id, options.limits, shutdown).await {
+                tracing::debug!(error = %e, "resp connection ended");
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn connection(
+    engine: Engine,
+    mut socket: TcpStream,
+    id: u64,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let _ = socket.set_nodelay(true);
+    let mut session = Session { resp3: false, name: None, id, closing: false };
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut output = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let read = tokio::select! {
+            r = socket.read_buf(&mut input) => r?,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        let mut requests = Vec::new();
+        let mut protocol_error = None;
+        loop {
+            match parser::parse(&mut input, limits) {
+                Ok(Some(request)) if request.is_empty() => {}
+                Ok(Some(request)) => requests.push(request),
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        for reply in run_pipeline(&engine, &mut session, &requests).await {
+            reply.encode(session.resp3, &mut output);
+        }
+        if let Some(e) = &protocol_error {
+            Reply::Error(format!("ERR {e}")).encode(session.resp3, &mut output);
+        }
+        socket.write_all(&output).await?;
+        output.clear();
+        if protocol_error.is_some() || session.closing {
+            return socket.shutdown().await;
+        }
+    }
+}
+
+/// Runs a pipeline in order, running each run of consecutive adds concurrently.
+async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(requests.len());
+    let mut i = 0;
+    while i < requests.len() {
+        // A run of adds to distinct keys: one client's adds to one key stay in order, so
+        // `INCR k` pipelined 100 times answers 1..=100 as Redis would.
+        let mut keys = std::collections::HashSet::new();
+        let adds = requests[i..]
+            .iter()
+            .take_while(|r| commands::is_add(&r[0]) && keys.insert(r.get(1).cloned().unwrap_or_default()))
+            .count();
+        if adds > 0 {
+            let group = &requests[i..i + adds];
+            // Adds touch no session state, so a throwaway session is enough for them.
+            let runs = group.iter().map(|r| async move {
+                let mut scratch = Session { resp3: false, name: None, id: 0, closing: false };
+                commands::run(engine, &mut scratch, r).await
+            });
+            replies.extend(join_all(runs).await);
+            i += adds;
+        } else {
+            replies.push(commands::run(engine, session, &requests[i]).await);
+            i += 1;
+            if session.closing {
+                break;
+            }
+        }
+    }
+    replies
+}

@@ -1,0 +1,204 @@
+//! The Redis protocol front door, driven by the `redis` crate (a client library not ours).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use crate::support::TestServer;
+
+async fn connect(s: &TestServer, resp3: bool) -> redis::aio::MultiplexedConnection {
+    let url = if resp3 { format!("{}/?protocol=resp3", s.resp) } else { s.resp.clone() };
+    redis::Client::open(url).expect("url").get_multiplexed_async_connection().await.expect("connect")
+}
+
+fn code(e: &redis::RedisError) -> String {
+    e.code().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn counter_commands_map_onto_the_engine_in_both_protocol_versions() {
+    let s = TestServer::start().await;
+    s.namespace("acc", "accurate").await;
+    for resp3 in [false, true] {
+        let mut c = connect(&s, resp3).await;
+        let k = format!("acc:views:{resp3}");
+        let n: i64 = c.incr(&k, 1).await.expect("incr");
+        assert_eq!(n, 1);
+        let n: i64 = redis::cmd("INCRBY").arg(&k).arg(41).query_async(&mut c).await.expect("incrby");
+        assert_eq!(n, 42);
+        let n: i64 = redis::cmd("DECR").arg(&k).query_async(&mut c).await.expect("decr");
+        assert_eq!(n, 41);
+        let n: i64 = redis::cmd("DECRBY").arg(&k).arg(1).query_async(&mut c).await.expect("decrby");
+        assert_eq!(n, 40);
+        let v: String = c.get(&k).await.expect("get");
+        assert_eq!(v, "40");
+        let values: Vec<String> =
+            redis::cmd("MGET").arg(&k).arg("acc:never").query_async(&mut c).await.expect("mget");
+        assert_eq!(values, ["40", "0"]);
+        let cleared: i64 = c.del(&k).await.expect("del");
+        assert_eq!(cleared, 1);
+        s.clock.advance(Duration::from_millis(1));
+        let v: String = c.get(&k).await.expect("get");
+        assert_eq!(v, "0");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn keys_without_a_colon_are_in_the_default_namespace() {
+    let s = TestServer::start().await;
+    let mut c = connect(&s, false).await;
+    let _: i64 = c.incr("plain", 5).await.expect("incr");
+    s.converge().await;
+    let v: String = c.get("default:plain").await.expect("get");
+    assert_eq!(v, "5");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn pipelines_keep_order_and_reads_see_earlier_adds() {
+    let s = TestServer::start().await;
+    s.namespace("acc", "accurate").await;
+    let mut c = connect(&s, false).await;
+    let mut pipe = redis::pipe();
+    for _ in 0..100 {
+        pipe.cmd("INCR").arg("acc:p");
+    }
+    pipe.cmd("GET").arg("acc:p").cmd("DEL").arg("acc:p");
+    for _ in 0..5 {
+        pipe.cmd("INCRBY").arg("acc:p").arg(2);
+    }
+    pipe.cmd("GET").arg("acc:p");
+    let (incrs, rest): (Vec<i64>, Vec<redis::Value>) = {
+        let all: Vec<redis::Value> = pipe.query_async(&mut c).await.expect("pipeline");
+        let (a, b) = all.split_at(100);
+        (a.iter().map(|v| redis::from_redis_value_ref(v).expect("int")).collect(), b.to_vec())
+    };
+    let mut sorted = incrs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=100).collect::<Vec<_>>(), "each concurrent INCR saw a distinct count");
+    let get: String = redis::from_redis_value_ref(&rest[0]).expect("get");
+    assert_eq!(get, "100", "the GET after 100 INCRs sees them all");
+    let last: String = redis::from_redis_value_ref(&rest[7]).expect("get");
+    assert_eq!(last, "10", "adds after the DEL count, adds before it do not");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tally_add_is_idempotent() {
+    let s = TestServer::start().await;
+    s.namespace("acc", "accurate").await;
+    let mut c = connect(&s, false).await;
+    let at = s.now().as_millis();
+    let first: i64 = redis::cmd("TALLY.ADD")
+        .arg("acc:t")
+        .arg(7)
+        .arg("tok-1")
+        .arg(at)
+        .query_async(&mut c)
+        .await
+        .expect("add");
+    let retry: i64 = redis::cmd("TALLY.ADD")
+        .arg("acc:t")
+        .arg(7)
+        .arg("tok-1")
+        .arg(at)
+        .query_async(&mut c)
+        .await
+        .expect("retry");
+    assert_eq!((first, retry), (1, 0));
+    let v: String = c.get("acc:t").await.expect("get");
+    assert_eq!(v, "7");
+    let reused =
+        redis::cmd("TALLY.ADD").arg("acc:t").arg(8).arg("tok-1").arg(at).query_async::<i64>(&mut c).await;
+    assert_eq!(code(&reused.expect_err("reused")), "ALREADY_EXISTS");
+    let old = at - 60_000;
+    let too_old =
+        redis::cmd("TALLY.ADD").arg("acc:t").arg(1).arg("tok-2").arg(old).query_async::<i64>(&mut c).await;
+    let e = too_old.expect_err("too old");
+    assert_eq!(code(&e), "OUT_OF_RANGE");
+    assert!(e.to_string().contains("too old"), "{e}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_replies_and_changes_nothing() {
+    let s = TestServer::start().await;
+    s.namespace("acc", "accurate").await;
+    let mut c = connect(&s, false).await;
+    let e = redis::cmd("INCRBY")
+        .arg("acc:b")
+        .arg("ten")
+        .query_async::<i64>(&mut c)
+        .await
+        .expect_err("not an integer");
+    assert_eq!(code(&e), "INVALID_ARGUMENT");
+    let e = redis::cmd("INCRBY")
+        .arg("acc:b")
+        .arg("99999999999999999999")
+        .query_async::<i64>(&mut c)
+        .await
+        .expect_err("range");
+    assert_eq!(code(&e), "INVALID_ARGUMENT");
+    let _: i64 = c.incr("acc:b", i64::MAX).await.expect("incr max");
+    let e = c.incr::<_, _, i64>("acc:b", 1).await.expect_err("overflow");
+    assert_eq!(code(&e), "OUT_OF_RANGE");
+    let e =
+        redis::cmd("DECRBY").arg("acc:c").arg(i64::MIN).query_async::<i64>(&mut c).await.expect_err("neg");
+    assert_eq!(code(&e), "OUT_OF_RANGE");
+    let e = c.incr::<_, _, i64>(format!("acc:{}", "k".repeat(300)), 1).await.expect_err("long key");
+    assert_eq!(code(&e), "INVALID_ARGUMENT");
+    let e = c.incr::<_, _, i64>("nowhere:k", 1).await.expect_err("unknown namespace");
+    assert_eq!(code(&e), "NOT_FOUND");
+    let e = redis::cmd("INCR").query_async::<i64>(&mut c).await.expect_err("arity");
+    assert!(e.to_string().contains("wrong number of arguments for 'incr'"), "{e}");
+    let e =
+        redis::cmd("HSET").arg("a").arg("b").arg("c").query_async::<i64>(&mut c).await.expect_err("unknown");
+    assert_eq!(code(&e), "ERR");
+    assert!(e.to_string().contains("unknown command 'hset'"), "{e}");
+    let v: String = c.get("acc:b").await.expect("get");
+    assert_eq!(v, i64::MAX.to_string());
+    let v: String = c.get("acc:c").await.expect("get");
+    assert_eq!(v, "0");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connection_commands_that_clients_send_are_answered() {
+    let s = TestServer::start().await;
+    let mut c = connect(&s, true).await;
+    let pong: String = redis::cmd("PING").query_async(&mut c).await.expect("ping");
+    assert_eq!(pong, "PONG");
+    let echo: String = redis::cmd("ECHO").arg("hi").query_async(&mut c).await.expect("echo");
+    assert_eq!(echo, "hi");
+    let _: () = redis::cmd("SELECT").arg(0).query_async(&mut c).await.expect("select 0");
+    assert!(redis::cmd("SELECT").arg(1).query_async::<()>(&mut c).await.is_err());
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("me").query_async(&mut c).await.expect("setname");
+    let name: String = redis::cmd("CLIENT").arg("GETNAME").query_async(&mut c).await.expect("getname");
+    assert_eq!(name, "me");
+    let _: () = redis::cmd("AUTH").arg("anything").query_async(&mut c).await.expect("auth");
+    let config: std::collections::HashMap<String, String> =
+        redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut c).await.expect("config");
+    assert_eq!(config.get("appendonly").map(String::as_str), Some("yes"));
+    let info: String = redis::cmd("INFO").query_async(&mut c).await.expect("info");
+    assert!(info.contains("tally_version:"), "{info}");
+    let commands: Vec<redis::Value> = redis::cmd("COMMAND").query_async(&mut c).await.expect("command");
+    assert!(commands.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_requests_are_protocol_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let addr = s.resp.trim_start_matches("redis://").to_owned();
+    // The test server's limit is 4096 bytes: a bulk announced larger is refused before it is sent.
+    for request in [&b"*2\r\n$4\r\nINCR\r\n$999999999\r\n"[..], b"*1\r\n$x\r\n", b"*99999\r\n"] {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        socket.write_all(request).await.expect("write");
+        let mut reply = String::new();
+        socket.read_to_string(&mut reply).await.expect("read until the server closes");
+        assert!(reply.starts_with("-ERR Protocol error"), "{reply:?}");
+    }
+    s.stop().await;
+}

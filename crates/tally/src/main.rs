@@ -1,5 +1,6 @@
 //! `tally`: the server and its command-line client in one binary.
 
+mod bench;
 mod client;
 mod serve;
 
@@ -28,6 +29,27 @@ enum Command {
     /// Manage namespaces.
     #[command(subcommand)]
     Ns(client::NsCommand),
+    /// Load generator for the gRPC, HTTP and RESP front doors.
+    Bench(bench::BenchArgs),
+    /// Compact a stopped server's data directory fully and print its size on disk.
+    Compact {
+        /// The data directory.
+        #[arg(long, default_value = "./tally-data")]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+/// Opens the store (it must not be in use), compacts it and prints the bytes it occupies.
+fn compact(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let clock = std::sync::Arc::new(tally_core::SystemClock);
+    let store = tally_store_fjall::FjallStore::open(dir, clock, tally_store_fjall::FjallOptions::default())
+        .with_context(|| format!("cannot open {} (is a server using it?)", dir.display()))?;
+    let before = store.disk_space()?;
+    store.compact()?;
+    let after = store.disk_space()?;
+    println!("{}: {before} bytes before compaction, {after} bytes after", dir.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -46,6 +68,8 @@ fn main() -> ExitCode {
             Command::Get(args) => client::get(args).await,
             Command::Clear(args) => client::clear(args).await,
             Command::Ns(command) => client::ns(command).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Compact { data_dir } => compact(&data_dir),
         }
     });
     match result {

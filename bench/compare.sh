@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Runs Tally's benchmarks against its peers on this machine, in one go, and prints each
+# figure and ratio. Every server is on loopback; every load is bounded.
+#
+#   bash bench/compare.sh            # full run (about 6 minutes on 2 cores)
+#   QUICK=1 bash bench/compare.sh    # smaller counts, for a smoke run
+#
+# Needs: a release build (done here), redis-server and redis-tools (apt-get install
+# redis-server redis-tools), curl. The figures go to stdout; raw outputs to $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-$(mktemp -d /tmp/tally-bench.XXXXXX)}
+N=${N:-200000}              # requests per redis-benchmark run
+GRPC_SECONDS=${GRPC_SECONDS:-15}
+BIG_COUNTER_EVENTS=${BIG_COUNTER_EVENTS:-1000000}
+ACTIVE_COUNTERS=${ACTIVE_COUNTERS:-1000000}
+if [ -n "${QUICK:-}" ]; then N=20000; GRPC_SECONDS=3; BIG_COUNTER_EVENTS=20000; ACTIVE_COUNTERS=20000; fi
+CLIENTS=50
+PIPELINE=16
+echo "raw output in $OUT"
+
+cargo build --release --quiet
+TALLY=target/release/tally
+REDIS_PORT=6391
+T_HTTP=127.0.0.1:17080 T_GRPC=127.0.0.1:17090 T_RESP_PORT=17379
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open"; exit 1; }
+
+# rps from `redis-benchmark -q --csv`-free output: the number before "requests per second".
+rps() { grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1; }
+
+bench_redis_like() { # $1 port, $2 label -> prints "label random hot"
+  local port=$1 label=$2 random hot
+  random=$(redis-benchmark -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  hot=$(redis-benchmark -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -q INCRBY counter:hot 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  echo "$label $random $hot"
+}
+
+start_redis() { # $1 dir, rest: redis-server args
+  local dir=$1; shift
+  redis-server --port $REDIS_PORT --dir "$dir" --daemonize no --save "" "$@" > "$dir/redis.log" 2>&1 &
+  pids+=($!)
+  wait_port $REDIS_PORT
+}
+
+start_tally() { # $1 data dir
+  $TALLY serve --data-dir "$1" --http $T_HTTP --grpc $T_GRPC --resp 127.0.0.1:$T_RESP_PORT > "$1.log" 2>&1 &
+  TALLY_PID=$!
+  pids+=($TALLY_PID)
+  wait_port $T_RESP_PORT
+  wait_port ${T_GRPC##*:}
+}
+
+echo "== 1. INCRBY through redis-benchmark (-n $N -c $CLIENTS -P $PIPELINE), random keys and one hot key"
+mkdir -p "$OUT/redis-aof" "$OUT/redis-mem"
+start_redis "$OUT/redis-aof" --appendonly yes --appendfsync always
+read -r _ aof_random aof_hot < <(bench_redis_like $REDIS_PORT redis-aof-always)
+redis-cli -p $REDIS_PORT shutdown nosave > /dev/null 2>&1 || true; sleep 0.5
+start_redis "$OUT/redis-mem" --appendonly no
+read -r _ mem_random mem_hot < <(bench_redis_like $REDIS_PORT redis-no-persistence)
+redis-cli -p $REDIS_PORT shutdown nosave > /dev/null 2>&1 || true; sleep 0.5
+start_tally "$OUT/tally-resp"
+curl -sf -X PUT "$T_HTTP/v1/namespaces/counter" > /dev/null
+read -r _ tally_random tally_hot < <(bench_redis_like $T_RESP_PORT tally-eventual-durable)
+kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
+printf '%-34s %14s %14s\n' "" "random keys/s" "hot key/s"
+printf '%-34s %14s %14s\n' "redis appendfsync always" "$aof_random" "$aof_hot"
+printf '%-34s %14s %14s\n' "redis no persistence" "$mem_random" "$mem_hot"
+printf '%-34s %14s %14s\n' "tally eventual (durable)" "$tally_random" "$tally_hot"
+awk -v t="$tally_random" -v a="$aof_random" -v m="$mem_random" -v th="$tally_hot" -v ah="$aof_hot" -v mh="$mem_hot" 'BEGIN {
+  printf "ratio tally / redis-always:          %.2f random, %.2f hot\n", t/a, th/ah;
+  printf "ratio tally / redis-no-persistence: %.2f random, %.2f hot\n", t/m, th/mh }'
+
+echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
+start_tally "$OUT/tally-grpc"
+curl -sf -X PUT "$T_HTTP/v1/namespaces/bench" > /dev/null
+$TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 512 --keys 100000 \
+  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-add.txt"
+max_get=$($TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 256 --keys 100000 \
+  --duration ${GRPC_SECONDS}s --mix get=100 --json | tee "$OUT/grpc-get-max.json" | grep -o '"throughput_per_s":[0-9.]*' | cut -d: -f2)
+echo "GetCount maximum: $max_get/s"
+half=$(awk -v m="$max_get" 'BEGIN { printf "%d", m/2 }')
+echo "GetCount at half that load ($half/s):"
+$TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 64 --keys 100000 \
+  --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-get-half.txt"
+
+echo "== 3. Convergence lag: last acknowledged add of a burst until GetCount is exact (eventual, defaults)"
+curl -sf -X PUT "$T_HTTP/v1/namespaces/lag" > /dev/null
+$TALLY bench --protocol grpc --addr $T_GRPC --namespace lag --keys 1 --requests 20000 --concurrency 256 --quiet > /dev/null
+t0=$(date +%s.%N)
+while [ "$($TALLY get lag k0 --addr http://$T_GRPC --json | grep -o '"count":[0-9]*' | cut -d: -f2)" != "20000" ]; do sleep 0.05; done
+t1=$(date +%s.%N)
+awk -v a="$t0" -v b="$t1" 'BEGIN { printf "converged %.2f s after the last acknowledged add\n", b-a }'
+kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
+
+echo "== 4. GetCount latency: a counter with 10 events against one with $BIG_COUNTER_EVENTS events; disk per event"
+start_tally "$OUT/tally-deep"
+curl -sf -X PUT "$T_HTTP/v1/namespaces/depth" > /dev/null
+$TALLY bench --protocol grpc --addr $T_GRPC --namespace depth --keys 1 --requests 10 --concurrency 1 --quiet > /dev/null
+curl -sf -X PUT "$T_HTTP/v1/namespaces/deep" > /dev/null
+$TALLY bench --protocol grpc --addr $T_GRPC --namespace deep --keys 1 --requests "$BIG_COUNTER_EVENTS" \
+  --connections 8 --concurrency 512 --quiet | tee "$OUT/deep-load.txt"
+sleep 9  # let the rollups fold both counters (accept_limit + clock_skew + coalesce = 7 s)
+for ns in depth deep; do
+  echo "$ns:"; $TALLY bench --protocol grpc --addr $T_GRPC --namespace $ns --keys 1 --mix get=100 \
+    --concurrency 4 --duration 5s --quiet | tee "$OUT/get-$ns.txt"
+done
+kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
+$TALLY compact --data-dir "$OUT/tally-deep" | tee "$OUT/compact-deep.txt"
+bytes=$(du -sb "$OUT/tally-deep" | cut -f1)
+awk -v b="$bytes" -v n="$BIG_COUNTER_EVENTS" 'BEGIN { printf "data dir after compaction: %d bytes (du) for %d events: %.1f bytes per event\n", b, n, b/n }'
+
+echo "== 5. Memory and disk with $ACTIVE_COUNTERS distinct active counters"
+start_tally "$OUT/tally-wide"
+curl -sf -X PUT "$T_HTTP/v1/namespaces/wide" > /dev/null
+rss0=$(ps -o rss= -p $TALLY_PID)
+$TALLY bench --protocol grpc --addr $T_GRPC --namespace wide --keys "$ACTIVE_COUNTERS" \
+  --requests "$ACTIVE_COUNTERS" --connections 8 --concurrency 512 --quiet | tee "$OUT/wide-load.txt"
+sleep 12  # the rollups of every counter run, filling checkpoints and caches
+rss1=$(ps -o rss= -p $TALLY_PID)
+echo "server RSS: ${rss0} KiB idle, ${rss1} KiB after writing to $ACTIVE_COUNTERS counters and rolling them up"
+kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
+$TALLY compact --data-dir "$OUT/tally-wide" | tee "$OUT/compact-wide.txt"
+bytes=$(du -sb "$OUT/tally-wide" | cut -f1)
+awk -v b="$bytes" -v n="$ACTIVE_COUNTERS" 'BEGIN { printf "data dir after compaction: %d bytes for %d counters of one event: %.1f bytes per counter\n", b, n, b/n }'

@@ -1,0 +1,482 @@
+//! `tally bench`: a load generator for Tally's three front doors.
+//!
+//! `--concurrency` workers each keep one request (or, on RESP, one pipeline) in flight, spread
+//! over `--connections` connections, until `--duration` passes or `--requests` are sent. Every
+//! latency goes into an HDR histogram per operation. A progress bar runs on stderr; the result
+//! is printed as text or, with `--json`, as one JSON object.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, Zipf};
+use serde_json::json;
+use tally_core::Timestamp;
+use tally_proto::v1 as pb;
+use tally_proto::v1::counter_service_client::CounterServiceClient;
+use tonic::transport::Channel;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Http,
+    Resp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Keys {
+    /// Every key equally likely.
+    Uniform,
+    /// A few hot keys take most requests (Zipf, exponent `--zipf-exponent`).
+    Zipf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Add,
+    AddAndGet,
+    Get,
+    Clear,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Add => "AddCount",
+            Op::AddAndGet => "AddAndGetCount",
+            Op::Get => "GetCount",
+            Op::Clear => "ClearCount",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Front door to drive.
+    #[arg(long, value_enum, default_value = "grpc")]
+    protocol: Protocol,
+    /// Server address [default: 127.0.0.1:7090 (gRPC), 127.0.0.1:7080 (HTTP), 127.0.0.1:7379 (RESP)].
+    #[arg(long)]
+    addr: Option<String>,
+    /// Connections to open (gRPC channels, HTTP pool size, RESP connections).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests (RESP: pipelines) in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// RESP only: commands per pipeline.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Namespace the counters are in (it must exist).
+    #[arg(long, default_value = "bench")]
+    namespace: String,
+    /// Distinct counters.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// How keys are picked.
+    #[arg(long, value_enum, default_value = "uniform")]
+    distribution: Keys,
+    /// Exponent of the Zipf distribution.
+    #[arg(long, default_value_t = 1.0)]
+    zipf_exponent: f64,
+    /// Operation mix as weights, e.g. `add=90,get=10` (ops: add, add-and-get, get, clear).
+    #[arg(long, default_value = "add=100")]
+    mix: String,
+    /// Send an idempotency token with every mutation.
+    #[arg(long)]
+    tokens: bool,
+    /// How long to run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Stop after this many requests instead.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Cap the total rate (requests per second); unlimited when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_mix(text: &str) -> anyhow::Result<Vec<(Op, u32)>> {
+    let mut mix = Vec::new();
+    for part in text.split(',') {
+        let (name, weight) =
+            part.split_once('=').with_context(|| format!("mix entry {part:?} is not op=weight"))?;
+        let op = match name.trim() {
+            "add" => Op::Add,
+            "add-and-get" => Op::AddAndGet,
+            "get" => Op::Get,
+            "clear" => Op::Clear,
+            other => anyhow::bail!("unknown op {other:?} in --mix; use add, add-and-get, get, clear"),
+        };
+        mix.push((op, weight.trim().parse().with_context(|| format!("weight of {name} is not a number"))?));
+    }
+    anyhow::ensure!(mix.iter().any(|(_, w)| *w > 0), "--mix needs a positive weight");
+    Ok(mix)
+}
+
+/// One connection of the chosen protocol.
+#[derive(Clone)]
+enum Client {
+    Grpc(CounterServiceClient<Channel>),
+    Http(reqwest::Client, Arc<str>),
+    Resp(redis::aio::MultiplexedConnection),
+}
+
+struct Picker {
+    rng: SmallRng,
+    zipf: Option<Zipf<f64>>,
+    keys: u64,
+    mix: Vec<(Op, u32)>,
+    total: u32,
+}
+
+impl Picker {
+    fn key(&mut self) -> u64 {
+        match &self.zipf {
+            Some(z) => (z.sample(&mut self.rng) as u64).saturating_sub(1).min(self.keys - 1),
+            None => self.rng.random_range(0..self.keys),
+        }
+    }
+
+    fn op(&mut self) -> Op {
+        let mut roll = self.rng.random_range(0..self.total);
+        for (op, w) in &self.mix {
+            if roll < *w {
+                return *op;
+            }
+            roll -= w;
+        }
+        self.mix[0].0
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+fn proto_token(name: String) -> pb::IdempotencyToken {
+    let m = now().as_micros();
+    pb::IdempotencyToken {
+        token: name,
+        generation_time: Some(prost_types::Timestamp {
+            seconds: m.div_euclid(1_000_000),
+            nanos: (m.rem_euclid(1_000_000) * 1000) as i32,
+        }),
+    }
+}
+
+/// Sends one request (RESP: one pipeline of `ops`); returns the error code on failure.
+async fn send(client: &mut Client, ns: &str, ops: &[(Op, u64)], token: Option<String>) -> Result<(), String> {
+    match client {
+        Client::Grpc(c) => {
+            let (op, key) = ops[0];
+            let counter_name = format!("k{key}");
+            let namespace = ns.to_owned();
+            let token = token.map(proto_token);
+            let r = match op {
+                Op::Add => c
+                    .add_count(pb::AddCountRequest {
+                        namespace,
+                        counter_name,
+                        delta: 1,
+                        idempotency_token: token,
+                    })
+                    .await
+                    .map(|_| ()),
+                Op::AddAndGet => c
+                    .add_and_get_count(pb::AddAndGetCountRequest {
+                        namespace,
+                        counter_name,
+                        delta: 1,
+                        idempotency_token: token,
+                    })
+                    .await
+                    .map(|_| ()),
+                Op::Get => c.get_count(pb::GetCountRequest { namespace, counter_name }).await.map(|_| ()),
+                Op::Clear => c
+                    .clear_count(pb::ClearCountRequest { namespace, counter_name, idempotency_token: token })
+                    .await
+                    .map(|_| ()),
+            };
+            r.map_err(|s| format!("{:?}", s.code()))
+        }
+        Client::Http(c, base) => {
+            let (op, key) = ops[0];
+            let url = format!("{base}/v1/namespaces/{ns}/counters/k{key}");
+            let token = token.map(|t| json!({"token": t, "generation_time": now().to_string()}));
+            let request = match op {
+                Op::Add => c
+                    .post(format!("{url}/add"))
+                    .body(json!({"delta": 1, "idempotency_token": token}).to_string()),
+                Op::AddAndGet => c
+                    .post(format!("{url}/add-and-get"))
+                    .body(json!({"delta": 1, "idempotency_token": token}).to_string()),
+                Op::Get => c.get(url),
+                Op::Clear => {
+                    c.post(format!("{url}/clear")).body(json!({"idempotency_token": token}).to_string())
+                }
+            };
+            let r = request.send().await.map_err(|e| format!("transport: {e}"))?;
+            if r.status().is_success() {
+                r.bytes().await.map(|_| ()).map_err(|e| format!("transport: {e}"))
+            } else {
+                Err(format!("HTTP {}", r.status().as_u16()))
+            }
+        }
+        Client::Resp(c) => {
+            let mut pipe = redis::pipe();
+            for (i, (op, key)) in ops.iter().enumerate() {
+                let k = format!("{ns}:k{key}");
+                match (op, &token) {
+                    (Op::Add, Some(t)) => {
+                        pipe.cmd("TALLY.ADD").arg(k).arg(1).arg(format!("{t}-{i}")).arg(now().as_millis())
+                    }
+                    (Op::Add | Op::AddAndGet, _) => pipe.cmd("INCR").arg(k),
+                    (Op::Get, _) => pipe.cmd("GET").arg(k),
+                    (Op::Clear, _) => pipe.cmd("DEL").arg(k),
+                };
+            }
+            pipe.query_async::<Vec<redis::Value>>(c)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.code().unwrap_or("transport").to_owned())
+        }
+    }
+}
+
+async fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(match args.protocol {
+            Protocol::Grpc => {
+                let addr = args.addr.clone().unwrap_or_else(|| "127.0.0.1:7090".into());
+                let uri = if addr.contains("://") { addr } else { format!("http://{addr}") };
+                let channel = Channel::from_shared(uri.clone())?
+                    .connect()
+                    .await
+                    .with_context(|| format!("cannot reach {uri}"))?;
+                Client::Grpc(CounterServiceClient::new(channel))
+            }
+            Protocol::Http => {
+                let addr = args.addr.clone().unwrap_or_else(|| "127.0.0.1:7080".into());
+                let base = if addr.contains("://") { addr } else { format!("http://{addr}") };
+                let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+                Client::Http(client, base.into())
+            }
+            Protocol::Resp => {
+                let addr = args.addr.clone().unwrap_or_else(|| "127.0.0.1:7379".into());
+                let url = if addr.contains("://") { addr } else { format!("redis://{addr}") };
+                let conn = redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await
+                    .with_context(|| format!("cannot reach {url}"))?;
+                Client::Resp(conn)
+            }
+        });
+    }
+    Ok(clients)
+}
+
+struct WorkerResult {
+    latencies: BTreeMap<Op, Histogram<u64>>,
+    errors: BTreeMap<String, u64>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mix = parse_mix(&args.mix)?;
+    anyhow::ensure!(args.keys > 0, "--keys must be at least 1");
+    anyhow::ensure!(args.pipeline >= 1, "--pipeline must be at least 1");
+    anyhow::ensure!(
+        args.pipeline == 1 || args.protocol == Protocol::Resp,
+        "--pipeline applies to --protocol resp only"
+    );
+    let clients = connect(&args).await?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let limit = args.requests.unwrap_or(u64::MAX);
+    let per_request = args.pipeline as u64;
+    let deadline =
+        Instant::now() + if args.requests.is_some() { Duration::from_secs(24 * 3600) } else { args.duration };
+    let progress = if args.quiet || args.json {
+        indicatif::ProgressBar::hidden()
+    } else if let Some(n) = args.requests {
+        indicatif::ProgressBar::new(n)
+    } else {
+        indicatif::ProgressBar::new(args.duration.as_secs().max(1))
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency.max(1) {
+        let mut client = clients[w % clients.len()].clone();
+        let (sent, ns, mix) = (sent.clone(), args.namespace.clone(), mix.clone());
+        let zipf = match args.distribution {
+            Keys::Zipf => {
+                Some(Zipf::new(args.keys as f64, args.zipf_exponent).context("invalid zipf parameters")?)
+            }
+            Keys::Uniform => None,
+        };
+        let (tokens, pipeline, keys) = (args.tokens, args.pipeline, args.keys);
+        // With --rate, each worker sends one request per `gap`, on a fixed schedule.
+        let gap = args.rate.map(|r| Duration::from_secs_f64(args.concurrency.max(1) as f64 / r.max(0.001)));
+        let total = mix.iter().map(|(_, w)| w).sum();
+        workers.push(tokio::spawn(async move {
+            let mut picker = Picker { rng: SmallRng::seed_from_u64(w as u64), zipf, keys, mix, total };
+            let mut result = WorkerResult { latencies: BTreeMap::new(), errors: BTreeMap::new() };
+            let mut seq = 0u64;
+            let mut next = tokio::time::Instant::now();
+            while Instant::now() < deadline && sent.fetch_add(per_request, Ordering::Relaxed) < limit {
+                if let Some(gap) = gap {
+                    tokio::time::sleep_until(next).await;
+                    next += gap;
+                }
+                let ops: Vec<(Op, u64)> = (0..pipeline).map(|_| (picker.op(), picker.key())).collect();
+                seq += 1;
+                let token = tokens.then(|| format!("bench-{w}-{seq}-{}", started.elapsed().as_nanos()));
+                let t0 = Instant::now();
+                let outcome = send(&mut client, &ns, &ops, token).await;
+                let micros = t0.elapsed().as_micros() as u64;
+                match outcome {
+                    Ok(()) => {
+                        let h = result.latencies.entry(ops[0].0).or_insert_with(|| {
+                            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+                        });
+                        let _ = h.record(micros.max(1));
+                    }
+                    Err(code) => *result.errors.entry(code).or_default() += 1,
+                }
+            }
+            result
+        }));
+    }
+    let ticker = {
+        let (progress, sent, requests) = (progress.clone(), sent.clone(), args.requests);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let done = sent.load(Ordering::Relaxed);
+                match requests {
+                    Some(_) => progress.set_position(done),
+                    None => progress.set_position(started.elapsed().as_secs()),
+                }
+                progress.set_message(format!("{:.0} ops/s", done as f64 / started.elapsed().as_secs_f64()));
+            }
+        })
+    };
+    let mut latencies: BTreeMap<Op, Histogram<u64>> = BTreeMap::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for worker in workers {
+        let r = worker.await?;
+        for (op, h) in r.latencies {
+            latencies
+                .entry(op)
+                .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"))
+                .add(h)?;
+        }
+        for (code, n) in r.errors {
+            *errors.entry(code).or_default() += n;
+        }
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    progress.finish_and_clear();
+    report(&args, &latencies, &errors, elapsed);
+    Ok(())
+}
+
+fn report(
+    args: &BenchArgs,
+    latencies: &BTreeMap<Op, Histogram<u64>>,
+    errors: &BTreeMap<String, u64>,
+    elapsed: Duration,
+) {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let per_request = args.pipeline as u64;
+    let ok: u64 = latencies.values().map(|h| h.len() * per_request).sum();
+    let failed: u64 = errors.values().sum::<u64>() * per_request;
+    let throughput = ok as f64 / elapsed.as_secs_f64();
+    let ops: serde_json::Map<String, serde_json::Value> = latencies
+        .iter()
+        .map(|(op, h)| {
+            (op.name().to_owned(), json!({
+                "requests": h.len() * per_request,
+                "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99), "p999_ms": ms(h, 0.999),
+                "max_ms": h.max() as f64 / 1000.0,
+            }))
+        })
+        .collect();
+    if args.json {
+        let value = json!({
+            "protocol": format!("{:?}", args.protocol).to_lowercase(),
+            "connections": args.connections, "concurrency": args.concurrency, "pipeline": args.pipeline,
+            "keys": args.keys, "distribution": format!("{:?}", args.distribution).to_lowercase(),
+            "tokens": args.tokens, "mix": args.mix,
+            "seconds": elapsed.as_secs_f64(), "ok": ok, "errors": errors, "failed": failed,
+            "throughput_per_s": throughput, "operations": ops,
+        });
+        println!("{value}");
+        return;
+    }
+    println!(
+        "{:?}: {ok} ok, {failed} failed in {:.2}s: {throughput:.0} ops/s ({} connections, {} in flight, pipeline {})",
+        args.protocol,
+        elapsed.as_secs_f64(),
+        args.connections,
+        args.concurrency,
+        args.pipeline
+    );
+    for (op, h) in latencies {
+        println!(
+            "  {:<15} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+            op.name(),
+            ms(h, 0.5),
+            ms(h, 0.9),
+            ms(h, 0.99),
+            ms(h, 0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    for (code, n) in errors {
+        println!("  errors {code}: {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_parses_weights_and_refuses_unknown_ops() {
+        assert_eq!(parse_mix("add=90, get=10").expect("valid"), vec![(Op::Add, 90), (Op::Get, 10)]);
+        assert!(parse_mix("incr=1").is_err());
+        assert!(parse_mix("add=0").is_err());
+    }
+
+    #[test]
+    fn zipf_keys_stay_in_range_and_favour_the_first() {
+        let zipf = Some(Zipf::new(100.0, 1.0).expect("valid"));
+        let mut p =
+            Picker { rng: SmallRng::seed_from_u64(1), zipf, keys: 100, mix: vec![(Op::Add, 1)], total: 1 };
+        let picks: Vec<u64> = (0..10_000).map(|_| p.key()).collect();
+        assert!(picks.iter().all(|k| *k < 100));
+        let hot = picks.iter().filter(|k| **k == 0).count();
+        let cold = picks.iter().filter(|k| **k == 99).count();
+        assert!(hot > 10 * cold.max(1), "hot {hot} cold {cold}");
+    }
+}

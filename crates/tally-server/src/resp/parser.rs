@@ -157,7 +157,7 @@ mod tests {
         let (reqs, result, left) = parse_all(b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\nPING\r\n*1\r\n$3\r\nGET");
         assert_eq!(result, Ok(()));
         assert_eq!(reqs, vec![vec![Bytes::from("INCR"), Bytes::from("k")], vec![Bytes::from("PING")]]);
-        assert_eq!(left, 13, "the incomplete request stays buffered");
+        assert_eq!(left, 11, "the incomplete request stays buffered");
     }
 
     #[test]

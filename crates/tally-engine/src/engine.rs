@@ -18,7 +18,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::namespaces::NamespaceRegistry;
 use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
-use crate::rollup::RollupPipeline;
+use crate::rollup::{RollupPipeline, first_foldable};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
@@ -301,7 +301,10 @@ impl Engine {
         let event = Event { key: key.clone(), token, kind };
         let appended =
             self.inner.store.append(&event, config.commit_deadline(event.token.generation_time())).await?;
-        self.inner.rollups.trigger(key, now.saturating_add(config.coalesce));
+        // No rollup can fold this event before its window closes: ask for one then.
+        let due =
+            now.saturating_add(config.coalesce).max(first_foldable(event.token.generation_time(), config));
+        self.inner.rollups.trigger(key, due);
         Ok(Mutated { token: Some(event.token), applied: appended == Appended::New })
     }
 

@@ -52,6 +52,11 @@ pub enum RolledUp {
     Skipped,
 }
 
+/// The earliest time a rollup's window includes an event generated at `t`.
+pub fn first_foldable(t: Timestamp, config: &tally_core::NamespaceConfig) -> Timestamp {
+    t.saturating_add(config.immutable_after()).saturating_add(Duration::from_micros(1))
+}
+
 /// The queues, their workers and the rollup step.
 pub struct RollupPipeline {
     queues: Vec<CoalescingQueue>,
@@ -129,24 +134,38 @@ impl RollupPipeline {
         }
         let window_end = now.saturating_sub(config.immutable_after());
         let mut stored = current;
+        let mut folded = 0;
         if window_end > current.until {
             let fold = self.store.fold(key, current.until, window_end).await?;
             if fold.overflowed(current.count) {
                 metrics::counter!("tally_count_saturated_total").increment(1);
                 tracing::warn!(counter = %key, "count left the signed 64-bit range and was saturated");
             }
-            stored = self.store.put_checkpoint(key, current.advance(&fold, window_end)).await?;
-            self.cache.put(key, stored, now, config.cache_ttl).await;
+            // An empty window changes nothing but `until`: not worth a durable write. The next
+            // fold simply starts from the older checkpoint.
+            if fold.events > 0 {
+                stored = self.store.put_checkpoint(key, current.advance(&fold, window_end)).await?;
+                self.cache.put(key, stored, now, config.cache_ttl).await;
+            }
+            folded = fold.events;
             metrics::counter!("tally_rollup_events_folded_total").increment(fold.events);
         }
         if stored.until > Timestamp::MIN {
             metrics::histogram!("tally_checkpoint_age_seconds")
                 .record(now.duration_since(stored.until).as_secs_f64());
         }
-        let requeued = state.last_write.is_some_and(|w| w >= stored.until);
-        if requeued {
-            self.trigger(key, now.saturating_add(config.coalesce));
-        }
+        let requeued = match state.last_write {
+            Some(last) if last >= stored.until => {
+                // Events were folded: more may follow, so come back after `coalesce`. Nothing
+                // was: the next event to fold is at most `last`, so come back once the window
+                // has passed it.
+                let next = now.saturating_add(config.coalesce);
+                let due = if folded > 0 { next } else { next.max(first_foldable(last, &config)) };
+                self.trigger(key, due);
+                true
+            }
+            _ => false,
+        };
         Ok(RolledUp::Advanced { checkpoint: stored, requeued })
     }
 

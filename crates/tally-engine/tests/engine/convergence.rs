@@ -100,3 +100,21 @@ async fn retention_deletes_only_folded_events() {
     assert_eq!(t.engine.run_retention().await.expect("retention").events_deleted, 0);
     assert_eq!(t.engine.get_count(&k).await.expect("get").value, 11);
 }
+
+/// Found by profiling `tally bench`: every add re-queued its counter once per `coalesce` until
+/// the window passed it, each time folding nothing and writing a checkpoint, so one add cost
+/// about seven rollups and six durable writes.
+#[tokio::test]
+async fn regression_a_single_add_costs_one_rollup() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "once");
+    t.engine.add_count(&k, 1, None).await.expect("add");
+    let mut rollups = 0;
+    for _ in 0..100 {
+        t.clock.advance(Duration::from_millis(100));
+        rollups += t.engine.rollups().run_due().await;
+    }
+    assert_eq!(rollups, 1);
+    assert_eq!(t.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(1));
+}

@@ -36,6 +36,8 @@ pub struct FjallStore {
 }
 
 const FORMAT_KEY: &str = "format_version";
+/// Events folded between two yields to the runtime (about a millisecond of work).
+const FOLD_CHUNK: usize = 4096;
 
 impl FjallStore {
     /// Opens (or creates) the store in `path`. Append deadlines are judged by `clock`.
@@ -120,16 +122,32 @@ impl EventLog for FjallStore {
         if from >= until {
             return Ok(Fold::default());
         }
-        let events = self.ks.events.clone();
-        let range = codec::event_bound(key, from)..codec::event_bound(key, until);
-        blocking(move || {
-            let mut fold = Fold::default();
-            for guard in events.range(range) {
-                fold.push(codec::decode_event_value(&guard.value().map_err(unavailable)?)?);
+        // Folded on the calling task, in chunks with a yield between them: most folds are a few
+        // events in the memtable, where a hop to a blocking thread would cost more than the
+        // scan, and a long one still never holds a runtime thread for long. Chunks may see
+        // different snapshots; that is safe because `[from, until)` is closed to new events
+        // (for a rollup), and an accurate read may include what arrived meanwhile.
+        let end = Bound::Excluded(codec::event_bound(key, until));
+        let mut start = Bound::Included(codec::event_bound(key, from));
+        let mut fold = Fold::default();
+        loop {
+            let mut resume_after = None;
+            for (n, guard) in self.ks.events.range::<Vec<u8>, _>((start.clone(), end.clone())).enumerate() {
+                let (k, v) = guard.into_inner().map_err(unavailable)?;
+                fold.push(codec::decode_event_value(&v)?);
+                if n + 1 == FOLD_CHUNK {
+                    resume_after = Some(k.to_vec());
+                    break;
+                }
             }
-            Ok(fold)
-        })
-        .await
+            match resume_after {
+                Some(k) => {
+                    start = Bound::Excluded(k);
+                    tokio::task::yield_now().await;
+                }
+                None => return Ok(fold),
+            }
+        }
     }
 
     async fn delete_events_before(

@@ -192,13 +192,17 @@ impl Engine {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now())?;
             return Ok(Mutated { token: None, applied: true });
         }
-        // Accurate counters know their exact count; eventual ones check against the checkpoint
-        // (adds racing past it saturate at the bound when folded, and are counted as such).
+        // Accurate counters know their exact count and check against it. Eventual ones check
+        // against the cached checkpoint only: the check is approximate anyway (adds racing past
+        // it saturate at the bound when folded, and are counted as such), and reading the
+        // store on every add to a cold counter would double the write path's reads.
         let current = match config.counter_type {
-            CounterType::Accurate => self.accurate_count(key, &config).await?.value,
-            _ => self.checkpoint(key, &config).await?.count,
+            CounterType::Accurate => Some(self.accurate_count(key, &config).await?.value),
+            _ => self.inner.cache.get(key, self.inner.clock.now()).await.map(|cp| cp.count),
         };
-        check_overflow(key, current, delta)?;
+        if let Some(current) = current {
+            check_overflow(key, current, delta)?;
+        }
         self.append(key, &config, EventKind::Add(delta), token).await
     }
 

@@ -332,7 +332,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Keys::Uniform => None,
         };
-        let (tokens, pipeline, keys) = (args.tokens, args.pipeline, args.keys);
+        let (tokens, pipeline, keys, concurrency) =
+            (args.tokens, args.pipeline, args.keys, args.concurrency.max(1));
         // With --rate, each worker sends one request per `gap`, on a fixed schedule.
         let gap = args.rate.map(|r| Duration::from_secs_f64(args.concurrency.max(1) as f64 / r.max(0.001)));
         let total = mix.iter().map(|(_, w)| w).sum();
@@ -340,7 +341,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut picker = Picker { rng: SmallRng::seed_from_u64(w as u64), zipf, keys, mix, total };
             let mut result = WorkerResult { latencies: BTreeMap::new(), errors: BTreeMap::new() };
             let mut seq = 0u64;
-            let mut next = tokio::time::Instant::now();
+            // Workers start spread over one gap, so a capped rate arrives evenly, not in bursts.
+            let offset = gap.map_or(Duration::ZERO, |g| g.mul_f64(w as f64 / concurrency as f64));
+            let mut next = tokio::time::Instant::now() + offset;
             while Instant::now() < deadline && sent.fetch_add(per_request, Ordering::Relaxed) < limit {
                 if let Some(gap) = gap {
                     tokio::time::sleep_until(next).await;

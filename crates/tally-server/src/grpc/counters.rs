@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{
     counter_key, counter_type_to_proto, timestamp_to_proto, token_from_proto, token_to_proto,
 };
+use crate::error::ApiError;
 use crate::metrics::observe;
 
 /// The counter operations over gRPC.
@@ -44,7 +45,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         })
         .await
         .map(Response::new)
-        .map_err(|e| e.into_status())
+        .map_err(ApiError::into_status)
     }
 
     async fn add_and_get_count(
@@ -62,7 +63,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         })
         .await
         .map(Response::new)
-        .map_err(|e| e.into_status())
+        .map_err(ApiError::into_status)
     }
 
     async fn get_count(
@@ -77,7 +78,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         })
         .await
         .map(Response::new)
-        .map_err(|e| e.into_status())
+        .map_err(ApiError::into_status)
     }
 
     async fn clear_count(
@@ -93,6 +94,6 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         })
         .await
         .map(Response::new)
-        .map_err(|e| e.into_status())
+        .map_err(ApiError::into_status)
     }
 }

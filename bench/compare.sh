@@ -89,6 +89,19 @@ echo "GetCount at half that load ($half/s):"
 $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 64 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-get-half.txt"
 
+echo "== 2b. gRPC AddCount with ghz, a load generator that is not ours"
+GHZ=$(command -v ghz || true)
+if [ -z "$GHZ" ] && command -v go > /dev/null; then
+  GOBIN="$OUT/bin" go install github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION:-v0.93.0} > "$OUT/ghz-install.txt" 2>&1 && GHZ="$OUT/bin/ghz"
+fi
+if [ -n "$GHZ" ]; then
+  "$GHZ" --insecure --call tally.v1.CounterService.AddCount -c 256 -z ${GRPC_SECONDS}s \
+    -d '{"namespace":"bench","counter_name":"g{{.RequestNumber}}","delta":1,"idempotency_token":{"token":"{{.UUID}}","generation_time":"{{.Timestamp}}"}}' \
+    $T_GRPC | tee "$OUT/ghz-add.txt" | grep -E "Requests/sec|Average|50 %|99 %|\[OK\]|Error"
+else
+  echo "ghz not available (go install failed; see $OUT/ghz-install.txt)"
+fi
+
 echo "== 3. Convergence lag: last acknowledged add of a burst until GetCount is exact (eventual, defaults)"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/lag" > /dev/null
 $TALLY bench --protocol grpc --addr $T_GRPC --namespace lag --keys 1 --requests 20000 --concurrency 256 --quiet > /dev/null

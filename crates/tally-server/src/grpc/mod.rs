@@ -22,9 +22,13 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CounterServiceServer<GrpcCounters>>().await;
     health.set_serving::<NamespaceServiceServer<GrpcNamespaces>>().await;
+    // Both reflection versions: grpcurl and ghz releases still in use speak only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
     let counters = CounterServiceServer::new(GrpcCounters::new(engine.clone()))
         .max_decoding_message_size(max_message_bytes);
     let namespaces =
@@ -32,6 +36,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(counters)
         .add_service(namespaces)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)

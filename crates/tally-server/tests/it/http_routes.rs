@@ -126,5 +126,21 @@ async fn grpc_health_and_reflection_are_served() {
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"tally.v1.CounterService".to_owned()), "{names:?}");
     assert!(names.contains(&"tally.v1.NamespaceService".to_owned()), "{names:?}");
+    // The older v1alpha protocol, which ghz and older grpcurl releases use.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let mut alpha = AlphaClient::new(s.channel().await);
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::ListServices(String::new())),
+    };
+    let mut answers =
+        alpha.server_reflection_info(futures::stream::iter([request])).await.expect("reflect").into_inner();
+    let answer = answers.message().await.expect("answer").expect("one answer");
+    let Some(AlphaResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer")
+    };
+    assert!(list.service.iter().any(|s| s.name == "tally.v1.CounterService"));
     s.stop().await;
 }

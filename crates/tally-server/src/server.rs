@@ -81,7 +81,12 @@ pub async fn serve(
     ));
 
     let resp_options = crate::resp::RespOptions {
-        limits: crate::resp::Limits { max_args: config.resp_max_args, max_bulk: config.max_body_bytes },
+        limits: crate::resp::Limits {
+            max_args: config.resp_max_args,
+            max_bulk: config.max_body_bytes,
+            // A request may hold its arguments at their size limit, up to 1 MiB in total.
+            max_request: config.max_body_bytes.max(1 << 20),
+        },
         max_connections: config.max_connections,
     };
     let resp =

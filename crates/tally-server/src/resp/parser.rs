@@ -13,6 +13,9 @@ pub struct Limits {
     pub max_args: usize,
     /// Longest bulk string, and longest inline line, in bytes.
     pub max_bulk: usize,
+    /// Most bytes one whole request may announce, so that a connection never buffers more
+    /// than this for an incomplete request.
+    pub max_request: usize,
 }
 
 /// A request that can never become valid; the connection answers it and closes, as Redis does.
@@ -45,6 +48,12 @@ pub enum ProtocolError {
     /// Something other than `$` where a bulk string must start.
     #[error("Protocol error: expected '$', got {0:?}")]
     ExpectedBulk(char),
+    /// A request whose arguments add up to more than the limit.
+    #[error("Protocol error: a request of more than {max} bytes")]
+    RequestTooLarge {
+        /// The limit.
+        max: usize,
+    },
     /// A bulk string not followed by CRLF.
     #[error("Protocol error: bulk string not terminated by CRLF")]
     MissingCrlf,
@@ -107,6 +116,9 @@ fn parse_array(buf: &mut BytesMut, limits: Limits) -> Result<Option<Vec<Bytes>>,
             return Err(ProtocolError::TooLong { len, max: limits.max_bulk });
         }
         let start = end + 2;
+        if start + len > limits.max_request {
+            return Err(ProtocolError::RequestTooLarge { max: limits.max_request });
+        }
         if buf.len() < start + len + 2 {
             return Ok(None);
         }
@@ -138,7 +150,7 @@ fn parse_inline(buf: &mut BytesMut, limits: Limits) -> Result<Option<Vec<Bytes>>
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_args: 4, max_bulk: 16 };
+    const LIMITS: Limits = Limits { max_args: 4, max_bulk: 16, max_request: 48 };
 
     fn parse_all(input: &[u8]) -> (Vec<Vec<Bytes>>, Result<(), ProtocolError>, usize) {
         let mut buf = BytesMut::from(input);
@@ -181,6 +193,10 @@ mod tests {
         assert_eq!(result, Err(ProtocolError::TooLong { len: 2_000_000_000, max: 16 }));
         let (_, result, _) = parse_all(&[b'x'; 40]);
         assert!(matches!(result, Err(ProtocolError::TooLong { .. })));
+        // Four arguments of 16 bytes each are each within bounds, but not together.
+        let (_, result, _) =
+            parse_all(b"*4\r\n$16\r\n0123456789abcdef\r\n$16\r\n0123456789abcdef\r\n$16\r\n");
+        assert_eq!(result, Err(ProtocolError::RequestTooLarge { max: 48 }));
     }
 
     #[test]

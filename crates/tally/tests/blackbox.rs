@@ -415,3 +415,28 @@ fn redis_benchmark_runs_against_tally_without_errors() {
     assert!(text.contains("INCR: ") && text.contains("requests per second"), "{text}");
     assert!(!text.contains("ERR") && !text.contains("WARNING"), "{text}");
 }
+
+#[test]
+fn sigterm_drains_and_exits_cleanly_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut first = Server::start(dir.path());
+    first.curl("PUT", "/v1/namespaces/stop", Some(r#"{"counter_type":"accurate"}"#));
+    for _ in 0..20 {
+        let (status, _) = first.curl("POST", "/v1/namespaces/stop/counters/c/add", None);
+        assert_eq!(status, 200);
+    }
+    let pid = first.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let second = Server::start(dir.path());
+    let (_, count) = second.curl("GET", "/v1/namespaces/stop/counters/c", None);
+    assert_eq!(count["count"], json!(20));
+}

@@ -208,8 +208,9 @@ impl Engine {
 
     /// `AddAndGetCount`: adds `delta` and returns a count that includes this add.
     ///
-    /// `accurate`: the exact count after the add. `eventual`: the last checkpoint plus this
-    /// add; other adds of the last few seconds may be missing. `best_effort`: the new value.
+    /// `accurate`: the exact count just before the add, plus the add (adds of concurrent
+    /// requests may or may not be included). `eventual`: the last checkpoint plus this add;
+    /// other adds of the last few seconds may be missing. `best_effort`: the new value.
     pub async fn add_and_get_count(
         &self,
         key: &CounterKey,
@@ -236,10 +237,14 @@ impl Engine {
                 Ok((mutated, Count { value, counter_type: config.counter_type, as_of: as_of(checkpoint) }))
             }
             CounterType::Accurate => {
+                // One scan of the tail, before the add: the answer is that count plus this add
+                // (a retry's add is in the tail already). A second scan after the add would
+                // only add what concurrent requests appended meanwhile, at twice the cost.
                 let before = self.accurate_count(key, &config).await?;
                 check_overflow(key, before.value, delta)?;
                 let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
-                Ok((mutated, self.accurate_count(key, &config).await?))
+                let value = if mutated.applied { before.value.saturating_add(delta) } else { before.value };
+                Ok((mutated, Count { value, ..before }))
             }
         }
     }

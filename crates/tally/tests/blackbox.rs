@@ -414,6 +414,17 @@ fn redis_benchmark_runs_against_tally_without_errors() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("INCR: ") && text.contains("requests per second"), "{text}");
     assert!(!text.contains("ERR") && !text.contains("WARNING"), "{text}");
+    // Thousands of connections at once, on one hot key of a best_effort namespace, so that
+    // the total can be read back at once.
+    s.curl("PUT", "/v1/namespaces/hot", Some(r#"{"counter_type":"best_effort"}"#));
+    let out = Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-c", "2000", "-n", "10000", "-q", "INCRBY", "hot:many", "1"])
+        .output()
+        .expect("redis-benchmark runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("requests per second"), "{text}");
+    assert!(!text.contains("ERR") && !text.contains("WARNING"), "{text}");
+    assert_eq!(redis_cli(&s, &["GET", "hot:many"]).trim(), "10000");
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub fn handle() -> PrometheusHandle {
 }
 
 /// Runs one request and records its outcome: `tally_requests_total{transport, operation, code}`
-/// and `tally_request_duration_seconds{transport, operation}`.
+/// and `tally_request_duration_seconds{transport, operation, code}`.
 pub async fn observe<T>(
     transport: &'static str,
     operation: &'static str,
@@ -62,7 +62,7 @@ pub async fn observe<T>(
     };
     metrics::counter!("tally_requests_total", "transport" => transport, "operation" => operation, "code" => code)
         .increment(1);
-    metrics::histogram!("tally_request_duration_seconds", "transport" => transport, "operation" => operation)
+    metrics::histogram!("tally_request_duration_seconds", "transport" => transport, "operation" => operation, "code" => code)
         .record(started.elapsed().as_secs_f64());
     result
 }

@@ -151,6 +151,14 @@ fn proto_time(t: Timestamp) -> prost_types::Timestamp {
     }
 }
 
+fn proto_token((token, at): (&str, Timestamp)) -> pb::IdempotencyToken {
+    pb::IdempotencyToken { token: token.to_owned(), generation_time: Some(proto_time(at)) }
+}
+
+fn json_token((token, at): (&str, Timestamp)) -> Value {
+    json!({"token": token, "generation_time": at.to_string()})
+}
+
 fn from_proto_time(t: &prost_types::Timestamp) -> Timestamp {
     Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
 }
@@ -190,10 +198,7 @@ impl Door {
         match self {
             Door::Grpc => {
                 let mut c = CounterServiceClient::new(s.channel().await);
-                let idempotency_token = token.map(|(t, at)| pb::IdempotencyToken {
-                    token: t.to_owned(),
-                    generation_time: Some(proto_time(at)),
-                });
+                let idempotency_token = token.map(proto_token);
                 let request = pb::AddCountRequest {
                     namespace: ns.into(),
                     counter_name: counter.into(),
@@ -209,10 +214,7 @@ impl Door {
                 })
             }
             Door::Http => {
-                let mut body = json!({"delta": delta});
-                if let Some((t, at)) = token {
-                    body["idempotency_token"] = json!({"token": t, "generation_time": at.to_string()});
-                }
+                let body = json!({"delta": delta, "idempotency_token": token.map(json_token)});
                 let url = format!("{}/v1/namespaces/{ns}/counters/{}/add", s.http, encode(counter));
                 let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
                 Ok(applied_from_json(&v))
@@ -272,10 +274,7 @@ impl Door {
         match self {
             Door::Grpc => {
                 let mut c = CounterServiceClient::new(s.channel().await);
-                let idempotency_token = token.map(|(t, at)| pb::IdempotencyToken {
-                    token: t.to_owned(),
-                    generation_time: Some(proto_time(at)),
-                });
+                let idempotency_token = token.map(proto_token);
                 let request = pb::ClearCountRequest {
                     namespace: ns.into(),
                     counter_name: counter.into(),
@@ -285,10 +284,7 @@ impl Door {
                 Ok(Applied { applied: r.applied, token: None })
             }
             Door::Http => {
-                let mut body = json!({});
-                if let Some((t, at)) = token {
-                    body["idempotency_token"] = json!({"token": t, "generation_time": at.to_string()});
-                }
+                let body = json!({"idempotency_token": token.map(json_token)});
                 let url = format!("{}/v1/namespaces/{ns}/counters/{}/clear", s.http, encode(counter));
                 let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
                 Ok(applied_from_json(&v))

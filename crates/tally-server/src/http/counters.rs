@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use tally_core::{CounterType, IdempotencyToken, Timestamp};
 use tally_engine::{Count, Mutated};
 
-use super::{HttpState, json_body};
+use super::{HttpState, WirePath, json_body};
 use crate::convert::{counter_key, token};
 use crate::error::ApiError;
 use crate::metrics::observe;
@@ -104,7 +104,7 @@ pub struct AddAndGetJson {
 /// `POST /v1/namespaces/{ns}/counters/{counter}/add`
 pub async fn add_count(
     State(state): State<HttpState>,
-    Path((ns, counter)): Path<(String, String)>,
+    WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MutationJson>, ApiError> {
     observe("http", "AddCount", async {
@@ -119,7 +119,7 @@ pub async fn add_count(
 /// `POST /v1/namespaces/{ns}/counters/{counter}/add-and-get`
 pub async fn add_and_get_count(
     State(state): State<HttpState>,
-    Path((ns, counter)): Path<(String, String)>,
+    WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AddAndGetJson>, ApiError> {
     observe("http", "AddAndGetCount", async {
@@ -135,7 +135,7 @@ pub async fn add_and_get_count(
 /// `GET /v1/namespaces/{ns}/counters/{counter}`
 pub async fn get_count(
     State(state): State<HttpState>,
-    Path((ns, counter)): Path<(String, String)>,
+    WirePath((ns, counter)): WirePath<(String, String)>,
 ) -> Result<Json<CountJson>, ApiError> {
     observe("http", "GetCount", async {
         let key = counter_key(&ns, &counter)?;
@@ -148,7 +148,7 @@ pub async fn get_count(
 /// `POST /v1/namespaces/{ns}/counters/{counter}/clear`
 pub async fn clear_count(
     State(state): State<HttpState>,
-    Path((ns, counter)): Path<(String, String)>,
+    WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MutationJson>, ApiError> {
     observe("http", "ClearCount", async {

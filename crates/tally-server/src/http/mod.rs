@@ -108,6 +108,25 @@ pub async fn serve(
     Ok(())
 }
 
+/// Path parameters, refused with the JSON error shape (`INVALID_ARGUMENT`) when they do not
+/// decode, e.g. percent-encoding that is not UTF-8.
+pub struct WirePath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for WirePath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::invalid(format!("invalid path: {}", rejection.body_text()))),
+        }
+    }
+}
+
 /// Parses a JSON body; an empty body is `{}`. The content type is not checked, so
 /// `curl -d '{...}'` works without `-H`.
 fn json_body<T: DeserializeOwned + Default>(

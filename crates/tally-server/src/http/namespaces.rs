@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use tally_core::{ErrorCode, Namespace, NamespaceConfig, NamespaceConfigPatch};
 
-use super::{HttpState, json_body};
+use super::{HttpState, WirePath, json_body};
 use crate::error::ApiError;
 use crate::metrics::observe;
 
@@ -27,7 +27,7 @@ fn namespace_json(name: &Namespace, config: NamespaceConfig) -> NamespaceJson {
 /// body leaves out take their defaults on create and keep their values on update.
 pub async fn put_namespace(
     State(state): State<HttpState>,
-    Path(ns): Path<String>,
+    WirePath(ns): WirePath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<NamespaceJson>), ApiError> {
     observe("http", "PutNamespace", async {
@@ -52,7 +52,7 @@ pub async fn put_namespace(
 /// `GET /v1/namespaces/{ns}`
 pub async fn get_namespace(
     State(state): State<HttpState>,
-    Path(ns): Path<String>,
+    WirePath(ns): WirePath<String>,
 ) -> Result<Json<NamespaceJson>, ApiError> {
     observe("http", "GetNamespace", async {
         let name = Namespace::new(&ns)?;
@@ -64,7 +64,7 @@ pub async fn get_namespace(
 /// `DELETE /v1/namespaces/{ns}`: 204 when deleted.
 pub async fn delete_namespace(
     State(state): State<HttpState>,
-    Path(ns): Path<String>,
+    WirePath(ns): WirePath<String>,
 ) -> Result<StatusCode, ApiError> {
     observe("http", "DeleteNamespace", async {
         let name = Namespace::new(&ns)?;

@@ -190,6 +190,11 @@ async fn malformed_http_bodies_are_refused_with_invalid_argument() {
         .await
         .expect("put");
     assert_eq!(r.status(), 400);
+    // A path whose percent-encoding is not UTF-8 gets the same JSON error shape.
+    let r = reqwest::get(format!("{}/v1/namespaces/default/counters/%FF", s.http)).await.expect("get");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.expect("json error body");
+    assert_eq!(v["error"]["code"], "INVALID_ARGUMENT");
     nothing_written(&s, &["default"]).await;
     let key =
         CounterKey::new(Namespace::default_namespace(), tally_core::CounterName::new("c").expect("name"));

@@ -202,3 +202,39 @@ async fn oversized_and_malformed_requests_are_protocol_errors() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn hello_switches_protocol_and_quit_closes_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let addr = s.resp.trim_start_matches("redis://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let requests: &[&[u8]] = &[
+        b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
+        b"*1\r\n$3\r\nGET\r\n",
+        b"*2\r\n$7\r\nCOMMAND\r\n$4\r\nDOCS\r\n",
+        b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$8\r\nLIB-NAME\r\n$4\r\ntest\r\n",
+        b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n",
+        b"*2\r\n$5\r\nHELLO\r\n$1\r\n4\r\n",
+        b"*1\r\n$4\r\nQUIT\r\n",
+        b"*1\r\n$4\r\nPING\r\n",
+    ];
+    for r in requests {
+        socket.write_all(r).await.expect("write");
+    }
+    let mut replies = String::new();
+    socket.read_to_string(&mut replies).await.expect("the server closes after QUIT");
+    assert!(
+        replies.starts_with("%7\r\n$6\r\nserver\r\n$5\r\ntally\r\n"),
+        "HELLO 3 answers a RESP3 map: {replies:?}"
+    );
+    assert!(replies.contains("$5\r\nproto\r\n:3\r\n"), "{replies:?}");
+    assert!(
+        replies.contains("-INVALID_ARGUMENT wrong number of arguments for 'get' command\r\n"),
+        "{replies:?}"
+    );
+    assert!(replies.contains("%0\r\n+OK\r\n:"), "COMMAND DOCS is an empty map, SETINFO is OK: {replies:?}");
+    assert!(replies.contains("-NOPROTO"), "{replies:?}");
+    assert!(replies.ends_with("+OK\r\n"), "QUIT answers OK and nothing after it is run: {replies:?}");
+    s.stop().await;
+}

@@ -65,7 +65,8 @@ pub fn counter_type_to_proto(t: CounterType) -> pb::CounterType {
     }
 }
 
-fn counter_type_from_proto(value: i32) -> Result<Option<CounterType>, ApiError> {
+/// A protobuf counter type value; `None` for `COUNTER_TYPE_UNSPECIFIED`.
+pub fn counter_type_from_proto(value: i32) -> Result<Option<CounterType>, ApiError> {
     match pb::CounterType::try_from(value) {
         Ok(pb::CounterType::Unspecified) => Ok(None),
         Ok(pb::CounterType::BestEffort) => Ok(Some(CounterType::BestEffort)),

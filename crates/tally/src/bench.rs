@@ -168,13 +168,9 @@ fn now() -> Timestamp {
 }
 
 fn proto_token(name: String) -> pb::IdempotencyToken {
-    let m = now().as_micros();
     pb::IdempotencyToken {
         token: name,
-        generation_time: Some(prost_types::Timestamp {
-            seconds: m.div_euclid(1_000_000),
-            nanos: (m.rem_euclid(1_000_000) * 1000) as i32,
-        }),
+        generation_time: Some(tally_server::convert::timestamp_to_proto(now())),
     }
 }
 

@@ -9,6 +9,7 @@ use tally_core::{CounterType, Timestamp};
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
+use tally_server::convert;
 use tonic::transport::Channel;
 
 /// Where the server is, and how to print.
@@ -52,7 +53,10 @@ impl TokenArgs {
             Some(text) => Timestamp::parse_rfc3339(text).map_err(anyhow::Error::msg)?,
             None => Timestamp::from_system_time(SystemTime::now()),
         };
-        Ok(Some(pb::IdempotencyToken { token: token.clone(), generation_time: Some(to_proto_time(time)) }))
+        Ok(Some(pb::IdempotencyToken {
+            token: token.clone(),
+            generation_time: Some(convert::timestamp_to_proto(time)),
+        }))
     }
 }
 
@@ -126,11 +130,7 @@ impl ConfigArgs {
     fn to_proto(&self) -> anyhow::Result<pb::NamespaceConfig> {
         let counter_type = match &self.counter_type {
             None => pb::CounterType::Unspecified,
-            Some(text) => match text.parse::<CounterType>()? {
-                CounterType::BestEffort => pb::CounterType::BestEffort,
-                CounterType::Eventual => pb::CounterType::Eventual,
-                CounterType::Accurate => pb::CounterType::Accurate,
-            },
+            Some(text) => convert::counter_type_to_proto(text.parse::<CounterType>()?),
         };
         let d = |d: Option<Duration>| {
             d.map(|d| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
@@ -188,25 +188,12 @@ pub enum NsCommand {
     },
 }
 
-fn to_proto_time(t: Timestamp) -> prost_types::Timestamp {
-    let m = t.as_micros();
-    prost_types::Timestamp {
-        seconds: m.div_euclid(1_000_000),
-        nanos: (m.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
-
 fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
-    t.map(|t| Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000)).to_string())
+    t.and_then(|t| convert::timestamp_from_proto(t).ok()).map(|t| t.to_string())
 }
 
 fn type_text(value: i32) -> &'static str {
-    match pb::CounterType::try_from(value) {
-        Ok(pb::CounterType::BestEffort) => "best_effort",
-        Ok(pb::CounterType::Eventual) => "eventual",
-        Ok(pb::CounterType::Accurate) => "accurate",
-        _ => "unspecified",
-    }
+    convert::counter_type_from_proto(value).ok().flatten().map_or("unspecified", CounterType::as_str)
 }
 
 fn token_json(t: Option<&pb::IdempotencyToken>) -> serde_json::Value {

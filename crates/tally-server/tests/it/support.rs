@@ -10,7 +10,7 @@ use tally_engine::{Engine, EngineOptions, LocalCache};
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
-use tally_server::{Listeners, ServerConfig};
+use tally_server::{Listeners, ServerConfig, convert};
 use tally_store::Store;
 use tally_store_fjall::{FjallOptions, FjallStore};
 use tokio::net::TcpListener;
@@ -143,24 +143,12 @@ fn refused_grpc(s: tonic::Status) -> Refused {
     Refused { code: code_name(s.code()), message: s.message().to_owned(), status: None }
 }
 
-fn proto_time(t: Timestamp) -> prost_types::Timestamp {
-    let m = t.as_micros();
-    prost_types::Timestamp {
-        seconds: m.div_euclid(1_000_000),
-        nanos: (m.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
-
 fn proto_token((token, at): (&str, Timestamp)) -> pb::IdempotencyToken {
-    pb::IdempotencyToken { token: token.to_owned(), generation_time: Some(proto_time(at)) }
+    pb::IdempotencyToken { token: token.to_owned(), generation_time: Some(convert::timestamp_to_proto(at)) }
 }
 
 fn json_token((token, at): (&str, Timestamp)) -> Value {
     json!({"token": token, "generation_time": at.to_string()})
-}
-
-fn from_proto_time(t: &prost_types::Timestamp) -> Timestamp {
-    Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
 }
 
 async fn http_json(request: reqwest::RequestBuilder) -> Result<Value, Refused> {
@@ -208,9 +196,13 @@ impl Door {
                 let r = c.add_count(request).await.map_err(refused_grpc)?.into_inner();
                 Ok(Applied {
                     applied: r.applied,
-                    token: r
-                        .idempotency_token
-                        .map(|t| (t.token, from_proto_time(&t.generation_time.expect("generation time")))),
+                    token: r.idempotency_token.map(|t| {
+                        (
+                            t.token,
+                            convert::timestamp_from_proto(&t.generation_time.expect("generation time"))
+                                .expect("valid time"),
+                        )
+                    }),
                 })
             }
             Door::Http => {

@@ -51,8 +51,15 @@ commitlog_directory: $ROOT/data/commitlog
 saved_caches_directory: $ROOT/data/saved_caches
 hints_directory: $ROOT/data/hints
 cdc_raw_directory: $ROOT/data/cdc_raw
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+# Every acknowledged write is in the synced commit log: Tally acknowledges adds only after
+# the store does, so the store must not acknowledge what a crash can lose.
+commitlog_sync: batch
+# Paxos v2 needs fewer round trips per lightweight transaction (Tally's idempotent inserts).
+paxos_variant: v2
+# Tally sends an event only if it can land before its commit deadline; the store options'
+# write_timeout must be at least these bounds (see crates/tally-store-cassandra).
+write_request_timeout: 1000ms
+cas_contention_timeout: 1000ms
 concurrent_reads: 4
 concurrent_writes: 4
 concurrent_counter_writes: 2

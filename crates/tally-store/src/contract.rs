@@ -68,6 +68,22 @@ pub trait EventLog: Send + Sync {
         before: Timestamp,
         limit: usize,
     ) -> StoreResult<usize>;
+
+    /// Whether this log reclaims old events by dropping whole time slices (see
+    /// [`EventLog::drop_slices_before`]) rather than by per-counter deletion. Retention then
+    /// skips `delete_events_before`.
+    fn reclaims_whole_slices(&self) -> bool {
+        false
+    }
+
+    /// Drops every stored time slice that ends at or before `before`, with all its events, and
+    /// returns how many slices it dropped. Logs without slices drop nothing.
+    ///
+    /// Contract: the caller guarantees that every event of every counter before `before` is
+    /// folded into a durable checkpoint or past its namespace's retention.
+    async fn drop_slices_before(&self, _before: Timestamp) -> StoreResult<usize> {
+        Ok(0)
+    }
 }
 
 /// Per-counter state: the rollup checkpoint and the last-write time.

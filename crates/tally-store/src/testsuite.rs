@@ -36,7 +36,8 @@ macro_rules! store_suite {
             namespaces_create_get_list_update_delete,
             delete_namespace_removes_its_counters_only,
             names_that_concatenate_alike_stay_apart,
-            concurrent_appends_all_land
+            concurrent_appends_all_land,
+            racing_conflicting_appends_acknowledge_at_most_one
         );
     };
     (@cases $make:path; $($case:ident),*) => {$(
@@ -299,4 +300,28 @@ pub async fn concurrent_appends_all_land<S: Store>(store: &S, _clock: &ManualClo
         fold_all(store, &k).await,
         Fold { sum: (0..400).sum::<i64>().into(), cleared: false, events: 400 }
     );
+}
+
+/// Different mutations racing under one identity: at most one is acknowledged, and the log
+/// holds exactly what was acknowledged.
+pub async fn racing_conflicting_appends_acknowledge_at_most_one<S: Store>(store: &S, _clock: &ManualClock) {
+    for round in 0..20 {
+        let k = key("ns", &format!("race-{round}"));
+        let kinds = [EventKind::Add(1), EventKind::Add(2), EventKind::Clear, EventKind::Add(4)];
+        let appends = kinds.map(|kind| {
+            let e = event(&k, "shared", 500, kind);
+            async move { (kind, store.append(&e, far_deadline()).await) }
+        });
+        let results = futures::future::join_all(appends).await;
+        let acked: Vec<EventKind> =
+            results.iter().filter(|(_, r)| r == &Ok(Appended::New)).map(|(kind, _)| *kind).collect();
+        assert!(acked.len() <= 1, "round {round}: several acknowledged: {results:?}");
+        for (_, r) in &results {
+            assert!(
+                matches!(r, Ok(Appended::New) | Err(StoreError::Conflict { .. })),
+                "round {round}: {r:?}"
+            );
+        }
+        assert_eq!(fold_all(store, &k).await, Fold::of(acked), "round {round}: {results:?}");
+    }
 }

@@ -85,12 +85,18 @@ async fn retention_deletes_only_folded_events() {
     // Past retention, but no rollup ran: nothing may be deleted yet.
     t.clock.advance(Duration::from_secs(120));
     let report = t.engine.run_retention().await.expect("retention");
-    assert_eq!(report, RetentionReport { counters: 1, events_deleted: 0, awaiting_rollup: 1 });
+    assert_eq!(
+        report,
+        RetentionReport { counters: 1, events_deleted: 0, awaiting_rollup: 1, slices_dropped: 0 }
+    );
     assert_eq!(t.engine.get_count(&k).await.expect("get").value, 10);
     // The retention pass triggered the rollup; once folded, the events go and the count stays.
     t.engine.rollups().run_due().await;
     let report = t.engine.run_retention().await.expect("retention");
-    assert_eq!(report, RetentionReport { counters: 1, events_deleted: 5, awaiting_rollup: 0 });
+    assert_eq!(
+        report,
+        RetentionReport { counters: 1, events_deleted: 5, awaiting_rollup: 0, slices_dropped: 0 }
+    );
     let tail = t.store.fold(&k, tally_core::Timestamp::MIN, tally_core::Timestamp::MAX).await.expect("fold");
     assert_eq!(tail.events, 0);
     assert_eq!(t.engine.get_count(&k).await.expect("get").value, 10);

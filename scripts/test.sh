@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, the README's test command.
+#
+#   bash scripts/test.sh [cargo test arguments…]
+#
+# Starts a single-node Cassandra (scripts/cassandra.sh) for the Cassandra suites, unless
+# TALLY_TEST_CASSANDRA already names a node, and stops it afterwards. The memcached tests
+# start their own memcached processes (Debian's `memcached` package) on free ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v memcached >/dev/null || { echo "memcached is missing: apt-get install memcached"; exit 1; }
+started=""
+stop_cassandra() { if [ -n "$started" ]; then bash scripts/cassandra.sh stop; fi; }
+trap stop_cassandra EXIT
+if [ -z "${TALLY_TEST_CASSANDRA:-}" ]; then
+  bash scripts/cassandra.sh start
+  started=1
+  export TALLY_TEST_CASSANDRA=127.0.0.1:${CASSANDRA_PORT:-9042}
+fi
+cargo test --workspace --locked "$@"

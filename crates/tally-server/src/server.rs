@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use tally_cache_memcached::{MemcachedCache, MemcachedOptions};
 use tally_core::{Clock, SystemClock};
+use tally_engine::cache::CheckpointCache;
 use tally_engine::{Engine, LocalCache};
+use tally_store_cassandra::{CassandraOptions, CassandraStore};
 use tally_store_fjall::FjallStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -49,11 +52,30 @@ impl Listeners {
 /// Opens the engine on the embedded store in `config.data_dir`.
 pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = FjallStore::open(&config.data_dir, clock.clone(), config.store_options())?;
-    let cache = Arc::new(LocalCache::new(config.engine.cache_capacity));
-    Ok(Engine::open(Arc::new(store), cache, clock, config.engine_options()).await?)
+    let store: Arc<dyn tally_store::Store> = if config.store_url == "embedded" {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        Arc::new(
+            FjallStore::open(&config.data_dir, clock.clone(), config.store_options())
+                .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+        )
+    } else {
+        let options = CassandraOptions::from_url(&config.store_url)
+            .map_err(|e| anyhow::anyhow!("invalid store_url: {e}"))?;
+        Arc::new(
+            CassandraStore::open(options, clock.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", config.store_url))?,
+        )
+    };
+    let cache: Arc<dyn CheckpointCache> = if config.cache_url == "local" {
+        Arc::new(LocalCache::new(config.engine.cache_capacity))
+    } else {
+        let options = MemcachedOptions::from_url(&config.cache_url)
+            .map_err(|e| anyhow::anyhow!("invalid cache_url: {e} (or \"local\")"))?;
+        MemcachedCache::new(options)
+    };
+    Ok(Engine::open(store, cache, clock, config.engine_options()).await?)
 }
 
 /// Serves `engine` on both listeners until `shutdown` fires, then drains: readiness turns

@@ -18,6 +18,12 @@ pub struct ServeArgs {
     /// Data directory of the embedded store [default: ./tally-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Store: `embedded` or `cassandra://host[:port][,…]/keyspace` [default: embedded].
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Checkpoint cache: `local` or `memcached://host[:port]` [default: local].
+    #[arg(long, value_name = "URL")]
+    cache: Option<String>,
     /// HTTP/JSON listen address [default: 127.0.0.1:7080].
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
@@ -35,6 +41,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let Some(store) = args.store {
+        config.store_url = store;
+    }
+    if let Some(cache) = args.cache {
+        config.cache_url = cache;
+    }
     if let Some(http) = args.http {
         config.http = http;
     }
@@ -49,13 +61,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let engine = tally_server::open_engine(&config)
-        .await
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let engine = tally_server::open_engine(&config).await?;
     let listeners = Listeners::bind(&config).await?;
     let (http, grpc, resp) = listeners.addrs()?;
     // One line on stdout, for people and for scripts that start the server on port 0.
-    println!("tally listening http={http} grpc={grpc} resp={resp} data_dir={}", config.data_dir.display());
+    let store = if config.store_url == "embedded" {
+        config.data_dir.display().to_string()
+    } else {
+        config.store_url.clone()
+    };
+    println!("tally listening http={http} grpc={grpc} resp={resp} store={store} cache={}", config.cache_url);
 
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod cluster;
+
 struct Server {
     child: Child,
     http: String,
@@ -18,6 +20,11 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `tally serve` on port 0 with `extra` flags (a store or cache URL, say).
+    fn start_with(data_dir: &Path, extra: &[String]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
             .args([
                 "serve",
@@ -30,6 +37,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("TALLY_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

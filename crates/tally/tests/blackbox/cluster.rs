@@ -1,0 +1,209 @@
+//! Three `tally serve` processes sharing a real Cassandra node and a real memcached.
+//!
+//! Needs `TALLY_TEST_CASSANDRA` (see `scripts/test.sh`) and Debian's `memcached` binary.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::Server;
+
+const INSTANCES: usize = 3;
+const COUNTERS: usize = 12;
+const WORKERS: usize = 12;
+const ADDS_PER_WORKER: usize = 60;
+
+/// memcached on a free port, restartable on that port.
+struct Memcached {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Memcached {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut m = Self { port, child: None };
+        m.restart();
+        m
+    }
+
+    fn restart(&mut self) {
+        if let Some(mut old) = self.child.take() {
+            old.kill().expect("kill memcached");
+            old.wait().expect("reap memcached");
+        }
+        let child = Command::new("memcached")
+            .args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0", "-m", "32", "-u", "root"])
+            .spawn()
+            .expect("memcached from Debian's package must be installed (apt-get install memcached)");
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "memcached did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The cluster: instance processes, replaceable while clients run.
+struct Cluster {
+    args: Vec<String>,
+    dirs: Vec<tempfile::TempDir>,
+    servers: Mutex<Vec<Option<Server>>>,
+    http: Mutex<Vec<String>>,
+}
+
+impl Cluster {
+    fn start(args: Vec<String>) -> Self {
+        let dirs: Vec<_> = (0..INSTANCES).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+        let servers: Vec<_> = dirs.iter().map(|d| Server::start_with(d.path(), &args)).collect();
+        let http = servers.iter().map(|s| s.http.clone()).collect();
+        Self {
+            args,
+            dirs,
+            servers: Mutex::new(servers.into_iter().map(Some).collect()),
+            http: Mutex::new(http),
+        }
+    }
+
+    fn url(&self, instance: usize, path: &str) -> String {
+        format!("http://{}{path}", self.http.lock().expect("lock")[instance % INSTANCES])
+    }
+
+    fn kill_9_and_restart(&self, instance: usize) {
+        let old = self.servers.lock().expect("lock")[instance].take().expect("running");
+        old.kill_9();
+        let fresh = Server::start_with(self.dirs[instance].path(), &self.args);
+        self.http.lock().expect("lock")[instance] = fresh.http.clone();
+        self.servers.lock().expect("lock")[instance] = Some(fresh);
+    }
+}
+
+fn token(name: &str) -> Value {
+    let now = tally_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    json!({"token": name, "generation_time": now.to_string()})
+}
+
+/// Sends one add until it is acknowledged or definitely refused, moving to the next instance
+/// after every failed attempt. Returns whether it was acknowledged.
+async fn add_until_answered(
+    client: &reqwest::Client,
+    cluster: &Cluster,
+    first: usize,
+    counter: usize,
+    body: &Value,
+) -> bool {
+    for attempt in 0..200 {
+        let url = cluster.url(first + attempt, &format!("/v1/namespaces/cluster/counters/c{counter}/add"));
+        match client.post(&url).json(body).timeout(Duration::from_secs(10)).send().await {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) if r.status().is_client_error() => {
+                panic!("add refused: {} {}", r.status(), r.text().await.unwrap_or_default())
+            }
+            // 5xx, connection refused (a killed instance), timeouts: not answered, retry elsewhere.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_cassandra_and_memcached_converge_exactly_through_kill_9_and_a_memcached_restart()
+{
+    let node = std::env::var("TALLY_TEST_CASSANDRA").expect(
+        "set TALLY_TEST_CASSANDRA=127.0.0.1:9042 after `bash scripts/cassandra.sh start` (scripts/test.sh does)",
+    );
+    let mut memcached = Memcached::start();
+    let args = vec![
+        "--store".to_owned(),
+        format!("cassandra://{node}/cluster_{}", std::process::id()),
+        "--cache".to_owned(),
+        format!("memcached://127.0.0.1:{}", memcached.port),
+    ];
+    let cluster = Arc::new(Cluster::start(args));
+    let client = reqwest::Client::new();
+    let created = client
+        .put(cluster.url(0, "/v1/namespaces/cluster"))
+        .json(&json!({"counter_type": "eventual"}))
+        .send()
+        .await
+        .expect("create namespace");
+    assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+
+    let done = Arc::new(AtomicU64::new(0));
+    let acked: Arc<Mutex<HashMap<usize, i64>>> = Arc::default();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let (cluster, client, done, acked) =
+                (cluster.clone(), client.clone(), done.clone(), acked.clone());
+            tokio::spawn(async move {
+                for i in 0..ADDS_PER_WORKER {
+                    let counter = (w * 7 + i) % COUNTERS;
+                    let delta = i64::try_from(1 + (w + i) % 5).expect("small");
+                    let body = json!({"delta": delta, "idempotency_token": token(&format!("w{w}-{i}"))});
+                    // Every attempt goes to another instance than the one before, and the
+                    // first attempt is sent twice (to two instances) to exercise deduplication.
+                    let first = w + i;
+                    let answered = add_until_answered(&client, &cluster, first, counter, &body).await;
+                    assert!(answered, "add w{w}-{i} was never answered");
+                    let again = add_until_answered(&client, &cluster, first + 1, counter, &body).await;
+                    assert!(again, "the retry of w{w}-{i} was never answered");
+                    *acked.lock().expect("lock").entry(counter).or_default() += delta;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // The nemesis: a third of the way in, kill -9 one instance and bring it back; two thirds
+    // of the way in, restart memcached.
+    let total = (WORKERS * ADDS_PER_WORKER) as u64;
+    while done.load(Ordering::Relaxed) < total / 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.kill_9_and_restart(1)).await.expect("restart instance");
+    while done.load(Ordering::Relaxed) < 2 * total / 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    memcached.restart();
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert_eq!(acked.values().count(), COUNTERS);
+
+    // Convergence: every instance's eventual read reaches exactly the acknowledged sum. The
+    // default write window (5 s, 1 s skew) sets how long that takes; the bound is generous.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for instance in 0..INSTANCES {
+        for (counter, want) in &acked {
+            let url = cluster.url(instance, &format!("/v1/namespaces/cluster/counters/c{counter}"));
+            loop {
+                let got: Value = client.get(&url).send().await.expect("get").json().await.expect("json");
+                if got["count"] == json!(want) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "instance {instance} c{counter}: {got} never reached {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -23,6 +23,8 @@ use crate::schema;
 
 /// How many statements one operation keeps in flight at once.
 const FAN_OUT: usize = 16;
+/// Folds spanning fewer slices than this skip the slice listing.
+const DIRECT_SLICES: i64 = 4;
 
 /// The store on an Apache Cassandra or ScyllaDB cluster. Any number of Tally instances may
 /// share one keyspace.
@@ -246,7 +248,11 @@ impl CassandraStore {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
-        let statements = self.slice(slice, false).await?;
+        let statements = match self.slice(slice, false).await {
+            Ok(statements) => statements,
+            Err(e) if is_missing_table(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let values = (
             key.namespace.as_str(),
             key.counter.as_str(),
@@ -255,11 +261,18 @@ impl CassandraStore {
             from.as_micros(),
             until.as_micros(),
         );
-        let pager = self
-            .session
-            .execute_iter(statements.range.clone(), values)
-            .await
-            .map_err(|e| unavailable(&format!("reading events of {key}"), e))?;
+        let pager = match self.session.execute_iter(statements.range.clone(), values).await {
+            Ok(pager) => pager,
+            Err(e) => {
+                let e = unavailable(&format!("reading events of {key}"), e);
+                if is_missing_table(&e) {
+                    // Dropped by retention (maybe on another instance) since we prepared it.
+                    self.slices.lock().await.remove(&slice);
+                    return Ok(Vec::new());
+                }
+                return Err(e);
+            }
+        };
         let mut stream = pager
             .rows_stream::<(i64, String, String)>()
             .map_err(|e| corrupt(&format!("events of {key}"), e))?;
@@ -419,10 +432,25 @@ impl EventLog for CassandraStore {
         if from >= until {
             return Ok(Fold::default());
         }
-        // Nothing lies after the counter's last write; this bounds the slices to look at.
-        let Some(last_write) = self.last_write_of(key).await? else { return Ok(Fold::default()) };
-        let until = until.min(Timestamp::from_micros(last_write.as_micros().saturating_add(1)));
-        let slices = self.slices_between(from, until).await?;
+        // An open-ended fold (accurate reads) stops at the counter's last write.
+        let until = if until == Timestamp::MAX {
+            let Some(last_write) = self.last_write_of(key).await? else { return Ok(Fold::default()) };
+            until.min(Timestamp::from_micros(last_write.as_micros().saturating_add(1)))
+        } else {
+            until
+        };
+        if from >= until {
+            return Ok(Fold::default());
+        }
+        // A short window (a rollup's, an accurate read's tail) names its few slices directly; a
+        // table that does not exist holds no events. A long one asks which slices exist.
+        let (first, last) =
+            (self.layout.slice_of(from), self.layout.slice_of(Timestamp::from_micros(until.as_micros() - 1)));
+        let slices = if last.saturating_sub(first) < DIRECT_SLICES {
+            (first..=last).collect()
+        } else {
+            self.slices_between(from, until).await?
+        };
         let mut rows: Vec<Row4> = futures::stream::iter(slices)
             .map(|slice| self.events_in_slice(key, slice, from, until))
             .buffered(FAN_OUT)
@@ -778,6 +806,15 @@ fn encode_config(config: &NamespaceConfig) -> StoreResult<String> {
 
 fn decode_config(name: &str, json: &str) -> StoreResult<NamespaceConfig> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("config of namespace {name}: {e}")))
+}
+
+/// Whether the error says a table does not exist. Only slices' event tables come and go, and
+/// one that does not exist holds no events: `append` creates it before writing.
+fn is_missing_table(e: &StoreError) -> bool {
+    // Cassandra says "unconfigured table X" when executing and "table X does not exist" when
+    // preparing.
+    matches!(e, StoreError::Unavailable(m)
+        if m.contains("unconfigured table events_") || (m.contains("table events_") && m.contains("does not exist")))
 }
 
 fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {

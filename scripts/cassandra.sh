@@ -5,6 +5,8 @@
 #   bash scripts/cassandra.sh start   # downloads the jars once, starts, waits for CQL on 127.0.0.1:9042
 #   bash scripts/cassandra.sh stop
 #
+# CASSANDRA_PORT (CQL, 9042) and CASSANDRA_STORAGE_PORT (17000) move the node's ports.
+#
 # CASSANDRA_COMMITLOG_SYNC=periodic trades the per-write commit-log sync for Cassandra's
 # default 10 s sync (for benchmarks that compare the two; the tests use the durable default).
 # Everything lives under target/cassandra/ (jars, config, data, logs). Needs OpenJDK 17 and mvn.
@@ -13,6 +15,10 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD/target/cassandra"
 LIB="$ROOT/lib"
 PORT=${CASSANDRA_PORT:-9042}
+STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-17000}
+SYNC=${CASSANDRA_COMMITLOG_SYNC:-batch}
+SYNC_PERIOD=""
+if [ "$SYNC" = periodic ]; then SYNC_PERIOD="commitlog_sync_period: 10000ms"; fi
 JAVA_HOME=${CASSANDRA_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 
 stop() {
@@ -45,7 +51,7 @@ seed_provider:
       - seeds: "127.0.0.1"
 listen_address: 127.0.0.1
 rpc_address: 127.0.0.1
-storage_port: 17000
+storage_port: $STORAGE_PORT
 native_transport_port: $PORT
 start_native_transport: true
 data_file_directories: [ $ROOT/data/data ]
@@ -55,9 +61,8 @@ hints_directory: $ROOT/data/hints
 cdc_raw_directory: $ROOT/data/cdc_raw
 # Every acknowledged write is in the synced commit log: Tally acknowledges adds only after
 # the store does, so the store must not acknowledge what a crash can lose.
-commitlog_sync: ${CASSANDRA_COMMITLOG_SYNC:-batch}
-commitlog_sync_period: 10000ms
-# Paxos v2 needs fewer round trips per lightweight transaction (Tally's idempotent inserts).
+commitlog_sync: $SYNC
+$SYNC_PERIOD# Paxos v2 needs fewer round trips per lightweight transaction (Tally's idempotent inserts).
 paxos_variant: v2
 # Tally sends an event only if it can land before its commit deadline; the store options'
 # write_timeout must be at least these bounds (see crates/tally-store-cassandra).

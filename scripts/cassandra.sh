@@ -68,8 +68,8 @@ paxos_variant: v2
 # write_timeout must be at least these bounds (see crates/tally-store-cassandra).
 write_request_timeout: 1000ms
 cas_contention_timeout: 1000ms
-concurrent_reads: 4
-concurrent_writes: 4
+concurrent_reads: 16
+concurrent_writes: 16
 concurrent_counter_writes: 2
 concurrent_materialized_view_writes: 2
 concurrent_compactors: 1

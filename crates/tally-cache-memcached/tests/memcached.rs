@@ -6,9 +6,10 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_cache_memcached::{MemcachedCache, MemcachedOptions};
+use tally_cache_memcached::{MemcachedBestEffort, MemcachedCache, MemcachedOptions, MemcachedPool};
 use tally_core::{Checkpoint, CounterKey, CounterName, Namespace, Timestamp};
 use tally_engine::cache::CheckpointCache;
+use tally_engine::{BestEffortTable, EngineError};
 
 struct Memcached {
     port: u16,
@@ -53,13 +54,22 @@ impl Memcached {
         assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success());
     }
 
-    fn cache(&self) -> Arc<MemcachedCache> {
-        MemcachedCache::new(MemcachedOptions {
+    /// A fresh pool, as a separate Tally instance would have.
+    fn pool(&self) -> Arc<MemcachedPool> {
+        Arc::new(MemcachedPool::new(MemcachedOptions {
             address: format!("127.0.0.1:{}", self.port),
             backoff: Duration::ZERO,
             generation_refresh: Duration::ZERO,
             ..MemcachedOptions::default()
-        })
+        }))
+    }
+
+    fn cache(&self) -> Arc<MemcachedCache> {
+        MemcachedCache::new(self.pool())
+    }
+
+    fn best_effort(&self) -> Arc<MemcachedBestEffort> {
+        MemcachedBestEffort::new(self.pool())
     }
 }
 
@@ -135,4 +145,48 @@ async fn a_stopped_or_paused_memcached_is_a_miss_and_recovery_needs_no_restart()
         }
     }
     assert!(reconnected, "the cache did not come back after memcached restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_adds_from_several_instances_all_land_and_overflow_changes_nothing() {
+    let server = Memcached::start();
+    let tables: Vec<_> = (0..4).map(|_| server.best_effort()).collect();
+    let adds = (0..400).map(|i| {
+        let table = tables[i % tables.len()].clone();
+        async move { table.add(&key("hot"), if i % 2 == 0 { 3 } else { -1 }, None, NOW).await }
+    });
+    let results = futures::future::join_all(adds).await;
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(tables[1].get(&key("hot"), NOW).await, Ok(200 * 3 - 200));
+
+    let err = tables[2].add(&key("hot"), i64::MAX, None, NOW).await.expect_err("overflow");
+    assert!(matches!(err, EngineError::Overflow { count: 400, .. }), "{err:?}");
+    assert_eq!(tables[0].get(&key("hot"), NOW).await, Ok(400));
+
+    // Near the bounds, and clear.
+    assert_eq!(tables[0].add(&key("low"), i64::MIN, Some(Duration::from_secs(10)), NOW).await, Ok(i64::MIN));
+    let err = tables[1].add(&key("low"), -1, None, NOW).await.expect_err("underflow");
+    assert!(matches!(err, EngineError::Overflow { count: i64::MIN, delta: -1, .. }), "{err:?}");
+    assert_eq!(tables[2].add(&key("low"), 1, None, NOW).await, Ok(i64::MIN + 1));
+    tables[3].clear(&key("hot")).await.expect("clear");
+    assert_eq!(tables[0].get(&key("hot"), NOW).await, Ok(0));
+}
+
+#[tokio::test]
+async fn best_effort_clear_namespace_reaches_every_instance_and_a_dead_memcached_is_unavailable() {
+    let mut server = Memcached::start();
+    let (a, b) = (server.best_effort(), server.best_effort());
+    a.add(&key("c"), 7, None, NOW).await.expect("add");
+    assert_eq!(b.get(&key("c"), NOW).await, Ok(7));
+    b.clear_namespace(&Namespace::new("ns").expect("ns")).await.expect("clear namespace");
+    assert_eq!(a.get(&key("c"), NOW).await, Ok(0));
+    let other = CounterKey::new(Namespace::new("other").expect("ns"), CounterName::new("c").expect("name"));
+    a.add(&other, 1, None, NOW).await.expect("add");
+    b.clear_namespace(&Namespace::new("ns").expect("ns")).await.expect("clear namespace");
+    assert_eq!(a.get(&other, NOW).await, Ok(1), "another namespace was cleared");
+
+    server.stop();
+    let err = a.add(&key("c"), 1, None, NOW).await.expect_err("memcached is down");
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    assert!(matches!(a.get(&key("c"), NOW).await, Err(EngineError::Unavailable(_))));
 }

@@ -1,10 +1,12 @@
-//! `best_effort` counters: plain in-memory integers with an optional time to live.
+//! `best_effort` counters: plain integers with an optional time to live, in this process
+//! ([`LocalBestEffort`]) or in a table every instance shares (memcached).
 //!
-//! Not durable (a restart forgets them) and not idempotent (a retried add adds again); the
-//! price of being the fastest type. Overflow is still refused, never wrapped.
+//! Not durable (a restart of their home forgets them) and not idempotent (a retried add adds
+//! again); the price of being the fastest type. Overflow is still refused, never wrapped.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use dashmap::DashMap;
 use tally_core::{CounterKey, Namespace, Timestamp};
 
@@ -22,13 +24,73 @@ impl Entry {
     }
 }
 
-/// The in-memory table of `best_effort` counters.
+/// Where `best_effort` counters live.
+///
+/// Contract:
+/// - `add` adds `delta` atomically (concurrent adds never lose one another) and returns the new
+///   value; the TTL restarts with every add. An add that would overflow `i64` is refused with
+///   `EngineError::Overflow` and changes nothing.
+/// - `get` returns 0 for an unknown or expired counter.
+/// - A table that cannot be reached answers `EngineError::Unavailable`; the add may or may not
+///   have happened.
+#[async_trait]
+pub trait BestEffortTable: Send + Sync {
+    /// Adds `delta` and returns the new value.
+    async fn add(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        ttl: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<i64, EngineError>;
+    /// The current value.
+    async fn get(&self, key: &CounterKey, now: Timestamp) -> Result<i64, EngineError>;
+    /// Forgets the counter.
+    async fn clear(&self, key: &CounterKey) -> Result<(), EngineError>;
+    /// Forgets every counter of a namespace.
+    async fn clear_namespace(&self, namespace: &Namespace) -> Result<(), EngineError>;
+    /// Drops expired counters held in this process; returns how many went.
+    fn sweep(&self, now: Timestamp) -> usize;
+}
+
+#[async_trait]
+impl BestEffortTable for LocalBestEffort {
+    async fn add(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        ttl: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<i64, EngineError> {
+        LocalBestEffort::add(self, key, delta, ttl, now)
+    }
+
+    async fn get(&self, key: &CounterKey, now: Timestamp) -> Result<i64, EngineError> {
+        Ok(LocalBestEffort::get(self, key, now))
+    }
+
+    async fn clear(&self, key: &CounterKey) -> Result<(), EngineError> {
+        LocalBestEffort::clear(self, key);
+        Ok(())
+    }
+
+    async fn clear_namespace(&self, namespace: &Namespace) -> Result<(), EngineError> {
+        LocalBestEffort::clear_namespace(self, namespace);
+        Ok(())
+    }
+
+    fn sweep(&self, now: Timestamp) -> usize {
+        LocalBestEffort::sweep(self, now)
+    }
+}
+
+/// The in-process table of `best_effort` counters.
 #[derive(Default)]
-pub struct BestEffortCounters {
+pub struct LocalBestEffort {
     counters: DashMap<CounterKey, Entry>,
 }
 
-impl BestEffortCounters {
+impl LocalBestEffort {
     /// Adds `delta` and returns the new value; the TTL restarts with every write.
     pub fn add(
         &self,
@@ -87,7 +149,7 @@ mod tests {
 
     #[test]
     fn adds_expire_and_overflow_is_refused_without_change() {
-        let table = BestEffortCounters::default();
+        let table = LocalBestEffort::default();
         let key = CounterKey::parse_joined("be:c").expect("key");
         let t0 = Timestamp::from_micros(0);
         let ttl = Some(Duration::from_micros(10));

@@ -12,7 +12,7 @@ use tally_store::{Appended, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::best_effort::BestEffortCounters;
+use crate::best_effort::BestEffortTable;
 use crate::cache::CheckpointCache;
 use crate::error::{EngineError, EngineResult};
 use crate::namespaces::NamespaceRegistry;
@@ -56,7 +56,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cache: Arc<dyn CheckpointCache>,
     namespaces: Arc<NamespaceRegistry>,
-    best_effort: BestEffortCounters,
+    best_effort: Arc<dyn BestEffortTable>,
     rollups: Arc<RollupPipeline>,
     options: EngineOptions,
     /// Orders server-made tokens generated in the same microsecond.
@@ -81,6 +81,7 @@ impl Engine {
     pub async fn open(
         store: Arc<dyn Store>,
         cache: Arc<dyn CheckpointCache>,
+        best_effort: Arc<dyn BestEffortTable>,
         clock: Arc<dyn Clock>,
         options: EngineOptions,
     ) -> EngineResult<Self> {
@@ -100,7 +101,7 @@ impl Engine {
             clock,
             cache,
             namespaces,
-            best_effort: BestEffortCounters::default(),
+            best_effort,
             rollups,
             options,
             token_sequence: AtomicU64::new(0),
@@ -189,7 +190,7 @@ impl Engine {
     ) -> EngineResult<Mutated> {
         let config = self.inner.namespaces.get(&key.namespace).await?;
         if config.counter_type == CounterType::BestEffort {
-            self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now())?;
+            self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now()).await?;
             return Ok(Mutated { token: None, applied: true });
         }
         // Accurate counters know their exact count and check against it. Eventual ones check
@@ -221,7 +222,7 @@ impl Engine {
         let now = self.inner.clock.now();
         match config.counter_type {
             CounterType::BestEffort => {
-                let value = self.inner.best_effort.add(key, delta, config.best_effort_ttl, now)?;
+                let value = self.inner.best_effort.add(key, delta, config.best_effort_ttl, now).await?;
                 let count = Count { value, counter_type: config.counter_type, as_of: Some(now) };
                 Ok((Mutated { token: None, applied: true }, count))
             }
@@ -255,7 +256,7 @@ impl Engine {
         let now = self.inner.clock.now();
         match config.counter_type {
             CounterType::BestEffort => {
-                let value = self.inner.best_effort.get(key, now);
+                let value = self.inner.best_effort.get(key, now).await?;
                 Ok(Count { value, counter_type: config.counter_type, as_of: Some(now) })
             }
             CounterType::Eventual => {
@@ -284,7 +285,7 @@ impl Engine {
     ) -> EngineResult<Mutated> {
         let config = self.inner.namespaces.get(&key.namespace).await?;
         if config.counter_type == CounterType::BestEffort {
-            self.inner.best_effort.clear(key);
+            self.inner.best_effort.clear(key).await?;
             return Ok(Mutated { token: None, applied: true });
         }
         self.append(key, &config, EventKind::Clear, token).await
@@ -375,7 +376,7 @@ impl Engine {
         if !self.inner.namespaces.delete(name).await? {
             return Err(EngineError::NamespaceNotFound(name.clone()));
         }
-        self.inner.best_effort.clear_namespace(name);
+        self.inner.best_effort.clear_namespace(name).await?;
         // Cached checkpoints of the deleted counters must not resurface if the name is reused.
         self.inner.cache.clear().await;
         Ok(())

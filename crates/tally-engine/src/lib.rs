@@ -5,7 +5,7 @@
 //! - [`rollup`] folds events into checkpoints in the background: triggers are hashed onto
 //!   coalescing queues, taken in batches, and re-queued until a counter has caught up;
 //! - [`cache`] keeps checkpoints close ([`CheckpointCache`]); it is never the source of truth;
-//! - [`best_effort`] holds `best_effort` counters in memory;
+//! - [`best_effort`] holds `best_effort` counters (the `BestEffortTable` seam; in memory by default);
 //! - [`namespaces`] caches namespace configurations read from the store;
 //! - [`retention`] deletes events past their namespace's retention once they are folded.
 //!
@@ -21,6 +21,7 @@ mod options;
 pub mod retention;
 pub mod rollup;
 
+pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};
 pub use engine::{Background, Count, Engine, Mutated};
 pub use error::{EngineError, EngineResult};

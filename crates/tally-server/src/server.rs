@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
-use tally_cache_memcached::{MemcachedCache, MemcachedOptions};
+use tally_cache_memcached::{MemcachedBestEffort, MemcachedCache, MemcachedOptions, MemcachedPool};
 use tally_core::{Clock, SystemClock};
 use tally_engine::cache::CheckpointCache;
-use tally_engine::{Engine, LocalCache};
+use tally_engine::{BestEffortTable, Engine, LocalBestEffort, LocalCache};
 use tally_store_cassandra::{CassandraOptions, CassandraStore};
 use tally_store_fjall::FjallStore;
 use tokio::net::TcpListener;
@@ -68,14 +69,23 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
                 .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", config.store_url))?,
         )
     };
-    let cache: Arc<dyn CheckpointCache> = if config.cache_url == "local" {
-        Arc::new(LocalCache::new(config.engine.cache_capacity))
-    } else {
-        let options = MemcachedOptions::from_url(&config.cache_url)
-            .map_err(|e| anyhow::anyhow!("invalid cache_url: {e} (or \"local\")"))?;
-        MemcachedCache::new(options)
-    };
-    Ok(Engine::open(store, cache, clock, config.engine_options()).await?)
+    // With memcached, both the checkpoint cache and `best_effort` counters live there, so
+    // that every instance sees the same values.
+    let (cache, best_effort): (Arc<dyn CheckpointCache>, Arc<dyn BestEffortTable>) =
+        if config.cache_url == "local" {
+            (Arc::new(LocalCache::new(config.engine.cache_capacity)), Arc::new(LocalBestEffort::default()))
+        } else {
+            let options = MemcachedOptions::from_url(&config.cache_url)
+                .map_err(|e| anyhow::anyhow!("invalid cache_url: {e} (or \"local\")"))?;
+            // Separate pools: a cache read gives up after 50 ms (the store answers instead), but
+            // memcached is the only home of `best_effort` counters, so their calls wait longer.
+            let counters = MemcachedOptions { timeout: Duration::from_secs(1), ..options.clone() };
+            (
+                MemcachedCache::new(Arc::new(MemcachedPool::new(options))),
+                MemcachedBestEffort::new(Arc::new(MemcachedPool::new(counters))),
+            )
+        };
+    Ok(Engine::open(store, cache, best_effort, clock, config.engine_options()).await?)
 }
 
 /// Serves `engine` on both listeners until `shutdown` fires, then drains: readiness turns

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tally_core::{
     Clock, CounterKey, CounterType, IdempotencyToken, Namespace, NamespaceConfig, SystemClock, Timestamp,
 };
-use tally_engine::{Engine, EngineError, EngineOptions, LocalCache};
+use tally_engine::{Engine, EngineError, EngineOptions, LocalBestEffort, LocalCache};
 use tally_store_fjall::{FjallOptions, FjallStore};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
@@ -43,10 +43,15 @@ async fn child_process() {
     let dir = std::env::var(DIR_VAR).expect("the crash test sets the data directory");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = FjallStore::open(dir.as_ref(), clock.clone(), FjallOptions::default()).expect("store opens");
-    let engine =
-        Engine::open(Arc::new(store), Arc::new(LocalCache::new(1_000)), clock, EngineOptions::default())
-            .await
-            .expect("engine opens");
+    let engine = Engine::open(
+        Arc::new(store),
+        Arc::new(LocalCache::new(1_000)),
+        Arc::new(LocalBestEffort::default()),
+        clock,
+        EngineOptions::default(),
+    )
+    .await
+    .expect("engine opens");
     let ns = Namespace::new(NAMESPACE).expect("ns");
     match engine.create_namespace(&ns, namespace_config()).await {
         Ok(_) | Err(EngineError::NamespaceExists(_)) => {}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tally_core::{
     Clock, CounterKey, CounterType, IdempotencyToken, ManualClock, Namespace, NamespaceConfig, Timestamp,
 };
-use tally_engine::{Engine, EngineOptions, LocalCache};
+use tally_engine::{Engine, EngineOptions, LocalBestEffort, LocalCache};
 use tally_store::{MemoryStore, Store};
 
 /// A realistic starting time for manual clocks.
@@ -32,6 +32,7 @@ impl TestEngine {
         let engine = Engine::open(
             store.clone(),
             Arc::new(LocalCache::new(10_000)),
+            Arc::new(LocalBestEffort::default()),
             Arc::new(clock.clone()),
             EngineOptions::default(),
         )

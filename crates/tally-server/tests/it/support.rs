@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tally_core::{Clock, ManualClock, Timestamp};
-use tally_engine::{Engine, EngineOptions, LocalCache};
+use tally_engine::{Engine, EngineOptions, LocalBestEffort, LocalCache};
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
@@ -40,6 +40,7 @@ impl TestServer {
         let engine = Engine::open(
             store.clone(),
             Arc::new(LocalCache::new(1000)),
+            Arc::new(LocalBestEffort::default()),
             Arc::new(clock.clone()),
             EngineOptions::default(),
         )

@@ -207,3 +207,45 @@ async fn three_instances_on_cassandra_and_memcached_converge_exactly_through_kil
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_counters_in_memcached_are_shared_by_every_instance() {
+    let node = std::env::var("TALLY_TEST_CASSANDRA").expect("TALLY_TEST_CASSANDRA (scripts/test.sh sets it)");
+    let memcached = Memcached::start();
+    let args = vec![
+        "--store".to_owned(),
+        format!("cassandra://{node}/shared_{}", std::process::id()),
+        "--cache".to_owned(),
+        format!("memcached://127.0.0.1:{}", memcached.port),
+    ];
+    let cluster = Cluster::start(args);
+    let client = reqwest::Client::new();
+    let created = client
+        .put(cluster.url(0, "/v1/namespaces/fast"))
+        .json(&json!({"counter_type": "best_effort"}))
+        .send()
+        .await
+        .expect("create namespace");
+    assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+    let adds = (0..90).map(|i| {
+        let (client, url) = (client.clone(), cluster.url(i, "/v1/namespaces/fast/counters/views/add"));
+        async move {
+            let response = client.post(url).json(&json!({"delta": 2})).send().await.expect("add");
+            (response.status(), response.text().await.unwrap_or_default())
+        }
+    });
+    let answers = futures::future::join_all(adds).await;
+    let failed: Vec<_> = answers.iter().filter(|(status, _)| !status.is_success()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    for instance in 0..INSTANCES {
+        let got: Value = client
+            .get(cluster.url(instance, "/v1/namespaces/fast/counters/views"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(got["count"], json!(180), "instance {instance}");
+    }
+}

@@ -141,7 +141,7 @@ fn curl_drives_every_http_operation_and_gets_documented_errors() {
     let (status, ns) = s.curl(
         "PUT",
         "/v1/namespaces/web",
-        Some(r#"{"counter_type":"eventual","accept_limit":"200ms","clock_skew":"100ms","coalesce":"50ms"}"#),
+        Some(r#"{"counter_type":"eventual","accept_limit":"2s","clock_skew":"100ms","coalesce":"50ms"}"#),
     );
     assert_eq!(status, 201, "{ns}");
     let add = |delta: i64, token: &Value| {

@@ -6,7 +6,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = [root.join("tally/v1/counter.proto"), root.join("tally/v1/namespace.proto")];
+    let files = [
+        root.join("tally/v1/counter.proto"),
+        root.join("tally/v1/namespace.proto"),
+        root.join("tally/v1/peer.proto"),
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -1,7 +1,7 @@
 //! The engine: the four counter operations and the namespace control plane.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tally_core::{
@@ -19,6 +19,7 @@ use crate::namespaces::NamespaceRegistry;
 use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
 use crate::rollup::{RollupPipeline, first_foldable};
+use crate::routing::{LocalTrigger, RollupRouter};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
@@ -61,6 +62,8 @@ struct Inner {
     options: EngineOptions,
     /// Orders server-made tokens generated in the same microsecond.
     token_sequence: AtomicU64,
+    /// Where rollup triggers go when a peer list is configured; local otherwise.
+    router: OnceLock<Arc<dyn RollupRouter>>,
 }
 
 /// The engine's background tasks; see [`Engine::start_background`].
@@ -105,6 +108,7 @@ impl Engine {
             rollups,
             options,
             token_sequence: AtomicU64::new(0),
+            router: OnceLock::new(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -261,7 +265,7 @@ impl Engine {
             }
             CounterType::Eventual => {
                 let checkpoint = self.checkpoint(key, &config).await?;
-                self.inner.rollups.trigger(key, now.saturating_add(config.coalesce));
+                self.request_rollup(key, now.saturating_add(config.coalesce));
                 Ok(Count {
                     value: checkpoint.count,
                     counter_type: config.counter_type,
@@ -270,7 +274,7 @@ impl Engine {
             }
             CounterType::Accurate => {
                 let count = self.accurate_count(key, &config).await?;
-                self.inner.rollups.trigger(key, now.saturating_add(config.coalesce));
+                self.request_rollup(key, now.saturating_add(config.coalesce));
                 Ok(count)
             }
         }
@@ -314,8 +318,36 @@ impl Engine {
         // No rollup can fold this event before its window closes: ask for one then.
         let due =
             now.saturating_add(config.coalesce).max(first_foldable(event.token.generation_time(), config));
-        self.inner.rollups.trigger(key, due);
+        self.request_rollup(key, due);
         Ok(Mutated { token: Some(event.token), applied: appended == Appended::New })
+    }
+
+    /// Sends rollup triggers of writes and reads through `router` from now on (once; later
+    /// calls are ignored). Pending scans and retention keep triggering locally, so a counter
+    /// whose owner is gone is still rolled up.
+    pub fn route_rollups_with(&self, router: Arc<dyn RollupRouter>) {
+        if self.inner.router.set(router).is_err() {
+            tracing::warn!("a rollup router is already set; keeping the first");
+        }
+    }
+
+    /// Queues a rollup of `key` on this instance, due at `due`.
+    pub fn trigger_rollup(&self, key: &CounterKey, due: Timestamp) {
+        self.inner.rollups.trigger(key, due);
+    }
+
+    /// A handle that queues rollups on this instance without keeping the engine alive, for a
+    /// router's fallback.
+    pub fn local_rollup_trigger(&self) -> LocalTrigger {
+        let rollups = self.inner.rollups.clone();
+        Arc::new(move |key, due| rollups.trigger(key, due))
+    }
+
+    fn request_rollup(&self, key: &CounterKey, due: Timestamp) {
+        let routed = self.inner.router.get().is_some_and(|router| router.route(key, due));
+        if !routed {
+            self.inner.rollups.trigger(key, due);
+        }
     }
 
     /// The counter's checkpoint from the cache, else from the store (and then cached).

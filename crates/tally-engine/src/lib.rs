@@ -7,7 +7,8 @@
 //! - [`cache`] keeps checkpoints close ([`CheckpointCache`]); it is never the source of truth;
 //! - [`best_effort`] holds `best_effort` counters (the `BestEffortTable` seam; in memory by default);
 //! - [`namespaces`] caches namespace configurations read from the store;
-//! - [`retention`] deletes events past their namespace's retention once they are folded.
+//! - [`retention`] deletes events past their namespace's retention once they are folded;
+//! - [`routing`] sends rollup triggers to one owner per counter among peers (rendezvous hashing).
 //!
 //! The engine owns no threads until [`Engine::start_background`] is called, and reads time
 //! only through the injected [`tally_core::Clock`], so tests drive it step by step.
@@ -20,9 +21,11 @@ pub mod namespaces;
 mod options;
 pub mod retention;
 pub mod rollup;
+pub mod routing;
 
 pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};
 pub use engine::{Background, Count, Engine, Mutated};
 pub use error::{EngineError, EngineResult};
 pub use options::EngineOptions;
+pub use routing::{LocalTrigger, Rendezvous, RollupRouter};

@@ -23,6 +23,11 @@ pub struct ServerConfig {
     pub store_url: String,
     /// Which checkpoint cache: `local` (in-process) or `memcached://host[:port]`.
     pub cache_url: String,
+    /// gRPC addresses (`host:port`) of every instance sharing the store, this one included;
+    /// empty for no rollup routing.
+    pub peers: Vec<String>,
+    /// This instance's entry in `peers`.
+    pub advertise: String,
     /// HTTP/JSON listen address.
     pub http: SocketAddr,
     /// gRPC listen address.
@@ -85,6 +90,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./tally-data"),
             store_url: "embedded".to_owned(),
             cache_url: "local".to_owned(),
+            peers: Vec::new(),
+            advertise: String::new(),
             http: SocketAddr::from(([127, 0, 0, 1], 7080)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 7090)),
             resp: SocketAddr::from(([127, 0, 0, 1], 7379)),
@@ -126,6 +133,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TALLY_DATA_DIR", "data_dir"),
     ("TALLY_STORE", "store_url"),
     ("TALLY_CACHE", "cache_url"),
+    ("TALLY_PEERS", "peers"),
+    ("TALLY_ADVERTISE", "advertise"),
     ("TALLY_HTTP", "http"),
     ("TALLY_GRPC", "grpc"),
     ("TALLY_RESP", "resp"),
@@ -162,6 +171,11 @@ impl ServerConfig {
             "data_dir" => self.data_dir = PathBuf::from(value),
             "store_url" => self.store_url = value.to_owned(),
             "cache_url" => self.cache_url = value.to_owned(),
+            "peers" => {
+                self.peers =
+                    value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+            }
+            "advertise" => self.advertise = value.to_owned(),
             "http" => self.http = value.parse().context("expected an address such as 127.0.0.1:7080")?,
             "grpc" => self.grpc = value.parse().context("expected an address such as 127.0.0.1:7090")?,
             "resp" => self.resp = value.parse().context("expected an address such as 127.0.0.1:7379")?,

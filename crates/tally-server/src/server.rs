@@ -85,7 +85,11 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
                 MemcachedBestEffort::new(Arc::new(MemcachedPool::new(counters))),
             )
         };
-    Ok(Engine::open(store, cache, best_effort, clock, config.engine_options()).await?)
+    let engine = Engine::open(store, cache, best_effort, clock, config.engine_options()).await?;
+    if !config.peers.is_empty() {
+        crate::grpc::PeerRouter::attach(&engine, config.peers.clone(), &config.advertise)?;
+    }
+    Ok(engine)
 }
 
 /// Serves `engine` on both listeners until `shutdown` fires, then drains: readiness turns

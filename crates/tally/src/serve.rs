@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// Checkpoint cache: `local` or `memcached://host[:port]` [default: local].
     #[arg(long, value_name = "URL")]
     cache: Option<String>,
+    /// gRPC addresses of every instance sharing the store, comma-separated, for rollup routing.
+    #[arg(long, value_name = "HOST:PORT,…")]
+    peers: Option<String>,
+    /// This instance's entry in `--peers`.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// HTTP/JSON listen address [default: 127.0.0.1:7080].
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
@@ -46,6 +52,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(cache) = args.cache {
         config.cache_url = cache;
+    }
+    if let Some(peers) = args.peers {
+        config.set("peers", &peers)?;
+    }
+    if let Some(advertise) = args.advertise {
+        config.advertise = advertise;
     }
     if let Some(http) = args.http {
         config.http = http;

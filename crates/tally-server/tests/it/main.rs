@@ -3,5 +3,6 @@
 mod counters;
 mod errors;
 mod http_routes;
+mod peers;
 mod resp;
 mod support;

@@ -61,16 +61,33 @@ impl Drop for Memcached {
 
 /// The cluster: instance processes, replaceable while clients run.
 struct Cluster {
-    args: Vec<String>,
+    args: Vec<Vec<String>>,
     dirs: Vec<tempfile::TempDir>,
     servers: Mutex<Vec<Option<Server>>>,
     http: Mutex<Vec<String>>,
 }
 
 impl Cluster {
-    fn start(args: Vec<String>) -> Self {
+    /// Three instances; with `routed`, on fixed gRPC ports listed as each other's peers.
+    fn start(shared: Vec<String>, routed: bool) -> Self {
         let dirs: Vec<_> = (0..INSTANCES).map(|_| tempfile::tempdir().expect("temp dir")).collect();
-        let servers: Vec<_> = dirs.iter().map(|d| Server::start_with(d.path(), &args)).collect();
+        let grpc: Vec<String> = (0..INSTANCES)
+            .map(|_| {
+                let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+                format!("127.0.0.1:{port}")
+            })
+            .collect();
+        let args: Vec<Vec<String>> = (0..INSTANCES)
+            .map(|i| {
+                let mut args = shared.clone();
+                if routed {
+                    args.extend(["--grpc".to_owned(), grpc[i].clone(), "--peers".to_owned(), grpc.join(",")]);
+                    args.extend(["--advertise".to_owned(), grpc[i].clone()]);
+                }
+                args
+            })
+            .collect();
+        let servers: Vec<_> = dirs.iter().zip(&args).map(|(d, a)| Server::start_with(d.path(), a)).collect();
         let http = servers.iter().map(|s| s.http.clone()).collect();
         Self {
             args,
@@ -80,6 +97,27 @@ impl Cluster {
         }
     }
 
+    /// The sum of one counter metric over the running instances.
+    async fn metric(&self, client: &reqwest::Client, name: &str) -> f64 {
+        let mut total = 0.0;
+        for i in 0..INSTANCES {
+            let text = client
+                .get(self.url(i, "/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            total += text
+                .lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        total
+    }
+
     fn url(&self, instance: usize, path: &str) -> String {
         format!("http://{}{path}", self.http.lock().expect("lock")[instance % INSTANCES])
     }
@@ -87,7 +125,7 @@ impl Cluster {
     fn kill_9_and_restart(&self, instance: usize) {
         let old = self.servers.lock().expect("lock")[instance].take().expect("running");
         old.kill_9();
-        let fresh = Server::start_with(self.dirs[instance].path(), &self.args);
+        let fresh = Server::start_with(self.dirs[instance].path(), &self.args[instance]);
         self.http.lock().expect("lock")[instance] = fresh.http.clone();
         self.servers.lock().expect("lock")[instance] = Some(fresh);
     }
@@ -122,8 +160,8 @@ async fn add_until_answered(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_on_cassandra_and_memcached_converge_exactly_through_kill_9_and_a_memcached_restart()
-{
+async fn three_routed_instances_on_cassandra_and_memcached_converge_exactly_through_kill_9_and_a_memcached_restart()
+ {
     let node = std::env::var("TALLY_TEST_CASSANDRA").expect(
         "set TALLY_TEST_CASSANDRA=127.0.0.1:9042 after `bash scripts/cassandra.sh start` (scripts/test.sh does)",
     );
@@ -134,7 +172,7 @@ async fn three_instances_on_cassandra_and_memcached_converge_exactly_through_kil
         "--cache".to_owned(),
         format!("memcached://127.0.0.1:{}", memcached.port),
     ];
-    let cluster = Arc::new(Cluster::start(args));
+    let cluster = Arc::new(Cluster::start(args, true));
     let client = reqwest::Client::new();
     let created = client
         .put(cluster.url(0, "/v1/namespaces/cluster"))
@@ -206,6 +244,10 @@ async fn three_instances_on_cassandra_and_memcached_converge_exactly_through_kil
             }
         }
     }
+    // Routing was in force: instances handed triggers to the counters' owners.
+    let forwarded = cluster.metric(&client, "tally_rollup_triggers_forwarded_total").await;
+    let received = cluster.metric(&client, "tally_rollup_triggers_received_total").await;
+    assert!(forwarded > 0.0 && received > 0.0, "forwarded {forwarded}, received {received}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +260,7 @@ async fn best_effort_counters_in_memcached_are_shared_by_every_instance() {
         "--cache".to_owned(),
         format!("memcached://127.0.0.1:{}", memcached.port),
     ];
-    let cluster = Cluster::start(args);
+    let cluster = Cluster::start(args, false);
     let client = reqwest::Client::new();
     let created = client
         .put(cluster.url(0, "/v1/namespaces/fast"))

@@ -25,18 +25,15 @@ impl Server {
 
     /// Starts `tally serve` on port 0 with `extra` flags (a store or cache URL, say).
     fn start_with(data_dir: &Path, extra: &[String]) -> Self {
+        let mut args: Vec<String> = ["serve", "--http", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--data-dir"]
+            .map(str::to_owned)
+            .to_vec();
+        args.push(data_dir.display().to_string());
+        if !extra.iter().any(|a| a == "--grpc") {
+            args.extend(["--grpc".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-                "--resp",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+            .args(&args)
             .args(extra)
             .env("TALLY_LOG", "warn")
             .stdout(Stdio::piped())

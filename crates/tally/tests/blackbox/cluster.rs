@@ -50,6 +50,14 @@ impl Memcached {
     }
 }
 
+impl Memcached {
+    /// Sends `signal` (`-STOP`, `-CONT`) to the server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success());
+    }
+}
+
 impl Drop for Memcached {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -290,4 +298,51 @@ async fn best_effort_counters_in_memcached_are_shared_by_every_instance() {
             .expect("json");
         assert_eq!(got["count"], json!(180), "instance {instance}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_adds_and_reads_carry_on_while_memcached_is_paused() {
+    let node = std::env::var("TALLY_TEST_CASSANDRA").expect("TALLY_TEST_CASSANDRA (scripts/test.sh sets it)");
+    let memcached = Memcached::start();
+    let args = vec![
+        "--store".to_owned(),
+        format!("cassandra://{node}/paused_{}", std::process::id()),
+        "--cache".to_owned(),
+        format!("memcached://127.0.0.1:{}", memcached.port),
+    ];
+    let cluster = Cluster::start(args, false);
+    // A request stuck behind the paused cache fails the test instead of hanging it.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let created = client
+        .put(cluster.url(0, "/v1/namespaces/durable"))
+        .json(&json!({"counter_type": "accurate"}))
+        .send()
+        .await
+        .expect("create namespace");
+    assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+
+    // A paused memcached accepts connections and never answers: the slow case.
+    memcached.signal("-STOP");
+    for i in 0..30 {
+        let body = json!({"delta": 1, "idempotency_token": token(&format!("paused-{i}"))});
+        let url = cluster.url(i, "/v1/namespaces/durable/counters/orders/add");
+        let r = client.post(url).json(&body).send().await.expect("add");
+        assert!(
+            r.status().is_success(),
+            "add {i} failed with memcached paused: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    for instance in 0..INSTANCES {
+        let got: Value = client
+            .get(cluster.url(instance, "/v1/namespaces/durable/counters/orders"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(got["count"], json!(30), "instance {instance} with memcached paused");
+    }
+    memcached.signal("-CONT");
 }

@@ -26,6 +26,10 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected store failure.
     Internal,
+    /// Authentication is on and the request carries no token, or one that is not configured.
+    Unauthenticated,
+    /// The token is valid but its scopes do not cover this operation on this namespace.
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -41,6 +45,8 @@ impl ErrorCode {
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }

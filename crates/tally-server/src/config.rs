@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub engine: EngineSection,
     /// The embedded store.
     pub store: StoreSection,
+    /// Authentication and authorization.
+    pub auth: crate::auth::AuthSection,
 }
 
 /// `[engine]`: see `EngineOptions` for what each field does and why its default is what it is.
@@ -102,6 +104,7 @@ impl Default for ServerConfig {
             log: "info,fjall=warn,lsm_tree=warn".to_owned(),
             engine: EngineSection::default(),
             store: StoreSection::default(),
+            auth: crate::auth::AuthSection::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`convert`]: wire values to domain values and back, validated once;
 //! - [`metrics`]: the Prometheus recorder and per-request metrics.
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod error;

@@ -16,6 +16,7 @@ use tally_store_fjall::FjallStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::http::HttpState;
 
@@ -87,7 +88,8 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
         };
     let engine = Engine::open(store, cache, best_effort, clock, config.engine_options()).await?;
     if !config.peers.is_empty() {
-        crate::grpc::PeerRouter::attach(&engine, config.peers.clone(), &config.advertise)?;
+        let token = Some(config.auth.peer_token.as_str()).filter(|t| !t.is_empty());
+        crate::grpc::PeerRouter::attach(&engine, config.peers.clone(), &config.advertise, token)?;
     }
     Ok(engine)
 }
@@ -100,6 +102,7 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let auth = Arc::new(Authenticator::from_config(&config.auth)?);
     let background = engine.start_background(shutdown.child_token());
     let ready = Arc::new(AtomicBool::new(true));
     let state = HttpState {
@@ -107,12 +110,14 @@ pub async fn serve(
         ready: ready.clone(),
         metrics: crate::metrics::handle(),
         max_body_bytes: config.max_body_bytes,
+        auth: auth.clone(),
     };
     let http = tokio::spawn(crate::http::serve(state, listeners.http, shutdown.clone().cancelled_owned()));
     let grpc = tokio::spawn(crate::grpc::serve(
         engine.clone(),
         listeners.grpc,
         config.max_body_bytes,
+        auth.clone(),
         shutdown.clone().cancelled_owned(),
     ));
 
@@ -124,6 +129,7 @@ pub async fn serve(
             max_request: config.max_body_bytes.max(1 << 20),
         },
         max_connections: config.max_connections,
+        auth,
     };
     let resp =
         tokio::spawn(crate::resp::serve(engine.clone(), listeners.resp, resp_options, shutdown.clone()));

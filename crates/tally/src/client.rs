@@ -21,9 +21,45 @@ pub struct Connection {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token, for a server with authentication on.
+    #[arg(long = "auth-token", global = true, env = "TALLY_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
 }
 
+/// Adds `authorization: Bearer <token>` to every call when a token is given.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 impl Connection {
+    fn bearer(&self) -> anyhow::Result<Bearer> {
+        let value = self
+            .auth_token
+            .as_ref()
+            .map(|t| tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .context("--auth-token must be printable ASCII")?;
+        Ok(Bearer(value))
+    }
+
+    async fn counters(&self) -> anyhow::Result<CounterServiceClient<Authed>> {
+        Ok(CounterServiceClient::with_interceptor(self.channel().await?, self.bearer()?))
+    }
+
+    async fn namespaces(&self) -> anyhow::Result<NamespaceServiceClient<Authed>> {
+        Ok(NamespaceServiceClient::with_interceptor(self.channel().await?, self.bearer()?))
+    }
+
     async fn channel(&self) -> anyhow::Result<Channel> {
         let endpoint =
             Channel::from_shared(self.addr.clone()).with_context(|| format!("bad --addr {:?}", self.addr))?;
@@ -225,7 +261,7 @@ fn print(json_out: bool, value: serde_json::Value, text: String) {
 }
 
 pub async fn add(args: AddArgs) -> anyhow::Result<()> {
-    let mut client = CounterServiceClient::new(args.conn.channel().await?);
+    let mut client = args.conn.counters().await?;
     let token = args.token.to_proto()?;
     let key = format!("{}:{}", args.namespace, args.counter);
     if args.get {
@@ -268,7 +304,7 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let mut client = CounterServiceClient::new(args.conn.channel().await?);
+    let mut client = args.conn.counters().await?;
     let key = format!("{}:{}", args.namespace, args.counter);
     let request = pb::GetCountRequest { namespace: args.namespace, counter_name: args.counter };
     let r = client.get_count(request).await.map_err(status_error)?.into_inner();
@@ -280,7 +316,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
 }
 
 pub async fn clear(args: ClearArgs) -> anyhow::Result<()> {
-    let mut client = CounterServiceClient::new(args.conn.channel().await?);
+    let mut client = args.conn.counters().await?;
     let key = format!("{}:{}", args.namespace, args.counter);
     let request = pb::ClearCountRequest {
         namespace: args.namespace,
@@ -325,13 +361,13 @@ fn namespace_text(n: &pb::Namespace) -> String {
 pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
     match command {
         NsCommand::Create { name, config, conn } => {
-            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let mut client = conn.namespaces().await?;
             let request = pb::CreateNamespaceRequest { name, config: Some(config.to_proto()?) };
             let n = client.create_namespace(request).await.map_err(status_error)?.into_inner();
             print(conn.json, namespace_value(&n), format!("created {}", namespace_text(&n)));
         }
         NsCommand::List { conn } => {
-            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let mut client = conn.namespaces().await?;
             let r = client
                 .list_namespaces(pb::ListNamespacesRequest {})
                 .await
@@ -342,7 +378,7 @@ pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
             print(conn.json, value, text);
         }
         NsCommand::Show { name, conn } => {
-            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let mut client = conn.namespaces().await?;
             let n = client
                 .get_namespace(pb::GetNamespaceRequest { name })
                 .await
@@ -351,13 +387,13 @@ pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
             print(conn.json, namespace_value(&n), namespace_text(&n));
         }
         NsCommand::Update { name, config, conn } => {
-            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let mut client = conn.namespaces().await?;
             let request = pb::UpdateNamespaceRequest { name, config: Some(config.to_proto()?) };
             let n = client.update_namespace(request).await.map_err(status_error)?.into_inner();
             print(conn.json, namespace_value(&n), format!("updated {}", namespace_text(&n)));
         }
         NsCommand::Delete { name, conn } => {
-            let mut client = NamespaceServiceClient::new(conn.channel().await?);
+            let mut client = conn.namespaces().await?;
             client
                 .delete_namespace(pb::DeleteNamespaceRequest { name: name.clone() })
                 .await

@@ -4,6 +4,7 @@ use tally_engine::{Count, Engine, Mutated};
 use tally_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
 use crate::convert::{
     counter_key, counter_type_to_proto, timestamp_to_proto, token_from_proto, token_to_proto,
 };
@@ -36,9 +37,11 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         &self,
         request: Request<pb::AddCountRequest>,
     ) -> Result<Response<pb::AddCountResponse>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         observe("grpc", "AddCount", async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
+            who?.require(Access::Write, &key.namespace)?;
             let token = token_from_proto(r.idempotency_token.as_ref())?;
             let (idempotency_token, applied) = mutated(&self.engine.add_count(&key, r.delta, token).await?);
             Ok(pb::AddCountResponse { idempotency_token, applied })
@@ -52,9 +55,11 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         &self,
         request: Request<pb::AddAndGetCountRequest>,
     ) -> Result<Response<pb::AddAndGetCountResponse>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         observe("grpc", "AddAndGetCount", async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
+            who?.require(Access::Write, &key.namespace)?;
             let token = token_from_proto(r.idempotency_token.as_ref())?;
             let (m, c) = self.engine.add_and_get_count(&key, r.delta, token).await?;
             let (idempotency_token, applied) = mutated(&m);
@@ -70,9 +75,11 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         &self,
         request: Request<pb::GetCountRequest>,
     ) -> Result<Response<pb::GetCountResponse>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         observe("grpc", "GetCount", async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
+            who?.require(Access::Read, &key.namespace)?;
             let (count, counter_type, as_of) = count_fields(&self.engine.get_count(&key).await?);
             Ok(pb::GetCountResponse { count, counter_type, as_of })
         })
@@ -85,9 +92,11 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         &self,
         request: Request<pb::ClearCountRequest>,
     ) -> Result<Response<pb::ClearCountResponse>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         observe("grpc", "ClearCount", async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
+            who?.require(Access::Write, &key.namespace)?;
             let token = token_from_proto(r.idempotency_token.as_ref())?;
             let (idempotency_token, applied) = mutated(&self.engine.clear_count(&key, token).await?);
             Ok(pb::ClearCountResponse { idempotency_token, applied })

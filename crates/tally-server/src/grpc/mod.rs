@@ -5,21 +5,51 @@ mod counters;
 mod namespaces;
 mod peers;
 
+use std::sync::Arc;
+
 use tally_engine::Engine;
 use tally_proto::v1::counter_service_server::CounterServiceServer;
 use tally_proto::v1::namespace_service_server::NamespaceServiceServer;
 use tally_proto::v1::peer_service_server::PeerServiceServer;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::{Authenticator, Principal};
+use crate::error::ApiError;
 
 pub use counters::GrpcCounters;
 pub use namespaces::GrpcNamespaces;
 pub use peers::{GrpcPeers, PeerRouter};
 
+/// Authenticates each call from its `authorization: Bearer <token>` metadata and attaches the
+/// [`Principal`] for the handlers' scope checks; refuses with `UNAUTHENTICATED` otherwise.
+#[derive(Clone)]
+struct Authenticate(Arc<Authenticator>);
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = request.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
+        let principal = self.0.authenticate_header(header).map_err(ApiError::into_status)?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+/// The caller's principal. Fails closed: a call that reached a handler without passing the
+/// interceptor has no principal and is refused.
+fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> {
+    request.extensions().get::<Principal>().cloned().ok_or_else(|| {
+        ApiError::new(tally_core::ErrorCode::Unauthenticated, "the call was not authenticated")
+    })
+}
+
 /// Serves gRPC on `listener` until `shutdown` completes, then finishes in-flight calls.
+/// Everything but the health service goes through authentication.
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
     max_message_bytes: usize,
+    auth: Arc<Authenticator>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -37,13 +67,14 @@ pub async fn serve(
     let namespaces = NamespaceServiceServer::new(GrpcNamespaces::new(engine.clone()))
         .max_decoding_message_size(max_message_bytes);
     let peers = PeerServiceServer::new(GrpcPeers::new(engine)).max_decoding_message_size(max_message_bytes);
+    let guard = Authenticate(auth);
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(counters)
-        .add_service(namespaces)
-        .add_service(peers)
+        .add_service(InterceptedService::new(reflection, guard.clone()))
+        .add_service(InterceptedService::new(reflection_alpha, guard.clone()))
+        .add_service(InterceptedService::new(counters, guard.clone()))
+        .add_service(InterceptedService::new(namespaces, guard.clone()))
+        .add_service(InterceptedService::new(peers, guard))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await?;
     Ok(())

@@ -5,6 +5,7 @@ use tally_engine::Engine;
 use tally_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
 use crate::convert::{namespace_to_proto, patch_from_proto};
 use crate::error::ApiError;
 use crate::metrics::observe;
@@ -31,10 +32,12 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         &self,
         request: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         reply(
             observe("grpc", "CreateNamespace", async {
                 let name = Namespace::new(&r.name)?;
+                who?.require(Access::Admin, &name)?;
                 let config = patch_from_proto(r.config.as_ref())?.apply_to(&NamespaceConfig::default());
                 let created = self.engine.create_namespace(&name, config).await?;
                 Ok(namespace_to_proto(&name, &created))
@@ -47,10 +50,12 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         &self,
         request: Request<pb::GetNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         reply(
             observe("grpc", "GetNamespace", async {
                 let name = Namespace::new(&r.name)?;
+                who?.require(Access::Read, &name)?;
                 Ok(namespace_to_proto(&name, &self.engine.get_namespace(&name).await?))
             })
             .await,
@@ -59,13 +64,19 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
 
     async fn list_namespaces(
         &self,
-        _request: Request<pb::ListNamespacesRequest>,
+        request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        let who = super::principal(&request);
         reply(
             observe("grpc", "ListNamespaces", async {
+                let who = who?;
                 let all = self.engine.list_namespaces().await?;
                 Ok(pb::ListNamespacesResponse {
-                    namespaces: all.iter().map(|(n, c)| namespace_to_proto(n, c)).collect(),
+                    namespaces: all
+                        .iter()
+                        .filter(|(n, _)| who.allows(Access::Read, n))
+                        .map(|(n, c)| namespace_to_proto(n, c))
+                        .collect(),
                 })
             })
             .await,
@@ -76,10 +87,12 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         &self,
         request: Request<pb::UpdateNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         reply(
             observe("grpc", "UpdateNamespace", async {
                 let name = Namespace::new(&r.name)?;
+                who?.require(Access::Admin, &name)?;
                 let patch = patch_from_proto(r.config.as_ref())?;
                 let current = self.engine.get_namespace(&name).await?;
                 let updated = self.engine.update_namespace(&name, patch.apply_to(&current)).await?;
@@ -93,10 +106,12 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         &self,
         request: Request<pb::DeleteNamespaceRequest>,
     ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
+        let who = super::principal(&request);
         let r = request.into_inner();
         reply(
             observe("grpc", "DeleteNamespace", async {
                 let name = Namespace::new(&r.name)?;
+                who?.require(Access::Admin, &name)?;
                 self.engine.delete_namespace(&name).await?;
                 Ok(pb::DeleteNamespaceResponse {})
             })

@@ -43,6 +43,9 @@ impl pb::peer_service_server::PeerService for GrpcPeers {
         &self,
         request: Request<pb::TriggerRollupsRequest>,
     ) -> Result<Response<pb::TriggerRollupsResponse>, Status> {
+        // Any valid token may hand over triggers: they only schedule work that is correct
+        // anywhere. The interceptor has authenticated the call.
+        super::principal(&request).map_err(ApiError::into_status)?;
         let r = request.into_inner();
         observe("grpc", "TriggerRollups", async {
             let due = r.due.as_ref().map(timestamp_from_proto).transpose()?.unwrap_or(Timestamp::MIN);
@@ -76,7 +79,16 @@ pub struct PeerRouter {
 impl PeerRouter {
     /// Routes over `peers` (gRPC `host:port` of every instance, this one included as
     /// `advertise`), and attaches itself to `engine`.
-    pub fn attach(engine: &Engine, peers: Vec<String>, advertise: &str) -> anyhow::Result<()> {
+    pub fn attach(
+        engine: &Engine,
+        peers: Vec<String>,
+        advertise: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let authorization = token
+            .map(|t| tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("[auth] peer_token cannot be sent as metadata: {e}"))?;
         let me = peers.iter().position(|p| p == advertise).ok_or_else(|| {
             anyhow::anyhow!("advertise address {advertise:?} must be one of the peers {peers:?}")
         })?;
@@ -93,7 +105,13 @@ impl PeerRouter {
                 .timeout(CALL_TIMEOUT)
                 .connect_lazy();
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(forward(peer.clone(), PeerServiceClient::new(channel), rx, local.clone()));
+            tokio::spawn(forward(
+                peer.clone(),
+                PeerServiceClient::new(channel),
+                authorization.clone(),
+                rx,
+                local.clone(),
+            ));
             queues.push(Some(tx));
         }
         tracing::info!(?peers, me = %advertise, "routing rollups by rendezvous hashing");
@@ -120,6 +138,7 @@ impl RollupRouter for PeerRouter {
 async fn forward(
     peer: String,
     mut client: PeerServiceClient<tonic::transport::Channel>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     mut rx: mpsc::Receiver<(CounterKey, Timestamp)>,
     local: LocalTrigger,
 ) {
@@ -147,6 +166,10 @@ async fn forward(
                 .collect(),
             due: Some(timestamp_to_proto(due)),
         };
+        let mut request = Request::new(request);
+        if let Some(value) = &authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
         match client.trigger_rollups(request).await {
             Ok(_) => metrics::counter!("tally_rollup_triggers_forwarded_total").increment(batch.len() as u64),
             Err(status) => {

@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use serde::{Deserialize, Serialize};
 use tally_core::{CounterType, IdempotencyToken, Timestamp};
 use tally_engine::{Count, Mutated};
 
 use super::{HttpState, WirePath, json_body};
+use crate::auth::{Access, Principal};
 use crate::convert::{counter_key, token};
 use crate::error::ApiError;
 use crate::metrics::observe;
@@ -104,11 +105,13 @@ pub struct AddAndGetJson {
 /// `POST /v1/namespaces/{ns}/counters/{counter}/add`
 pub async fn add_count(
     State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
     WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MutationJson>, ApiError> {
     observe("http", "AddCount", async {
         let key = counter_key(&ns, &counter)?;
+        who.require(Access::Write, &key.namespace)?;
         let body: AddBody = json_body(body, state.max_body_bytes)?;
         let token = body.idempotency_token.as_ref().map(TokenJson::parse).transpose()?;
         Ok(Json(state.engine.add_count(&key, body.delta, token).await?.into()))
@@ -119,11 +122,13 @@ pub async fn add_count(
 /// `POST /v1/namespaces/{ns}/counters/{counter}/add-and-get`
 pub async fn add_and_get_count(
     State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
     WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AddAndGetJson>, ApiError> {
     observe("http", "AddAndGetCount", async {
         let key = counter_key(&ns, &counter)?;
+        who.require(Access::Write, &key.namespace)?;
         let body: AddBody = json_body(body, state.max_body_bytes)?;
         let token = body.idempotency_token.as_ref().map(TokenJson::parse).transpose()?;
         let (mutated, count) = state.engine.add_and_get_count(&key, body.delta, token).await?;
@@ -135,10 +140,12 @@ pub async fn add_and_get_count(
 /// `GET /v1/namespaces/{ns}/counters/{counter}`
 pub async fn get_count(
     State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
     WirePath((ns, counter)): WirePath<(String, String)>,
 ) -> Result<Json<CountJson>, ApiError> {
     observe("http", "GetCount", async {
         let key = counter_key(&ns, &counter)?;
+        who.require(Access::Read, &key.namespace)?;
         let count = state.engine.get_count(&key).await?;
         Ok(Json(count_json(ns, counter, count)))
     })
@@ -148,11 +155,13 @@ pub async fn get_count(
 /// `POST /v1/namespaces/{ns}/counters/{counter}/clear`
 pub async fn clear_count(
     State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
     WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MutationJson>, ApiError> {
     observe("http", "ClearCount", async {
         let key = counter_key(&ns, &counter)?;
+        who.require(Access::Write, &key.namespace)?;
         let body: ClearBody = json_body(body, state.max_body_bytes)?;
         let token = body.idempotency_token.as_ref().map(TokenJson::parse).transpose()?;
         Ok(Json(state.engine.clear_count(&key, token).await?.into()))

@@ -14,8 +14,8 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -24,6 +24,7 @@ use tally_core::ErrorCode;
 use tally_engine::Engine;
 use tokio::net::TcpListener;
 
+use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 
 /// One HTTP route: method, path (axum syntax) and the operation it serves.
@@ -70,6 +71,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// The request body limit, in bytes.
     pub max_body_bytes: usize,
+    /// Who may do what.
+    pub auth: Arc<Authenticator>,
 }
 
 /// The router over every route in [`ROUTES`].
@@ -93,9 +96,34 @@ pub fn router(state: HttpState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // Runs before every handler: a request that fails authentication reaches none.
+        .layer(axum::middleware::from_fn_with_state(state.auth.clone(), authenticate))
         // The limit is enforced by `json_body` so the refusal has the JSON error shape.
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Authenticates every request but `/healthz` from its `Authorization` header and attaches the
+/// [`Principal`] that handlers check scopes against.
+async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let principal = if request.uri().path() == "/healthz" {
+        Ok(Principal::unrestricted())
+    } else {
+        let header =
+            request.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+        auth.authenticate_header(header)
+    };
+    match principal {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use tally_core::{ErrorCode, Namespace, NamespaceConfig, NamespaceConfigPatch};
 
 use super::{HttpState, WirePath, json_body};
+use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::metrics::observe;
 
@@ -27,11 +28,13 @@ fn namespace_json(name: &Namespace, config: NamespaceConfig) -> NamespaceJson {
 /// body leaves out take their defaults on create and keep their values on update.
 pub async fn put_namespace(
     State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
     WirePath(ns): WirePath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<NamespaceJson>), ApiError> {
     observe("http", "PutNamespace", async {
         let name = Namespace::new(&ns)?;
+        who.require(Access::Admin, &name)?;
         let patch: NamespaceConfigPatch = json_body(body, state.max_body_bytes)?;
         match state.engine.get_namespace(&name).await {
             Ok(current) => {
@@ -52,10 +55,12 @@ pub async fn put_namespace(
 /// `GET /v1/namespaces/{ns}`
 pub async fn get_namespace(
     State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
     WirePath(ns): WirePath<String>,
 ) -> Result<Json<NamespaceJson>, ApiError> {
     observe("http", "GetNamespace", async {
         let name = Namespace::new(&ns)?;
+        who.require(Access::Read, &name)?;
         Ok(Json(namespace_json(&name, state.engine.get_namespace(&name).await?)))
     })
     .await
@@ -64,10 +69,12 @@ pub async fn get_namespace(
 /// `DELETE /v1/namespaces/{ns}`: 204 when deleted.
 pub async fn delete_namespace(
     State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
     WirePath(ns): WirePath<String>,
 ) -> Result<StatusCode, ApiError> {
     observe("http", "DeleteNamespace", async {
         let name = Namespace::new(&ns)?;
+        who.require(Access::Admin, &name)?;
         state.engine.delete_namespace(&name).await?;
         Ok(StatusCode::NO_CONTENT)
     })
@@ -75,10 +82,17 @@ pub async fn delete_namespace(
 }
 
 /// `GET /v1/namespaces`
-pub async fn list_namespaces(State(state): State<HttpState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list_namespaces(
+    State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     observe("http", "ListNamespaces", async {
         let all = state.engine.list_namespaces().await?;
-        let list: Vec<_> = all.into_iter().map(|(n, c)| namespace_json(&n, c)).collect();
+        let list: Vec<_> = all
+            .into_iter()
+            .filter(|(n, _)| who.allows(Access::Read, n))
+            .map(|(n, c)| namespace_json(&n, c))
+            .collect();
         Ok(Json(serde_json::json!({ "namespaces": list })))
     })
     .await

@@ -3,11 +3,14 @@
 //! ClearCount, `TALLY.ADD` an AddCount with an idempotency token. The rest is what clients
 //! send on connect.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use tally_core::{CounterKey, IdempotencyToken, Timestamp};
+use tally_core::{CounterKey, ErrorCode, IdempotencyToken, Timestamp};
 use tally_engine::Engine;
 
 use super::reply::Reply;
+use crate::auth::{Access, Authenticator, Principal};
 use crate::error::ApiError;
 use crate::metrics::observe;
 
@@ -21,6 +24,10 @@ pub struct Session {
     pub id: u64,
     /// Set by `QUIT`: close after replying.
     pub closing: bool,
+    /// The configured tokens.
+    pub auth: Arc<Authenticator>,
+    /// Who this connection authenticated as; `None` until `AUTH` when authentication is on.
+    pub principal: Option<Principal>,
 }
 
 /// Whether the command mutates a counter; consecutive mutations of a pipeline run concurrently.
@@ -64,11 +71,58 @@ async fn add_and_get(engine: &Engine, key_arg: &Bytes, delta: Result<i64, ApiErr
     result.map_or_else(err, Reply::Integer)
 }
 
+/// Commands a connection may send before it authenticates.
+const BEFORE_AUTH: [&str; 4] = ["AUTH", "HELLO", "QUIT", "PING"];
+
+/// The access a counter command needs and the arguments that are its keys.
+fn keys_of<'a>(cmd: &str, rest: &'a [Bytes]) -> Option<(Access, &'a [Bytes])> {
+    match cmd {
+        "INCR" | "DECR" | "INCRBY" | "DECRBY" | "TALLY.ADD" => Some((Access::Write, rest.get(..1)?)),
+        "GET" => Some((Access::Read, rest.get(..1)?)),
+        "MGET" => Some((Access::Read, rest)),
+        "DEL" => Some((Access::Write, rest)),
+        _ => None,
+    }
+}
+
+/// `UNAUTHENTICATED` before `AUTH`, `PERMISSION_DENIED` for a key outside the token's scopes;
+/// checked for every key before any of them is touched. Keys that do not parse are left to
+/// the command, which refuses them.
+fn authorize(session: &Session, cmd: &str, rest: &[Bytes]) -> Result<(), ApiError> {
+    let Some(principal) = &session.principal else {
+        if BEFORE_AUTH.contains(&cmd) {
+            return Ok(());
+        }
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "authentication required: send AUTH <token>"));
+    };
+    if let Some((access, keys)) = keys_of(cmd, rest) {
+        for key in keys.iter().filter_map(|k| key(k).ok()) {
+            principal.require(access, &key.namespace)?;
+        }
+    }
+    Ok(())
+}
+
+/// `AUTH [user] token`: the user name is ignored, as with Redis' default user.
+fn auth(session: &mut Session, token: &Bytes) -> Reply {
+    let presented = std::str::from_utf8(token).ok();
+    match session.auth.authenticate(presented.or(Some(""))) {
+        Ok(principal) => {
+            session.principal = Some(principal);
+            Reply::Simple("OK")
+        }
+        Err(e) => err(e),
+    }
+}
+
 /// Runs one command.
 pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Reply {
     let Some(name) = args.first() else { return Reply::Error("ERR empty command".into()) };
     let cmd = upper(name);
     let rest = &args[1..];
+    if let Err(e) = authorize(session, &cmd, rest) {
+        return err(e);
+    }
     match (cmd.as_str(), rest) {
         ("INCR", [k]) => add_and_get(engine, k, Ok(1)).await,
         ("DECR", [k]) => add_and_get(engine, k, Ok(-1)).await,
@@ -130,8 +184,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
         ("PING", []) => Reply::Simple("PONG"),
         ("PING", [msg]) | ("ECHO", [msg]) => Reply::Bulk(msg.to_vec()),
         ("HELLO", rest) => hello(session, rest),
-        // No authentication is configured, so any credentials are accepted.
-        ("AUTH", [_] | [_, _]) => Reply::Simple("OK"),
+        ("AUTH", [token] | [_, token]) => auth(session, token),
         ("SELECT", [db]) if db.as_ref() == b"0" => Reply::Simple("OK"),
         ("SELECT", [_]) => Reply::Error("ERR DB index is out of range; tally has database 0 only".into()),
         ("CLIENT", [sub, rest @ ..]) => client(session, &upper(sub), rest),
@@ -187,13 +240,17 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
             _ => return Reply::Error("NOPROTO unsupported protocol version; tally speaks 2 and 3".into()),
         }
     }
-    // Options after the version: AUTH user pass (accepted), SETNAME name.
+    // Options after the version: AUTH user token, SETNAME name.
     let mut rest = args.iter().skip(1);
     while let Some(option) = rest.next() {
         match upper(option).as_str() {
             "AUTH" => {
-                rest.next();
-                rest.next();
+                let (Some(_user), Some(token)) = (rest.next(), rest.next()) else {
+                    return Reply::Error("ERR syntax error in HELLO option 'AUTH'".into());
+                };
+                if let Reply::Error(e) = auth(session, token) {
+                    return Reply::Error(e);
+                }
             }
             "SETNAME" => session.name = rest.next().map(|n| n.to_vec()),
             other => return Reply::Error(format!("ERR syntax error in HELLO option '{other}'")),

@@ -25,16 +25,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use commands::Session;
+
+use crate::auth::{Authenticator, Principal};
 pub use parser::Limits;
 use reply::Reply;
 
 /// Settings of the RESP listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RespOptions {
     /// Request bounds.
     pub limits: Limits,
     /// Most connections at once; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Who may do what; connections start unauthenticated when it is enabled.
+    pub auth: Arc<Authenticator>,
 }
 
 /// Serves RESP on `listener` until `shutdown` fires, then lets open connections finish the
@@ -65,10 +69,10 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        let (engine, shutdown, auth) = (engine.clone(), shutdown.clone(), options.auth.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
         tracker.spawn(async move {
-            if let Err(e) = connection(engine, socket, id, options.limits, shutdown).await {
+            if let Err(e) = connection(engine, socket, id, options.limits, auth, shutdown).await {
                 tracing::debug!(error = %e, "resp connection ended");
             }
             drop(permit);
@@ -84,10 +88,12 @@ async fn connection(
     mut socket: TcpStream,
     id: u64,
     limits: Limits,
+    auth: Arc<Authenticator>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
-    let mut session = Session { resp3: false, name: None, id, closing: false };
+    let principal = (!auth.enabled()).then(Principal::unrestricted);
+    let mut session = Session { resp3: false, name: None, id, closing: false, auth, principal };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -139,9 +145,17 @@ async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<By
             .count();
         if adds > 0 {
             let group = &requests[i..i + adds];
-            // Adds touch no session state, so a throwaway session is enough for them.
+            // Adds change no session state, so a throwaway copy of its identity is enough.
+            let (auth, principal) = (&session.auth, &session.principal);
             let runs = group.iter().map(|r| async move {
-                let mut scratch = Session { resp3: false, name: None, id: 0, closing: false };
+                let mut scratch = Session {
+                    resp3: false,
+                    name: None,
+                    id: 0,
+                    closing: false,
+                    auth: auth.clone(),
+                    principal: principal.clone(),
+                };
                 commands::run(engine, &mut scratch, r).await
             });
             replies.extend(join_all(runs).await);

@@ -1,5 +1,6 @@
 //! End-to-end tests of both front doors, in process, on port 0, with a manual clock.
 
+mod auth;
 mod counters;
 mod errors;
 mod http_routes;

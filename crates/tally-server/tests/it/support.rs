@@ -32,6 +32,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() }).await
+    }
+
+    /// Serves with `config` (its addresses are ignored: the listeners are on port 0).
+    pub async fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = ManualClock::new(Timestamp::from_millis(1_764_000_000_000));
         let store: Arc<dyn Store> = Arc::new(
@@ -52,7 +57,6 @@ impl TestServer {
             resp: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
         let (http, grpc, resp) = listeners.addrs().expect("addrs");
-        let config = ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let (engine, shutdown) = (engine.clone(), shutdown.clone());

@@ -456,3 +456,49 @@ fn sigterm_drains_and_exits_cleanly_and_nothing_is_lost() {
     let (_, count) = second.curl("GET", "/v1/namespaces/stop/counters/c", None);
     assert_eq!(count["count"], json!(20));
 }
+
+#[test]
+fn with_auth_on_curl_redis_cli_and_the_cli_need_a_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        r#"
+[auth]
+enabled = true
+[[auth.tokens]]
+name = "ops"
+token = "ops-secret-0123456789"
+scopes = ["admin:*"]
+[[auth.tokens]]
+name = "viewer"
+token = "viewer-secret-0123456"
+scopes = ["read:*"]
+"#,
+    )
+    .expect("config");
+    let s =
+        Server::start_with(&dir.path().join("data"), &["--config".to_owned(), config.display().to_string()]);
+
+    let (status, body) = s.curl("GET", "/v1/namespaces/default/counters/c", None);
+    assert_eq!((status, body["error"]["code"].clone()), (401, json!("UNAUTHENTICATED")), "{body}");
+    let (status, _) = s.curl("GET", "/healthz", None);
+    assert_eq!(status, 200);
+
+    let ops = ["--auth-token", "ops-secret-0123456789"];
+    let (ok, out) = s.cli(&[&["ns", "create", "acc", "--type", "accurate"][..], &ops].concat());
+    assert!(ok, "{out}");
+    let (ok, out) = s.cli(&["add", "acc", "c", "3"]);
+    assert!(!ok && out.contains("UNAUTHENTICATED"), "{out}");
+    let (ok, out) = s.cli(&["add", "acc", "c", "3", "--auth-token", "viewer-secret-0123456"]);
+    assert!(!ok && out.contains("PERMISSION_DENIED"), "{out}");
+    let (ok, out) = s.cli(&[&["add", "acc", "c", "3"][..], &ops].concat());
+    assert!(ok, "{out}");
+
+    let refused = redis_cli(&s, &["INCRBY", "acc:c", "1"]);
+    assert!(refused.starts_with("UNAUTHENTICATED"), "{refused}");
+    let denied = redis_cli(&s, &["-a", "viewer-secret-0123456", "--no-auth-warning", "INCRBY", "acc:c", "1"]);
+    assert!(denied.starts_with("PERMISSION_DENIED"), "{denied}");
+    let read = redis_cli(&s, &["-a", "viewer-secret-0123456", "--no-auth-warning", "GET", "acc:c"]);
+    assert_eq!(read, "3", "only the ops token's add counted");
+}

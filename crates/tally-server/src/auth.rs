@@ -1,0 +1,294 @@
+//! Authentication and authorization: bearer tokens from the config file, each with scopes.
+//!
+//! Off by default. When on, every request but the health checks (`/healthz`, the gRPC health
+//! service) must carry a configured token: HTTP `Authorization: Bearer <token>`, gRPC metadata
+//! `authorization: Bearer <token>`, RESP `AUTH <token>` (or `HELLO 3 AUTH <user> <token>`).
+//! A missing or unknown token is `UNAUTHENTICATED`; a token whose scopes do not cover the
+//! operation on that namespace is `PERMISSION_DENIED`. Either way nothing is changed.
+//!
+//! A scope is `<access>:<namespace>` with access `read`, `write` or `admin` (each including
+//! the ones before it) and `*` for every namespace. Counter reads need `read`, counter
+//! mutations `write`, creating, updating and deleting a namespace `admin`; listing namespaces
+//! shows those the token can read; metrics, readiness, the OpenAPI document, reflection and
+//! peer traffic need any valid token.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tally_core::{ErrorCode, Namespace};
+
+use crate::error::ApiError;
+
+/// `[auth]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Whether requests must carry a token.
+    pub enabled: bool,
+    /// The token this instance sends to its peers (rollup routing); it must be one of `tokens`
+    /// on every peer.
+    pub peer_token: String,
+    /// The accepted tokens.
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// One accepted token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// A name for logs and error messages; never the secret.
+    pub name: String,
+    /// The secret, at least 16 characters.
+    pub token: String,
+    /// What the token may do, e.g. `["write:web", "read:*"]`.
+    pub scopes: Vec<String>,
+}
+
+/// What an operation needs, in increasing order of power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Read counters and namespace settings.
+    Read,
+    /// Mutate counters.
+    Write,
+    /// Create, update and delete namespaces.
+    Admin,
+}
+
+impl Access {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "administer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Scope {
+    access: Access,
+    /// `None` is every namespace.
+    namespace: Option<Namespace>,
+}
+
+impl Scope {
+    fn parse(text: &str) -> Result<Self, String> {
+        let (access, namespace) =
+            text.split_once(':').ok_or_else(|| format!("scope {text:?} must look like read:<namespace>"))?;
+        let access = match access {
+            "read" => Access::Read,
+            "write" => Access::Write,
+            "admin" => Access::Admin,
+            other => return Err(format!("scope {text:?}: access {other:?} is not read, write or admin")),
+        };
+        let namespace = match namespace {
+            "*" => None,
+            name => Some(Namespace::new(name).map_err(|e| format!("scope {text:?}: {e}"))?),
+        };
+        Ok(Self { access, namespace })
+    }
+}
+
+/// Who is asking: the token a request was authenticated with, or everyone when auth is off.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    name: Arc<str>,
+    /// `None`: unrestricted (authentication is off).
+    scopes: Option<Arc<[Scope]>>,
+}
+
+impl Principal {
+    /// The principal of every request when authentication is off.
+    pub fn unrestricted() -> Self {
+        Self { name: Arc::from("anonymous"), scopes: None }
+    }
+
+    /// Whether this principal may do `access` on `namespace`.
+    pub fn allows(&self, access: Access, namespace: &Namespace) -> bool {
+        self.scopes.as_ref().is_none_or(|scopes| {
+            scopes.iter().any(|s| s.access >= access && s.namespace.as_ref().is_none_or(|n| n == namespace))
+        })
+    }
+
+    /// `PERMISSION_DENIED` unless this principal may do `access` on `namespace`.
+    pub fn require(&self, access: Access, namespace: &Namespace) -> Result<(), ApiError> {
+        if self.allows(access, namespace) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!("token {:?} may not {} namespace {namespace}", self.name, access.verb()),
+            ))
+        }
+    }
+}
+
+/// The configured tokens.
+#[derive(Debug)]
+pub struct Authenticator {
+    enabled: bool,
+    tokens: Vec<(Vec<u8>, Principal)>,
+}
+
+impl Authenticator {
+    /// Everyone may do everything.
+    pub fn disabled() -> Self {
+        Self { enabled: false, tokens: Vec::new() }
+    }
+
+    /// Checks and loads `[auth]`.
+    pub fn from_config(section: &AuthSection) -> anyhow::Result<Self> {
+        if !section.enabled {
+            return Ok(Self::disabled());
+        }
+        anyhow::ensure!(!section.tokens.is_empty(), "[auth] is enabled but lists no tokens");
+        let mut tokens = Vec::with_capacity(section.tokens.len());
+        for entry in &section.tokens {
+            anyhow::ensure!(
+                entry.token.len() >= 16,
+                "[auth] token {:?} is shorter than 16 characters",
+                entry.name
+            );
+            anyhow::ensure!(
+                !tokens.iter().any(|(t, _): &(Vec<u8>, Principal)| t == entry.token.as_bytes()),
+                "[auth] token {:?} is listed twice",
+                entry.name
+            );
+            let scopes = entry
+                .scopes
+                .iter()
+                .map(|s| Scope::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("[auth] token {:?}: {e}", entry.name))?;
+            let principal = Principal { name: Arc::from(entry.name.as_str()), scopes: Some(scopes.into()) };
+            tokens.push((entry.token.as_bytes().to_vec(), principal));
+        }
+        Ok(Self { enabled: true, tokens })
+    }
+
+    /// Whether requests must carry a token.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The principal a presented token stands for.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, ApiError> {
+        if !self.enabled {
+            return Ok(Principal::unrestricted());
+        }
+        let presented = presented.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "this server requires a token: Authorization: Bearer <token>",
+            )
+        })?;
+        // Every configured token is compared, in constant time each, so the time taken does
+        // not tell which prefix matched.
+        let mut found = None;
+        for (token, principal) in &self.tokens {
+            if constant_time_eq(token, presented.as_bytes()) {
+                found = Some(principal);
+            }
+        }
+        found.cloned().ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the token is not valid"))
+    }
+
+    /// Authenticates an `Authorization` header value (`Bearer <token>`).
+    pub fn authenticate_header(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        if !self.enabled {
+            return Ok(Principal::unrestricted());
+        }
+        let token = match header {
+            None => None,
+            Some(value) => Some(
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+                    .map(str::trim)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::Unauthenticated,
+                            "the authorization header must be `Bearer <token>`",
+                        )
+                    })?,
+            ),
+        };
+        self.authenticate(token)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(name: &str) -> Namespace {
+        Namespace::new(name).expect("ns")
+    }
+
+    fn auth() -> Authenticator {
+        let entry = |name: &str, token: &str, scopes: &[&str]| TokenEntry {
+            name: name.to_owned(),
+            token: token.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        Authenticator::from_config(&AuthSection {
+            enabled: true,
+            peer_token: String::new(),
+            tokens: vec![
+                entry("ingest", "ingest-0123456789abcdef", &["write:web"]),
+                entry("dash", "dash-0123456789abcdef", &["read:*"]),
+                entry("ops", "ops-0123456789abcdef", &["admin:*"]),
+            ],
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn scopes_include_weaker_access_and_stop_at_their_namespace() {
+        let auth = auth();
+        let ingest = auth.authenticate(Some("ingest-0123456789abcdef")).expect("known");
+        assert!(ingest.allows(Access::Write, &ns("web")) && ingest.allows(Access::Read, &ns("web")));
+        assert!(!ingest.allows(Access::Admin, &ns("web")) && !ingest.allows(Access::Read, &ns("app")));
+        let dash = auth.authenticate_header(Some("Bearer dash-0123456789abcdef")).expect("known");
+        assert!(dash.allows(Access::Read, &ns("any")) && !dash.allows(Access::Write, &ns("any")));
+        let err = dash.require(Access::Write, &ns("web")).expect_err("read only");
+        assert_eq!(err.code, ErrorCode::PermissionDenied);
+        assert!(err.message.contains("\"dash\"") && err.message.contains("web"), "{}", err.message);
+        let ops = auth.authenticate(Some("ops-0123456789abcdef")).expect("known");
+        assert!(ops.allows(Access::Admin, &ns("web")));
+    }
+
+    #[test]
+    fn missing_wrong_and_malformed_tokens_are_unauthenticated() {
+        let auth = auth();
+        for header in [None, Some("Bearer nope-0123456789abcdef"), Some("Basic abc"), Some("Bearer ")] {
+            let err = auth.authenticate_header(header).expect_err("refused");
+            assert_eq!(err.code, ErrorCode::Unauthenticated, "{header:?}");
+        }
+        assert!(Authenticator::disabled().authenticate(None).expect("off").allows(Access::Admin, &ns("x")));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_the_token_named() {
+        let config = |token: &str, scope: &str| AuthSection {
+            enabled: true,
+            peer_token: String::new(),
+            tokens: vec![TokenEntry { name: "t1".into(), token: token.into(), scopes: vec![scope.into()] }],
+        };
+        for (section, needle) in [
+            (config("short", "read:*"), "shorter than 16"),
+            (config("long-enough-token-1", "read"), "must look like"),
+            (config("long-enough-token-1", "delete:*"), "not read, write or admin"),
+            (config("long-enough-token-1", "read:bad name"), "scope"),
+            (AuthSection { enabled: true, ..AuthSection::default() }, "no tokens"),
+        ] {
+            let err = Authenticator::from_config(&section).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Authentication and authorization on every front door: a missing or wrong token is
+//! UNAUTHENTICATED, a token without the scope is PERMISSION_DENIED, and neither changes anything.
+
+use redis::AsyncCommands;
+use serde_json::json;
+use tally_core::{CounterKey, CounterType, Namespace, NamespaceConfig};
+use tally_proto::v1 as pb;
+use tally_proto::v1::counter_service_client::CounterServiceClient;
+use tally_server::ServerConfig;
+use tally_server::auth::{AuthSection, TokenEntry};
+use tonic::metadata::MetadataValue;
+
+use crate::support::TestServer;
+
+const WRITER: &str = "writer-token-0000001";
+const READER: &str = "reader-token-0000001";
+const ADMIN: &str = "admin-token-00000001";
+
+async fn server() -> TestServer {
+    let entry = |name: &str, token: &str, scope: &str| TokenEntry {
+        name: name.to_owned(),
+        token: token.to_owned(),
+        scopes: vec![scope.to_owned()],
+    };
+    let auth = AuthSection {
+        enabled: true,
+        peer_token: String::new(),
+        tokens: vec![
+            entry("writer", WRITER, "write:web"),
+            entry("reader", READER, "read:*"),
+            entry("admin", ADMIN, "admin:*"),
+        ],
+    };
+    let server = TestServer::start_with(ServerConfig { auth, ..ServerConfig::default() }).await;
+    for ns in ["web", "app"] {
+        let config = NamespaceConfig { counter_type: CounterType::Accurate, ..NamespaceConfig::default() };
+        server.engine.create_namespace(&Namespace::new(ns).expect("ns"), config).await.expect("namespace");
+    }
+    server
+}
+
+async fn count(server: &TestServer, key: &str) -> i64 {
+    let key = CounterKey::parse_joined(key).expect("key");
+    server.engine.get_count(&key).await.expect("count").value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_need_a_token_with_the_scope() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut request = http.request(method, format!("{}{path}", s.http)).json(&json!({}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let status_and_code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+    };
+    use reqwest::Method as M;
+
+    assert_eq!(call(M::GET, "/healthz", None).await.expect("healthz").status(), 200);
+    for path in ["/metrics", "/readyz", "/openapi.json", "/v1/namespaces"] {
+        let r = call(M::GET, path, None).await.expect("request");
+        assert_eq!(status_and_code(r).await, (401, "UNAUTHENTICATED".to_owned()), "{path}");
+    }
+    assert_eq!(call(M::GET, "/metrics", Some(READER)).await.expect("metrics").status(), 200);
+
+    let add = "/v1/namespaces/web/counters/c/add";
+    for (token, want) in [
+        (None, (401, "UNAUTHENTICATED")),
+        (Some("not-a-configured-token"), (401, "UNAUTHENTICATED")),
+        (Some(READER), (403, "PERMISSION_DENIED")),
+    ] {
+        let r = call(M::POST, add, token).await.expect("add");
+        assert_eq!(status_and_code(r).await, (want.0, want.1.to_owned()), "{token:?}");
+    }
+    let r = call(M::POST, "/v1/namespaces/app/counters/c/add", Some(WRITER)).await.expect("add");
+    assert_eq!(status_and_code(r).await, (403, "PERMISSION_DENIED".to_owned()), "write:web on app");
+    assert_eq!(call(M::POST, add, Some(WRITER)).await.expect("add").status(), 200);
+    assert_eq!((count(&s, "web:c").await, count(&s, "app:c").await), (1, 0), "refused adds wrote nothing");
+
+    let r = call(M::GET, "/v1/namespaces/web/counters/c", Some(READER)).await.expect("get");
+    assert_eq!(r.json::<serde_json::Value>().await.expect("json")["count"], json!(1));
+    let r = call(M::GET, "/v1/namespaces/web/counters/c", Some(WRITER)).await.expect("get");
+    assert_eq!(r.status(), 200, "write includes read");
+
+    // Namespaces: admin only; the list shows what the token can read.
+    let r = call(M::PUT, "/v1/namespaces/new", Some(WRITER)).await.expect("put");
+    assert_eq!(status_and_code(r).await, (403, "PERMISSION_DENIED".to_owned()));
+    let r = call(M::DELETE, "/v1/namespaces/web", Some(READER)).await.expect("delete");
+    assert_eq!(status_and_code(r).await, (403, "PERMISSION_DENIED".to_owned()));
+    assert!(s.engine.get_namespace(&Namespace::new("web").expect("ns")).await.is_ok(), "web survived");
+    assert_eq!(call(M::PUT, "/v1/namespaces/new", Some(ADMIN)).await.expect("put").status(), 201);
+    let listed: serde_json::Value =
+        call(M::GET, "/v1/namespaces", Some(WRITER)).await.expect("list").json().await.expect("json");
+    let names: Vec<_> =
+        listed["namespaces"].as_array().expect("list").iter().map(|n| n["name"].clone()).collect();
+    assert_eq!(names, vec![json!("web")]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_need_a_token_with_the_scope_and_health_needs_none() {
+    let s = server().await;
+    let channel = s.channel().await;
+    let mut client = CounterServiceClient::new(channel.clone());
+    let add = |token: Option<&str>, namespace: &str| {
+        let mut request = tonic::Request::new(pb::AddCountRequest {
+            namespace: namespace.to_owned(),
+            counter_name: "c".to_owned(),
+            delta: 5,
+            idempotency_token: None,
+        });
+        if let Some(token) = token {
+            let value = MetadataValue::try_from(format!("Bearer {token}")).expect("metadata");
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    };
+    for (token, namespace, want) in [
+        (None, "web", tonic::Code::Unauthenticated),
+        (Some("not-a-configured-token"), "web", tonic::Code::Unauthenticated),
+        (Some(READER), "web", tonic::Code::PermissionDenied),
+        (Some(WRITER), "app", tonic::Code::PermissionDenied),
+    ] {
+        let status = client.add_count(add(token, namespace)).await.expect_err("refused");
+        assert_eq!(status.code(), want, "{token:?} on {namespace}: {status:?}");
+    }
+    client.add_count(add(Some(WRITER), "web")).await.expect("allowed");
+    assert_eq!((count(&s, "web:c").await, count(&s, "app:c").await), (5, 0), "refused adds wrote nothing");
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+    assert_eq!(reply.expect("health without a token").into_inner().status, 1, "SERVING");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_commands_need_auth_with_the_scope() {
+    let s = server().await;
+    let mut c = redis::Client::open(s.resp.clone())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let code = |e: redis::RedisError| e.code().unwrap_or("").to_owned();
+
+    let refused: redis::RedisResult<i64> = c.incr("web:c", 1).await;
+    assert_eq!(code(refused.expect_err("before AUTH")), "UNAUTHENTICATED");
+    let wrong: redis::RedisResult<()> =
+        redis::cmd("AUTH").arg("not-a-configured-token").query_async(&mut c).await;
+    assert_eq!(code(wrong.expect_err("wrong token")), "UNAUTHENTICATED");
+    let still: redis::RedisResult<i64> = c.get("web:c").await;
+    assert_eq!(code(still.expect_err("still not authenticated")), "UNAUTHENTICATED");
+
+    let () = redis::cmd("AUTH").arg(READER).query_async(&mut c).await.expect("reader");
+    let denied: redis::RedisResult<i64> = c.incr("web:c", 1).await;
+    assert_eq!(code(denied.expect_err("read only")), "PERMISSION_DENIED");
+
+    let () = redis::cmd("AUTH").arg("default").arg(WRITER).query_async(&mut c).await.expect("writer");
+    assert_eq!(c.incr::<_, _, i64>("web:c", 2).await.expect("allowed"), 2);
+    // A pipeline of adds runs concurrently; each is still checked.
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors().cmd("INCRBY").arg("web:d").arg(1).cmd("INCRBY").arg("app:d").arg(1);
+    let replies: Vec<redis::Value> = pipe.query_async(&mut c).await.expect("pipeline");
+    assert_eq!(replies[0], redis::Value::Int(1), "web is in scope");
+    assert!(
+        matches!(&replies[1], redis::Value::ServerError(e) if e.code() == "PERMISSION_DENIED"),
+        "app is out of the writer's scope: {:?}",
+        replies[1]
+    );
+    let del: redis::RedisResult<i64> = redis::cmd("DEL").arg("web:c").arg("app:c").query_async(&mut c).await;
+    assert_eq!(code(del.expect_err("one key out of scope")), "PERMISSION_DENIED");
+    assert_eq!(
+        (count(&s, "web:c").await, count(&s, "web:d").await, count(&s, "app:d").await),
+        (2, 1, 0),
+        "refused commands wrote nothing"
+    );
+
+    // HELLO 3 AUTH authenticates a fresh connection in one step.
+    let mut fresh = redis::Client::open(s.resp.clone())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: redis::Value = redis::cmd("HELLO")
+        .arg(3)
+        .arg("AUTH")
+        .arg("default")
+        .arg(READER)
+        .query_async(&mut fresh)
+        .await
+        .expect("hello");
+    assert_eq!(fresh.get::<_, i64>("web:c").await.expect("read"), 2);
+    s.stop().await;
+}

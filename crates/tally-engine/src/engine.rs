@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tally_core::{
     Checkpoint, Clock, CounterKey, CounterType, Event, EventKind, IdempotencyToken, Namespace,
@@ -64,6 +66,8 @@ struct Inner {
     token_sequence: AtomicU64,
     /// Where rollup triggers go when a peer list is configured; local otherwise.
     router: OnceLock<Arc<dyn RollupRouter>>,
+    /// Admission: one permit per counter operation in flight (`max_in_flight`).
+    in_flight: Arc<Semaphore>,
 }
 
 /// The engine's background tasks; see [`Engine::start_background`].
@@ -106,9 +110,10 @@ impl Engine {
             namespaces,
             best_effort,
             rollups,
-            options,
             token_sequence: AtomicU64::new(0),
             router: OnceLock::new(),
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            options,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -192,6 +197,7 @@ impl Engine {
         delta: i64,
         token: Option<IdempotencyToken>,
     ) -> EngineResult<Mutated> {
+        let _permit = self.admit()?;
         let config = self.inner.namespaces.get(&key.namespace).await?;
         if config.counter_type == CounterType::BestEffort {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now()).await?;
@@ -222,6 +228,7 @@ impl Engine {
         delta: i64,
         token: Option<IdempotencyToken>,
     ) -> EngineResult<(Mutated, Count)> {
+        let _permit = self.admit()?;
         let config = self.inner.namespaces.get(&key.namespace).await?;
         let now = self.inner.clock.now();
         match config.counter_type {
@@ -256,6 +263,7 @@ impl Engine {
 
     /// `GetCount`: the counter's count, as fresh as its type promises. Triggers a rollup.
     pub async fn get_count(&self, key: &CounterKey) -> EngineResult<Count> {
+        let _permit = self.admit()?;
         let config = self.inner.namespaces.get(&key.namespace).await?;
         let now = self.inner.clock.now();
         match config.counter_type {
@@ -287,6 +295,7 @@ impl Engine {
         key: &CounterKey,
         token: Option<IdempotencyToken>,
     ) -> EngineResult<Mutated> {
+        let _permit = self.admit()?;
         let config = self.inner.namespaces.get(&key.namespace).await?;
         if config.counter_type == CounterType::BestEffort {
             self.inner.best_effort.clear(key).await?;
@@ -341,6 +350,15 @@ impl Engine {
     pub fn local_rollup_trigger(&self) -> LocalTrigger {
         let rollups = self.inner.rollups.clone();
         Arc::new(move |key, due| rollups.trigger(key, due))
+    }
+
+    /// A permit to run one counter operation, or `Overloaded` at once when `max_in_flight`
+    /// operations are already waiting: load beyond what the store absorbs is shed, not queued.
+    fn admit(&self) -> EngineResult<OwnedSemaphorePermit> {
+        self.inner.in_flight.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("tally_requests_shed_total").increment(1);
+            EngineError::Overloaded { limit: self.inner.options.max_in_flight }
+        })
     }
 
     fn request_rollup(&self, key: &CounterKey, due: Timestamp) {

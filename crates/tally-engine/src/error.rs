@@ -20,6 +20,14 @@ pub enum EngineError {
     /// The namespace to create exists.
     #[error("namespace {0} already exists")]
     NamespaceExists(Namespace),
+    /// Too many operations are waiting for the store; this one was refused before it started.
+    #[error(
+        "too many operations are waiting for the store ({limit} in flight); this one was not started: retry with backoff"
+    )]
+    Overloaded {
+        /// The engine's `max_in_flight`.
+        limit: usize,
+    },
     /// The built-in namespace cannot be deleted.
     #[error("namespace default is built in and cannot be deleted")]
     DefaultNamespaceIsPermanent,
@@ -124,6 +132,7 @@ impl EngineError {
                 ErrorCode::OutOfRange
             }
             Self::CommitTooLate(_) => ErrorCode::DeadlineExceeded,
+            Self::Overloaded { .. } => ErrorCode::ResourceExhausted,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }

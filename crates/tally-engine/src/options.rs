@@ -23,6 +23,11 @@ pub struct EngineOptions {
     pub retention_interval: Duration,
     /// Checkpoints kept in the in-process cache. Default 200,000 (about 40 MiB).
     pub cache_capacity: u64,
+    /// Counter operations that may wait on the store at once; more are refused at once with
+    /// `RESOURCE_EXHAUSTED` instead of queueing without bound when the store is slower than
+    /// the load. Default 16,384: well above the 512–4,096 in flight the embedded store's
+    /// group commit needs for full speed, and a few MiB of waiting requests at most.
+    pub max_in_flight: usize,
 }
 
 impl Default for EngineOptions {
@@ -35,6 +40,7 @@ impl Default for EngineOptions {
             pending_scan_interval: Duration::from_secs(60),
             retention_interval: Duration::from_secs(600),
             cache_capacity: 200_000,
+            max_in_flight: 16_384,
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct EngineSection {
     pub retention_interval: Duration,
     /// Checkpoints kept in the in-process cache.
     pub cache_capacity: u64,
+    /// Counter operations waiting on the store at once; more are refused (`RESOURCE_EXHAUSTED`).
+    pub max_in_flight: usize,
 }
 
 /// `[store]`: the embedded store.
@@ -120,6 +122,7 @@ impl Default for EngineSection {
             pending_scan_interval: o.pending_scan_interval,
             retention_interval: o.retention_interval,
             cache_capacity: o.cache_capacity,
+            max_in_flight: o.max_in_flight,
         }
     }
 }
@@ -199,6 +202,7 @@ impl ServerConfig {
             pending_scan_interval: e.pending_scan_interval,
             retention_interval: e.retention_interval,
             cache_capacity: e.cache_capacity,
+            max_in_flight: e.max_in_flight,
         }
     }
 

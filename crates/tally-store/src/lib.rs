@@ -7,10 +7,13 @@
 //!
 //! [`Store`] is all three; the engine holds an `Arc<dyn Store>`. [`MemoryStore`] is the
 //! reference implementation, kept obviously right rather than fast. Every backend runs the
-//! same conformance suite, [`store_suite!`], behind the `testsuite` feature.
+//! same conformance suite, [`store_suite!`], behind the `testsuite` feature, which also
+//! has `faulty::FaultyStore` for injecting a slow or failing store into tests.
 
 mod contract;
 mod error;
+#[cfg(feature = "testsuite")]
+pub mod faulty;
 mod memory;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

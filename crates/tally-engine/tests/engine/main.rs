@@ -3,6 +3,7 @@
 mod convergence;
 mod counters;
 mod crash;
+mod faults;
 mod model;
 mod namespaces;
 mod support;

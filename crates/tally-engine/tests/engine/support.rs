@@ -29,12 +29,17 @@ impl TestEngine {
 
     /// A new engine over an existing store, as after a restart.
     pub async fn over(store: Arc<dyn Store>, clock: ManualClock) -> Self {
+        Self::over_with(store, clock, EngineOptions::default()).await
+    }
+
+    /// A new engine over an existing store with `options`.
+    pub async fn over_with(store: Arc<dyn Store>, clock: ManualClock, options: EngineOptions) -> Self {
         let engine = Engine::open(
             store.clone(),
             Arc::new(LocalCache::new(10_000)),
             Arc::new(LocalBestEffort::default()),
             Arc::new(clock.clone()),
-            EngineOptions::default(),
+            options,
         )
         .await
         .expect("engine opens");

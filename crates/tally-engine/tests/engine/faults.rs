@@ -1,0 +1,85 @@
+//! A store slower than the load, and a store that fails: load is shed with
+//! RESOURCE_EXHAUSTED instead of queueing without bound, a failing store is UNAVAILABLE and
+//! nothing unacknowledged is counted, and both recover without a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_core::{CounterKey, CounterName, CounterType, ErrorCode, ManualClock, Timestamp};
+use tally_engine::EngineOptions;
+use tally_store::MemoryStore;
+use tally_store::faulty::FaultyStore;
+
+use crate::support::{START_MILLIS, TestEngine};
+
+async fn faulty_engine(max_in_flight: usize) -> (TestEngine, Arc<FaultyStore>) {
+    let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new(Arc::new(clock.clone())))));
+    let options = EngineOptions { max_in_flight, ..EngineOptions::default() };
+    let t = TestEngine::over_with(faulty.clone(), clock, options).await;
+    (t, faulty)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_slower_than_the_load_sheds_the_excess_with_resource_exhausted() {
+    let (t, faulty) = faulty_engine(8).await;
+    let ns = t.namespace("slow", CounterType::Accurate).await;
+    let key = CounterKey::new(ns, CounterName::new("c").expect("name"));
+    faulty.hold_appends();
+    let waiting: Vec<_> = (0..8)
+        .map(|i| {
+            let (engine, key, token) = (t.engine.clone(), key.clone(), t.token(&format!("held-{i}")));
+            tokio::spawn(async move { engine.add_count(&key, 1, Some(token)).await })
+        })
+        .collect();
+    // All eight reach the store and wait there; bounded wait for the tasks to get that far.
+    for _ in 0..500 {
+        if faulty.waiting() == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(faulty.waiting(), 8);
+
+    // The ninth is refused at once, for every operation, and never reaches the store.
+    // (A timeout turns a missing admission check into a failure instead of a hang.)
+    let shed =
+        tokio::time::timeout(Duration::from_secs(5), t.engine.add_count(&key, 100, Some(t.token("shed"))));
+    let err = shed.await.expect("refused at once, not queued").expect_err("shed");
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted, "{err}");
+    assert_eq!(t.engine.get_count(&key).await.expect_err("shed").code(), ErrorCode::ResourceExhausted);
+    assert_eq!(faulty.waiting(), 8, "the refused add did not queue");
+
+    faulty.release();
+    for w in waiting {
+        assert!(w.await.expect("task").expect("held add completes").applied);
+    }
+    assert_eq!(
+        t.engine.get_count(&key).await.expect("after the load").value,
+        8,
+        "the shed add counted nothing"
+    );
+    assert!(t.engine.add_count(&key, 1, Some(t.token("after"))).await.expect("admitted again").applied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_is_unavailable_counts_nothing_and_recovers_without_restart() {
+    let (t, faulty) = faulty_engine(64).await;
+    let ns = t.namespace("disk", CounterType::Accurate).await;
+    let key = CounterKey::new(ns, CounterName::new("c").expect("name"));
+    assert!(t.engine.add_count(&key, 5, Some(t.token("before"))).await.expect("healthy").applied);
+
+    faulty.fail_appends(true);
+    let token = t.token("during");
+    let err = t.engine.add_count(&key, 7, Some(token.clone())).await.expect_err("store failing");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    let err = t.engine.clear_count(&key, Some(t.token("clear"))).await.expect_err("store failing");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    assert_eq!(t.engine.get_count(&key).await.expect("reads still work").value, 5);
+
+    faulty.fail_appends(false);
+    // The client retries the unacknowledged add with its token: applied once.
+    assert!(t.engine.add_count(&key, 7, Some(token.clone())).await.expect("recovered").applied);
+    assert!(!t.engine.add_count(&key, 7, Some(token)).await.expect("retry").applied);
+    assert_eq!(t.engine.get_count(&key).await.expect("count").value, 12);
+}

@@ -1,0 +1,128 @@
+//! [`FaultyStore`]: a store wrapper that injects faults, for tests of what the layers above do
+//! when the store is slow or failing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use tally_core::{Checkpoint, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
+use tokio::sync::Semaphore;
+
+use crate::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, Store, StoreError, StoreResult};
+
+/// Wraps a store. Appends can be held (they wait until released, as on a store slower than
+/// the load) or failed (`Unavailable`, as after a failed sync or a full disk, writing nothing).
+/// Everything else passes through.
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    held: AtomicBool,
+    gate: Semaphore,
+    waiting: AtomicUsize,
+    failing: AtomicBool,
+}
+
+impl FaultyStore {
+    /// A wrapper that injects nothing yet.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            held: AtomicBool::new(false),
+            gate: Semaphore::new(0),
+            waiting: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// From now on, appends wait until [`FaultyStore::release`].
+    pub fn hold_appends(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets every held append (and later ones) through.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
+    /// Appends waiting behind [`FaultyStore::hold_appends`].
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Whether appends fail with `Unavailable` without writing.
+    pub fn fail_appends(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventLog for FaultyStore {
+    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+        if self.held.load(Ordering::SeqCst) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let permit = self.gate.acquire().await;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: the sync failed (disk full)".to_owned()));
+        }
+        self.inner.append(event, deadline).await
+    }
+
+    async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
+        self.inner.fold(key, from, until).await
+    }
+
+    async fn delete_events_before(
+        &self,
+        key: &CounterKey,
+        before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        self.inner.delete_events_before(key, before, limit).await
+    }
+}
+
+#[async_trait]
+impl CounterStore for FaultyStore {
+    async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState> {
+        self.inner.counter_state(key).await
+    }
+
+    async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
+        self.inner.put_checkpoint(key, checkpoint).await
+    }
+
+    async fn scan_counters(
+        &self,
+        namespace: Option<&Namespace>,
+        after: Option<&CounterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(CounterKey, CounterState)>> {
+        self.inner.scan_counters(namespace, after, limit).await
+    }
+}
+
+#[async_trait]
+impl NamespaceStore for FaultyStore {
+    async fn create_namespace(&self, name: &Namespace, config: &NamespaceConfig) -> StoreResult<()> {
+        self.inner.create_namespace(name, config).await
+    }
+
+    async fn update_namespace(&self, name: &Namespace, config: &NamespaceConfig) -> StoreResult<()> {
+        self.inner.update_namespace(name, config).await
+    }
+
+    async fn get_namespace(&self, name: &Namespace) -> StoreResult<Option<NamespaceConfig>> {
+        self.inner.get_namespace(name).await
+    }
+
+    async fn list_namespaces(&self) -> StoreResult<Vec<(Namespace, NamespaceConfig)>> {
+        self.inner.list_namespaces().await
+    }
+
+    async fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool> {
+        self.inner.delete_namespace(name).await
+    }
+}

@@ -167,28 +167,47 @@ async fn add_until_answered(
     false
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_routed_instances_on_cassandra_and_memcached_converge_exactly_through_kill_9_and_a_memcached_restart()
- {
+/// memcached, three instances on the keyspace `<namespace>_<pid>` of the test node, a client
+/// whose requests give up after 10 s (a stuck request fails a test instead of hanging it), and
+/// the namespace `<namespace>` of `counter_type`.
+async fn cluster_with_namespace(
+    namespace: &str,
+    counter_type: &str,
+    routed: bool,
+) -> (Memcached, Arc<Cluster>, reqwest::Client) {
     let node = std::env::var("TALLY_TEST_CASSANDRA").expect(
         "set TALLY_TEST_CASSANDRA=127.0.0.1:9042 after `bash scripts/cassandra.sh start` (scripts/test.sh does)",
     );
-    let mut memcached = Memcached::start();
+    let memcached = Memcached::start();
     let args = vec![
         "--store".to_owned(),
-        format!("cassandra://{node}/cluster_{}", std::process::id()),
+        format!("cassandra://{node}/{namespace}_{}", std::process::id()),
         "--cache".to_owned(),
         format!("memcached://127.0.0.1:{}", memcached.port),
     ];
-    let cluster = Arc::new(Cluster::start(args, true));
-    let client = reqwest::Client::new();
+    let cluster = Arc::new(Cluster::start(args, routed));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     let created = client
-        .put(cluster.url(0, "/v1/namespaces/cluster"))
-        .json(&json!({"counter_type": "eventual"}))
+        .put(cluster.url(0, &format!("/v1/namespaces/{namespace}")))
+        .json(&json!({ "counter_type": counter_type }))
         .send()
         .await
         .expect("create namespace");
     assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+    (memcached, cluster, client)
+}
+
+/// A counter's count as one instance reads it.
+async fn count(client: &reqwest::Client, cluster: &Cluster, instance: usize, path: &str) -> Value {
+    let got: Value =
+        client.get(cluster.url(instance, path)).send().await.expect("get").json().await.expect("json");
+    got["count"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_routed_instances_on_cassandra_and_memcached_converge_exactly_through_kill_9_and_a_memcached_restart()
+ {
+    let (mut memcached, cluster, client) = cluster_with_namespace("cluster", "eventual", true).await;
 
     let done = Arc::new(AtomicU64::new(0));
     let acked: Arc<Mutex<HashMap<usize, i64>>> = Arc::default();
@@ -238,10 +257,10 @@ async fn three_routed_instances_on_cassandra_and_memcached_converge_exactly_thro
     let deadline = Instant::now() + Duration::from_secs(60);
     for instance in 0..INSTANCES {
         for (counter, want) in &acked {
-            let url = cluster.url(instance, &format!("/v1/namespaces/cluster/counters/c{counter}"));
+            let path = format!("/v1/namespaces/cluster/counters/c{counter}");
             loop {
-                let got: Value = client.get(&url).send().await.expect("get").json().await.expect("json");
-                if got["count"] == json!(want) {
+                let got = count(&client, &cluster, instance, &path).await;
+                if got == json!(want) {
                     break;
                 }
                 assert!(
@@ -260,23 +279,7 @@ async fn three_routed_instances_on_cassandra_and_memcached_converge_exactly_thro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_counters_in_memcached_are_shared_by_every_instance() {
-    let node = std::env::var("TALLY_TEST_CASSANDRA").expect("TALLY_TEST_CASSANDRA (scripts/test.sh sets it)");
-    let memcached = Memcached::start();
-    let args = vec![
-        "--store".to_owned(),
-        format!("cassandra://{node}/shared_{}", std::process::id()),
-        "--cache".to_owned(),
-        format!("memcached://127.0.0.1:{}", memcached.port),
-    ];
-    let cluster = Cluster::start(args, false);
-    let client = reqwest::Client::new();
-    let created = client
-        .put(cluster.url(0, "/v1/namespaces/fast"))
-        .json(&json!({"counter_type": "best_effort"}))
-        .send()
-        .await
-        .expect("create namespace");
-    assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+    let (_memcached, cluster, client) = cluster_with_namespace("fast", "best_effort", false).await;
     let adds = (0..90).map(|i| {
         let (client, url) = (client.clone(), cluster.url(i, "/v1/namespaces/fast/counters/views/add"));
         async move {
@@ -288,38 +291,14 @@ async fn best_effort_counters_in_memcached_are_shared_by_every_instance() {
     let failed: Vec<_> = answers.iter().filter(|(status, _)| !status.is_success()).collect();
     assert!(failed.is_empty(), "{failed:?}");
     for instance in 0..INSTANCES {
-        let got: Value = client
-            .get(cluster.url(instance, "/v1/namespaces/fast/counters/views"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(got["count"], json!(180), "instance {instance}");
+        let got = count(&client, &cluster, instance, "/v1/namespaces/fast/counters/views").await;
+        assert_eq!(got, json!(180), "instance {instance}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_adds_and_reads_carry_on_while_memcached_is_paused() {
-    let node = std::env::var("TALLY_TEST_CASSANDRA").expect("TALLY_TEST_CASSANDRA (scripts/test.sh sets it)");
-    let memcached = Memcached::start();
-    let args = vec![
-        "--store".to_owned(),
-        format!("cassandra://{node}/paused_{}", std::process::id()),
-        "--cache".to_owned(),
-        format!("memcached://127.0.0.1:{}", memcached.port),
-    ];
-    let cluster = Cluster::start(args, false);
-    // A request stuck behind the paused cache fails the test instead of hanging it.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-    let created = client
-        .put(cluster.url(0, "/v1/namespaces/durable"))
-        .json(&json!({"counter_type": "accurate"}))
-        .send()
-        .await
-        .expect("create namespace");
-    assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+    let (memcached, cluster, client) = cluster_with_namespace("durable", "accurate", false).await;
 
     // A paused memcached accepts connections and never answers: the slow case.
     memcached.signal("-STOP");
@@ -334,15 +313,8 @@ async fn durable_adds_and_reads_carry_on_while_memcached_is_paused() {
         );
     }
     for instance in 0..INSTANCES {
-        let got: Value = client
-            .get(cluster.url(instance, "/v1/namespaces/durable/counters/orders"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(got["count"], json!(30), "instance {instance} with memcached paused");
+        let got = count(&client, &cluster, instance, "/v1/namespaces/durable/counters/orders").await;
+        assert_eq!(got, json!(30), "instance {instance} with memcached paused");
     }
     memcached.signal("-CONT");
 }

@@ -340,20 +340,6 @@ impl CassandraStore {
         Ok(kinds)
     }
 
-    /// The answer to an append whose identity already holds `stored`.
-    fn judge(&self, event: &Event, stored: EventKind) -> StoreResult<Appended> {
-        if stored == event.kind {
-            Ok(Appended::Duplicate)
-        } else {
-            Err(StoreError::Conflict {
-                key: event.key.clone(),
-                token: event.token.clone(),
-                stored,
-                given: event.kind,
-            })
-        }
-    }
-
     async fn last_write_of(&self, key: &CounterKey) -> StoreResult<Option<Timestamp>> {
         Ok(self.counter_state(key).await?.last_write)
     }
@@ -397,7 +383,7 @@ impl EventLog for CassandraStore {
         let (seen, marked) = tokio::join!(self.mutations_of(&statements, identity), mark);
         marked.map_err(|e| unavailable(&format!("recording the last write of {key}"), e))?;
         if let Some(stored) = seen?.into_iter().next() {
-            return self.judge(event, stored);
+            return Appended::judge(event, stored);
         }
         if self.clock.now().saturating_add(self.write_timeout) > deadline {
             return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
@@ -423,7 +409,7 @@ impl EventLog for CassandraStore {
                     .execute_unpaged(&statements.delete_row, withdraw)
                     .await
                     .map_err(|e| unavailable(&format!("withdrawing a conflicting event of {key}"), e))?;
-                self.judge(event, other)
+                Appended::judge(event, other)
             }
         }
     }

@@ -284,16 +284,7 @@ impl<'a> Batch<'a> {
         let key = codec::event_key(&event.key, time, event.token.token());
         if let Some(stored) = self.get(Space::Events, &key)? {
             let stored = codec::decode_event_value(&stored)?;
-            return if stored == event.kind {
-                Ok(Appended::Duplicate)
-            } else {
-                Err(StoreError::Conflict {
-                    key: event.key.clone(),
-                    token: event.token.clone(),
-                    stored,
-                    given: event.kind,
-                })
-            };
+            return Appended::judge(event, stored);
         }
         self.put(Space::Events, key, codec::event_value(event.kind));
         let state_key = codec::counter_prefix(&event.key);

@@ -1,7 +1,7 @@
 //! The storage traits and the contract each backend keeps.
 
 use async_trait::async_trait;
-use tally_core::{Checkpoint, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
+use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, Namespace, NamespaceConfig, Timestamp};
 
 use crate::error::StoreResult;
 
@@ -13,6 +13,24 @@ pub enum Appended {
     /// An identical event (same counter, token, generation time and kind) was already stored;
     /// nothing was written.
     Duplicate,
+}
+
+impl Appended {
+    /// The answer to appending `event` when its identity already holds `stored`: a
+    /// `Duplicate` if it is the same mutation, a `Conflict` otherwise. Every backend answers
+    /// through this, so they cannot disagree.
+    pub fn judge(event: &Event, stored: EventKind) -> StoreResult<Self> {
+        if stored == event.kind {
+            Ok(Self::Duplicate)
+        } else {
+            Err(crate::StoreError::Conflict {
+                key: event.key.clone(),
+                token: event.token.clone(),
+                stored,
+                given: event.kind,
+            })
+        }
+    }
 }
 
 /// What the store knows about one counter.

@@ -59,16 +59,7 @@ impl EventLog for MemoryStore {
         }
         let slot = order_key(&event.token);
         if let Some(stored) = inner.events.get(&event.key).and_then(|e| e.get(&slot)) {
-            return if *stored == event.kind {
-                Ok(Appended::Duplicate)
-            } else {
-                Err(StoreError::Conflict {
-                    key: event.key.clone(),
-                    token: event.token.clone(),
-                    stored: *stored,
-                    given: event.kind,
-                })
-            };
+            return Appended::judge(event, *stored);
         }
         inner.events.entry(event.key.clone()).or_default().insert(slot, event.kind);
         let state = inner.states.entry(event.key.clone()).or_default();

@@ -4,6 +4,7 @@
 #
 #   bash scripts/cassandra.sh start   # downloads the jars once, starts, waits for CQL on 127.0.0.1:9042
 #   bash scripts/cassandra.sh stop
+#   bash scripts/cassandra.sh restart # kill -9, then starts it again on its data (a fault for `tally check`)
 #
 # CASSANDRA_PORT (CQL, 9042) and CASSANDRA_STORAGE_PORT (17000) move the node's ports.
 #
@@ -39,7 +40,13 @@ start() {
   fi
   stop
   rm -rf "$ROOT/data" "$ROOT/logs"
+  launch
+}
+
+# Writes the configuration and starts the node on whatever data is there.
+launch() {
   mkdir -p "$ROOT/conf" "$ROOT/data" "$ROOT/logs"
+  : > "$ROOT/logs/stdout.log"
   cat > "$ROOT/conf/cassandra.yaml" <<YAML
 cluster_name: tally-test
 num_tokens: 1
@@ -120,7 +127,7 @@ XML
     -Dcassandra.config="file://$ROOT/conf/cassandra.yaml" -Dcassandra-foreground=yes \
     -Dlogback.configurationFile="$ROOT/conf/logback.xml" -Dcassandra.logdir="$ROOT/logs" \
     -Dcassandra.storagedir="$ROOT/data" -Dcassandra.skip_wait_for_gossip_to_settle=0 \
-    -Dcassandra.available_processors=2 -Dcassandra.unsafesystem=true \
+    -Dcassandra.available_processors=2 \
     -cp "$LIB/*" org.apache.cassandra.service.CassandraDaemon > "$ROOT/logs/stdout.log" 2>&1 &
   echo $! > "$ROOT/cassandra.pid"
   pid=$(cat "$ROOT/cassandra.pid")
@@ -140,5 +147,12 @@ XML
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop"; exit 2 ;;
+  restart)
+    if [ -f "$ROOT/cassandra.pid" ]; then
+      pid=$(cat "$ROOT/cassandra.pid")
+      kill -KILL "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    launch ;;
+  *) echo "usage: $0 start|stop|restart"; exit 2 ;;
 esac

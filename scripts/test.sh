@@ -17,5 +17,8 @@ if [ -z "${TALLY_TEST_CASSANDRA:-}" ]; then
   bash scripts/cassandra.sh start
   started=1
   export TALLY_TEST_CASSANDRA=127.0.0.1:${CASSANDRA_PORT:-9042}
+  # The checker's test pauses and restarts this node (kill -9, then start on its data).
+  export TALLY_TEST_CASSANDRA_PID_FILE="$PWD/target/cassandra/cassandra.pid"
+  export TALLY_TEST_CASSANDRA_RESTART="bash $PWD/scripts/cassandra.sh restart"
 fi
 cargo test --workspace --locked "$@"

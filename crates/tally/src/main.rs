@@ -1,6 +1,7 @@
 //! `tally`: the server and its command-line client in one binary.
 
 mod bench;
+mod check;
 mod client;
 mod serve;
 
@@ -31,6 +32,8 @@ enum Command {
     Ns(client::NsCommand),
     /// Load generator for the gRPC, HTTP and RESP front doors.
     Bench(bench::BenchArgs),
+    /// Run a counter workload while injecting faults, then check every count (RELIABILITY.md).
+    Check(check::CheckArgs),
     /// Compact a stopped server's data directory fully and print its size on disk.
     Compact {
         /// The data directory.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Command::Clear(args) => client::clear(args).await,
             Command::Ns(command) => client::ns(command).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Compact { data_dir } => compact(&data_dir),
         }
     });

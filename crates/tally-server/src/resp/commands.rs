@@ -1,7 +1,7 @@
 //! What each command does. Counter commands map onto the engine's operations:
 //! `INCR`/`INCRBY`/`DECR`/`DECRBY` are AddAndGetCount, `GET`/`MGET` GetCount, `DEL`
-//! ClearCount, `TALLY.ADD` an AddCount with an idempotency token. The rest is what clients
-//! send on connect.
+//! ClearCount, `TALLY.ADD` an AddCount and `TALLY.CLEAR` a ClearCount with an idempotency
+//! token. The rest is what clients send on connect.
 
 use std::sync::Arc;
 
@@ -57,6 +57,17 @@ fn integer(arg: &Bytes) -> Result<i64, ApiError> {
     })
 }
 
+/// An idempotency token from its text and an optional generation time in Unix milliseconds
+/// (now when absent).
+fn token(text: &Bytes, millis: Option<&Bytes>) -> Result<IdempotencyToken, ApiError> {
+    let time = match millis {
+        Some(ms) => Timestamp::from_millis(integer(ms)?),
+        None => Timestamp::from_system_time(std::time::SystemTime::now()),
+    };
+    let text = std::str::from_utf8(text).map_err(|_| ApiError::invalid("token is not valid UTF-8"))?;
+    Ok(IdempotencyToken::new(text, time)?)
+}
+
 fn upper(arg: &Bytes) -> String {
     String::from_utf8_lossy(arg).to_uppercase()
 }
@@ -77,7 +88,9 @@ const BEFORE_AUTH: [&str; 4] = ["AUTH", "HELLO", "QUIT", "PING"];
 /// The access a counter command needs and the arguments that are its keys.
 fn keys_of<'a>(cmd: &str, rest: &'a [Bytes]) -> Option<(Access, &'a [Bytes])> {
     match cmd {
-        "INCR" | "DECR" | "INCRBY" | "DECRBY" | "TALLY.ADD" => Some((Access::Write, rest.get(..1)?)),
+        "INCR" | "DECR" | "INCRBY" | "DECRBY" | "TALLY.ADD" | "TALLY.CLEAR" => {
+            Some((Access::Write, rest.get(..1)?))
+        }
         "GET" => Some((Access::Read, rest.get(..1)?)),
         "MGET" => Some((Access::Read, rest)),
         "DEL" => Some((Access::Write, rest)),
@@ -139,14 +152,17 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             let result = observe("resp", "AddCount", async {
                 let key = key(k)?;
                 let delta = integer(d)?;
-                let time = match at.first() {
-                    Some(ms) => Timestamp::from_millis(integer(ms)?),
-                    None => Timestamp::from_system_time(std::time::SystemTime::now()),
-                };
-                let token_text =
-                    std::str::from_utf8(t).map_err(|_| ApiError::invalid("token is not valid UTF-8"))?;
-                let token = IdempotencyToken::new(token_text, time)?;
+                let token = token(t, at.first())?;
                 Ok(engine.add_count(&key, delta, Some(token)).await?.applied)
+            })
+            .await;
+            result.map_or_else(err, |applied| Reply::Integer(i64::from(applied)))
+        }
+        ("TALLY.CLEAR", [k, t, at @ ..]) if at.len() <= 1 => {
+            let result = observe("resp", "ClearCount", async {
+                let key = key(k)?;
+                let token = token(t, at.first())?;
+                Ok(engine.clear_count(&key, Some(token)).await?.applied)
             })
             .await;
             result.map_or_else(err, |applied| Reply::Integer(i64::from(applied)))
@@ -217,6 +233,7 @@ const SUPPORTED: &[&str] = &[
     "DECR",
     "DECRBY",
     "TALLY.ADD",
+    "TALLY.CLEAR",
     "GET",
     "MGET",
     "DEL",

@@ -122,6 +122,32 @@ async fn tally_add_is_idempotent() {
 }
 
 #[tokio::test]
+async fn tally_clear_is_idempotent_and_ordered_by_its_token_time() {
+    let s = TestServer::start().await;
+    s.namespace("acc", "accurate").await;
+    let mut c = connect(&s, false).await;
+    let at = s.now().as_millis();
+    let add = |delta: i64, token: &str, ms: i64| {
+        redis::cmd("TALLY.ADD").arg("acc:c").arg(delta).arg(token).arg(ms).clone()
+    };
+    let _: i64 = add(5, "before", at - 2).query_async(&mut c).await.expect("add before");
+    let _: i64 = add(3, "after", at + 2).query_async(&mut c).await.expect("add after");
+    let clear = redis::cmd("TALLY.CLEAR").arg("acc:c").arg("clear-1").arg(at).clone();
+    let first: i64 = clear.query_async(&mut c).await.expect("clear");
+    let retry: i64 = clear.query_async(&mut c).await.expect("retry");
+    assert_eq!((first, retry), (1, 0), "the retry of a clear is acknowledged without applying again");
+    let v: String = c.get("acc:c").await.expect("get");
+    assert_eq!(v, "3", "the clear removed the add before its time and kept the one after");
+    let reused: Result<i64, _> = add(1, "clear-1", at).query_async(&mut c).await;
+    assert_eq!(code(&reused.expect_err("token of a clear reused for an add")), "ALREADY_EXISTS");
+    let wrong = redis::cmd("TALLY.CLEAR").arg("acc:c").query_async::<i64>(&mut c).await;
+    assert_eq!(code(&wrong.expect_err("no token")), "INVALID_ARGUMENT");
+    let v: String = c.get("acc:c").await.expect("get");
+    assert_eq!(v, "3", "refused commands changed nothing");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_gets_error_replies_and_changes_nothing() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;

@@ -1,0 +1,524 @@
+//! `tally check`: a counter workload in the spirit of Jepsen's, with a nemesis.
+//!
+//! Clients send adds and clears with idempotency tokens through all three front doors, each
+//! retried with the same token until it is acknowledged or definitely refused, and log how
+//! every operation ended ([`history`]). Meanwhile the [`nemesis`] kills and pauses Tally
+//! instances, restarts memcached and pauses or restarts the Cassandra node. Then every fault
+//! is healed, the checker waits for the counts to converge, and reads every counter from every
+//! instance against the [`model`]: nothing lost, nothing counted twice.
+
+mod cluster;
+mod doors;
+mod history;
+mod model;
+mod nemesis;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use cluster::{CassandraNode, Instance, Memcached, free_port};
+use doors::{Answer, Counter, Doors, Endpoint};
+use history::{Door, History, Mutation, Op, Outcome};
+use model::{Possible, Verdict};
+use nemesis::{Fault, Injected, Targets};
+
+/// Options of `tally check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The store: `embedded` (one instance, its data under --dir) or a Cassandra URL with a
+    /// keyspace of its own, e.g. `cassandra://127.0.0.1:9042/check1`.
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// Tally instances (default: 1 on the embedded store, 3 on Cassandra).
+    #[arg(long)]
+    instances: Option<usize>,
+    /// How long the clients and the nemesis run.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 12)]
+    clients: usize,
+    /// Counters, alternately `accurate` and `eventual`; half of each kind also get clears.
+    #[arg(long, default_value_t = 16)]
+    counters: usize,
+    /// Faults to inject, comma-separated (default: every one the setup allows).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<Fault>,
+    /// Mean time between faults.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    fault_interval: Duration,
+    /// The namespaces' `accept_limit`: how long a token may be retried.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    accept_limit: Duration,
+    /// The Cassandra node's pid file, for `pause-cassandra` (scripts/cassandra.sh writes
+    /// target/cassandra/cassandra.pid).
+    #[arg(long)]
+    cassandra_pid_file: Option<PathBuf>,
+    /// A shell command that restarts the Cassandra node keeping its data, for
+    /// `restart-cassandra` (e.g. `bash scripts/cassandra.sh restart`).
+    #[arg(long)]
+    cassandra_restart: Option<String>,
+    /// Where data, server logs and the history go (default: a new directory under the
+    /// system's temporary directory, removed after a passing run).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Seed for the clients' and the nemesis' choices.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the clients share.
+struct Shared {
+    endpoints: Vec<Endpoint>,
+    counters: Vec<(Counter, bool)>,
+    history: History,
+    accept_limit: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Sends one operation until it is acknowledged or definitely refused, moving to the next
+/// instance after each unanswered attempt. Gives up (indeterminate) once the token's write
+/// window is over, since no instance may accept it after that.
+async fn perform(
+    doors: &mut Doors,
+    shared: &Shared,
+    rng: &mut SmallRng,
+    op: (usize, Mutation, String, i64, Door),
+) -> Op {
+    let (counter, mutation, token, time_ms, door) = op;
+    let give_up = Instant::now() + shared.accept_limit + Duration::from_secs(6);
+    let mut instance = rng.random_range(0..shared.endpoints.len());
+    let (mut attempts, mut uncertain, mut last_error) = (0u32, false, None);
+    let outcome = loop {
+        attempts += 1;
+        let answer = doors.send(door, instance, &shared.counters[counter].0, mutation, &token, time_ms).await;
+        match answer {
+            Answer::Acked => break Outcome::Acked,
+            Answer::Refused(code) => {
+                last_error = Some(code);
+                break if uncertain { Outcome::Indeterminate } else { Outcome::Refused };
+            }
+            Answer::Shed => last_error = Some("RESOURCE_EXHAUSTED".to_owned()),
+            Answer::Unknown(e) => {
+                uncertain = true;
+                last_error = Some(e);
+            }
+        }
+        if Instant::now() > give_up {
+            break if uncertain { Outcome::Indeterminate } else { Outcome::Refused };
+        }
+        instance = (instance + 1) % shared.endpoints.len();
+        let backoff = 20 * u64::from(attempts.min(10));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(backoff / 2..=backoff))).await;
+    };
+    Op { counter, mutation, token, time_ms, door, outcome, attempts, last_error }
+}
+
+/// One client: operations one after another until `stop`.
+async fn client(id: usize, seed: u64, shared: Arc<Shared>, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut doors = Doors::new(&shared.endpoints)?;
+    let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(id as u64));
+    let mut seq = 0usize;
+    while !stop.is_cancelled() {
+        let counter = rng.random_range(0..shared.counters.len());
+        let door = Door::ALL[(seq + id) % Door::ALL.len()];
+        let mutation = if shared.counters[counter].1 && rng.random_bool(0.04) {
+            Mutation::Clear
+        } else {
+            Mutation::Add(rng.random_range(1..=9))
+        };
+        let token = format!("k{id:03}-{seq:08}");
+        let op = perform(&mut doors, &shared, &mut rng, (counter, mutation, token, now_ms(), door)).await;
+        shared.history.record(op);
+        seq += 1;
+    }
+    Ok(())
+}
+
+/// How one counter ended.
+#[derive(Debug, Serialize)]
+struct Finding {
+    namespace: String,
+    counter: String,
+    verdict: Verdict,
+    /// The last count read from each instance (`null` if it could not be read).
+    reads: Vec<Option<i64>>,
+    /// Up to ten of the counts the model allows.
+    allowed: Vec<i64>,
+}
+
+/// The run's result.
+#[derive(Debug, Serialize)]
+struct Report {
+    store: String,
+    instances: usize,
+    clients: usize,
+    seed: u64,
+    duration_s: f64,
+    operations: usize,
+    acked: usize,
+    refused: usize,
+    indeterminate: usize,
+    /// Operations that needed more than one attempt.
+    retried: usize,
+    acked_by_door: BTreeMap<Door, usize>,
+    refused_by_code: BTreeMap<String, usize>,
+    faults: BTreeMap<Fault, usize>,
+    fault_log: Vec<Injected>,
+    counters_checked: usize,
+    ok: usize,
+    lost: usize,
+    duplicated: usize,
+    wrong: usize,
+    unchecked: usize,
+    unreadable: usize,
+    /// Seconds after the last operation until every counter read right on every instance.
+    converged_after_s: Option<f64>,
+    problems: Vec<Finding>,
+    /// The operation log, kept when --dir was given or the check failed.
+    history: Option<PathBuf>,
+}
+
+impl Report {
+    fn passed(&self) -> bool {
+        self.acked > 0 && self.ok == self.counters_checked
+    }
+
+    fn print(&self) {
+        println!(
+            "tally check: {} on {} instance(s), {} clients over gRPC, HTTP and RESP, {:.0} s, seed {}",
+            self.store, self.instances, self.clients, self.duration_s, self.seed
+        );
+        println!(
+            "operations {}: acknowledged {}, refused {}, indeterminate {}; {} needed more than one attempt",
+            self.operations, self.acked, self.refused, self.indeterminate, self.retried
+        );
+        println!("acknowledged by door: {:?}", self.acked_by_door);
+        if !self.refused_by_code.is_empty() {
+            println!("refused: {:?}", self.refused_by_code);
+        }
+        let faults: usize = self.faults.values().sum();
+        println!("faults {faults}: {:?}", self.faults);
+        println!(
+            "counters checked {} on every instance: ok {}, lost {}, duplicated {}, wrong {}, unchecked {}, unreadable {}",
+            self.counters_checked,
+            self.ok,
+            self.lost,
+            self.duplicated,
+            self.wrong,
+            self.unchecked,
+            self.unreadable
+        );
+        match self.converged_after_s {
+            Some(s) => println!("converged {s:.1} s after the last operation"),
+            None => println!("did not converge"),
+        }
+        for p in &self.problems {
+            println!(
+                "  {}/{}: {:?}, read {:?}, allowed {:?}",
+                p.namespace, p.counter, p.verdict, p.reads, p.allowed
+            );
+        }
+        if let Some(history) = &self.history {
+            println!("history: {}", history.display());
+        }
+        println!("{}", if self.passed() { "PASS" } else { "FAIL" });
+    }
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let embedded = args.store == "embedded";
+    if !embedded && !args.store.starts_with("cassandra://") {
+        bail!("--store must be `embedded` or a cassandra:// URL, not {:?}", args.store);
+    }
+    let instances = args.instances.unwrap_or(if embedded { 1 } else { 3 });
+    if embedded && instances != 1 {
+        bail!("the embedded store serves one instance; use a cassandra:// store for --instances {instances}");
+    }
+    if instances == 0 || args.clients == 0 || args.counters == 0 {
+        bail!("--instances, --clients and --counters must be at least 1");
+    }
+    let mut faults = args.faults.clone();
+    if faults.is_empty() {
+        faults = vec![Fault::Kill, Fault::PauseTally, Fault::Memcached];
+        if args.cassandra_pid_file.is_some() {
+            faults.push(Fault::PauseCassandra);
+        }
+        if args.cassandra_restart.is_some() {
+            faults.push(Fault::RestartCassandra);
+        }
+    }
+    if faults.contains(&Fault::PauseCassandra) && (embedded || args.cassandra_pid_file.is_none()) {
+        bail!("the pause-cassandra fault needs a cassandra:// store and --cassandra-pid-file");
+    }
+    if faults.contains(&Fault::RestartCassandra) && (embedded || args.cassandra_restart.is_none()) {
+        bail!("the restart-cassandra fault needs a cassandra:// store and --cassandra-restart");
+    }
+    let seed = args.seed.unwrap_or_else(|| now_ms().unsigned_abs());
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("tally-check-{}-{seed}", std::process::id())));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let history_path = dir.join("history.jsonl");
+    let history = History::create(&history_path)?;
+
+    let memcached = Memcached::start().await?;
+    let endpoints: Vec<Endpoint> = (0..instances)
+        .map(|_| {
+            Ok(Endpoint {
+                http: format!("127.0.0.1:{}", free_port()?),
+                grpc: format!("127.0.0.1:{}", free_port()?),
+                resp: format!("127.0.0.1:{}", free_port()?),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let peers = endpoints.iter().map(|e| e.grpc.clone()).collect::<Vec<_>>().join(",");
+    let mut servers = Vec::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let mut extra = vec!["--store".to_owned(), args.store.clone()];
+        extra.extend(["--cache".to_owned(), format!("memcached://127.0.0.1:{}", memcached.port)]);
+        if instances > 1 {
+            extra.extend([
+                "--peers".to_owned(),
+                peers.clone(),
+                "--advertise".to_owned(),
+                endpoint.grpc.clone(),
+            ]);
+        }
+        let mut instance = Instance::new(&dir.join(format!("instance-{i}")), &extra, endpoint)?;
+        instance.start().await?;
+        servers.push(instance);
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    for (namespace, counter_type) in [("check_accurate", "accurate"), ("check_eventual", "eventual")] {
+        let url = format!("http://{}/v1/namespaces/{namespace}", endpoints[0].http);
+        let body = json!({"counter_type": counter_type, "accept_limit": humantime::format_duration(args.accept_limit).to_string()});
+        let response = http.put(&url).json(&body).send().await.with_context(|| format!("PUT {url}"))?;
+        if response.status() != reqwest::StatusCode::CREATED {
+            bail!(
+                "creating namespace {namespace} answered {} {} (the store must be new: a fresh keyspace or --dir)",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+    }
+    let counters = (0..args.counters)
+        .map(|i| {
+            let namespace = if i % 2 == 0 { "check_accurate" } else { "check_eventual" };
+            (Counter { namespace: namespace.to_owned(), name: format!("c{i:03}") }, i % 4 >= 2)
+        })
+        .collect();
+    let shared =
+        Arc::new(Shared { endpoints: endpoints.clone(), counters, history, accept_limit: args.accept_limit });
+
+    println!(
+        "tally check: {} instance(s) on {}, {} clients, {} counters, faults {:?}, for {:?}; work in {}",
+        instances,
+        args.store,
+        args.clients,
+        args.counters,
+        faults,
+        args.duration,
+        dir.display()
+    );
+    let began = Instant::now();
+    let stop = CancellationToken::new();
+    let clients: Vec<_> =
+        (0..args.clients).map(|id| tokio::spawn(client(id, seed, shared.clone(), stop.clone()))).collect();
+    let progress = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                let s = began.elapsed().as_secs_f64();
+                println!(
+                    "[{s:6.1}s] {} operations, {} acknowledged",
+                    shared.history.len(),
+                    shared.history.acked()
+                );
+            }
+        })
+    };
+    {
+        let stop = stop.clone();
+        let duration = args.duration;
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            stop.cancel();
+        });
+    }
+    let mut targets = Targets {
+        instances: servers,
+        memcached: Some(memcached),
+        cassandra: args
+            .cassandra_pid_file
+            .clone()
+            .map(|pid_file| CassandraNode { pid_file, restart_command: args.cassandra_restart.clone() }),
+    };
+    let injected = nemesis::run(&mut targets, &faults, args.fault_interval, seed, began, stop.clone()).await;
+    stop.cancel();
+    let injected = injected?;
+    for c in clients {
+        c.await.context("a client panicked")??;
+    }
+    let _ = progress.await;
+    let ran = began.elapsed();
+    let last_op = Instant::now();
+    println!(
+        "[{:6.1}s] workload over, every fault healed; waiting for the counts to converge",
+        ran.as_secs_f64()
+    );
+
+    let shared = Arc::into_inner(shared).context("clients still hold the history")?;
+    let ops = shared.history.finish()?;
+    let mut by_counter: Vec<Vec<&Op>> = vec![Vec::new(); shared.counters.len()];
+    for op in &ops {
+        by_counter[op.counter].push(op);
+    }
+    let possible: Vec<Possible> = by_counter.iter().map(|ops| model::possible_counts(ops)).collect();
+
+    // Eventual counts are exact within accept_limit + clock_skew + coalesce (defaults 1 s
+    // each); the rest is room for rollups after restarts.
+    let converge_by = last_op + args.accept_limit + Duration::from_secs(45);
+    let mut doors = Doors::new(&endpoints)?;
+    let mut reads: Vec<Vec<Option<i64>>> = vec![vec![None; instances]; shared.counters.len()];
+    let mut settled = vec![false; shared.counters.len()];
+    let mut round = 0usize;
+    let converged_after = loop {
+        for (c, (counter, _)) in shared.counters.iter().enumerate() {
+            if settled[c] {
+                continue;
+            }
+            for (i, read) in reads[c].iter_mut().enumerate() {
+                let door = Door::ALL[(round + c + i) % Door::ALL.len()];
+                *read = doors.get(door, i, counter).await.ok();
+            }
+            settled[c] =
+                reads[c].iter().all(|r| r.is_some_and(|v| model::judge(v, &possible[c]) == Verdict::Ok));
+        }
+        if settled.iter().all(|s| *s) {
+            break Some(last_op.elapsed().as_secs_f64());
+        }
+        if Instant::now() > converge_by {
+            break None;
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    let mut report = Report {
+        store: args.store.clone(),
+        instances,
+        clients: args.clients,
+        seed,
+        duration_s: ran.as_secs_f64(),
+        operations: ops.len(),
+        acked: ops.iter().filter(|o| o.outcome == Outcome::Acked).count(),
+        refused: ops.iter().filter(|o| o.outcome == Outcome::Refused).count(),
+        indeterminate: ops.iter().filter(|o| o.outcome == Outcome::Indeterminate).count(),
+        retried: ops.iter().filter(|o| o.attempts > 1).count(),
+        acked_by_door: BTreeMap::new(),
+        refused_by_code: BTreeMap::new(),
+        faults: BTreeMap::new(),
+        fault_log: injected,
+        counters_checked: shared.counters.len(),
+        ok: 0,
+        lost: 0,
+        duplicated: 0,
+        wrong: 0,
+        unchecked: 0,
+        unreadable: 0,
+        converged_after_s: converged_after,
+        problems: Vec::new(),
+        history: None,
+    };
+    for op in &ops {
+        match op.outcome {
+            Outcome::Acked => *report.acked_by_door.entry(op.door).or_default() += 1,
+            Outcome::Refused => {
+                let code = op.last_error.clone().unwrap_or_default();
+                *report.refused_by_code.entry(code).or_default() += 1;
+            }
+            Outcome::Indeterminate => {}
+        }
+    }
+    for f in &report.fault_log {
+        *report.faults.entry(f.fault).or_default() += 1;
+    }
+    for (c, (counter, _)) in shared.counters.iter().enumerate() {
+        let verdicts: Vec<Option<Verdict>> =
+            reads[c].iter().map(|r| r.map(|v| model::judge(v, &possible[c]))).collect();
+        let worst = if verdicts.iter().any(Option::is_none) {
+            None
+        } else {
+            verdicts.iter().flatten().copied().find(|v| *v != Verdict::Ok).or(Some(Verdict::Ok))
+        };
+        match worst {
+            Some(Verdict::Ok) => report.ok += 1,
+            Some(Verdict::Lost) => report.lost += 1,
+            Some(Verdict::Duplicated) => report.duplicated += 1,
+            Some(Verdict::Wrong) => report.wrong += 1,
+            Some(Verdict::Unchecked) => report.unchecked += 1,
+            None => report.unreadable += 1,
+        }
+        if worst != Some(Verdict::Ok) {
+            let allowed = match &possible[c] {
+                Possible::Counts(counts) => counts.iter().take(10).copied().collect(),
+                Possible::TooManyIndeterminate(_) => Vec::new(),
+            };
+            report.problems.push(Finding {
+                namespace: counter.namespace.clone(),
+                counter: counter.name.clone(),
+                verdict: worst.unwrap_or(Verdict::Unchecked),
+                reads: reads[c].clone(),
+                allowed,
+            });
+        }
+    }
+
+    for instance in &mut targets.instances {
+        instance.kill_9().await?;
+    }
+    if let Some(m) = targets.memcached.as_mut() {
+        m.stop().await?;
+    }
+    if args.dir.is_some() || !report.passed() {
+        report.history = Some(history_path);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print();
+    }
+    if !report.passed() {
+        bail!("the check failed; data, server logs and the history are in {}", dir.display());
+    }
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub store: StoreSection,
     /// Authentication and authorization.
     pub auth: crate::auth::AuthSection,
+    /// TLS on the front doors.
+    pub tls: crate::tls::TlsSection,
 }
 
 /// `[engine]`: see `EngineOptions` for what each field does and why its default is what it is.
@@ -107,6 +109,7 @@ impl Default for ServerConfig {
             engine: EngineSection::default(),
             store: StoreSection::default(),
             auth: crate::auth::AuthSection::default(),
+            tls: crate::tls::TlsSection::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod resp;
 pub mod server;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use error::ApiError;

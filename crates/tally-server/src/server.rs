@@ -89,7 +89,14 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
     let engine = Engine::open(store, cache, best_effort, clock, config.engine_options()).await?;
     if !config.peers.is_empty() {
         let token = Some(config.auth.peer_token.as_str()).filter(|t| !t.is_empty());
-        crate::grpc::PeerRouter::attach(&engine, config.peers.clone(), &config.advertise, token)?;
+        let tls = crate::tls::Tls::load(&config.tls)?;
+        crate::grpc::PeerRouter::attach(
+            &engine,
+            config.peers.clone(),
+            &config.advertise,
+            token,
+            tls.as_ref(),
+        )?;
     }
     Ok(engine)
 }
@@ -103,6 +110,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let auth = Arc::new(Authenticator::from_config(&config.auth)?);
+    let tls = crate::tls::Tls::load(&config.tls)?;
     let background = engine.start_background(shutdown.child_token());
     let ready = Arc::new(AtomicBool::new(true));
     let state = HttpState {
@@ -112,12 +120,18 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         auth: auth.clone(),
     };
-    let http = tokio::spawn(crate::http::serve(state, listeners.http, shutdown.clone().cancelled_owned()));
+    let http = tokio::spawn(crate::http::serve(
+        state,
+        listeners.http,
+        tls.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
     let grpc = tokio::spawn(crate::grpc::serve(
         engine.clone(),
         listeners.grpc,
         config.max_body_bytes,
         auth.clone(),
+        tls.clone(),
         shutdown.clone().cancelled_owned(),
     ));
 
@@ -130,6 +144,7 @@ pub async fn serve(
         },
         max_connections: config.max_connections,
         auth,
+        tls,
     };
     let resp =
         tokio::spawn(crate::resp::serve(engine.clone(), listeners.resp, resp_options, shutdown.clone()));

@@ -24,6 +24,10 @@ pub struct Connection {
     /// Bearer token, for a server with authentication on.
     #[arg(long = "auth-token", global = true, env = "TALLY_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// PEM CA certificate to trust, for a server with TLS on (`--addr https://…`; needs a
+    /// build with `--features tls`).
+    #[arg(long = "tls-ca", global = true, env = "TALLY_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Adds `authorization: Bearer <token>` to every call when a token is given.
@@ -61,8 +65,24 @@ impl Connection {
     }
 
     async fn channel(&self) -> anyhow::Result<Channel> {
-        let endpoint =
+        #[allow(unused_mut)]
+        let mut endpoint =
             Channel::from_shared(self.addr.clone()).with_context(|| format!("bad --addr {:?}", self.addr))?;
+        if let Some(ca) = &self.tls_ca {
+            #[cfg(feature = "tls")]
+            {
+                let pem =
+                    std::fs::read(ca).with_context(|| format!("cannot read --tls-ca {}", ca.display()))?;
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                endpoint = endpoint.tls_config(tls).context("--tls-ca")?;
+            }
+            #[cfg(not(feature = "tls"))]
+            anyhow::bail!(
+                "--tls-ca {}: this tally was built without TLS; build it with `--features tls`",
+                ca.display()
+            );
+        }
         endpoint
             .connect_timeout(Duration::from_secs(5))
             .connect()

@@ -4,9 +4,11 @@ Usage:
   grpc_client.py GEN_DIR ADDR scenario           run the end-to-end scenario, print "ok <step>" lines
   grpc_client.py GEN_DIR ADDR add-many NS COUNTER N PREFIX
                                                   N adds of 1 with tokens PREFIX-i; print "acked <token>"
-Exits non-zero on the first failed expectation.
+Exits non-zero on the first failed expectation. With TALLY_GRPC_CA set to a PEM file, the
+channel is TLS with that file as its only trust root.
 """
 
+import os
 import sys
 import time
 
@@ -17,7 +19,11 @@ import grpc  # noqa: E402
 from google.protobuf import duration_pb2, timestamp_pb2  # noqa: E402
 from tally.v1 import counter_pb2, counter_pb2_grpc, namespace_pb2, namespace_pb2_grpc  # noqa: E402
 
-channel = grpc.insecure_channel(ADDR)
+if os.environ.get("TALLY_GRPC_CA"):
+    with open(os.environ["TALLY_GRPC_CA"], "rb") as f:
+        channel = grpc.secure_channel(ADDR, grpc.ssl_channel_credentials(root_certificates=f.read()))
+else:
+    channel = grpc.insecure_channel(ADDR)
 counters = counter_pb2_grpc.CounterServiceStub(channel)
 namespaces = namespace_pb2_grpc.NamespaceServiceStub(channel)
 

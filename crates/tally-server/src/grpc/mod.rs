@@ -50,6 +50,7 @@ pub async fn serve(
     listener: TcpListener,
     max_message_bytes: usize,
     auth: Arc<Authenticator>,
+    tls: Option<crate::tls::Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -68,7 +69,15 @@ pub async fn serve(
         .max_decoding_message_size(max_message_bytes);
     let peers = PeerServiceServer::new(GrpcPeers::new(engine)).max_decoding_message_size(max_message_bytes);
     let guard = Authenticate(auth);
-    tonic::transport::Server::builder()
+    #[allow(unused_mut)]
+    let mut builder = tonic::transport::Server::builder();
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.grpc())?;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls; // `Tls::load` never yields one without the feature.
+    builder
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection, guard.clone()))
         .add_service(InterceptedService::new(reflection_alpha, guard.clone()))

@@ -84,6 +84,7 @@ impl PeerRouter {
         peers: Vec<String>,
         advertise: &str,
         token: Option<&str>,
+        tls: Option<&crate::tls::Tls>,
     ) -> anyhow::Result<()> {
         let authorization = token
             .map(|t| tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")))
@@ -99,11 +100,18 @@ impl PeerRouter {
                 queues.push(None);
                 continue;
             }
-            let channel = Endpoint::from_shared(format!("http://{peer}"))
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            #[allow(unused_mut)]
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{peer}"))
                 .map_err(|e| anyhow::anyhow!("peer address {peer:?}: {e}"))?
                 .connect_timeout(CALL_TIMEOUT)
-                .timeout(CALL_TIMEOUT)
-                .connect_lazy();
+                .timeout(CALL_TIMEOUT);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = tls {
+                let host = peer.rsplit_once(':').map_or(peer.as_str(), |(host, _)| host);
+                endpoint = endpoint.tls_config(tls.peer_client(host.trim_matches(['[', ']'])))?;
+            }
+            let channel = endpoint.connect_lazy();
             let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(forward(
                 peer.clone(),

@@ -126,12 +126,22 @@ async fn authenticate(
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` completes, then finishes
+/// in-flight requests.
 pub async fn serve(
     state: HttpState,
     listener: TcpListener,
+    tls: Option<crate::tls::Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        let listener = tls.http_listener(listener)?;
+        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+        return Ok(());
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls; // `Tls::load` never yields one without the feature.
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

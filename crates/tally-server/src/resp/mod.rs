@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
 use tally_engine::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,6 +39,8 @@ pub struct RespOptions {
     pub max_connections: usize,
     /// Who may do what; connections start unauthenticated when it is enabled.
     pub auth: Arc<Authenticator>,
+    /// TLS for every connection, when configured.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Serves RESP on `listener` until `shutdown` fires, then lets open connections finish the
@@ -71,8 +73,18 @@ pub async fn serve(
         };
         let (engine, shutdown, auth) = (engine.clone(), shutdown.clone(), options.auth.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
+        let _ = socket.set_nodelay(true);
+        let tls = options.tls.clone();
         tracker.spawn(async move {
-            if let Err(e) = connection(engine, socket, id, options.limits, auth, shutdown).await {
+            let ended = match tls {
+                #[cfg(feature = "tls")]
+                Some(tls) => match tls.accept_resp(socket).await {
+                    Ok(stream) => connection(engine, stream, id, options.limits, auth, shutdown).await,
+                    Err(e) => Err(e),
+                },
+                _ => connection(engine, socket, id, options.limits, auth, shutdown).await,
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "resp connection ended");
             }
             drop(permit);
@@ -83,15 +95,14 @@ pub async fn serve(
     Ok(())
 }
 
-async fn connection(
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     engine: Engine,
-    mut socket: TcpStream,
+    mut socket: S,
     id: u64,
     limits: Limits,
     auth: Arc<Authenticator>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let _ = socket.set_nodelay(true);
     let principal = (!auth.enabled()).then(Principal::unrestricted);
     let mut session = Session { resp3: false, name: None, id, closing: false, auth, principal };
     let mut input = BytesMut::with_capacity(16 * 1024);

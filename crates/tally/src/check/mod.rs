@@ -160,7 +160,8 @@ async fn client(id: usize, seed: u64, shared: Arc<Shared>, stop: CancellationTok
 struct Finding {
     namespace: String,
     counter: String,
-    verdict: Verdict,
+    /// `None` when some instance could not be read.
+    verdict: Option<Verdict>,
     /// The last count read from each instance (`null` if it could not be read).
     reads: Vec<Option<i64>>,
     /// Up to ten of the counts the model allows.
@@ -190,7 +191,6 @@ struct Report {
     lost: usize,
     duplicated: usize,
     wrong: usize,
-    unchecked: usize,
     unreadable: usize,
     /// Seconds after the last operation until every counter read right on every instance.
     converged_after_s: Option<f64>,
@@ -220,14 +220,8 @@ impl Report {
         let faults: usize = self.faults.values().sum();
         println!("faults {faults}: {:?}", self.faults);
         println!(
-            "counters checked {} on every instance: ok {}, lost {}, duplicated {}, wrong {}, unchecked {}, unreadable {}",
-            self.counters_checked,
-            self.ok,
-            self.lost,
-            self.duplicated,
-            self.wrong,
-            self.unchecked,
-            self.unreadable
+            "counters checked {} on every instance: ok {}, lost {}, duplicated {}, wrong {}, unreadable {}",
+            self.counters_checked, self.ok, self.lost, self.duplicated, self.wrong, self.unreadable
         );
         match self.converged_after_s {
             Some(s) => println!("converged {s:.1} s after the last operation"),
@@ -450,7 +444,6 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         lost: 0,
         duplicated: 0,
         wrong: 0,
-        unchecked: 0,
         unreadable: 0,
         converged_after_s: converged_after,
         problems: Vec::new(),
@@ -482,18 +475,14 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             Some(Verdict::Lost) => report.lost += 1,
             Some(Verdict::Duplicated) => report.duplicated += 1,
             Some(Verdict::Wrong) => report.wrong += 1,
-            Some(Verdict::Unchecked) => report.unchecked += 1,
             None => report.unreadable += 1,
         }
         if worst != Some(Verdict::Ok) {
-            let allowed = match &possible[c] {
-                Possible::Counts(counts) => counts.iter().take(10).copied().collect(),
-                Possible::TooManyIndeterminate(_) => Vec::new(),
-            };
+            let allowed = possible[c].iter().take(10).copied().collect();
             report.problems.push(Finding {
                 namespace: counter.namespace.clone(),
                 counter: counter.name.clone(),
-                verdict: worst.unwrap_or(Verdict::Unchecked),
+                verdict: worst,
                 reads: reads[c].clone(),
                 allowed,
             });

@@ -3,9 +3,10 @@
 //! The server orders a counter's events by `(generation_time, token)`, and a clear removes
 //! everything ordered before it. The checker chose both, so the count the acknowledged
 //! operations make is known exactly. An indeterminate operation may or may not have been
-//! written, so every subset of them is a possible history; there are few of them (one per
-//! client at most per fault), and past [`MAX_INDETERMINATE`] per counter the counter is
-//! reported as not checkable rather than guessed.
+//! written, so every subset of them is a possible history. Walking the operations in order
+//! and keeping the set of counts reachable so far lists all of them without enumerating
+//! subsets: an indeterminate add maps the set `S` to `S ∪ (S + delta)`, an indeterminate
+//! clear to `S ∪ {0}`. The set never outgrows the range the indeterminate deltas span.
 
 use std::collections::BTreeSet;
 
@@ -13,40 +14,26 @@ use serde::Serialize;
 
 use super::history::{Mutation, Op, Outcome};
 
-/// Past this many indeterminate operations on one counter, 2^n histories are too many to list.
-pub const MAX_INDETERMINATE: usize = 14;
-
 /// The counts a counter may show.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Possible {
-    Counts(BTreeSet<i64>),
-    TooManyIndeterminate(usize),
-}
+pub type Possible = BTreeSet<i64>;
 
 /// The counts the operations on one counter allow.
 pub fn possible_counts(ops: &[&Op]) -> Possible {
     let mut written: Vec<&Op> = ops.iter().copied().filter(|op| op.outcome != Outcome::Refused).collect();
     written.sort_by(|a, b| (a.time_ms, a.token.as_bytes()).cmp(&(b.time_ms, b.token.as_bytes())));
-    let unknown: Vec<usize> =
-        (0..written.len()).filter(|&i| written[i].outcome == Outcome::Indeterminate).collect();
-    if unknown.len() > MAX_INDETERMINATE {
-        return Possible::TooManyIndeterminate(unknown.len());
-    }
-    let mut counts = BTreeSet::new();
-    for mask in 0u32..(1 << unknown.len()) {
-        let included = |i: usize| match unknown.iter().position(|&u| u == i) {
-            Some(bit) => mask & (1 << bit) != 0,
-            None => true,
+    let mut counts = BTreeSet::from([0i64]);
+    for op in written {
+        let applied: BTreeSet<i64> = match op.mutation {
+            Mutation::Add(delta) => counts.iter().map(|c| c.saturating_add(delta)).collect(),
+            Mutation::Clear => BTreeSet::from([0]),
         };
-        let count = written.iter().enumerate().filter(|(i, _)| included(*i)).fold(0i64, |count, (_, op)| {
-            match op.mutation {
-                Mutation::Add(delta) => count.saturating_add(delta),
-                Mutation::Clear => 0,
-            }
-        });
-        counts.insert(count);
+        if op.outcome == Outcome::Acked {
+            counts = applied;
+        } else {
+            counts.extend(applied);
+        }
     }
-    Possible::Counts(counts)
+    counts
 }
 
 /// What a read of a counter says about the server.
@@ -62,12 +49,9 @@ pub enum Verdict {
     Duplicated,
     /// Between the allowed counts but none of them.
     Wrong,
-    /// Too many indeterminate operations to list the allowed counts.
-    Unchecked,
 }
 
-pub fn judge(read: i64, possible: &Possible) -> Verdict {
-    let Possible::Counts(counts) = possible else { return Verdict::Unchecked };
+pub fn judge(read: i64, counts: &Possible) -> Verdict {
     match (counts.first(), counts.last()) {
         _ if counts.contains(&read) => Verdict::Ok,
         (Some(&low), _) if read < low => Verdict::Lost,
@@ -99,7 +83,7 @@ mod tests {
     }
 
     fn set(values: &[i64]) -> Possible {
-        Possible::Counts(values.iter().copied().collect())
+        values.iter().copied().collect()
     }
 
     #[test]
@@ -138,13 +122,14 @@ mod tests {
     }
 
     #[test]
-    fn too_many_indeterminate_operations_are_not_guessed() {
-        let ops: Vec<Op> = (0..=MAX_INDETERMINATE)
-            .map(|i| op(Mutation::Add(1), &format!("t{i:03}"), 1, Outcome::Indeterminate))
-            .collect();
-        let possible = counts(&ops);
-        assert_eq!(possible, Possible::TooManyIndeterminate(MAX_INDETERMINATE + 1));
-        assert_eq!(judge(3, &possible), Verdict::Unchecked);
+    fn many_indeterminate_operations_are_listed_without_enumerating_subsets() {
+        // 2^200 subsets, but only the counts 0..=200 are reachable.
+        let mut ops: Vec<Op> =
+            (0..200).map(|i| op(Mutation::Add(1), &format!("t{i:04}"), 1, Outcome::Indeterminate)).collect();
+        ops.push(op(Mutation::Add(1000), "u", 2, Outcome::Acked));
+        assert_eq!(counts(&ops), (1000..=1200).collect::<Possible>());
+        assert_eq!(judge(999, &counts(&ops)), Verdict::Lost);
+        assert_eq!(judge(1201, &counts(&ops)), Verdict::Duplicated);
     }
 
     #[test]

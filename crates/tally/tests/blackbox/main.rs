@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod cluster;
+#[cfg(feature = "tls")]
+mod tls;
 
 struct Server {
     child: Child,

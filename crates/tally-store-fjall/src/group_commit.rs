@@ -15,31 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use fjall::{Database, Keyspace, PersistMode};
+use fjall::{Keyspace, PersistMode};
 use tally_core::{Checkpoint, Clock, CounterKey, Event, Namespace, Timestamp};
 use tally_store::{Appended, StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
 
 /// How many requests may wait for the writer before senders are made to wait.
 const QUEUE_DEPTH: usize = 65_536;
 /// How many keys one step of a bulk deletion removes before committing.
 const DELETE_CHUNK: usize = 10_000;
-
-/// The fjall handles the writer and the readers share.
-#[derive(Clone)]
-pub(crate) struct Keyspaces {
-    pub db: Database,
-    pub events: Keyspace,
-    pub last_write: Keyspace,
-    pub checkpoints: Keyspace,
-    pub namespaces: Keyspace,
-}
-
-pub(crate) fn unavailable(e: fjall::Error) -> StoreError {
-    StoreError::Unavailable(format!("embedded store: {e}"))
-}
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -49,6 +36,24 @@ pub(crate) enum Op {
     Shared(SharedOp),
     /// Reads committed state in bulk, so it runs alone after the current group is committed.
     Exclusive(ExclusiveOp),
+}
+
+impl Op {
+    /// Answers the request with `error` without running it.
+    fn refuse(self, error: &StoreError) {
+        fn send<T>(reply: Reply<T>, error: &StoreError) {
+            let _ = reply.send(Err(error.clone()));
+        }
+        match self {
+            Op::Shared(SharedOp::Append { reply, .. }) => send(reply, error),
+            Op::Shared(SharedOp::PutCheckpoint { reply, .. }) => send(reply, error),
+            Op::Shared(SharedOp::CreateNamespace { reply, .. } | SharedOp::UpdateNamespace { reply, .. }) => {
+                send(reply, error)
+            }
+            Op::Exclusive(ExclusiveOp::DeleteNamespace { reply, .. }) => send(reply, error),
+            Op::Exclusive(ExclusiveOp::DeleteEventsBefore { reply, .. }) => send(reply, error),
+        }
+    }
 }
 
 pub(crate) enum SharedOp {
@@ -86,10 +91,10 @@ pub(crate) struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    pub fn start(ks: Keyspaces, clock: Arc<dyn Clock>, max_batch: usize) -> std::io::Result<Self> {
+    pub fn start(handles: Arc<Handles>, clock: Arc<dyn Clock>, max_batch: usize) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer { ks, clock, max_batch: max_batch.max(1), stats: stats.clone() };
+        let writer = Writer { handles, clock, max_batch: max_batch.max(1), stats: stats.clone() };
         std::thread::Builder::new().name("tally-writer".into()).spawn(move || writer.run(rx))?;
         Ok(Self { tx, stats })
     }
@@ -104,7 +109,7 @@ impl GroupCommitter {
 }
 
 struct Writer {
-    ks: Keyspaces,
+    handles: Arc<Handles>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     stats: Arc<WriterStats>,
@@ -122,53 +127,86 @@ impl Writer {
             }
             metrics::histogram!("tally_group_commit_batch_requests").record(ops.len() as f64);
             self.stats.requests.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            let mut batch = Batch::new(&self.ks, &self.stats);
+            // After a failed write the database is closed; each batch first tries to reopen it
+            // and, until that works, is refused whole.
+            let ks = match self.handles.get_or_reopen() {
+                Ok(ks) => ks,
+                Err(e) => {
+                    ops.into_iter().for_each(|op| op.refuse(&e));
+                    continue;
+                }
+            };
+            let mut batch = Batch::new(&ks, &self.stats);
             for op in ops {
                 match op {
                     Op::Exclusive(op) => {
-                        std::mem::replace(&mut batch, Batch::new(&self.ks, &self.stats)).commit();
-                        self.run_exclusive(op);
+                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &self.stats));
+                        if let Some(e) = done.commit() {
+                            self.handles.close(&e);
+                        }
+                        if let Some(e) = self.run_exclusive(&ks, op) {
+                            self.handles.close(&e);
+                        }
                     }
                     Op::Shared(op) => batch.apply(op, &*self.clock),
                 }
             }
-            batch.commit();
+            if let Some(e) = batch.commit() {
+                self.handles.close(&e);
+            }
         }
     }
 
-    fn run_exclusive(&self, op: ExclusiveOp) {
+    /// Runs one exclusive request; returns its error if the database failed under it.
+    fn run_exclusive(&self, ks: &Keyspaces, op: ExclusiveOp) -> Option<StoreError> {
+        fn failed<T>(r: &StoreResult<T>) -> Option<StoreError> {
+            match r {
+                Err(e @ StoreError::Unavailable(_)) => Some(e.clone()),
+                _ => None,
+            }
+        }
         match op {
             ExclusiveOp::DeleteEventsBefore { key, before, limit, reply } => {
-                let _ = reply.send(self.delete_events_before(&key, before, limit));
+                let result = Self::delete_events_before(ks, &key, before, limit);
+                let error = failed(&result);
+                let _ = reply.send(result);
+                error
             }
             ExclusiveOp::DeleteNamespace { name, reply } => {
-                let _ = reply.send(self.delete_namespace(&name));
+                let result = Self::delete_namespace(ks, &name);
+                let error = failed(&result);
+                let _ = reply.send(result);
+                error
             }
         }
     }
 
-    fn delete_events_before(&self, key: &CounterKey, before: Timestamp, limit: usize) -> StoreResult<usize> {
+    fn delete_events_before(
+        ks: &Keyspaces,
+        key: &CounterKey,
+        before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<usize> {
         let range = codec::counter_prefix(key)..codec::event_bound(key, before);
-        let doomed: Vec<_> = self
-            .ks
+        let doomed: Vec<_> = ks
             .events
             .range(range)
             .take(limit)
             .map(|g| g.key())
             .collect::<Result<_, _>>()
             .map_err(unavailable)?;
-        let mut writes = self.ks.db.batch().durability(Some(PersistMode::SyncData));
-        doomed.iter().for_each(|k| writes.remove(&self.ks.events, k.clone()));
+        let mut writes = ks.db.batch().durability(Some(PersistMode::SyncData));
+        doomed.iter().for_each(|k| writes.remove(&ks.events, k.clone()));
         writes.commit().map_err(unavailable)?;
         Ok(doomed.len())
     }
 
-    fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool> {
-        let existed = self.ks.namespaces.get(name.as_str()).map_err(unavailable)?.is_some();
+    fn delete_namespace(ks: &Keyspaces, name: &Namespace) -> StoreResult<bool> {
+        let existed = ks.namespaces.get(name.as_str()).map_err(unavailable)?.is_some();
         let prefix = codec::namespace_prefix(name);
         // The configuration goes last: if this is interrupted, the namespace still exists and
         // deleting it again finishes the job, instead of leaving orphaned data behind.
-        for space in [&self.ks.events, &self.ks.last_write, &self.ks.checkpoints] {
+        for space in [&ks.events, &ks.last_write, &ks.checkpoints] {
             loop {
                 let doomed: Vec<_> = space
                     .prefix(&prefix)
@@ -179,13 +217,13 @@ impl Writer {
                 if doomed.is_empty() {
                     break;
                 }
-                let mut writes = self.ks.db.batch().durability(Some(PersistMode::SyncData));
+                let mut writes = ks.db.batch().durability(Some(PersistMode::SyncData));
                 doomed.into_iter().for_each(|k| writes.remove(space, k));
                 writes.commit().map_err(unavailable)?;
             }
         }
-        let mut writes = self.ks.db.batch().durability(Some(PersistMode::SyncData));
-        writes.remove(&self.ks.namespaces, name.as_str());
+        let mut writes = ks.db.batch().durability(Some(PersistMode::SyncData));
+        writes.remove(&ks.namespaces, name.as_str());
         writes.commit().map_err(unavailable)?;
         Ok(existed)
     }
@@ -324,7 +362,8 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn commit(self) {
+    /// Commits and answers every request of the batch; returns the commit's error.
+    fn commit(self) -> Option<StoreError> {
         let failure = if self.written == 0 {
             None
         } else {
@@ -340,5 +379,6 @@ impl<'a> Batch<'a> {
         for ack in self.acks {
             ack(failure.as_ref());
         }
+        failure
     }
 }

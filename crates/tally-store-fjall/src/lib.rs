@@ -11,8 +11,11 @@
 //! requests queued while the previous batch was syncing and commits them with one `fdatasync`.
 //! The single writer also makes the read-check-write steps (idempotency, `last_write = max`,
 //! checkpoints that never move backwards) atomic without locks. Reads go straight to fjall.
+//! After a failed write the database is closed and reopened (`handles.rs`), so the store
+//! recovers from a full disk without a restart.
 
 mod group_commit;
+mod handles;
 pub mod key_codec;
 mod store;
 

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tally_core::{Checkpoint, Clock, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
 use tally_store::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, StoreError, StoreResult};
 
-use crate::group_commit::{ExclusiveOp, GroupCommitter, Keyspaces, Op, SharedOp, unavailable};
+use crate::group_commit::{ExclusiveOp, GroupCommitter, Op, SharedOp};
+use crate::handles::{Handles, unavailable};
 use crate::key_codec as codec;
 
 /// Tuning of the embedded store.
@@ -31,11 +31,10 @@ impl Default for FjallOptions {
 
 /// The embedded store. Cheap to share behind an `Arc`; one process per data directory.
 pub struct FjallStore {
-    ks: Keyspaces,
+    handles: Arc<Handles>,
     writer: GroupCommitter,
 }
 
-const FORMAT_KEY: &str = "format_version";
 /// Events folded between two yields to the runtime (about a millisecond of work).
 const FOLD_CHUNK: usize = 4096;
 
@@ -44,22 +43,10 @@ impl FjallStore {
     ///
     /// Fails if another process holds the directory, or if it was written in another format.
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: FjallOptions) -> StoreResult<Self> {
-        let db = Database::builder(path).cache_size(options.cache_bytes).open().map_err(|e| {
-            StoreError::Unavailable(format!("cannot open the embedded store in {}: {e}", path.display()))
-        })?;
-        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
-        let meta = keyspace("meta")?;
-        check_format(&db, &meta, path)?;
-        let ks = Keyspaces {
-            events: keyspace("events")?,
-            last_write: keyspace("last_write")?,
-            checkpoints: keyspace("checkpoints")?,
-            namespaces: keyspace("namespaces")?,
-            db,
-        };
-        let writer = GroupCommitter::start(ks.clone(), clock, options.max_batch)
+        let handles = Arc::new(Handles::open(path, options.cache_bytes)?);
+        let writer = GroupCommitter::start(handles.clone(), clock, options.max_batch)
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { ks, writer })
+        Ok(Self { handles, writer })
     }
 
     /// Requests the writer handled and durable commits it made; their ratio is the mean
@@ -70,37 +57,17 @@ impl FjallStore {
 
     /// Bytes the store occupies on disk (tables and journals).
     pub fn disk_space(&self) -> StoreResult<u64> {
-        self.ks.db.disk_space().map_err(unavailable)
+        self.handles.get()?.db.disk_space().map_err(unavailable)
     }
 
     /// Flushes memtables and compacts every keyspace fully; for measuring size on disk.
     pub fn compact(&self) -> StoreResult<()> {
-        for ks in [&self.ks.events, &self.ks.last_write, &self.ks.checkpoints, &self.ks.namespaces] {
+        let all = self.handles.get()?;
+        for ks in [&all.events, &all.last_write, &all.checkpoints, &all.namespaces] {
             ks.rotate_memtable_and_wait().map_err(unavailable)?;
             ks.major_compact().map_err(unavailable)?;
         }
         Ok(())
-    }
-}
-
-fn check_format(db: &Database, meta: &Keyspace, path: &Path) -> StoreResult<()> {
-    match meta.get(FORMAT_KEY).map_err(unavailable)? {
-        Some(v) => {
-            let found = <[u8; 4]>::try_from(&*v).map(u32::from_le_bytes).ok();
-            if found == Some(codec::FORMAT_VERSION) {
-                Ok(())
-            } else {
-                Err(StoreError::Corrupt(format!(
-                    "{} holds on-disk format {found:?}; this build reads format {}",
-                    path.display(),
-                    codec::FORMAT_VERSION
-                )))
-            }
-        }
-        None => {
-            meta.insert(FORMAT_KEY, codec::FORMAT_VERSION.to_le_bytes()).map_err(unavailable)?;
-            db.persist(PersistMode::SyncData).map_err(unavailable)
-        }
     }
 }
 
@@ -130,9 +97,10 @@ impl EventLog for FjallStore {
         let end = Bound::Excluded(codec::event_bound(key, until));
         let mut start = Bound::Included(codec::event_bound(key, from));
         let mut fold = Fold::default();
+        let ks = self.handles.get()?;
         loop {
             let mut resume_after = None;
-            for (n, guard) in self.ks.events.range::<Vec<u8>, _>((start.clone(), end.clone())).enumerate() {
+            for (n, guard) in ks.events.range::<Vec<u8>, _>((start.clone(), end.clone())).enumerate() {
                 let (k, v) = guard.into_inner().map_err(unavailable)?;
                 fold.push(codec::decode_event_value(&v)?);
                 if n + 1 == FOLD_CHUNK {
@@ -168,8 +136,9 @@ impl CounterStore for FjallStore {
     async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState> {
         // Two point reads, usually served from the memtable or block cache; not worth a thread hop.
         let state_key = codec::counter_prefix(key);
-        let checkpoint = self.ks.checkpoints.get(&state_key).map_err(unavailable)?;
-        let last_write = self.ks.last_write.get(&state_key).map_err(unavailable)?;
+        let ks = self.handles.get()?;
+        let checkpoint = ks.checkpoints.get(&state_key).map_err(unavailable)?;
+        let last_write = ks.last_write.get(&state_key).map_err(unavailable)?;
         Ok(CounterState {
             checkpoint: checkpoint.map(|v| codec::decode_checkpoint_value(&v)).transpose()?,
             last_write: last_write.map(|v| codec::decode_time_value(&v)).transpose()?,
@@ -193,7 +162,8 @@ impl CounterStore for FjallStore {
             None => Bound::Included(prefix.clone()),
         };
         let end = codec::prefix_upper_bound(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        let (last_write, checkpoints) = (self.ks.last_write.clone(), self.ks.checkpoints.clone());
+        let ks = self.handles.get()?;
+        let (last_write, checkpoints) = (ks.last_write.clone(), ks.checkpoints.clone());
         blocking(move || {
             let mut out = Vec::new();
             for guard in last_write.range::<Vec<u8>, _>((start, end)).take(limit) {
@@ -235,12 +205,12 @@ impl NamespaceStore for FjallStore {
     }
 
     async fn get_namespace(&self, name: &Namespace) -> StoreResult<Option<NamespaceConfig>> {
-        let stored = self.ks.namespaces.get(name.as_str()).map_err(unavailable)?;
+        let stored = self.handles.get()?.namespaces.get(name.as_str()).map_err(unavailable)?;
         stored.map(|v| decode_config(name.as_str(), &v)).transpose()
     }
 
     async fn list_namespaces(&self) -> StoreResult<Vec<(Namespace, NamespaceConfig)>> {
-        let namespaces = self.ks.namespaces.clone();
+        let namespaces = self.handles.get()?.namespaces.clone();
         blocking(move || {
             let mut out = Vec::new();
             for guard in namespaces.iter() {

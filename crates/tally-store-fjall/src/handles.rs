@@ -1,0 +1,151 @@
+//! The fjall handles the writer and the readers share, and reopening them after a failed
+//! write.
+//!
+//! fjall poisons a database whose journal write or sync failed (a full disk, an I/O error):
+//! every later write fails too. Reopening the directory runs fjall's recovery, which keeps
+//! what reached the journal and nothing else, so the store heals once the disk works again,
+//! without a restart. Meanwhile every request is answered `UNAVAILABLE`; nothing is
+//! acknowledged that was not synced, because replies wait for the commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tally_store::{StoreError, StoreResult};
+
+use crate::key_codec as codec;
+
+/// The least time between two attempts to reopen a closed database.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
+
+const FORMAT_KEY: &str = "format_version";
+
+pub(crate) fn unavailable(e: fjall::Error) -> StoreError {
+    StoreError::Unavailable(format!("embedded store: {e}"))
+}
+
+/// One open database and its keyspaces.
+pub(crate) struct Keyspaces {
+    pub db: Database,
+    pub events: Keyspace,
+    pub last_write: Keyspace,
+    pub checkpoints: Keyspace,
+    pub namespaces: Keyspace,
+}
+
+impl Keyspaces {
+    /// Opens (or creates) the database in `path` and checks its format.
+    fn open(path: &Path, cache_bytes: u64) -> StoreResult<Self> {
+        let db = Database::builder(path).cache_size(cache_bytes).open().map_err(|e| {
+            StoreError::Unavailable(format!("cannot open the embedded store in {}: {e}", path.display()))
+        })?;
+        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
+        let meta = keyspace("meta")?;
+        check_format(&db, &meta, path)?;
+        Ok(Self {
+            events: keyspace("events")?,
+            last_write: keyspace("last_write")?,
+            checkpoints: keyspace("checkpoints")?,
+            namespaces: keyspace("namespaces")?,
+            db,
+        })
+    }
+}
+
+fn check_format(db: &Database, meta: &Keyspace, path: &Path) -> StoreResult<()> {
+    match meta.get(FORMAT_KEY).map_err(unavailable)? {
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(&*v).map(u32::from_le_bytes).ok();
+            if found == Some(codec::FORMAT_VERSION) {
+                Ok(())
+            } else {
+                Err(StoreError::Corrupt(format!(
+                    "{} holds on-disk format {found:?}; this build reads format {}",
+                    path.display(),
+                    codec::FORMAT_VERSION
+                )))
+            }
+        }
+        None => {
+            meta.insert(FORMAT_KEY, codec::FORMAT_VERSION.to_le_bytes()).map_err(unavailable)?;
+            db.persist(PersistMode::SyncData).map_err(unavailable)
+        }
+    }
+}
+
+/// The current database, closed after a failed write and reopened by the writer.
+pub(crate) struct Handles {
+    path: PathBuf,
+    cache_bytes: u64,
+    current: RwLock<Option<Arc<Keyspaces>>>,
+    /// Why it was closed, for the errors answered until it reopens.
+    closed_because: Mutex<String>,
+    last_attempt: Mutex<Option<Instant>>,
+}
+
+impl Handles {
+    pub fn open(path: &Path, cache_bytes: u64) -> StoreResult<Self> {
+        let ks = Keyspaces::open(path, cache_bytes)?;
+        Ok(Self {
+            path: path.to_owned(),
+            cache_bytes,
+            current: RwLock::new(Some(Arc::new(ks))),
+            closed_because: Mutex::new(String::new()),
+            last_attempt: Mutex::new(None),
+        })
+    }
+
+    fn closed(&self) -> StoreError {
+        let why = self.closed_because.lock().map(|w| w.clone()).unwrap_or_default();
+        StoreError::Unavailable(format!(
+            "embedded store in {} is reopening after a failed write ({why})",
+            self.path.display()
+        ))
+    }
+
+    /// The open database, for readers.
+    pub fn get(&self) -> StoreResult<Arc<Keyspaces>> {
+        let current = self.current.read().map_err(|_| self.closed())?;
+        current.clone().ok_or_else(|| self.closed())
+    }
+
+    /// Closes the database after `error`; the writer reopens it before its next batch.
+    pub fn close(&self, error: &StoreError) {
+        if let Ok(mut why) = self.closed_because.lock() {
+            *why = error.to_string();
+        }
+        if let Ok(mut current) = self.current.write()
+            && current.take().is_some()
+        {
+            tracing::error!(%error, path = %self.path.display(), "embedded store closed after a failed write; reopening");
+            metrics::counter!("tally_store_reopens_total").increment(1);
+        }
+    }
+
+    /// For the writer: the open database, or an attempt to reopen it (at most one per
+    /// [`REOPEN_BACKOFF`]; readers still holding the old one make an attempt fail).
+    pub fn get_or_reopen(&self) -> StoreResult<Arc<Keyspaces>> {
+        if let Ok(ks) = self.get() {
+            return Ok(ks);
+        }
+        {
+            let mut last = self.last_attempt.lock().map_err(|_| self.closed())?;
+            if last.is_some_and(|at| at.elapsed() < REOPEN_BACKOFF) {
+                return Err(self.closed());
+            }
+            *last = Some(Instant::now());
+        }
+        let ks = match Keyspaces::open(&self.path, self.cache_bytes) {
+            Ok(ks) => Arc::new(ks),
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded store not reopened yet");
+                return Err(self.closed());
+            }
+        };
+        tracing::info!(path = %self.path.display(), "embedded store reopened");
+        let mut current = self.current.write().map_err(|_| self.closed())?;
+        *current = Some(ks.clone());
+        Ok(ks)
+    }
+}

@@ -152,3 +152,73 @@ fn every_front_door_speaks_tls_to_real_clients_and_refuses_plaintext() {
     assert_eq!(redis(true, &["GET", "tls:c"]), "7");
     assert!(!redis(false, &["GET", "tls:c"]).contains('7'), "plaintext RESP must get no answer");
 }
+
+/// A metric's value as `curl --cacert` reads it from an HTTPS `/metrics`.
+fn metric(server: &Server, ca: &Path, name: &str) -> f64 {
+    let (ok, out) = curl(ca, &[&format!("https://{}/metrics", server.http)]);
+    assert!(ok, "metrics over HTTPS: {out}");
+    out.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn peers_hand_rollups_over_to_each_other_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    make_certificates(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let ports: Vec<String> = (0..2)
+        .map(|_| {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+            format!("127.0.0.1:{port}")
+        })
+        .collect();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display(),
+            ca.display()
+        ),
+    )
+    .expect("write config");
+    let servers: Vec<Server> = (0..2)
+        .map(|i| {
+            let args = [
+                "--config".to_owned(),
+                config.display().to_string(),
+                "--grpc".to_owned(),
+                ports[i].clone(),
+                "--peers".to_owned(),
+                ports.join(","),
+                "--advertise".to_owned(),
+                ports[i].clone(),
+            ];
+            Server::start_with(&dir.path().join(format!("data-{i}")), &args)
+        })
+        .collect();
+    // Adds to many counters on the first instance: about half of them belong to the second,
+    // whose rollups the first hands over through the peer service, over TLS.
+    let base = format!("https://{}", servers[0].http);
+    for c in 0..16 {
+        let body = serde_json::json!({"delta": 1}).to_string();
+        let add = format!("{base}/v1/namespaces/default/counters/c{c}/add");
+        let (ok, out) = curl(&ca, &["-X", "POST", &add, "--data-binary", &body]);
+        assert!(ok && out.ends_with("200"), "add over HTTPS: {out}");
+    }
+    let started = std::time::Instant::now();
+    while metric(&servers[1], &ca, "tally_rollup_triggers_received_total") == 0.0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no rollup trigger reached the second instance over TLS; forwarded {}, unrouted {}",
+            metric(&servers[0], &ca, "tally_rollup_triggers_forwarded_total"),
+            metric(&servers[0], &ca, "tally_rollup_triggers_unrouted_total"),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(metric(&servers[0], &ca, "tally_rollup_triggers_forwarded_total") > 0.0);
+}

@@ -55,7 +55,7 @@ pub struct CheckArgs {
     /// Faults to inject, comma-separated (default: every one the setup allows).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
-    /// Mean time between faults.
+    /// Mean time between faults (each kind comes once per round, in a random order).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     fault_interval: Duration,
     /// The namespaces' `accept_limit`: how long a token may be retried.

@@ -1,9 +1,11 @@
 //! The nemesis: faults injected one at a time while the clients run, each healed before the
-//! next.
+//! next. Faults come in rounds that hold every kind once, in a random order, so a run of n
+//! rounds sees each kind n times however long the faults take.
 
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -59,6 +61,7 @@ pub async fn run(
 ) -> anyhow::Result<Vec<Injected>> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321);
     let mut done = Vec::new();
+    let mut deck: Vec<Fault> = Vec::new();
     if faults.is_empty() {
         stop.cancelled().await;
         return Ok(done);
@@ -69,7 +72,11 @@ pub async fn run(
             () = stop.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
-        let fault = faults[rng.random_range(0..faults.len())];
+        if deck.is_empty() {
+            deck = faults.to_vec();
+            deck.shuffle(&mut rng);
+        }
+        let Some(fault) = deck.pop() else { break };
         let at = began.elapsed().as_secs_f64();
         let start = Instant::now();
         let mut instance = None;

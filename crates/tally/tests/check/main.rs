@@ -60,7 +60,7 @@ fn three_instances_on_cassandra_keep_every_count_through_every_fault() {
         "set TALLY_TEST_CASSANDRA=127.0.0.1:9042 after `bash scripts/cassandra.sh start` (scripts/test.sh does)",
     );
     let store = format!("cassandra://{node}/check_{}", std::process::id());
-    let mut args = vec!["--store", &store, "--duration", "45s", "--fault-interval", "3s", "--seed", "11"];
+    let mut args = vec!["--store", &store, "--duration", "50s", "--fault-interval", "2s", "--seed", "11"];
     let mut faults = vec!["kill", "pause-tally", "memcached"];
     // scripts/test.sh names the node's pid file and restart command when it started the node.
     let pid_file = std::env::var("TALLY_TEST_CASSANDRA_PID_FILE").ok();

@@ -1,37 +1,37 @@
 //! `tally check`: a counter workload in the spirit of Jepsen's, with a nemesis.
 //!
-//! Clients send adds and clears with idempotency tokens through all three front doors, each
+//! Clients ([`workload`]) send adds and clears with idempotency tokens through all three front doors, each
 //! retried with the same token until it is acknowledged or definitely refused, and log how
 //! every operation ended ([`history`]). Meanwhile the [`nemesis`] kills and pauses Tally
 //! instances, restarts memcached and pauses or restarts the Cassandra node. Then every fault
 //! is healed, the checker waits for the counts to converge, and reads every counter from every
-//! instance against the [`model`]: nothing lost, nothing counted twice.
+//! instance against the [`model`]: nothing lost, nothing counted twice ([`report`]).
 
 mod cluster;
 mod doors;
 mod history;
 mod model;
 mod nemesis;
+mod report;
+mod workload;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use cluster::{CassandraNode, Instance, Memcached, free_port};
-use doors::{Answer, Counter, Doors, Endpoint};
-use history::{Door, History, Mutation, Op, Outcome};
+use doors::{Counter, Doors, Endpoint};
+use history::{Door, History, Op};
 use model::{Possible, Verdict};
-use nemesis::{Fault, Injected, Targets};
+use nemesis::{Fault, Targets};
+use report::{Report, Run};
+use workload::{Shared, client, now_ms};
 
 /// Options of `tally check`.
 #[derive(Args)]
@@ -79,165 +79,6 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// What the clients share.
-struct Shared {
-    endpoints: Vec<Endpoint>,
-    counters: Vec<(Counter, bool)>,
-    history: History,
-    accept_limit: Duration,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Sends one operation until it is acknowledged or definitely refused, moving to the next
-/// instance after each unanswered attempt. Gives up (indeterminate) once the token's write
-/// window is over, since no instance may accept it after that.
-async fn perform(
-    doors: &mut Doors,
-    shared: &Shared,
-    rng: &mut SmallRng,
-    op: (usize, Mutation, String, i64, Door),
-) -> Op {
-    let (counter, mutation, token, time_ms, door) = op;
-    let give_up = Instant::now() + shared.accept_limit + Duration::from_secs(6);
-    let mut instance = rng.random_range(0..shared.endpoints.len());
-    let (mut attempts, mut uncertain, mut last_error) = (0u32, false, None);
-    let outcome = loop {
-        attempts += 1;
-        let answer = doors.send(door, instance, &shared.counters[counter].0, mutation, &token, time_ms).await;
-        match answer {
-            Answer::Acked => break Outcome::Acked,
-            Answer::Refused(code) => {
-                last_error = Some(code);
-                break if uncertain { Outcome::Indeterminate } else { Outcome::Refused };
-            }
-            Answer::Shed => last_error = Some("RESOURCE_EXHAUSTED".to_owned()),
-            Answer::Unknown(e) => {
-                uncertain = true;
-                last_error = Some(e);
-            }
-        }
-        if Instant::now() > give_up {
-            break if uncertain { Outcome::Indeterminate } else { Outcome::Refused };
-        }
-        instance = (instance + 1) % shared.endpoints.len();
-        let backoff = 20 * u64::from(attempts.min(10));
-        tokio::time::sleep(Duration::from_millis(rng.random_range(backoff / 2..=backoff))).await;
-    };
-    Op { counter, mutation, token, time_ms, door, outcome, attempts, last_error }
-}
-
-/// One client: operations one after another until `stop`.
-async fn client(id: usize, seed: u64, shared: Arc<Shared>, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut doors = Doors::new(&shared.endpoints)?;
-    let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(id as u64));
-    let mut seq = 0usize;
-    while !stop.is_cancelled() {
-        let counter = rng.random_range(0..shared.counters.len());
-        let door = Door::ALL[(seq + id) % Door::ALL.len()];
-        let mutation = if shared.counters[counter].1 && rng.random_bool(0.04) {
-            Mutation::Clear
-        } else {
-            Mutation::Add(rng.random_range(1..=9))
-        };
-        let token = format!("k{id:03}-{seq:08}");
-        let op = perform(&mut doors, &shared, &mut rng, (counter, mutation, token, now_ms(), door)).await;
-        shared.history.record(op);
-        seq += 1;
-    }
-    Ok(())
-}
-
-/// How one counter ended.
-#[derive(Debug, Serialize)]
-struct Finding {
-    namespace: String,
-    counter: String,
-    /// `None` when some instance could not be read.
-    verdict: Option<Verdict>,
-    /// The last count read from each instance (`null` if it could not be read).
-    reads: Vec<Option<i64>>,
-    /// Up to ten of the counts the model allows.
-    allowed: Vec<i64>,
-}
-
-/// The run's result.
-#[derive(Debug, Serialize)]
-struct Report {
-    store: String,
-    instances: usize,
-    clients: usize,
-    seed: u64,
-    duration_s: f64,
-    operations: usize,
-    acked: usize,
-    refused: usize,
-    indeterminate: usize,
-    /// Operations that needed more than one attempt.
-    retried: usize,
-    acked_by_door: BTreeMap<Door, usize>,
-    refused_by_code: BTreeMap<String, usize>,
-    faults: BTreeMap<Fault, usize>,
-    fault_log: Vec<Injected>,
-    counters_checked: usize,
-    ok: usize,
-    lost: usize,
-    duplicated: usize,
-    wrong: usize,
-    unreadable: usize,
-    /// Seconds after the last operation until every counter read right on every instance.
-    converged_after_s: Option<f64>,
-    problems: Vec<Finding>,
-    /// The operation log, kept when --dir was given or the check failed.
-    history: Option<PathBuf>,
-}
-
-impl Report {
-    fn passed(&self) -> bool {
-        self.acked > 0 && self.ok == self.counters_checked
-    }
-
-    fn print(&self) {
-        println!(
-            "tally check: {} on {} instance(s), {} clients over gRPC, HTTP and RESP, {:.0} s, seed {}",
-            self.store, self.instances, self.clients, self.duration_s, self.seed
-        );
-        println!(
-            "operations {}: acknowledged {}, refused {}, indeterminate {}; {} needed more than one attempt",
-            self.operations, self.acked, self.refused, self.indeterminate, self.retried
-        );
-        println!("acknowledged by door: {:?}", self.acked_by_door);
-        if !self.refused_by_code.is_empty() {
-            println!("refused: {:?}", self.refused_by_code);
-        }
-        let faults: usize = self.faults.values().sum();
-        println!("faults {faults}: {:?}", self.faults);
-        println!(
-            "counters checked {} on every instance: ok {}, lost {}, duplicated {}, wrong {}, unreadable {}",
-            self.counters_checked, self.ok, self.lost, self.duplicated, self.wrong, self.unreadable
-        );
-        match self.converged_after_s {
-            Some(s) => println!("converged {s:.1} s after the last operation"),
-            None => println!("did not converge"),
-        }
-        for p in &self.problems {
-            println!(
-                "  {}/{}: {:?}, read {:?}, allowed {:?}",
-                p.namespace, p.counter, p.verdict, p.reads, p.allowed
-            );
-        }
-        if let Some(history) = &self.history {
-            println!("history: {}", history.display());
-        }
-        println!("{}", if self.passed() { "PASS" } else { "FAIL" });
-    }
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
@@ -424,70 +265,15 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
 
-    let mut report = Report {
-        store: args.store.clone(),
-        instances,
-        clients: args.clients,
-        seed,
-        duration_s: ran.as_secs_f64(),
-        operations: ops.len(),
-        acked: ops.iter().filter(|o| o.outcome == Outcome::Acked).count(),
-        refused: ops.iter().filter(|o| o.outcome == Outcome::Refused).count(),
-        indeterminate: ops.iter().filter(|o| o.outcome == Outcome::Indeterminate).count(),
-        retried: ops.iter().filter(|o| o.attempts > 1).count(),
-        acked_by_door: BTreeMap::new(),
-        refused_by_code: BTreeMap::new(),
-        faults: BTreeMap::new(),
-        fault_log: injected,
-        counters_checked: shared.counters.len(),
-        ok: 0,
-        lost: 0,
-        duplicated: 0,
-        wrong: 0,
-        unreadable: 0,
-        converged_after_s: converged_after,
-        problems: Vec::new(),
-        history: None,
-    };
-    for op in &ops {
-        match op.outcome {
-            Outcome::Acked => *report.acked_by_door.entry(op.door).or_default() += 1,
-            Outcome::Refused => {
-                let code = op.last_error.clone().unwrap_or_default();
-                *report.refused_by_code.entry(code).or_default() += 1;
-            }
-            Outcome::Indeterminate => {}
-        }
-    }
-    for f in &report.fault_log {
-        *report.faults.entry(f.fault).or_default() += 1;
-    }
-    for (c, (counter, _)) in shared.counters.iter().enumerate() {
-        let verdicts: Vec<Option<Verdict>> =
-            reads[c].iter().map(|r| r.map(|v| model::judge(v, &possible[c]))).collect();
-        let worst = if verdicts.iter().any(Option::is_none) {
-            None
-        } else {
-            verdicts.iter().flatten().copied().find(|v| *v != Verdict::Ok).or(Some(Verdict::Ok))
-        };
-        match worst {
-            Some(Verdict::Ok) => report.ok += 1,
-            Some(Verdict::Lost) => report.lost += 1,
-            Some(Verdict::Duplicated) => report.duplicated += 1,
-            Some(Verdict::Wrong) => report.wrong += 1,
-            None => report.unreadable += 1,
-        }
-        if worst != Some(Verdict::Ok) {
-            let allowed = possible[c].iter().take(10).copied().collect();
-            report.problems.push(Finding {
-                namespace: counter.namespace.clone(),
-                counter: counter.name.clone(),
-                verdict: worst,
-                reads: reads[c].clone(),
-                allowed,
-            });
-        }
-    }
+    let mut report = Report::new(
+        Run { store: args.store.clone(), instances, clients: args.clients, seed, ran },
+        &ops,
+        injected,
+        &shared.counters,
+        &reads,
+        &possible,
+        converged_after,
+    );
 
     for instance in &mut targets.instances {
         instance.kill_9().await?;

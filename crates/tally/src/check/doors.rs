@@ -28,6 +28,16 @@ pub struct Counter {
     pub name: String,
 }
 
+/// One mutation with its idempotency token, as every attempt sends it.
+#[derive(Clone, Copy)]
+pub struct Mutate<'a> {
+    pub counter: &'a Counter,
+    pub mutation: Mutation,
+    pub token: &'a str,
+    /// The token's `generation_time`, in Unix milliseconds.
+    pub time_ms: i64,
+}
+
 /// What one attempt's answer says about the write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -90,21 +100,13 @@ impl Doors {
         Ok(Self { endpoints: endpoints.to_vec(), http, grpc, resp: vec![None; endpoints.len()] })
     }
 
-    /// Sends `mutation` with its token through `door` of `instance`.
-    pub async fn send(
-        &mut self,
-        door: Door,
-        instance: usize,
-        counter: &Counter,
-        mutation: Mutation,
-        token: &str,
-        time_ms: i64,
-    ) -> Answer {
+    /// Sends `m` through `door` of `instance`.
+    pub async fn send(&mut self, door: Door, instance: usize, m: &Mutate<'_>) -> Answer {
         let attempt = async {
             match door {
-                Door::Grpc => self.send_grpc(instance, counter, mutation, token, time_ms).await,
-                Door::Http => self.send_http(instance, counter, mutation, token, time_ms).await,
-                Door::Resp => self.send_resp(instance, counter, mutation, token, time_ms).await,
+                Door::Grpc => self.send_grpc(instance, m).await,
+                Door::Http => self.send_http(instance, m).await,
+                Door::Resp => self.send_resp(instance, m).await,
             }
         };
         match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
@@ -116,14 +118,8 @@ impl Doors {
         }
     }
 
-    async fn send_grpc(
-        &mut self,
-        instance: usize,
-        counter: &Counter,
-        mutation: Mutation,
-        token: &str,
-        time_ms: i64,
-    ) -> Answer {
+    async fn send_grpc(&mut self, instance: usize, m: &Mutate<'_>) -> Answer {
+        let Mutate { counter, mutation, token, time_ms } = *m;
         let idempotency_token = Some(pb::IdempotencyToken {
             token: token.to_owned(),
             generation_time: Some(prost_types::Timestamp {
@@ -157,14 +153,8 @@ impl Doors {
         }
     }
 
-    async fn send_http(
-        &mut self,
-        instance: usize,
-        counter: &Counter,
-        mutation: Mutation,
-        token: &str,
-        time_ms: i64,
-    ) -> Answer {
+    async fn send_http(&mut self, instance: usize, m: &Mutate<'_>) -> Answer {
+        let Mutate { counter, mutation, token, time_ms } = *m;
         let token = json!({
             "token": token,
             "generation_time": tally_core::Timestamp::from_millis(time_ms).to_string(),
@@ -208,14 +198,8 @@ impl Doors {
         Ok(connection)
     }
 
-    async fn send_resp(
-        &mut self,
-        instance: usize,
-        counter: &Counter,
-        mutation: Mutation,
-        token: &str,
-        time_ms: i64,
-    ) -> Answer {
+    async fn send_resp(&mut self, instance: usize, m: &Mutate<'_>) -> Answer {
+        let Mutate { counter, mutation, token, time_ms } = *m;
         let mut connection = match self.resp_connection(instance).await {
             Ok(c) => c,
             Err(e) => return Answer::Unknown(e),

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::doors::{Answer, Counter, Doors, Endpoint};
+use super::doors::{Answer, Counter, Doors, Endpoint, Mutate};
 use super::history::{Door, History, Mutation, Op, Outcome};
 
 /// What the clients share.
@@ -43,7 +43,8 @@ async fn perform(
     let (mut attempts, mut uncertain, mut last_error) = (0u32, false, None);
     let outcome = loop {
         attempts += 1;
-        let answer = doors.send(door, instance, &shared.counters[counter].0, mutation, &token, time_ms).await;
+        let m = Mutate { counter: &shared.counters[counter].0, mutation, token: &token, time_ms };
+        let answer = doors.send(door, instance, &m).await;
         match answer {
             Answer::Acked => break Outcome::Acked,
             Answer::Refused(code) => {

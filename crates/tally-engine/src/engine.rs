@@ -312,18 +312,24 @@ impl Engine {
         token: Option<IdempotencyToken>,
     ) -> EngineResult<Mutated> {
         let now = self.inner.clock.now();
-        let token = match token {
+        let (token, server_made) = match token {
             Some(token) => {
                 config
                     .check_window(token.generation_time(), now)
                     .map_err(|e| window_error(key, token.clone(), e))?;
-                token
+                (token, false)
             }
-            None => server_token(now, self.inner.token_sequence.fetch_add(1, Ordering::Relaxed))?,
+            None => (server_token(now, self.inner.token_sequence.fetch_add(1, Ordering::Relaxed))?, true),
         };
         let event = Event { key: key.clone(), token, kind };
-        let appended =
-            self.inner.store.append(&event, config.commit_deadline(event.token.generation_time())).await?;
+        let deadline = config.commit_deadline(event.token.generation_time());
+        let store = &self.inner.store;
+        // A token made here for this call is new by construction: the store need not look it up.
+        let appended = if server_made {
+            store.append_new(&event, deadline).await?
+        } else {
+            store.append(&event, deadline).await?
+        };
         // No rollup can fold this event before its window closes: ask for one then.
         let due =
             now.saturating_add(config.coalesce).max(first_foldable(event.token.generation_time(), config));
@@ -400,6 +406,11 @@ impl Engine {
         config: NamespaceConfig,
     ) -> EngineResult<NamespaceConfig> {
         Ok((*self.inner.namespaces.create(name, config).await?).clone())
+    }
+
+    /// The counter type of namespace `name`, from the engine's namespace cache.
+    pub async fn counter_type(&self, name: &Namespace) -> EngineResult<CounterType> {
+        Ok(self.inner.namespaces.get(name).await?.counter_type)
     }
 
     /// `GetNamespace`.

@@ -414,6 +414,40 @@ impl EventLog for CassandraStore {
         }
     }
 
+    async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+        // No identity to look up and no other writer of it to race: `last_write` first, then
+        // the event, so that a stored event is always covered by its counter's `last_write`.
+        let key = &event.key;
+        let time = event.token.generation_time();
+        if self.clock.now().saturating_add(self.write_timeout) > deadline {
+            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
+        }
+        let statements = self.slice(self.layout.slice_of(time), true).await?;
+        let (ns, shard, counter) = Self::counter_values(key);
+        self.session
+            .execute_unpaged(&self.fixed.last_write, (time.as_micros(), time.as_micros(), ns, shard, counter))
+            .await
+            .map_err(|e| unavailable(&format!("recording the last write of {key}"), e))?;
+        if self.clock.now().saturating_add(self.write_timeout) > deadline {
+            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
+        }
+        let token = event.token.token();
+        let row = (
+            key.namespace.as_str(),
+            key.counter.as_str(),
+            self.layout.time_bucket(time),
+            self.layout.event_bucket(token),
+            time.as_micros(),
+            token,
+            encode_mutation(event.kind),
+        );
+        self.session
+            .execute_unpaged(&statements.insert, row)
+            .await
+            .map_err(|e| unavailable(&format!("appending to {key}"), e))?;
+        Ok(Appended::New)
+    }
+
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
         if from >= until {
             return Ok(Fold::default());

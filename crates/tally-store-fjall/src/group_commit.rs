@@ -57,10 +57,28 @@ impl Op {
 }
 
 pub(crate) enum SharedOp {
-    Append { event: Event, deadline: Timestamp, reply: Reply<Appended> },
-    PutCheckpoint { key: CounterKey, checkpoint: Checkpoint, reply: Reply<Checkpoint> },
-    CreateNamespace { name: Namespace, json: Vec<u8>, reply: Reply<()> },
-    UpdateNamespace { name: Namespace, json: Vec<u8>, reply: Reply<()> },
+    /// `fresh`: the token was made by the server for this append, so no lookup is needed.
+    Append {
+        event: Event,
+        deadline: Timestamp,
+        fresh: bool,
+        reply: Reply<Appended>,
+    },
+    PutCheckpoint {
+        key: CounterKey,
+        checkpoint: Checkpoint,
+        reply: Reply<Checkpoint>,
+    },
+    CreateNamespace {
+        name: Namespace,
+        json: Vec<u8>,
+        reply: Reply<()>,
+    },
+    UpdateNamespace {
+        name: Namespace,
+        json: Vec<u8>,
+        reply: Reply<()>,
+    },
 }
 
 pub(crate) enum ExclusiveOp {
@@ -94,7 +112,13 @@ impl GroupCommitter {
     pub fn start(handles: Arc<Handles>, clock: Arc<dyn Clock>, max_batch: usize) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer { handles, clock, max_batch: max_batch.max(1), stats: stats.clone() };
+        let writer = Writer {
+            handles,
+            clock,
+            max_batch: max_batch.max(1),
+            stats: stats.clone(),
+            recent: RecentState::new(RECENT_STATE_ENTRIES),
+        };
         std::thread::Builder::new().name("tally-writer".into()).spawn(move || writer.run(rx))?;
         Ok(Self { tx, stats })
     }
@@ -113,10 +137,12 @@ struct Writer {
     clock: Arc<dyn Clock>,
     max_batch: usize,
     stats: Arc<WriterStats>,
+    recent: RecentState,
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Op>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let stats = self.stats.clone();
         while let Some(first) = rx.blocking_recv() {
             let mut ops = vec![first];
             while ops.len() < self.max_batch {
@@ -136,22 +162,34 @@ impl Writer {
                     continue;
                 }
             };
-            let mut batch = Batch::new(&ks, &self.stats);
+            let mut batch = Batch::new(&ks, &stats);
             for op in ops {
                 match op {
                     Op::Exclusive(op) => {
-                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &self.stats));
-                        if let Some(e) = done.commit() {
-                            self.handles.close(&e);
+                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &stats));
+                        self.finish(done);
+                        if matches!(op, ExclusiveOp::DeleteNamespace { .. }) {
+                            // It deletes state the writer may remember.
+                            self.recent.clear();
                         }
                         if let Some(e) = self.run_exclusive(&ks, op) {
                             self.handles.close(&e);
                         }
                     }
-                    Op::Shared(op) => batch.apply(op, &*self.clock),
+                    Op::Shared(op) => batch.apply(op, &*self.clock, &mut self.recent),
                 }
             }
-            if let Some(e) = batch.commit() {
+            self.finish(batch);
+        }
+    }
+
+    /// Commits a batch; afterwards the writer remembers what it wrote, or, if the commit
+    /// failed, forgets everything (the database is reopened from what reached the journal).
+    fn finish(&mut self, batch: Batch<'_>) {
+        match batch.commit() {
+            Ok(written) => self.recent.remember(written),
+            Err(e) => {
+                self.recent.clear();
                 self.handles.close(&e);
             }
         }
@@ -237,7 +275,17 @@ enum Space {
     Namespaces,
 }
 
+impl Space {
+    const ALL: usize = 4;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 type Ack = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// Values written by one batch, by key, one map per keyspace.
+type Overlay = [HashMap<Vec<u8>, Vec<u8>>; Space::ALL];
 
 /// One group commit in the making.
 struct Batch<'a> {
@@ -245,7 +293,7 @@ struct Batch<'a> {
     stats: &'a WriterStats,
     writes: fjall::OwnedWriteBatch,
     written: usize,
-    overlay: HashMap<(Space, Vec<u8>), Vec<u8>>,
+    overlay: Overlay,
     acks: Vec<Ack>,
 }
 
@@ -256,7 +304,7 @@ impl<'a> Batch<'a> {
             stats,
             writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
             written: 0,
-            overlay: HashMap::new(),
+            overlay: Default::default(),
             acks: Vec::new(),
         }
     }
@@ -270,16 +318,30 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        if let Some(v) = self.overlay.get(&(space, key.to_vec())) {
+    /// The value of `key` as this batch will leave it: its own write, else what the writer
+    /// remembers committing, else the database.
+    fn get(&self, space: Space, key: &[u8], recent: &mut RecentState) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay[space.index()].get(key) {
             return Ok(Some(v.clone()));
         }
-        Ok(self.keyspace(space).get(key).map_err(unavailable)?.map(|v| v.to_vec()))
+        if let Some(v) = recent.get(space, key) {
+            return Ok(Some(v.to_vec()));
+        }
+        let stored = self.keyspace(space).get(key).map_err(unavailable)?.map(|v| v.to_vec());
+        if let Some(v) = &stored {
+            recent.insert(space, key.to_vec(), v.clone());
+        }
+        Ok(stored)
     }
 
-    fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert(self.keyspace(space), key.clone(), value.clone());
-        self.overlay.insert((space, key), value);
+    /// Queues a write; `lookup` keeps it visible to later requests of this batch.
+    fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>, lookup: bool) {
+        if lookup {
+            self.writes.insert(self.keyspace(space), key.clone(), value.clone());
+            self.overlay[space.index()].insert(key, value);
+        } else {
+            self.writes.insert(self.keyspace(space), key, value);
+        }
         self.written += 1;
     }
 
@@ -293,77 +355,100 @@ impl<'a> Batch<'a> {
         }));
     }
 
-    fn apply(&mut self, op: SharedOp, clock: &dyn Clock) {
+    fn apply(&mut self, op: SharedOp, clock: &dyn Clock, recent: &mut RecentState) {
         match op {
-            SharedOp::Append { event, deadline, reply } => {
-                let result = self.append(&event, deadline, clock);
+            SharedOp::Append { event, deadline, fresh, reply } => {
+                let result = self.append(&event, deadline, fresh, clock, recent);
                 self.ack(reply, result);
             }
             SharedOp::PutCheckpoint { key, checkpoint, reply } => {
-                let result = self.put_checkpoint(&key, checkpoint);
+                let result = self.put_checkpoint(&key, checkpoint, recent);
                 self.ack(reply, result);
             }
             SharedOp::CreateNamespace { name, json, reply } => {
-                let result = self.put_namespace(name, json, false);
+                let result = self.put_namespace(name, json, false, recent);
                 self.ack(reply, result);
             }
             SharedOp::UpdateNamespace { name, json, reply } => {
-                let result = self.put_namespace(name, json, true);
+                let result = self.put_namespace(name, json, true, recent);
                 self.ack(reply, result);
             }
         }
     }
 
-    fn append(&mut self, event: &Event, deadline: Timestamp, clock: &dyn Clock) -> StoreResult<Appended> {
+    fn append(
+        &mut self,
+        event: &Event,
+        deadline: Timestamp,
+        fresh: bool,
+        clock: &dyn Clock,
+        recent: &mut RecentState,
+    ) -> StoreResult<Appended> {
         if clock.now() >= deadline {
             return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
         }
         let time = event.token.generation_time();
         let key = codec::event_key(&event.key, time, event.token.token());
-        if let Some(stored) = self.get(Space::Events, &key)? {
+        // A server-made token is looked up by nobody: neither here nor by a later request of
+        // this batch (its token has not left the server yet).
+        if !fresh && let Some(stored) = self.get(Space::Events, &key, recent)? {
             let stored = codec::decode_event_value(&stored)?;
             return Appended::judge(event, stored);
         }
-        self.put(Space::Events, key, codec::event_value(event.kind));
+        self.put(Space::Events, key, codec::event_value(event.kind), !fresh);
         let state_key = codec::counter_prefix(&event.key);
-        let last =
-            self.get(Space::LastWrite, &state_key)?.map(|v| codec::decode_time_value(&v)).transpose()?;
+        let last = self
+            .get(Space::LastWrite, &state_key, recent)?
+            .map(|v| codec::decode_time_value(&v))
+            .transpose()?;
         if last.is_none_or(|last| last < time) {
-            self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec());
+            self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec(), true);
         }
         Ok(Appended::New)
     }
 
     /// Creates (`existing == false`) or replaces (`existing == true`) a namespace's config.
-    fn put_namespace(&mut self, name: Namespace, json: Vec<u8>, existing: bool) -> StoreResult<()> {
-        let found = self.get(Space::Namespaces, name.as_str().as_bytes())?.is_some();
+    fn put_namespace(
+        &mut self,
+        name: Namespace,
+        json: Vec<u8>,
+        existing: bool,
+        recent: &mut RecentState,
+    ) -> StoreResult<()> {
+        let found = self.get(Space::Namespaces, name.as_str().as_bytes(), recent)?.is_some();
         match (existing, found) {
             (false, true) => Err(StoreError::NamespaceExists(name)),
             (true, false) => Err(StoreError::NamespaceNotFound(name)),
             _ => {
-                self.put(Space::Namespaces, name.as_str().into(), json);
+                self.put(Space::Namespaces, name.as_str().into(), json, true);
                 Ok(())
             }
         }
     }
 
-    fn put_checkpoint(&mut self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
+    fn put_checkpoint(
+        &mut self,
+        key: &CounterKey,
+        checkpoint: Checkpoint,
+        recent: &mut RecentState,
+    ) -> StoreResult<Checkpoint> {
         let state_key = codec::counter_prefix(key);
         let stored = self
-            .get(Space::Checkpoints, &state_key)?
+            .get(Space::Checkpoints, &state_key, recent)?
             .map(|v| codec::decode_checkpoint_value(&v))
             .transpose()?;
         match stored {
             Some(stored) if stored.until >= checkpoint.until => Ok(stored),
             _ => {
-                self.put(Space::Checkpoints, state_key, codec::checkpoint_value(checkpoint).to_vec());
+                self.put(Space::Checkpoints, state_key, codec::checkpoint_value(checkpoint).to_vec(), true);
                 Ok(checkpoint)
             }
         }
     }
 
-    /// Commits and answers every request of the batch; returns the commit's error.
-    fn commit(self) -> Option<StoreError> {
+    /// Commits and answers every request of the batch. Returns what it wrote, or the
+    /// commit's error.
+    fn commit(self) -> Result<Overlay, StoreError> {
         let failure = if self.written == 0 {
             None
         } else {
@@ -379,6 +464,65 @@ impl<'a> Batch<'a> {
         for ack in self.acks {
             ack(failure.as_ref());
         }
-        failure
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(self.overlay),
+        }
+    }
+}
+
+/// How many state values (`last_write`, checkpoints) the writer remembers.
+const RECENT_STATE_ENTRIES: usize = 131_072;
+
+/// Committed `last_write` and checkpoint values the writer has read or written lately.
+///
+/// Every add reads its counter's `last_write` (to keep the maximum) and every checkpoint
+/// write reads the stored checkpoint (so it never moves backwards). The writer is the only
+/// thread that changes these values, so what it committed is what the database holds, and
+/// remembering it saves a memtable seek per add on counters written again. It is bounded: when
+/// full it starts over empty (a miss costs one read). It is forgotten after a failed commit and
+/// when a namespace is deleted.
+struct RecentState {
+    values: [HashMap<Vec<u8>, Vec<u8>>; 2],
+    capacity: usize,
+}
+
+impl RecentState {
+    fn new(capacity: usize) -> Self {
+        Self { values: Default::default(), capacity }
+    }
+
+    fn slot(space: Space) -> Option<usize> {
+        match space {
+            Space::LastWrite => Some(0),
+            Space::Checkpoints => Some(1),
+            Space::Events | Space::Namespaces => None,
+        }
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> Option<&[u8]> {
+        Self::slot(space).and_then(|i| self.values[i].get(key)).map(Vec::as_slice)
+    }
+
+    fn insert(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        if let Some(i) = Self::slot(space) {
+            if self.values[i].len() >= self.capacity {
+                self.values[i].clear();
+            }
+            self.values[i].insert(key, value);
+        }
+    }
+
+    /// Takes in what a batch committed.
+    fn remember(&mut self, mut written: Overlay) {
+        for space in [Space::LastWrite, Space::Checkpoints] {
+            for (key, value) in std::mem::take(&mut written[space.index()]) {
+                self.insert(space, key, value);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.values.iter_mut().for_each(HashMap::clear);
     }
 }

@@ -21,6 +21,12 @@ const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
 
 const FORMAT_KEY: &str = "format_version";
 
+/// Memtable size of each keyspace (fjall's default is 64 MiB). Every add seeks the events and
+/// `last_write` memtables; an 8 MiB skiplist stays in the CPU caches far better than a 64 MiB
+/// one, which made durable RESP adds about a fifth faster in `bench/compare.sh`. fjall records
+/// the size when a keyspace is created, so stores made before keep theirs.
+const MEMTABLE_BYTES: u64 = 8 << 20;
+
 pub(crate) fn unavailable(e: fjall::Error) -> StoreError {
     StoreError::Unavailable(format!("embedded store: {e}"))
 }
@@ -40,7 +46,10 @@ impl Keyspaces {
         let db = Database::builder(path).cache_size(cache_bytes).open().map_err(|e| {
             StoreError::Unavailable(format!("cannot open the embedded store in {}: {e}", path.display()))
         })?;
-        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
+        let keyspace = |name: &str| {
+            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
+                .map_err(unavailable)
+        };
         let meta = keyspace("meta")?;
         check_format(&db, &meta, path)?;
         Ok(Self {

@@ -82,7 +82,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send +
 impl EventLog for FjallStore {
     async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         let event = event.clone();
-        self.writer.submit(|reply| Op::Shared(SharedOp::Append { event, deadline, reply })).await
+        self.writer
+            .submit(|reply| Op::Shared(SharedOp::Append { event, deadline, fresh: false, reply }))
+            .await
+    }
+
+    async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+        let event = event.clone();
+        self.writer.submit(|reply| Op::Shared(SharedOp::Append { event, deadline, fresh: true, reply })).await
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {

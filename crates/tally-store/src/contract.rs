@@ -70,6 +70,18 @@ pub trait EventLog: Send + Sync {
     /// - Concurrent appends may share one durable sync (group commit).
     async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended>;
 
+    /// Appends one event whose token the server made for this one call (a mutation sent
+    /// without a token), so no event with its identity can be stored yet.
+    ///
+    /// Contract: as [`EventLog::append`], except that the caller guarantees the identity is
+    /// new; the store may skip looking for it, and answers `Ok(Appended::New)`. This is what
+    /// makes token-less adds cheaper than adds with a client's token: on every backend the
+    /// identity check is a read on the write path. A later `append` of the same event is still
+    /// a `Duplicate`.
+    async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+        self.append(event, deadline).await
+    }
+
     /// Folds the events of `key` with `from <= generation_time < until`, in
     /// `(generation_time, token)` order.
     ///

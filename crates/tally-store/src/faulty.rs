@@ -58,16 +58,13 @@ impl FaultyStore {
 #[async_trait]
 impl EventLog for FaultyStore {
     async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
-        if self.held.load(Ordering::SeqCst) {
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            let permit = self.gate.acquire().await;
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            drop(permit);
-        }
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected: the sync failed (disk full)".to_owned()));
-        }
+        self.inject().await?;
         self.inner.append(event, deadline).await
+    }
+
+    async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+        self.inject().await?;
+        self.inner.append_new(event, deadline).await
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
@@ -81,6 +78,22 @@ impl EventLog for FaultyStore {
         limit: usize,
     ) -> StoreResult<usize> {
         self.inner.delete_events_before(key, before, limit).await
+    }
+}
+
+impl FaultyStore {
+    /// What every append goes through first: the hold, then the failure.
+    async fn inject(&self) -> StoreResult<()> {
+        if self.held.load(Ordering::SeqCst) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let permit = self.gate.acquire().await;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: the sync failed (disk full)".to_owned()));
+        }
+        Ok(())
     }
 }
 

@@ -37,7 +37,8 @@ macro_rules! store_suite {
             delete_namespace_removes_its_counters_only,
             names_that_concatenate_alike_stay_apart,
             concurrent_appends_all_land,
-            racing_conflicting_appends_acknowledge_at_most_one
+            racing_conflicting_appends_acknowledge_at_most_one,
+            append_new_lands_like_append_and_its_retry_is_a_duplicate
         );
     };
     (@cases $make:path; $($case:ident),*) => {$(
@@ -324,4 +325,28 @@ pub async fn racing_conflicting_appends_acknowledge_at_most_one<S: Store>(store:
         }
         assert_eq!(fold_all(store, &k).await, Fold::of(acked), "round {round}: {results:?}");
     }
+}
+
+/// `append_new` (a server-made token) stores the event as `append` would: counted once, covered
+/// by `last_write`, refused past its deadline, and a later `append` of it is a duplicate.
+pub async fn append_new_lands_like_append_and_its_retry_is_a_duplicate<S: Store>(
+    store: &S,
+    clock: &ManualClock,
+) {
+    let k = key("ns", "c");
+    let events: Vec<_> =
+        (0..20).map(|i| event(&k, &format!("srv-{i}"), 100 + i, EventKind::Add(1))).collect();
+    let appends = events.iter().map(|e| store.append_new(e, far_deadline()));
+    for appended in futures::future::join_all(appends).await {
+        assert_eq!(appended.expect("append_new"), Appended::New);
+    }
+    assert_eq!(append_ok(store, &events[3]).await, Appended::Duplicate);
+    assert_eq!(fold_all(store, &k).await, Fold { sum: 20, cleared: false, events: 20 });
+    let state = store.counter_state(&k).await.expect("state");
+    assert_eq!(state.last_write, Some(Timestamp::from_micros(119)));
+
+    let late = event(&k, "srv-late", 200, EventKind::Add(7));
+    let err = store.append_new(&late, clock.now()).await.expect_err("deadline passed");
+    assert!(matches!(err, StoreError::DeadlinePassed { .. }), "{err:?}");
+    assert_eq!(fold_all(store, &k).await.sum, 20);
 }

@@ -3,10 +3,12 @@
 //!
 //! One task per connection reads whatever arrived, takes every complete request off the
 //! buffer ([`parser`]), runs them ([`commands`]) and writes all their replies ([`reply`]) in
-//! one write. Within a pipeline, consecutive adds to distinct keys run concurrently (so they
-//! share group commits); an add to a key already in the run, and every other command, waits
-//! for the adds before it. Replies keep request order, and a read sees the adds sent before it. A reply to a mutation is written only after the
-//! mutation is durable.
+//! one write. Within a pipeline, consecutive adds run concurrently (so they share group
+//! commits), except that an add to a key already in the run waits for the adds before it when
+//! its answer depends on their order (`accurate` and `best_effort` counters; an `eventual` add
+//! answers its checkpoint plus its own delta whatever the order). Every other command waits
+//! for the adds before it. Replies keep request order, and a read sees the adds sent before
+//! it. A reply to a mutation is written only after the mutation is durable.
 
 pub mod commands;
 pub mod parser;
@@ -147,13 +149,20 @@ async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<By
     let mut replies = Vec::with_capacity(requests.len());
     let mut i = 0;
     while i < requests.len() {
-        // A run of adds to distinct keys: one client's adds to one key stay in order, so
-        // `INCR k` pipelined 100 times answers 1..=100 as Redis would.
+        // A run of adds. One client's adds to one accurate counter stay in order, so `INCR k`
+        // pipelined 100 times answers 1..=100 as Redis would.
         let mut keys = std::collections::HashSet::new();
-        let adds = requests[i..]
-            .iter()
-            .take_while(|r| commands::is_add(&r[0]) && keys.insert(r.get(1).cloned().unwrap_or_default()))
-            .count();
+        let mut adds = 0;
+        for request in &requests[i..] {
+            if !commands::is_add(&request[0]) {
+                break;
+            }
+            let key = request.get(1).cloned().unwrap_or_default();
+            if !keys.insert(key.clone()) && !answer_ignores_order(engine, &key).await {
+                break;
+            }
+            adds += 1;
+        }
         if adds > 0 {
             let group = &requests[i..i + adds];
             // Adds change no session state, so a throwaway copy of its identity is enough.
@@ -180,4 +189,14 @@ async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<By
         }
     }
     replies
+}
+
+/// Whether concurrent adds to the counter `key` all answer as they would one after another:
+/// true for `eventual` counters, whose add answers the checkpoint plus its own delta.
+async fn answer_ignores_order(engine: &Engine, key: &Bytes) -> bool {
+    let Some(key) = std::str::from_utf8(key).ok().and_then(|k| tally_core::CounterKey::parse_joined(k).ok())
+    else {
+        return false;
+    };
+    engine.counter_type(&key.namespace).await.is_ok_and(|t| t == tally_core::CounterType::Eventual)
 }

@@ -85,6 +85,25 @@ async fn pipelines_keep_order_and_reads_see_earlier_adds() {
 }
 
 #[tokio::test]
+async fn pipelined_adds_to_one_eventual_counter_all_count_and_answer_checkpoint_plus_delta() {
+    let s = TestServer::start().await;
+    s.namespace("ev", "eventual").await;
+    let mut c = connect(&s, false).await;
+    let mut pipe = redis::pipe();
+    for _ in 0..50 {
+        pipe.cmd("INCR").arg("ev:hot");
+        pipe.cmd("INCRBY").arg("ev:hot").arg(2);
+    }
+    let answers: Vec<i64> = pipe.query_async(&mut c).await.expect("pipeline");
+    // Nothing is rolled up yet: each add answers the checkpoint (0) plus its own delta.
+    assert_eq!(answers, [1, 2].repeat(50));
+    s.converge().await;
+    let v: String = c.get("ev:hot").await.expect("get");
+    assert_eq!(v, "150", "every pipelined add counted once");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn tally_add_is_idempotent() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;

@@ -113,10 +113,17 @@ pub async fn serve(
     let tls = crate::tls::Tls::load(&config.tls)?;
     let background = engine.start_background(shutdown.child_token());
     let ready = Arc::new(AtomicBool::new(true));
+    let metrics = crate::metrics::handle();
+    let upkeep = metrics.clone();
+    let upkeep = tokio::spawn(crate::metrics::run_upkeep_every(
+        crate::metrics::UPKEEP_PERIOD,
+        shutdown.clone(),
+        move || upkeep.run_upkeep(),
+    ));
     let state = HttpState {
         engine: engine.clone(),
         ready: ready.clone(),
-        metrics: crate::metrics::handle(),
+        metrics,
         max_body_bytes: config.max_body_bytes,
         auth: auth.clone(),
     };
@@ -153,7 +160,7 @@ pub async fn serve(
     ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: finishing in-flight requests and due rollups");
     let drain = async {
-        let (h, g, r) = tokio::join!(http, grpc, resp);
+        let (h, g, r, _) = tokio::join!(http, grpc, resp, upkeep);
         background.wait().await;
         let rolled = engine.rollups().run_due().await;
         tracing::info!(rollups = rolled, pending = engine.rollups().depth(), "drained");

@@ -64,6 +64,8 @@ struct Inner {
     options: EngineOptions,
     /// Orders server-made tokens generated in the same microsecond.
     token_sequence: AtomicU64,
+    /// Random bits drawn once at open, in every server-made token of this engine.
+    token_salt: u64,
     /// Where rollup triggers go when a peer list is configured; local otherwise.
     router: OnceLock<Arc<dyn RollupRouter>>,
     /// Admission: one permit per counter operation in flight (`max_in_flight`).
@@ -111,6 +113,7 @@ impl Engine {
             best_effort,
             rollups,
             token_sequence: AtomicU64::new(0),
+            token_salt: random_salt()?,
             router: OnceLock::new(),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             options,
@@ -319,7 +322,10 @@ impl Engine {
                     .map_err(|e| window_error(key, token.clone(), e))?;
                 (token, false)
             }
-            None => (server_token(now, self.inner.token_sequence.fetch_add(1, Ordering::Relaxed))?, true),
+            None => {
+                let sequence = self.inner.token_sequence.fetch_add(1, Ordering::Relaxed);
+                (server_token(now, sequence, self.inner.token_salt)?, true)
+            }
         };
         let event = Event { key: key.clone(), token, kind };
         let deadline = config.commit_deadline(event.token.generation_time());
@@ -469,14 +475,21 @@ fn window_error(key: &CounterKey, token: IdempotencyToken, e: WindowError) -> En
 
 /// A token for a mutation that came without one, generated now: this engine's sequence
 /// number, so that mutations made in the same microsecond keep their arrival order (a clear
-/// then an add must not fold as an add then a clear), then 64 random bits, so that tokens of
-/// different instances never collide.
-fn server_token(now: Timestamp, sequence: u64) -> EngineResult<IdempotencyToken> {
+/// then an add must not fold as an add then a clear), then the engine's random salt, so that
+/// tokens of different instances (or of one instance before and after a restart) never
+/// collide. The salt is drawn once, not per token: a draw is a system call, and the sequence
+/// already makes one engine's tokens distinct.
+fn server_token(now: Timestamp, sequence: u64, salt: u64) -> EngineResult<IdempotencyToken> {
+    let token = format!("srv-{sequence:016x}-{salt:016x}");
+    IdempotencyToken::new(&token, now).map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+/// 64 random bits for [`server_token`].
+fn random_salt() -> EngineResult<u64> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes)
-        .map_err(|e| EngineError::Internal(format!("no randomness for a server token: {e}")))?;
-    let token = format!("srv-{sequence:016x}-{:016x}", u64::from_le_bytes(bytes));
-    IdempotencyToken::new(&token, now).map_err(|e| EngineError::Internal(e.to_string()))
+        .map_err(|e| EngineError::Internal(format!("no randomness for server-made tokens: {e}")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Runs `step` now and then every `period` until `shutdown` fires.

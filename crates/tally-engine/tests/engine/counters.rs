@@ -85,6 +85,24 @@ async fn mutations_without_a_token_get_a_server_token_and_are_not_deduplicated()
     assert_eq!(t.engine.get_count(&k).await.expect("get").value, 2);
 }
 
+/// Two engines on one store (two instances, or one before and after a restart) number their
+/// tokens from the same sequence at the same instant; their salts keep the tokens apart, so
+/// neither add is taken for a retry of the other.
+#[tokio::test]
+async fn server_tokens_of_two_engines_on_one_store_never_collide() {
+    let first = TestEngine::memory().await;
+    let second = TestEngine::over(first.store.clone(), first.clock.clone()).await;
+    let ns = first.namespace("acc", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    let a = first.engine.add_count(&k, 1, None).await.expect("add on the first");
+    let b = second.engine.add_count(&k, 1, None).await.expect("add on the second");
+    let (ta, tb) = (a.token.expect("server token"), b.token.expect("server token"));
+    assert_eq!(ta.generation_time(), tb.generation_time());
+    assert_ne!(ta, tb);
+    assert!(a.applied && b.applied);
+    assert_eq!(second.engine.get_count(&k).await.expect("get").value, 2);
+}
+
 #[tokio::test]
 async fn tokens_outside_the_write_window_are_refused_and_write_nothing() {
     let t = TestEngine::memory().await;

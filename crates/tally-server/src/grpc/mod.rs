@@ -70,6 +70,10 @@ pub async fn serve(
     let peers = PeerServiceServer::new(GrpcPeers::new(engine)).max_decoding_message_size(max_message_bytes);
     let guard = Authenticate(auth);
     #[allow(unused_mut)]
+    // A listener handed in keeps the kernel's default, Nagle's algorithm, which holds small
+    // replies back while earlier ones are unacknowledged; tonic sets no-delay only on
+    // listeners it binds itself.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     #[cfg(feature = "tls")]
     if let Some(tls) = &tls {
@@ -84,7 +88,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(counters, guard.clone()))
         .add_service(InterceptedService::new(namespaces, guard.clone()))
         .add_service(InterceptedService::new(peers, guard))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

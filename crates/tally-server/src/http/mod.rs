@@ -142,6 +142,12 @@ pub async fn serve(
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls; // `Tls::load` never yields one without the feature.
+    // Replies go out at once rather than waiting for earlier ones to be acknowledged (Nagle).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
+        }
+    });
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 # Throughput and latency of Tally on the Cassandra store with the memcached cache: one
 # Cassandra node and one memcached on this machine, one `tally serve`, `tally bench` as client.
 #
-#   bash bench/cassandra.sh                          # about 4 minutes
+#   bash bench/cassandra.sh                          # about 5 minutes
 #   CASSANDRA_COMMITLOG_SYNC=periodic bash bench/cassandra.sh   # Cassandra's default 10 s sync
 #
 # Starts Cassandra (scripts/cassandra.sh, fresh data) and memcached (scripts/memcached.sh) and
@@ -45,4 +45,6 @@ for i in $(seq 1 "$WARMUP"); do run "warmup-$i" --concurrency 256 --mix add=100 
 echo "== figures"
 run add-256 --concurrency 256 --mix add=100 --tokens
 run add-32 --concurrency 32 --mix add=100 --tokens
+# Without client tokens the server makes them, and an append skips the identity reads.
+run add-256-server-tokens --concurrency 256 --mix add=100
 run get-64 --concurrency 64 --mix get=100

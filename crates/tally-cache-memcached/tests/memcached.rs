@@ -1,9 +1,11 @@
 //! The cache against a real memcached (Debian's `memcached` binary), started by each test on
 //! a free port so that it can be stopped, paused and restarted.
 
-use std::net::TcpListener;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tally_cache_memcached::{MemcachedBestEffort, MemcachedCache, MemcachedOptions, MemcachedPool};
@@ -16,9 +18,39 @@ struct Memcached {
     child: Option<Child>,
 }
 
+/// A free port no other server of this test process was given. The kernel may hand the same
+/// free port to two tests one after the other; the second memcached then failed to bind,
+/// its readiness check reached the first one, and its test broke when the first test ended
+/// (`Connection refused`).
+fn unused_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The pid the memcached listening on `port` reports, if one answers.
+fn pid_on(port: u16) -> Option<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(b"stats\r\n").ok()?;
+    for line in BufReader::new(stream).lines() {
+        let line = line.ok()?;
+        if let Some(pid) = line.strip_prefix("STAT pid ") {
+            return pid.trim().parse().ok();
+        }
+        if line == "END" {
+            return None;
+        }
+    }
+    None
+}
+
 impl Memcached {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = unused_port();
         let mut m = Self { port, child: None };
         m.restart();
         m
@@ -30,11 +62,14 @@ impl Memcached {
             .args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0", "-m", "16", "-u", "root"])
             .spawn()
             .expect("memcached from Debian's package must be installed (apt-get install memcached)");
+        let pid = child.id();
         self.child = Some(child);
-        // Ready when it accepts a connection; bounded, not timed.
+        // Ready when our own process answers on the port; bounded, not timed.
         for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            match pid_on(self.port) {
+                Some(found) if found == pid => return,
+                Some(found) => panic!("port {} is held by another memcached (pid {found})", self.port),
+                None => {}
             }
             std::thread::yield_now();
             std::thread::sleep(Duration::from_millis(2));

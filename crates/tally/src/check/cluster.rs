@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::doors::Endpoint;
@@ -103,11 +103,22 @@ pub struct Memcached {
     child: Option<Child>,
 }
 
+/// Why [`Memcached::restart`] failed when another memcached holds its port.
+const PORT_HELD: &str = "is held by another memcached";
+
 impl Memcached {
+    /// Starts memcached on a free port. A port that was free when picked may be taken by the
+    /// time memcached binds it (another checker picked it too); then another port is tried.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut m = Self { port: free_port()?, child: None };
-        m.restart().await?;
-        Ok(m)
+        let mut attempts = 0;
+        loop {
+            let mut m = Self { port: free_port()?, child: None };
+            match m.restart().await {
+                Ok(()) => return Ok(m),
+                Err(e) if attempts < 5 && e.to_string().contains(PORT_HELD) => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub async fn stop(&mut self) -> anyhow::Result<()> {
@@ -126,16 +137,40 @@ impl Memcached {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start memcached (install Debian's memcached package)")?;
+        let pid = child.id();
         self.child = Some(child);
+        // Ready when our own process answers on the port, not merely when something does.
         let started = tokio::time::Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("memcached did not listen on port {port} within 10 s");
+        loop {
+            match memcached_pid(self.port).await {
+                Some(found) if Some(found) == pid => return Ok(()),
+                Some(found) => {
+                    self.stop().await?;
+                    bail!("port {port} {PORT_HELD} (pid {found})");
+                }
+                None if started.elapsed() > Duration::from_secs(10) => {
+                    bail!("memcached did not listen on port {port} within 10 s")
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(())
     }
+}
+
+/// The pid the memcached listening on `port` reports in its `stats`, if one answers.
+async fn memcached_pid(port: u16) -> Option<u32> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(b"stats\r\n").await.ok()?;
+    let mut lines = BufReader::new(stream).lines();
+    while let Some(line) = lines.next_line().await.ok()? {
+        if let Some(pid) = line.strip_prefix("STAT pid ") {
+            return pid.trim().parse().ok();
+        }
+        if line == "END" {
+            break;
+        }
+    }
+    None
 }
 
 /// A Cassandra node the checker did not start: paused through its pid file, restarted by a
@@ -168,5 +203,24 @@ impl CassandraNode {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two checkers may pick the same free port. The second memcached then cannot bind it,
+    /// and before this check its readiness probe reached the first one, so the second checker
+    /// shared (and restarted) a cache it did not own.
+    #[tokio::test]
+    async fn regression_a_memcached_on_a_taken_port_is_refused_not_mistaken_for_ours() {
+        let mut first = Memcached::start().await.expect("memcached starts");
+        let owner = first.child.as_ref().and_then(Child::id);
+        let mut second = Memcached { port: first.port, child: None };
+        let refused = second.restart().await.expect_err("the port is taken");
+        assert!(refused.to_string().contains(PORT_HELD), "{refused}");
+        assert_eq!(memcached_pid(first.port).await, owner, "the first memcached still serves its port");
+        first.stop().await.expect("stop");
     }
 }

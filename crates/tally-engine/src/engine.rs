@@ -264,7 +264,14 @@ impl Engine {
         }
     }
 
-    /// `GetCount`: the counter's count, as fresh as its type promises. Triggers a rollup.
+    /// `GetCount`: the counter's count, as fresh as its type promises.
+    ///
+    /// A read that had to go to the store (a counter not in the cache) and an `accurate` read
+    /// also ask for a rollup, as a safety net for a trigger that was lost (a full queue). An
+    /// `eventual` read served from the cache does not: the cached checkpoint was put there by
+    /// a rollup or a store read within `cache_ttl`, every write since asked for its own
+    /// rollup, and the pending scan re-arms lost triggers. Asking on every read made each read
+    /// cost a rollup's two store reads as well.
     pub async fn get_count(&self, key: &CounterKey) -> EngineResult<Count> {
         let _permit = self.admit()?;
         let config = self.inner.namespaces.get(&key.namespace).await?;
@@ -275,8 +282,10 @@ impl Engine {
                 Ok(Count { value, counter_type: config.counter_type, as_of: Some(now) })
             }
             CounterType::Eventual => {
-                let checkpoint = self.checkpoint(key, &config).await?;
-                self.request_rollup(key, now.saturating_add(config.coalesce));
+                let (checkpoint, cached) = self.checkpoint_and_source(key, &config).await?;
+                if !cached {
+                    self.request_rollup(key, now.saturating_add(config.coalesce));
+                }
                 Ok(Count {
                     value: checkpoint.count,
                     counter_type: config.counter_type,
@@ -382,13 +391,22 @@ impl Engine {
 
     /// The counter's checkpoint from the cache, else from the store (and then cached).
     async fn checkpoint(&self, key: &CounterKey, config: &NamespaceConfig) -> EngineResult<Checkpoint> {
+        Ok(self.checkpoint_and_source(key, config).await?.0)
+    }
+
+    /// [`Engine::checkpoint`], and whether it came from the cache.
+    async fn checkpoint_and_source(
+        &self,
+        key: &CounterKey,
+        config: &NamespaceConfig,
+    ) -> EngineResult<(Checkpoint, bool)> {
         let now = self.inner.clock.now();
         if let Some(cp) = self.inner.cache.get(key, now).await {
-            return Ok(cp);
+            return Ok((cp, true));
         }
         let cp = self.inner.store.counter_state(key).await?.checkpoint.unwrap_or(Checkpoint::ZERO);
         self.inner.cache.put(key, cp, now, config.cache_ttl).await;
-        Ok(cp)
+        Ok((cp, false))
     }
 
     /// The checkpoint plus every event after it, up to now.

@@ -85,6 +85,25 @@ async fn mutations_without_a_token_get_a_server_token_and_are_not_deduplicated()
     assert_eq!(t.engine.get_count(&k).await.expect("get").value, 2);
 }
 
+/// An eventual read served from the cache used to queue a rollup each time: at 10,000 reads
+/// a second that was 10,000 rollups a second, each with two store reads.
+#[tokio::test]
+async fn regression_an_eventual_read_from_the_cache_queues_no_rollup() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    t.engine.add_count(&k, 4, None).await.expect("add");
+    t.converge(&NamespaceConfig::default()).await;
+    assert_eq!(t.engine.rollups().depth(), 0);
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 4);
+    assert_eq!(t.engine.rollups().depth(), 0, "a cached read queued a rollup");
+
+    // A counter read from the store still asks for one, in case its trigger was lost.
+    let cold = key(&ns, "cold");
+    assert_eq!(t.engine.get_count(&cold).await.expect("get").value, 0);
+    assert_eq!(t.engine.rollups().depth(), 1);
+}
+
 /// Two engines on one store (two instances, or one before and after a restart) number their
 /// tokens from the same sequence at the same instant; their salts keep the tokens apart, so
 /// neither add is taken for a retry of the other.

@@ -326,7 +326,7 @@ impl CassandraStore {
     async fn mutations_of(
         &self,
         statements: &SliceStatements,
-        identity: (&str, &str, i64, i32, i64, &str),
+        identity: Identity<'_>,
     ) -> StoreResult<Vec<EventKind>> {
         let result = self.session.execute_unpaged(&statements.identity, identity).await.map_err(|e| {
             unavailable(&format!("reading event {}:{}/{}", identity.0, identity.1, identity.5), e)
@@ -347,32 +347,45 @@ impl CassandraStore {
     fn counter_values(key: &CounterKey) -> (&str, i32, &str) {
         (key.namespace.as_str(), counter_shard(key.counter.as_str()), key.counter.as_str())
     }
-}
 
-#[async_trait]
-impl EventLog for CassandraStore {
-    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
-        let key = &event.key;
-        let time = event.token.generation_time();
-        if self.clock.now().saturating_add(self.write_timeout) > deadline {
-            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
-        }
-        let slice = self.layout.slice_of(time);
-        let statements = self.slice(slice, true).await?;
-        // Checked again: creating a slice's table can take a while.
-        if self.clock.now().saturating_add(self.write_timeout) > deadline {
-            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
-        }
-        let token = event.token.token();
-        let mutation = encode_mutation(event.kind);
-        let identity = (
+    /// The columns that identify an event: namespace, counter, time bucket, event bucket,
+    /// generation time and token.
+    fn identity<'a>(&self, event: &'a Event) -> Identity<'a> {
+        let (key, time, token) = (&event.key, event.token.generation_time(), event.token.token());
+        (
             key.namespace.as_str(),
             key.counter.as_str(),
             self.layout.time_bucket(time),
             self.layout.event_bucket(token),
             time.as_micros(),
             token,
-        );
+        )
+    }
+
+    /// `DeadlinePassed` unless a write sent now is sure to be answered before `deadline`.
+    fn before_deadline(&self, key: &CounterKey, deadline: Timestamp) -> StoreResult<()> {
+        if self.clock.now().saturating_add(self.write_timeout) > deadline {
+            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
+        }
+        Ok(())
+    }
+}
+
+/// See [`CassandraStore::identity`].
+type Identity<'a> = (&'a str, &'a str, i64, i32, i64, &'a str);
+
+#[async_trait]
+impl EventLog for CassandraStore {
+    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+        let key = &event.key;
+        let time = event.token.generation_time();
+        self.before_deadline(key, deadline)?;
+        let slice = self.layout.slice_of(time);
+        let statements = self.slice(slice, true).await?;
+        // Checked again: creating a slice's table can take a while.
+        self.before_deadline(key, deadline)?;
+        let mutation = encode_mutation(event.kind);
+        let identity = self.identity(event);
         // Written on every path, duplicates included, so that a retry after a crash between
         // the two writes still leaves `last_write` covering the event.
         let (ns, shard, counter) = Self::counter_values(key);
@@ -385,9 +398,7 @@ impl EventLog for CassandraStore {
         if let Some(stored) = seen?.into_iter().next() {
             return Appended::judge(event, stored);
         }
-        if self.clock.now().saturating_add(self.write_timeout) > deadline {
-            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
-        }
+        self.before_deadline(key, deadline)?;
         let (ns, counter, time_bucket, event_bucket, micros, token) = identity;
         self.session
             .execute_unpaged(
@@ -419,30 +430,21 @@ impl EventLog for CassandraStore {
         // the event, so that a stored event is always covered by its counter's `last_write`.
         let key = &event.key;
         let time = event.token.generation_time();
-        if self.clock.now().saturating_add(self.write_timeout) > deadline {
-            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
-        }
+        self.before_deadline(key, deadline)?;
         let statements = self.slice(self.layout.slice_of(time), true).await?;
         let (ns, shard, counter) = Self::counter_values(key);
         self.session
             .execute_unpaged(&self.fixed.last_write, (time.as_micros(), time.as_micros(), ns, shard, counter))
             .await
             .map_err(|e| unavailable(&format!("recording the last write of {key}"), e))?;
-        if self.clock.now().saturating_add(self.write_timeout) > deadline {
-            return Err(StoreError::DeadlinePassed { key: key.clone(), deadline });
-        }
-        let token = event.token.token();
-        let row = (
-            key.namespace.as_str(),
-            key.counter.as_str(),
-            self.layout.time_bucket(time),
-            self.layout.event_bucket(token),
-            time.as_micros(),
-            token,
-            encode_mutation(event.kind),
-        );
+        self.before_deadline(key, deadline)?;
+        let (ns, counter, time_bucket, event_bucket, micros, token) = self.identity(event);
+        let mutation = encode_mutation(event.kind);
         self.session
-            .execute_unpaged(&statements.insert, row)
+            .execute_unpaged(
+                &statements.insert,
+                (ns, counter, time_bucket, event_bucket, micros, token, mutation.as_str()),
+            )
             .await
             .map_err(|e| unavailable(&format!("appending to {key}"), e))?;
         Ok(Appended::New)

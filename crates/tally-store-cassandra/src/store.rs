@@ -362,6 +362,25 @@ impl CassandraStore {
         )
     }
 
+    /// Inserts the event row `identity` with its `mutation` into the slice of `statements`.
+    async fn insert_event(
+        &self,
+        statements: &SliceStatements,
+        identity: Identity<'_>,
+        mutation: &str,
+        key: &CounterKey,
+    ) -> StoreResult<()> {
+        let (ns, counter, time_bucket, event_bucket, micros, token) = identity;
+        self.session
+            .execute_unpaged(
+                &statements.insert,
+                (ns, counter, time_bucket, event_bucket, micros, token, mutation),
+            )
+            .await
+            .map_err(|e| unavailable(&format!("appending to {key}"), e))?;
+        Ok(())
+    }
+
     /// `DeadlinePassed` unless a write sent now is sure to be answered before `deadline`.
     fn before_deadline(&self, key: &CounterKey, deadline: Timestamp) -> StoreResult<()> {
         if self.clock.now().saturating_add(self.write_timeout) > deadline {
@@ -399,14 +418,7 @@ impl EventLog for CassandraStore {
             return Appended::judge(event, stored);
         }
         self.before_deadline(key, deadline)?;
-        let (ns, counter, time_bucket, event_bucket, micros, token) = identity;
-        self.session
-            .execute_unpaged(
-                &statements.insert,
-                (ns, counter, time_bucket, event_bucket, micros, token, mutation.as_str()),
-            )
-            .await
-            .map_err(|e| unavailable(&format!("appending to {key}"), e))?;
+        self.insert_event(&statements, identity, &mutation, key).await?;
         // Someone may have stored another mutation under this identity meanwhile. Whoever sees
         // another mutation next to its own withdraws and refuses: of two racing writers at
         // least the later one sees the earlier (quorum reads after quorum writes), so at most
@@ -415,6 +427,7 @@ impl EventLog for CassandraStore {
         match seen.into_iter().find(|m| *m != event.kind) {
             None => Ok(Appended::New),
             Some(other) => {
+                let (ns, counter, time_bucket, event_bucket, micros, token) = identity;
                 let withdraw = (ns, counter, time_bucket, event_bucket, micros, token, mutation.as_str());
                 self.session
                     .execute_unpaged(&statements.delete_row, withdraw)
@@ -438,15 +451,7 @@ impl EventLog for CassandraStore {
             .await
             .map_err(|e| unavailable(&format!("recording the last write of {key}"), e))?;
         self.before_deadline(key, deadline)?;
-        let (ns, counter, time_bucket, event_bucket, micros, token) = self.identity(event);
-        let mutation = encode_mutation(event.kind);
-        self.session
-            .execute_unpaged(
-                &statements.insert,
-                (ns, counter, time_bucket, event_bucket, micros, token, mutation.as_str()),
-            )
-            .await
-            .map_err(|e| unavailable(&format!("appending to {key}"), e))?;
+        self.insert_event(&statements, self.identity(event), &encode_mutation(event.kind), key).await?;
         Ok(Appended::New)
     }
 

@@ -10,7 +10,7 @@ use tally_core::{
     Checkpoint, Clock, CounterKey, CounterType, Event, EventKind, IdempotencyToken, Namespace,
     NamespaceConfig, Timestamp, WindowError,
 };
-use tally_store::{Appended, Store};
+use tally_store::{Appended, Store, StoreError, StoreResult};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,9 +22,12 @@ use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
 use crate::rollup::{RollupPipeline, first_foldable};
 use crate::routing::{LocalTrigger, RollupRouter};
+use crate::tail::{Begin, Finished, Lookup, Read, Tails};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
+/// How long a retry waits before looking again at an append of its token that is in flight.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(1);
 
 /// The answer to a mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,8 @@ struct Inner {
     namespaces: Arc<NamespaceRegistry>,
     best_effort: Arc<dyn BestEffortTable>,
     rollups: Arc<RollupPipeline>,
+    /// Unfolded events in memory, on a store only this process writes.
+    tails: Arc<Tails>,
     options: EngineOptions,
     /// Orders server-made tokens generated in the same microsecond.
     token_sequence: AtomicU64,
@@ -95,8 +100,10 @@ impl Engine {
         options: EngineOptions,
     ) -> EngineResult<Self> {
         let namespaces = Arc::new(NamespaceRegistry::open(store.clone()).await?);
+        let tails = Arc::new(Tails::new(store.exclusive()));
         let rollups = Arc::new(RollupPipeline::new(
             store.clone(),
+            tails.clone(),
             cache.clone(),
             clock.clone(),
             namespaces.clone(),
@@ -112,13 +119,40 @@ impl Engine {
             namespaces,
             best_effort,
             rollups,
+            tails,
             token_sequence: AtomicU64::new(0),
             token_salt: random_salt()?,
             router: OnceLock::new(),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             options,
         };
-        Ok(Self { inner: Arc::new(inner) })
+        let engine = Self { inner: Arc::new(inner) };
+        engine.rebuild_tails().await?;
+        Ok(engine)
+    }
+
+    /// On a store only this process writes, finds what an earlier process left unfolded: those
+    /// counters are read and folded through the store until a rollup has folded it (their
+    /// rollups are queued now), every other counter from memory.
+    async fn rebuild_tails(&self) -> EngineResult<()> {
+        let inner = &self.inner;
+        if !inner.tails.enabled() {
+            return Ok(());
+        }
+        let now = inner.clock.now();
+        let pending = inner
+            .rollups
+            .scan_states(|key, state| {
+                inner.tails.open_scan(key, state);
+                if state.has_unfolded_events() {
+                    inner.rollups.trigger(key, now);
+                }
+            })
+            .await?;
+        if pending > 0 {
+            tracing::info!(counters = pending, "counters with unfolded events found at open; rollups queued");
+        }
+        Ok(())
     }
 
     /// Starts the rollup workers, the pending scan (which first re-arms the triggers of
@@ -134,6 +168,7 @@ impl Engine {
         tracker.spawn(every(period, shutdown.clone(), move || {
             let engine = engine.clone();
             async move {
+                metrics::gauge!("tally_local_tail_counters").set(engine.inner.tails.counters() as f64);
                 if let Err(e) = engine.inner.namespaces.refresh().await {
                     tracing::warn!(error = %e, "namespace refresh failed");
                 }
@@ -206,17 +241,7 @@ impl Engine {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now()).await?;
             return Ok(Mutated { token: None, applied: true });
         }
-        // Accurate counters know their exact count and check against it. Eventual ones check
-        // against the cached checkpoint only: the check is approximate anyway (adds racing past
-        // it saturate at the bound when folded, and are counted as such), and reading the
-        // store on every add to a cold counter would double the write path's reads.
-        let current = match config.counter_type {
-            CounterType::Accurate => Some(self.accurate_count(key, &config).await?.value),
-            _ => self.inner.cache.get(key, self.inner.clock.now()).await.map(|cp| cp.count),
-        };
-        if let Some(current) = current {
-            check_overflow(key, current, delta)?;
-        }
+        self.check_overflow_in_store(key, &config, delta).await?;
         self.append(key, &config, EventKind::Add(delta), token).await
     }
 
@@ -240,6 +265,24 @@ impl Engine {
                 let count = Count { value, counter_type: config.counter_type, as_of: Some(now) };
                 Ok((Mutated { token: None, applied: true }, count))
             }
+            CounterType::Eventual if self.inner.tails.enabled() => {
+                // Memory knows the exact count, and checks the add against it in `append`.
+                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                match self.local_count(key, &config).await? {
+                    Some(value) => {
+                        Ok((mutated, Count { value, counter_type: config.counter_type, as_of: Some(now) }))
+                    }
+                    None => {
+                        // Uncertain (just after a start): the checkpoint, plus this add.
+                        let checkpoint = self.checkpoint(key, &config).await?;
+                        let value = checkpoint.count.saturating_add(if mutated.applied { delta } else { 0 });
+                        Ok((
+                            mutated,
+                            Count { value, counter_type: config.counter_type, as_of: as_of(checkpoint) },
+                        ))
+                    }
+                }
+            }
             CounterType::Eventual => {
                 let checkpoint = self.checkpoint(key, &config).await?;
                 check_overflow(key, checkpoint.count, delta)?;
@@ -250,6 +293,14 @@ impl Engine {
                 // clocks differ can get here.
                 let value = if folded { checkpoint.count } else { checkpoint.count.saturating_add(delta) };
                 Ok((mutated, Count { value, counter_type: config.counter_type, as_of: as_of(checkpoint) }))
+            }
+            CounterType::Accurate if self.inner.tails.enabled() => {
+                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                let value = match self.local_count(key, &config).await? {
+                    Some(value) => value,
+                    None => self.accurate_count(key, &config).await?.value,
+                };
+                Ok((mutated, Count { value, counter_type: config.counter_type, as_of: Some(now) }))
             }
             CounterType::Accurate => {
                 // One scan of the tail, before the add: the answer is that count plus this add
@@ -276,6 +327,11 @@ impl Engine {
         let _permit = self.admit()?;
         let config = self.inner.namespaces.get(&key.namespace).await?;
         let now = self.inner.clock.now();
+        if config.counter_type.is_durable()
+            && let Some(value) = self.local_count(key, &config).await?
+        {
+            return Ok(Count { value, counter_type: config.counter_type, as_of: Some(now) });
+        }
         match config.counter_type {
             CounterType::BestEffort => {
                 let value = self.inner.best_effort.get(key, now).await?;
@@ -337,19 +393,92 @@ impl Engine {
             }
         };
         let event = Event { key: key.clone(), token, kind };
-        let deadline = config.commit_deadline(event.token.generation_time());
-        let store = &self.inner.store;
-        // A token made here for this call is new by construction: the store need not look it up.
-        let appended = if server_made {
-            store.append_new(&event, deadline).await?
-        } else {
-            store.append(&event, deadline).await?
-        };
+        let appended = self.append_event(&event, config, server_made).await?;
         // No rollup can fold this event before its window closes: ask for one then.
         let due =
             now.saturating_add(config.coalesce).max(first_foldable(event.token.generation_time(), config));
         self.request_rollup(key, due);
         Ok(Mutated { token: Some(event.token), applied: appended == Appended::New })
+    }
+
+    /// Appends one event through the local tail: memory recognises a retry and checks the
+    /// count, and the store skips the identity lookup when memory knows the event is new.
+    /// `server_made`: the token was made for this call, so nothing can hold it yet.
+    async fn append_event(
+        &self,
+        event: &Event,
+        config: &NamespaceConfig,
+        server_made: bool,
+    ) -> EngineResult<Appended> {
+        let tails = &self.inner.tails;
+        let lookup = loop {
+            match tails.begin(event, server_made) {
+                Begin::Append(lookup) => break lookup,
+                Begin::Known(stored) => return Ok(Appended::judge(event, stored)?),
+                // The first attempt's answer decides this one's: wait for it.
+                Begin::InFlight => tokio::time::sleep(IN_FLIGHT_RECHECK).await,
+                Begin::NeedCheckpoint => {
+                    let checkpoint = self.checkpoint(&event.key, config).await?;
+                    tails.set_checkpoint(&event.key, checkpoint);
+                }
+                Begin::Overflow { count } => {
+                    let delta = match event.kind {
+                        EventKind::Add(delta) => delta,
+                        EventKind::Clear => 0,
+                    };
+                    return Err(EngineError::Overflow { key: event.key.clone(), count, delta });
+                }
+            }
+        };
+        let deadline = config.commit_deadline(event.token.generation_time());
+        let store = &self.inner.store;
+        let result = match lookup {
+            Lookup::Skip => store.append_new(event, deadline).await,
+            Lookup::Store => store.append(event, deadline).await,
+        };
+        tails.finish(event, finished(&result));
+        Ok(result?)
+    }
+
+    /// The exact count from memory, when memory holds it (an exclusive store, and the
+    /// counter not uncertain).
+    async fn local_count(&self, key: &CounterKey, config: &NamespaceConfig) -> EngineResult<Option<i64>> {
+        loop {
+            match self.inner.tails.read(key) {
+                Read::Exact(value) => return Ok(Some(value)),
+                Read::Folded => return Ok(Some(self.checkpoint(key, config).await?.count)),
+                Read::NeedCheckpoint => {
+                    let checkpoint = self.checkpoint(key, config).await?;
+                    self.inner.tails.set_checkpoint(key, checkpoint);
+                }
+                Read::Uncertain => return Ok(None),
+            }
+        }
+    }
+
+    /// The overflow check of a counter whose count memory does not hold. Accurate counters
+    /// check against their exact count, eventual ones against the cached checkpoint only:
+    /// there the check is approximate anyway (adds racing past it saturate at the bound when
+    /// folded, and are counted as such), and reading the store on every add to a cold counter
+    /// would double the write path's reads. Where memory holds the count, `append` checks it
+    /// exactly instead.
+    async fn check_overflow_in_store(
+        &self,
+        key: &CounterKey,
+        config: &NamespaceConfig,
+        delta: i64,
+    ) -> EngineResult<()> {
+        if self.inner.tails.read(key) != Read::Uncertain {
+            return Ok(());
+        }
+        let current = match config.counter_type {
+            CounterType::Accurate => Some(self.accurate_count(key, config).await?.value),
+            _ => self.inner.cache.get(key, self.inner.clock.now()).await.map(|cp| cp.count),
+        };
+        match current {
+            Some(current) => check_overflow(key, current, delta),
+            None => Ok(()),
+        }
     }
 
     /// Sends rollup triggers of writes and reads through `router` from now on (once; later
@@ -462,9 +591,21 @@ impl Engine {
             return Err(EngineError::NamespaceNotFound(name.clone()));
         }
         self.inner.best_effort.clear_namespace(name).await?;
+        self.inner.tails.forget_namespace(name);
         // Cached checkpoints of the deleted counters must not resurface if the name is reused.
         self.inner.cache.clear().await;
         Ok(())
+    }
+}
+
+/// What an append's result says about the store holding the event.
+fn finished(result: &StoreResult<Appended>) -> Finished {
+    match result {
+        Ok(Appended::New) => Finished::Written,
+        Ok(Appended::Duplicate) | Err(StoreError::Conflict { .. } | StoreError::DeadlinePassed { .. }) => {
+            Finished::NotWritten
+        }
+        Err(_) => Finished::Unknown,
     }
 }
 

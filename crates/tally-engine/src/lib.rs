@@ -4,6 +4,8 @@
 //!   `get_count` and `clear_count`, plus the namespace control plane;
 //! - [`rollup`] folds events into checkpoints in the background: triggers are hashed onto
 //!   coalescing queues, taken in batches, and re-queued until a counter has caught up;
+//! - `tail` keeps the unfolded events of a store only this process writes in memory, so
+//!   rollups, reads and retries need no store reads there;
 //! - [`cache`] keeps checkpoints close ([`CheckpointCache`]); it is never the source of truth;
 //! - [`best_effort`] holds `best_effort` counters (the `BestEffortTable` seam; in memory by default);
 //! - [`namespaces`] caches namespace configurations read from the store;
@@ -22,6 +24,7 @@ mod options;
 pub mod retention;
 pub mod rollup;
 pub mod routing;
+mod tail;
 
 pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};

@@ -80,6 +80,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send +
 
 #[async_trait]
 impl EventLog for FjallStore {
+    /// One process per data directory (fjall locks it), and this store is its only writer.
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         let event = event.clone();
         self.writer

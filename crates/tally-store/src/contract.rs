@@ -82,6 +82,19 @@ pub trait EventLog: Send + Sync {
         self.append(event, deadline).await
     }
 
+    /// Whether every append to this store goes through the one engine of this process: the
+    /// embedded store locks its directory, so no other process writes it. The engine then keeps
+    /// each counter's unfolded events in memory and folds, reads and deduplicates from there
+    /// (see `tally_engine`'s local tail). Stores that several instances share answer `false`,
+    /// and each instance reads and folds through the store.
+    ///
+    /// Contract: when `true`, no event reaches the store except through this value's
+    /// `append`, `append_new` and `append_batch` (a restart is a new value, which finds the
+    /// earlier process's events through `scan_counters`).
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     /// Folds the events of `key` with `from <= generation_time < until`, in
     /// `(generation_time, token)` order.
     ///

@@ -57,6 +57,10 @@ impl FaultyStore {
 
 #[async_trait]
 impl EventLog for FaultyStore {
+    fn exclusive(&self) -> bool {
+        self.inner.exclusive()
+    }
+
     async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         self.inject().await?;
         self.inner.append(event, deadline).await

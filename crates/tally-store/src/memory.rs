@@ -31,12 +31,20 @@ struct Inner {
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
+    exclusive: bool,
 }
 
 impl MemoryStore {
     /// An empty store whose append deadlines are judged by `clock`.
+    /// One engine writes it, like the embedded store ([`EventLog::exclusive`] is `true`).
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Arc::default(), clock }
+        Self { inner: Arc::default(), clock, exclusive: true }
+    }
+
+    /// An empty store that several engines share, like Cassandra ([`EventLog::exclusive`] is
+    /// `false`): for tests of several instances in one process.
+    pub fn shared(clock: Arc<dyn Clock>) -> Self {
+        Self { inner: Arc::default(), clock, exclusive: false }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -52,6 +60,10 @@ fn order_key(token: &IdempotencyToken) -> (Timestamp, String) {
 
 #[async_trait]
 impl EventLog for MemoryStore {
+    fn exclusive(&self) -> bool {
+        self.exclusive
+    }
+
     async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         let mut inner = self.lock();
         if self.clock.now() >= deadline {

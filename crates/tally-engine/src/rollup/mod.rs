@@ -19,14 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tally_core::{Checkpoint, Clock, CounterKey, Timestamp};
-use tally_store::Store;
+use tally_core::{Checkpoint, Clock, CounterKey, Fold, NamespaceConfig, Timestamp};
+use tally_store::{CounterState, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::CheckpointCache;
 use crate::error::EngineResult;
 use crate::namespaces::NamespaceRegistry;
+use crate::tail::{Plan, Tails};
 use pacer::Pacer;
 use queue::{CoalescingQueue, Pushed};
 
@@ -62,6 +63,7 @@ pub struct RollupPipeline {
     queues: Vec<CoalescingQueue>,
     wakeups: Vec<tokio::sync::Notify>,
     store: Arc<dyn Store>,
+    tails: Arc<Tails>,
     cache: Arc<dyn CheckpointCache>,
     clock: Arc<dyn Clock>,
     namespaces: Arc<NamespaceRegistry>,
@@ -74,6 +76,7 @@ impl RollupPipeline {
     #[expect(clippy::too_many_arguments, reason = "wiring constructor called once by the engine")]
     pub(crate) fn new(
         store: Arc<dyn Store>,
+        tails: Arc<Tails>,
         cache: Arc<dyn CheckpointCache>,
         clock: Arc<dyn Clock>,
         namespaces: Arc<NamespaceRegistry>,
@@ -87,6 +90,7 @@ impl RollupPipeline {
             queues: (0..queues).map(|_| CoalescingQueue::new(capacity)).collect(),
             wakeups: (0..queues).map(|_| tokio::sync::Notify::new()).collect(),
             store,
+            tails,
             cache,
             clock,
             namespaces,
@@ -126,13 +130,28 @@ impl RollupPipeline {
             Err(e) => return Err(e),
         };
         let now = self.clock.now();
+        let window_end = now.saturating_sub(config.immutable_after());
+        loop {
+            match self.tails.plan(key, window_end) {
+                Plan::Uncertain => break,
+                Plan::Nothing => return Ok(RolledUp::CaughtUp),
+                Plan::NeedCheckpoint => {
+                    let checkpoint =
+                        self.store.counter_state(key).await?.checkpoint.unwrap_or(Checkpoint::ZERO);
+                    self.tails.set_checkpoint(key, checkpoint);
+                }
+                Plan::Fold { base, fold, until } => {
+                    return self.roll_up_from_memory(key, &config, base, fold, until).await;
+                }
+            }
+        }
         let state = self.store.counter_state(key).await?;
         let current = state.checkpoint.unwrap_or(Checkpoint::ZERO);
         if !state.has_unfolded_events() {
             self.cache.put(key, current, now, config.cache_ttl).await;
+            self.tails.folded(key, Checkpoint { until: current.until.max(window_end), ..current });
             return Ok(RolledUp::CaughtUp);
         }
-        let window_end = now.saturating_sub(config.immutable_after());
         let mut stored = current;
         let mut folded = 0;
         if window_end > current.until {
@@ -147,6 +166,10 @@ impl RollupPipeline {
                 stored = self.store.put_checkpoint(key, current.advance(&fold, window_end)).await?;
                 self.cache.put(key, stored, now, config.cache_ttl).await;
             }
+            // Memory learns the count at the window's end: the store holds nothing more before
+            // it, and nothing can arrive there any more. After the cache, so that a read that
+            // finds memory empty finds this checkpoint.
+            self.tails.folded(key, Checkpoint { until: stored.until.max(window_end), ..stored });
             folded = fold.events;
             metrics::counter!("tally_rollup_events_folded_total").increment(fold.events);
         }
@@ -165,6 +188,41 @@ impl RollupPipeline {
                 true
             }
             _ => false,
+        };
+        Ok(RolledUp::Advanced { checkpoint: stored, requeued })
+    }
+
+    /// The rollup of a counter whose unfolded events are all in memory: no store read.
+    async fn roll_up_from_memory(
+        &self,
+        key: &CounterKey,
+        config: &NamespaceConfig,
+        base: Checkpoint,
+        fold: Fold,
+        until: Timestamp,
+    ) -> EngineResult<RolledUp> {
+        let now = self.clock.now();
+        let mut stored = base;
+        if fold.events > 0 {
+            if fold.overflowed(base.count) {
+                metrics::counter!("tally_count_saturated_total").increment(1);
+                tracing::warn!(counter = %key, "count left the signed 64-bit range and was saturated");
+            }
+            stored = self.store.put_checkpoint(key, base.advance(&fold, until)).await?;
+            debug_assert!(stored.until >= until, "a checkpoint never moves backwards");
+            self.cache.put(key, stored, now, config.cache_ttl).await;
+            metrics::counter!("tally_rollup_events_folded_total").increment(fold.events);
+            metrics::histogram!("tally_checkpoint_age_seconds")
+                .record(now.duration_since(stored.until).as_secs_f64());
+        }
+        // After the cache: a read that finds memory empty must find this checkpoint.
+        let requeued = match self.tails.folded(key, stored) {
+            Some(earliest) => {
+                let due = now.saturating_add(config.coalesce).max(first_foldable(earliest, config));
+                self.trigger(key, due);
+                true
+            }
+            None => false,
         };
         Ok(RolledUp::Advanced { checkpoint: stored, requeued })
     }
@@ -217,15 +275,26 @@ impl RollupPipeline {
     /// Scans the store for counters with events not yet folded and triggers them now.
     /// Returns how many it found.
     pub async fn recover_pending(&self) -> EngineResult<usize> {
+        self.scan_states(|key, state| {
+            if state.has_unfolded_events() {
+                self.trigger(key, self.clock.now());
+            }
+        })
+        .await
+    }
+
+    /// Visits every counter the store knows, page by page; returns how many have unfolded
+    /// events.
+    pub(crate) async fn scan_states(
+        &self,
+        mut visit: impl FnMut(&CounterKey, &CounterState),
+    ) -> EngineResult<usize> {
         let (mut after, mut found) = (None::<CounterKey>, 0);
         loop {
             let page = self.store.scan_counters(None, after.as_ref(), SCAN_PAGE).await?;
-            let now = self.clock.now();
             for (key, state) in &page {
-                if state.has_unfolded_events() {
-                    self.trigger(key, now);
-                    found += 1;
-                }
+                found += usize::from(state.has_unfolded_events());
+                visit(key, state);
             }
             match page.last() {
                 Some((last, _)) if page.len() == SCAN_PAGE => after = Some(last.clone()),

@@ -8,9 +8,37 @@ use tally_store::CounterState;
 
 use crate::support::{TestEngine, key};
 
+/// On one instance (a store only this process writes) every acknowledged add is in the
+/// next read at once, whatever the counter type, as Redis users expect of `INCR` then `GET`.
+#[tokio::test]
+async fn eventual_reads_on_one_instance_include_every_acknowledged_add_at_once() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "views");
+    for i in 0..5 {
+        let (_, count) =
+            t.engine.add_and_get_count(&k, 10, Some(t.token(&format!("t{i}")))).await.expect("add");
+        assert_eq!(count.value, 10 * (i + 1), "add-and-get answers the count after the add");
+    }
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 50);
+    // A clear in the same microsecond would be ordered by token among the adds.
+    t.clock.advance(Duration::from_millis(1));
+    t.engine.clear_count(&k, None).await.expect("clear");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 0);
+    // (An add in the very microsecond of a clear is ordered by its token, which memory does
+    // not keep: that counter is read through the store until folded. Hence the step.)
+    t.clock.advance(Duration::from_millis(1));
+    t.engine.add_count(&k, 3, None).await.expect("add");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 3);
+    t.converge(&NamespaceConfig::default()).await;
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 3);
+    assert_eq!(t.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(3));
+}
+
+/// On a store several instances share, an eventual read is the checkpoint.
 #[tokio::test]
 async fn eventual_reads_the_checkpoint_and_converges_after_the_window() {
-    let t = TestEngine::memory().await;
+    let t = TestEngine::shared_memory().await;
     let ns = t.namespace("ev", CounterType::Eventual).await;
     let k = key(&ns, "views");
     for i in 0..5 {
@@ -89,7 +117,7 @@ async fn mutations_without_a_token_get_a_server_token_and_are_not_deduplicated()
 /// a second that was 10,000 rollups a second, each with two store reads.
 #[tokio::test]
 async fn regression_an_eventual_read_from_the_cache_queues_no_rollup() {
-    let t = TestEngine::memory().await;
+    let t = TestEngine::shared_memory().await;
     let ns = t.namespace("ev", CounterType::Eventual).await;
     let k = key(&ns, "c");
     t.engine.add_count(&k, 4, None).await.expect("add");
@@ -109,7 +137,7 @@ async fn regression_an_eventual_read_from_the_cache_queues_no_rollup() {
 /// neither add is taken for a retry of the other.
 #[tokio::test]
 async fn server_tokens_of_two_engines_on_one_store_never_collide() {
-    let first = TestEngine::memory().await;
+    let first = TestEngine::shared_memory().await;
     let second = TestEngine::over(first.store.clone(), first.clock.clone()).await;
     let ns = first.namespace("acc", CounterType::Accurate).await;
     let k = key(&ns, "c");
@@ -153,6 +181,29 @@ async fn a_token_reused_for_another_mutation_is_refused() {
     let err = t.engine.clear_count(&k, Some(token)).await.expect_err("reused for a clear");
     assert!(matches!(err, EngineError::TokenReused { .. }));
     assert_eq!(t.engine.get_count(&k).await.expect("get").value, 5);
+}
+
+/// `INCRBY k 9223372036854775807` twice answered the maximum twice on an eventual counter: the
+/// check read only the cached checkpoint, which knew neither add. On one instance memory holds
+/// the exact count and every add in flight, so the second add is refused, even when both are
+/// sent at once.
+#[tokio::test]
+async fn regression_eventual_overflow_is_refused_before_any_rollup_even_for_concurrent_adds() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    let (_, count) = t.engine.add_and_get_count(&k, i64::MAX, None).await.expect("first");
+    assert_eq!(count.value, i64::MAX);
+    let err = t.engine.add_and_get_count(&k, i64::MAX, None).await.expect_err("second overflows");
+    assert_eq!(err.code(), ErrorCode::OutOfRange);
+
+    let racing = key(&ns, "racing");
+    let (a, b) =
+        tokio::join!(t.engine.add_count(&racing, i64::MAX, None), t.engine.add_count(&racing, 1, None));
+    assert!(a.is_ok() != b.is_ok(), "exactly one of two adds past the range is refused: {a:?} {b:?}");
+    t.converge(&NamespaceConfig::default()).await;
+    let value = t.engine.get_count(&racing).await.expect("get").value;
+    assert!(value == i64::MAX || value == 1, "no saturation: {value}");
 }
 
 #[tokio::test]

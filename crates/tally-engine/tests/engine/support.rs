@@ -27,6 +27,14 @@ impl TestEngine {
         Self::over(store, clock).await
     }
 
+    /// An engine over a fresh in-memory store that further engines may share at once, as
+    /// instances share Cassandra: every engine reads and folds through the store.
+    pub async fn shared_memory() -> Self {
+        let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::shared(Arc::new(clock.clone())));
+        Self::over(store, clock).await
+    }
+
     /// A new engine over an existing store, as after a restart.
     pub async fn over(store: Arc<dyn Store>, clock: ManualClock) -> Self {
         Self::over_with(store, clock, EngineOptions::default()).await

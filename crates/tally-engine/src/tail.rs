@@ -1,0 +1,523 @@
+//! The local tail: the events this engine appended that no checkpoint covers yet, in memory.
+//!
+//! On a store that only this process writes ([`tally_store::EventLog::exclusive`]: the
+//! embedded store locks its directory), every event is appended through this engine. Keeping
+//! each counter's unfolded events here makes the store's work per add one write and nothing
+//! else:
+//! - a rollup folds memory into the checkpoint instead of scanning the event table;
+//! - a read is the checkpoint plus a running total, O(1) whatever the number of events, and
+//!   includes every acknowledged add at once (read-your-writes on one instance, every type);
+//! - a retry is recognised here, so the store appends without looking the identity up;
+//! - the overflow check sees the exact count plus every add still in flight.
+//!
+//! Memory is authoritative for a counter only while it is **exact**. A counter is *uncertain*
+//! up to a time `t` when the store may hold events of it, generated at or before `t`, that
+//! memory lacks: at open (events of an earlier process, found by the scan in
+//! [`Tails::open_scan`]) and after an append whose outcome is unknown (the store failed under
+//! it). An uncertain counter is read, checked and folded
+//! through the store as before, and becomes exact again once a rollup moves its checkpoint past
+//! `t`. Nothing here is ever the only copy of an acknowledged event: every event is durable in
+//! the store before it counts in memory.
+//!
+//! Events are kept by their whole token (`generation_time` and string, shared with the request
+//! that brought it), so retries are recognised exactly and a clear is ordered against adds of
+//! its own microsecond as the store orders them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, IdempotencyToken, Namespace, Timestamp};
+
+/// Lock stripes over the counters; more than the cores that take them.
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    kind: EventKind,
+    /// `false` while the store append is in flight.
+    committed: bool,
+}
+
+/// One counter's unfolded events.
+#[derive(Debug, Default)]
+struct CounterTail {
+    /// The newest checkpoint this engine knows; `None` until a read or rollup loads it.
+    checkpoint: Option<Checkpoint>,
+    /// Every event at or after the checkpoint that this engine appended (or is appending).
+    events: HashMap<IdempotencyToken, Entry>,
+    /// The committed clears among `events`.
+    clears: Vec<IdempotencyToken>,
+    /// The committed events folded in order: with the checkpoint, the exact count.
+    total: Fold,
+    /// Appends in flight, and the sums of their positive and negative deltas.
+    pending: usize,
+    pending_up: i128,
+    pending_down: i128,
+    /// Memory lacks events generated at or before this time (see the module docs).
+    uncertain_until: Option<Timestamp>,
+}
+
+impl CounterTail {
+    fn is_exact(&self) -> bool {
+        self.uncertain_until.is_none()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.events.is_empty() && self.pending == 0 && self.uncertain_until.is_none()
+    }
+
+    fn make_uncertain(&mut self, until: Timestamp) {
+        self.uncertain_until = Some(self.uncertain_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// Folds the committed events generated before `until`, in `(generation_time, token)`
+    /// order: the adds after the last clear.
+    fn fold_before(&self, until: Timestamp) -> Fold {
+        let last_clear = self.clears.iter().filter(|c| c.generation_time() < until).max();
+        let mut fold = Fold { cleared: last_clear.is_some(), ..Fold::default() };
+        for (token, entry) in &self.events {
+            if !entry.committed || token.generation_time() >= until {
+                continue;
+            }
+            fold.events += 1;
+            if let EventKind::Add(delta) = entry.kind
+                && last_clear.is_none_or(|c| token > c)
+            {
+                fold.sum += i128::from(delta);
+            }
+        }
+        fold
+    }
+
+    fn commit(&mut self, token: &IdempotencyToken, kind: EventKind) {
+        let Some(entry) = self.events.get_mut(token) else {
+            // A store rollup folded it while the append was being answered.
+            return;
+        };
+        entry.committed = true;
+        match kind {
+            EventKind::Add(delta) => {
+                if self.clears.iter().max().is_none_or(|c| token > c) {
+                    self.total.sum += i128::from(delta);
+                }
+                self.total.events += 1;
+            }
+            EventKind::Clear => {
+                self.clears.push(token.clone());
+                self.total = self.fold_before(Timestamp::MAX);
+            }
+        }
+    }
+
+    fn release_pending(&mut self, kind: EventKind) {
+        debug_assert!(self.pending > 0, "every finished append was begun");
+        self.pending -= 1;
+        if let EventKind::Add(delta) = kind {
+            if delta > 0 {
+                self.pending_up -= i128::from(delta);
+            } else {
+                self.pending_down -= i128::from(delta);
+            }
+        }
+    }
+
+    /// Drops what `checkpoint` covers.
+    fn advance(&mut self, checkpoint: Checkpoint) {
+        if self.checkpoint.is_some_and(|cp| cp.until >= checkpoint.until) {
+            return;
+        }
+        self.checkpoint = Some(checkpoint);
+        let until = checkpoint.until;
+        self.events.retain(|t, e| t.generation_time() >= until || !e.committed);
+        self.clears.retain(|t| t.generation_time() >= until);
+        self.total = self.fold_before(Timestamp::MAX);
+        if self.uncertain_until.is_some_and(|u| u < until) {
+            self.uncertain_until = None;
+        }
+    }
+
+    /// The earliest generation time still in memory, committed or in flight.
+    fn earliest(&self) -> Option<Timestamp> {
+        self.events.keys().map(IdempotencyToken::generation_time).min()
+    }
+}
+
+/// How an append should go to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Memory knows the identity is new: the store may skip looking for it.
+    Skip,
+    /// Memory cannot tell: the store looks the identity up.
+    Store,
+}
+
+/// What [`Tails::begin`] decided.
+#[derive(Debug)]
+pub(crate) enum Begin {
+    /// The event is registered as in flight; append it, then call [`Tails::finish`].
+    Append(Lookup),
+    /// The identity is stored already, with this kind: nothing to append.
+    Known(EventKind),
+    /// The same identity is being appended by another request right now.
+    InFlight,
+    /// The count is needed (for the overflow check) and memory lacks the checkpoint.
+    NeedCheckpoint,
+    /// The add would take the count (with every add in flight) out of range.
+    Overflow { count: i64 },
+}
+
+/// What happened to an append begun with [`Tails::begin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// The store appended it.
+    Written,
+    /// The store did not write it (a duplicate, a conflict, a passed deadline).
+    NotWritten,
+    /// The store failed; it may or may not hold the event.
+    Unknown,
+}
+
+/// What memory says about a counter's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The exact count: every acknowledged event is in it.
+    Exact(i64),
+    /// Memory holds nothing unfolded for the counter: its checkpoint is its count.
+    Folded,
+    /// Memory has events but not the checkpoint; load it and call [`Tails::set_checkpoint`].
+    NeedCheckpoint,
+    /// Memory may lack events: read through the store.
+    Uncertain,
+}
+
+/// What a rollup may fold from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Fold `fold` onto `base`, giving a checkpoint at `until`.
+    Fold { base: Checkpoint, fold: Fold, until: Timestamp },
+    /// Memory has events but not the checkpoint; load it and call [`Tails::set_checkpoint`].
+    NeedCheckpoint,
+    /// Fold through the store.
+    Uncertain,
+    /// Nothing unfolded in memory.
+    Nothing,
+}
+
+/// The local tails of every counter; see the module docs. Disabled (every answer says
+/// "ask the store") unless the store is exclusive to this process.
+pub(crate) struct Tails {
+    enabled: bool,
+    shards: Box<[Mutex<HashMap<CounterKey, CounterTail>>]>,
+    /// Every event generated before this time that memory dropped is folded; an identity at or
+    /// after it that memory does not hold was never appended (µs since the epoch).
+    pruned_below: AtomicI64,
+}
+
+impl Tails {
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            pruned_below: AtomicI64::new(Timestamp::MIN.as_micros()),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn shard(&self, key: &CounterKey) -> std::sync::MutexGuard<'_, HashMap<CounterKey, CounterTail>> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(key.namespace.as_str().as_bytes());
+        h.update(&[0xff]);
+        h.update(key.counter.as_str().as_bytes());
+        let shard = &self.shards[(h.digest() % SHARDS as u64) as usize];
+        // A panic while holding a stripe leaves plain data behind, still consistent enough to
+        // be read: every mutation below completes before it can panic.
+        shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_pruned(&self, until: Timestamp) {
+        self.pruned_below.fetch_max(until.as_micros(), Ordering::Relaxed);
+    }
+
+    /// Takes in what the store held at open: a counter with unfolded events (`last_write` at
+    /// or after its checkpoint) is uncertain up to its `last_write`; every checkpoint bounds
+    /// what may have been folded.
+    pub(crate) fn open_scan(&self, key: &CounterKey, state: &tally_store::CounterState) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(cp) = state.checkpoint {
+            self.note_pruned(cp.until);
+        }
+        if let (true, Some(last)) = (state.has_unfolded_events(), state.last_write) {
+            self.shard(key).entry(key.clone()).or_default().make_uncertain(last);
+        }
+    }
+
+    /// Registers `event` as in flight, after the overflow check for an add. `fresh`: the
+    /// server made its token for this call, so it cannot be stored yet.
+    pub(crate) fn begin(&self, event: &Event, fresh: bool) -> Begin {
+        if !self.enabled {
+            return Begin::Append(Lookup::Store);
+        }
+        let pruned_below = Timestamp::from_micros(self.pruned_below.load(Ordering::Relaxed));
+        let mut shard = self.shard(&event.key);
+        let tail = shard.entry(event.key.clone()).or_default();
+        if let Some(entry) = tail.events.get(&event.token) {
+            return if entry.committed { Begin::Known(entry.kind) } else { Begin::InFlight };
+        }
+        let exact = tail.is_exact();
+        if exact && let EventKind::Add(delta) = event.kind {
+            let Some(cp) = tail.checkpoint else {
+                return Begin::NeedCheckpoint;
+            };
+            let count = tail.total.apply_to(cp.count);
+            let reach = if delta > 0 { tail.pending_up } else { tail.pending_down };
+            let after = i128::from(count) + reach + i128::from(delta);
+            if i64::try_from(after).is_err() {
+                return Begin::Overflow { count };
+            }
+        }
+        let known_new = fresh || (exact && event.token.generation_time() >= pruned_below);
+        tail.events.insert(event.token.clone(), Entry { kind: event.kind, committed: false });
+        tail.pending += 1;
+        if let EventKind::Add(delta) = event.kind {
+            if delta > 0 {
+                tail.pending_up += i128::from(delta);
+            } else {
+                tail.pending_down += i128::from(delta);
+            }
+        }
+        Begin::Append(if known_new { Lookup::Skip } else { Lookup::Store })
+    }
+
+    /// Records what the store did with an event begun with [`Tails::begin`].
+    pub(crate) fn finish(&self, event: &Event, finished: Finished) {
+        if !self.enabled {
+            return;
+        }
+        let mut shard = self.shard(&event.key);
+        let Some(tail) = shard.get_mut(&event.key) else {
+            return;
+        };
+        tail.release_pending(event.kind);
+        match finished {
+            Finished::Written => tail.commit(&event.token, event.kind),
+            Finished::NotWritten => {
+                tail.events.remove(&event.token);
+            }
+            Finished::Unknown => {
+                tail.events.remove(&event.token);
+                tail.make_uncertain(event.token.generation_time());
+            }
+        }
+        if tail.is_idle() {
+            shard.remove(&event.key);
+        }
+    }
+
+    /// The counter's count as memory knows it.
+    pub(crate) fn read(&self, key: &CounterKey) -> Read {
+        if !self.enabled {
+            return Read::Uncertain;
+        }
+        let shard = self.shard(key);
+        match shard.get(key) {
+            None => Read::Folded,
+            Some(tail) if !tail.is_exact() => Read::Uncertain,
+            Some(tail) => match tail.checkpoint {
+                Some(cp) => Read::Exact(tail.total.apply_to(cp.count)),
+                None => Read::NeedCheckpoint,
+            },
+        }
+    }
+
+    /// Gives memory the stored checkpoint it lacked.
+    pub(crate) fn set_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) {
+        if !self.enabled {
+            return;
+        }
+        // The checkpoint may be newer than memory's events (a rollup through the store that has
+        // not called `folded` yet): advancing drops what it covers.
+        if let Some(tail) = self.shard(key).get_mut(key) {
+            tail.advance(checkpoint);
+        }
+    }
+
+    /// What a rollup whose window ends at `window_end` may fold from memory. The window
+    /// stops before any append still in flight.
+    pub(crate) fn plan(&self, key: &CounterKey, window_end: Timestamp) -> Plan {
+        if !self.enabled {
+            return Plan::Uncertain;
+        }
+        let shard = self.shard(key);
+        let Some(tail) = shard.get(key) else {
+            return Plan::Nothing;
+        };
+        if !tail.is_exact() {
+            return Plan::Uncertain;
+        }
+        let Some(base) = tail.checkpoint else {
+            return Plan::NeedCheckpoint;
+        };
+        let in_flight =
+            tail.events.iter().filter(|(_, e)| !e.committed).map(|(t, _)| t.generation_time()).min();
+        let until = in_flight.map_or(window_end, |t| t.min(window_end));
+        if until <= base.until {
+            return Plan::Fold { base, fold: Fold::default(), until: base.until };
+        }
+        let fold = tail.fold_before(until);
+        Plan::Fold { base, fold, until }
+    }
+
+    /// Takes in a checkpoint the store now holds: memory drops what it covers. Returns the
+    /// earliest generation time memory still holds for the counter, if any.
+    pub(crate) fn folded(&self, key: &CounterKey, stored: Checkpoint) -> Option<Timestamp> {
+        if !self.enabled {
+            return None;
+        }
+        self.note_pruned(stored.until);
+        let mut shard = self.shard(key);
+        let tail = shard.get_mut(key)?;
+        tail.advance(stored);
+        let earliest = tail.earliest();
+        if tail.is_idle() {
+            shard.remove(key);
+        }
+        earliest
+    }
+
+    /// Forgets every counter of a deleted namespace.
+    pub(crate) fn forget_namespace(&self, namespace: &Namespace) {
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|k, _| &k.namespace != namespace);
+        }
+    }
+
+    /// Counters with something in memory; for metrics.
+    pub(crate) fn counters(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::{CounterName, IdempotencyToken};
+
+    fn key() -> CounterKey {
+        CounterKey::new(Namespace::new("ns").expect("ns"), CounterName::new("c").expect("c"))
+    }
+
+    fn event(token: &str, micros: i64, kind: EventKind) -> Event {
+        let token = IdempotencyToken::new(token, Timestamp::from_micros(micros)).expect("token");
+        Event { key: key(), token, kind }
+    }
+
+    fn written(tails: &Tails, e: &Event) {
+        assert!(matches!(tails.begin(e, false), Begin::Append(_)), "{e:?} begins");
+        tails.finish(e, Finished::Written);
+    }
+
+    fn exact_tails() -> Tails {
+        let tails = Tails::new(true);
+        // A first add loads the checkpoint.
+        let probe = event("probe", 1, EventKind::Add(0));
+        assert!(matches!(tails.begin(&probe, false), Begin::NeedCheckpoint));
+        tails.shard(&key()).entry(key()).or_default().checkpoint = Some(Checkpoint::ZERO);
+        tails
+    }
+
+    #[test]
+    fn reads_count_every_written_event_in_order_with_clears() {
+        let tails = exact_tails();
+        written(&tails, &event("a", 10, EventKind::Add(5)));
+        written(&tails, &event("b", 30, EventKind::Add(7)));
+        assert_eq!(tails.read(&key()), Read::Exact(12));
+        // A clear ordered between them discards only the earlier add, whenever it arrives.
+        written(&tails, &event("c", 20, EventKind::Clear));
+        assert_eq!(tails.read(&key()), Read::Exact(7));
+        written(&tails, &event("d", 15, EventKind::Add(100)));
+        assert_eq!(tails.read(&key()), Read::Exact(7));
+    }
+
+    #[test]
+    fn a_rollup_folds_only_below_its_window_and_below_appends_in_flight() {
+        let tails = exact_tails();
+        written(&tails, &event("a", 10, EventKind::Add(5)));
+        let in_flight = event("b", 20, EventKind::Add(1));
+        assert!(matches!(tails.begin(&in_flight, false), Begin::Append(Lookup::Skip)));
+        written(&tails, &event("c", 30, EventKind::Add(7)));
+        let Plan::Fold { base, fold, until } = tails.plan(&key(), Timestamp::from_micros(40)) else {
+            panic!("an exact counter plans from memory");
+        };
+        assert_eq!((base, until), (Checkpoint::ZERO, Timestamp::from_micros(20)));
+        assert_eq!((fold.sum, fold.events), (5, 1));
+        let stored = base.advance(&fold, until);
+        assert_eq!(tails.folded(&key(), stored), Some(Timestamp::from_micros(20)));
+        tails.finish(&in_flight, Finished::Written);
+        assert_eq!(tails.read(&key()), Read::Exact(13));
+    }
+
+    #[test]
+    fn a_retry_is_known_and_a_concurrent_one_is_in_flight() {
+        let tails = exact_tails();
+        let e = event("a", 10, EventKind::Add(5));
+        assert!(matches!(tails.begin(&e, false), Begin::Append(Lookup::Skip)));
+        assert!(matches!(tails.begin(&e, false), Begin::InFlight));
+        tails.finish(&e, Finished::Written);
+        assert!(matches!(tails.begin(&e, false), Begin::Known(EventKind::Add(5))));
+    }
+
+    #[test]
+    fn an_unknown_outcome_makes_the_counter_uncertain_until_folded_past_it() {
+        let tails = exact_tails();
+        let e = event("a", 10, EventKind::Add(5));
+        assert!(matches!(tails.begin(&e, false), Begin::Append(_)));
+        tails.finish(&e, Finished::Unknown);
+        assert_eq!(tails.read(&key()), Read::Uncertain);
+        assert!(matches!(
+            tails.begin(&event("b", 12, EventKind::Add(1)), false),
+            Begin::Append(Lookup::Store)
+        ));
+        tails.finish(&event("b", 12, EventKind::Add(1)), Finished::Written);
+        tails.folded(&key(), Checkpoint { count: 6, until: Timestamp::from_micros(11) });
+        // The checkpoint is past the unknown event: exact again, with b still unfolded.
+        assert_eq!(tails.read(&key()), Read::Exact(7));
+    }
+
+    #[test]
+    fn overflow_counts_adds_in_flight() {
+        let tails = exact_tails();
+        let first = event("a", 10, EventKind::Add(i64::MAX));
+        assert!(matches!(tails.begin(&first, false), Begin::Append(_)));
+        assert!(matches!(
+            tails.begin(&event("b", 11, EventKind::Add(1)), false),
+            Begin::Overflow { count: 0 }
+        ));
+        tails.finish(&first, Finished::Written);
+        assert!(matches!(
+            tails.begin(&event("c", 12, EventKind::Add(1)), false),
+            Begin::Overflow { count: i64::MAX }
+        ));
+    }
+
+    #[test]
+    fn a_clear_and_adds_of_its_microsecond_are_ordered_by_token() {
+        let tails = exact_tails();
+        written(&tails, &event("a", 10, EventKind::Add(5)));
+        written(&tails, &event("c", 10, EventKind::Add(7)));
+        written(&tails, &event("b", 10, EventKind::Clear));
+        assert_eq!(tails.read(&key()), Read::Exact(7));
+        let Plan::Fold { fold, .. } = tails.plan(&key(), Timestamp::from_micros(11)) else {
+            panic!("an exact counter plans from memory");
+        };
+        assert_eq!((fold.cleared, fold.sum, fold.events), (true, 7, 3));
+    }
+}

@@ -28,7 +28,7 @@ mod tail;
 
 pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};
-pub use engine::{Background, Count, Engine, Mutated};
+pub use engine::{Background, BatchAdd, Count, Engine, Mutated};
 pub use error::{EngineError, EngineResult};
 pub use options::EngineOptions;
 pub use routing::{LocalTrigger, Rendezvous, RollupRouter};

@@ -80,11 +80,16 @@ pub async fn observe<T>(
         Ok(_) => "OK",
         Err(e) => e.code.as_str(),
     };
+    record(transport, operation, code, started);
+    result
+}
+
+/// Records one request that ended with `code` (a code name, or `"OK"`), begun at `started`.
+pub fn record(transport: &'static str, operation: &'static str, code: &'static str, started: Instant) {
     metrics::counter!("tally_requests_total", "transport" => transport, "operation" => operation, "code" => code)
         .increment(1);
     metrics::histogram!("tally_request_duration_seconds", "transport" => transport, "operation" => operation, "code" => code)
         .record(started.elapsed().as_secs_f64());
-    result
 }
 
 #[cfg(test)]

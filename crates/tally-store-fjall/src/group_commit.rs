@@ -46,6 +46,7 @@ impl Op {
         }
         match self {
             Op::Shared(SharedOp::Append { reply, .. }) => send(reply, error),
+            Op::Shared(SharedOp::AppendBatch { reply, .. }) => send(reply, error),
             Op::Shared(SharedOp::PutCheckpoint { reply, .. }) => send(reply, error),
             Op::Shared(SharedOp::CreateNamespace { reply, .. } | SharedOp::UpdateNamespace { reply, .. }) => {
                 send(reply, error)
@@ -64,6 +65,11 @@ pub(crate) enum SharedOp {
         fresh: bool,
         reply: Reply<Appended>,
     },
+    /// Appends that arrived together (a pipeline, a batch request): one request to the writer.
+    AppendBatch {
+        appends: Vec<BatchAppend>,
+        reply: Reply<Vec<StoreResult<Appended>>>,
+    },
     PutCheckpoint {
         key: CounterKey,
         checkpoint: Checkpoint,
@@ -79,6 +85,14 @@ pub(crate) enum SharedOp {
         json: Vec<u8>,
         reply: Reply<()>,
     },
+}
+
+/// One append of [`SharedOp::AppendBatch`].
+pub(crate) struct BatchAppend {
+    pub event: Event,
+    pub deadline: Timestamp,
+    /// As in [`SharedOp::Append`].
+    pub fresh: bool,
 }
 
 pub(crate) enum ExclusiveOp {
@@ -185,8 +199,9 @@ impl Writer {
 
     /// Commits a batch; afterwards the writer remembers what it wrote, or, if the commit
     /// failed, forgets everything (the database is reopened from what reached the journal).
-    fn finish(&mut self, batch: Batch<'_>) {
-        match batch.commit() {
+    fn finish(&mut self, mut batch: Batch<'_>) {
+        let settled = batch.settle_last_writes(&mut self.recent);
+        match batch.commit(settled.err()) {
             Ok(written) => self.recent.remember(written),
             Err(e) => {
                 self.recent.clear();
@@ -294,6 +309,9 @@ struct Batch<'a> {
     writes: fjall::OwnedWriteBatch,
     written: usize,
     overlay: Overlay,
+    /// The greatest generation time appended per counter (by state key): `last_write` is
+    /// derived once per counter per commit, not once per add.
+    last_writes: HashMap<Vec<u8>, Timestamp>,
     acks: Vec<Ack>,
 }
 
@@ -305,6 +323,7 @@ impl<'a> Batch<'a> {
             writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
             written: 0,
             overlay: Default::default(),
+            last_writes: HashMap::new(),
             acks: Vec::new(),
         }
     }
@@ -361,6 +380,13 @@ impl<'a> Batch<'a> {
                 let result = self.append(&event, deadline, fresh, clock, recent);
                 self.ack(reply, result);
             }
+            SharedOp::AppendBatch { appends, reply } => {
+                let results = appends
+                    .iter()
+                    .map(|a| self.append(&a.event, a.deadline, a.fresh, clock, recent))
+                    .collect();
+                self.ack(reply, Ok(results));
+            }
             SharedOp::PutCheckpoint { key, checkpoint, reply } => {
                 let result = self.put_checkpoint(&key, checkpoint, recent);
                 self.ack(reply, result);
@@ -396,15 +422,26 @@ impl<'a> Batch<'a> {
             return Appended::judge(event, stored);
         }
         self.put(Space::Events, key, codec::event_value(event.kind), !fresh);
-        let state_key = codec::counter_prefix(&event.key);
-        let last = self
-            .get(Space::LastWrite, &state_key, recent)?
-            .map(|v| codec::decode_time_value(&v))
-            .transpose()?;
-        if last.is_none_or(|last| last < time) {
-            self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec(), true);
-        }
+        self.last_writes
+            .entry(codec::counter_prefix(&event.key))
+            .and_modify(|t| *t = (*t).max(time))
+            .or_insert(time);
         Ok(Appended::New)
+    }
+
+    /// Writes each appended counter's `last_write` where this batch raised it: one read (of
+    /// what the writer remembers, else the database) and at most one write per counter.
+    fn settle_last_writes(&mut self, recent: &mut RecentState) -> StoreResult<()> {
+        for (state_key, time) in std::mem::take(&mut self.last_writes) {
+            let last = self
+                .get(Space::LastWrite, &state_key, recent)?
+                .map(|v| codec::decode_time_value(&v))
+                .transpose()?;
+            if last.is_none_or(|last| last < time) {
+                self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec(), true);
+            }
+        }
+        Ok(())
     }
 
     /// Creates (`existing == false`) or replaces (`existing == true`) a namespace's config.
@@ -447,9 +484,13 @@ impl<'a> Batch<'a> {
     }
 
     /// Commits and answers every request of the batch. Returns what it wrote, or the
-    /// commit's error.
-    fn commit(self) -> Result<Overlay, StoreError> {
-        let failure = if self.written == 0 {
+    /// commit's error. `failed`: the batch could not be completed; nothing is committed and
+    /// every request is answered with this error.
+    fn commit(self, failed: Option<StoreError>) -> Result<Overlay, StoreError> {
+        let failure = if let Some(e) = failed {
+            tracing::error!(error = %e, "group commit could not be completed; its requests are answered unavailable");
+            Some(e)
+        } else if self.written == 0 {
             None
         } else {
             let started = Instant::now();

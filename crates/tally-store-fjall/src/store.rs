@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tally_core::{Checkpoint, Clock, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
-use tally_store::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, StoreError, StoreResult};
+use tally_store::{
+    Appended, BatchAppend, CounterState, CounterStore, EventLog, IdentityCheck, NamespaceStore, StoreError,
+    StoreResult,
+};
 
-use crate::group_commit::{ExclusiveOp, GroupCommitter, Op, SharedOp};
+use crate::group_commit::{self, ExclusiveOp, GroupCommitter, Op, SharedOp};
 use crate::handles::{Handles, unavailable};
 use crate::key_codec as codec;
 
@@ -95,6 +98,22 @@ impl EventLog for FjallStore {
     async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         let event = event.clone();
         self.writer.submit(|reply| Op::Shared(SharedOp::Append { event, deadline, fresh: true, reply })).await
+    }
+
+    /// One request to the writer for the whole batch: one queue slot, one wake-up, one answer.
+    async fn append_batch(&self, appends: &[BatchAppend]) -> Vec<StoreResult<Appended>> {
+        let batch = appends
+            .iter()
+            .map(|a| group_commit::BatchAppend {
+                event: a.event.clone(),
+                deadline: a.deadline,
+                fresh: a.check == IdentityCheck::KnownNew,
+            })
+            .collect();
+        match self.writer.submit(|reply| Op::Shared(SharedOp::AppendBatch { appends: batch, reply })).await {
+            Ok(results) => results,
+            Err(e) => appends.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {

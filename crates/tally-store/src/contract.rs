@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, Namespace, NamespaceConfig, Timestamp};
 
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 
 /// What `append` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,27 @@ impl Appended {
             })
         }
     }
+}
+
+/// Whether the store must look an event's identity up before appending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityCheck {
+    /// The identity may be stored: a `Duplicate` or `Conflict` is found and answered
+    /// ([`EventLog::append`]).
+    Lookup,
+    /// The caller knows the identity is new ([`EventLog::append_new`]).
+    KnownNew,
+}
+
+/// One append of [`EventLog::append_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchAppend {
+    /// The event.
+    pub event: Event,
+    /// As for [`EventLog::append`].
+    pub deadline: Timestamp,
+    /// Whether the store looks the identity up.
+    pub check: IdentityCheck,
 }
 
 /// What the store knows about one counter.
@@ -80,6 +101,40 @@ pub trait EventLog: Send + Sync {
     /// a `Duplicate`.
     async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         self.append(event, deadline).await
+    }
+
+    /// Appends events that arrived together (a pipeline, a batch request), each as
+    /// [`EventLog::append`] or [`EventLog::append_new`] says, and answers each in order.
+    ///
+    /// Contract: each answer is what the single call would have answered; the batch is not
+    /// atomic (some may fail while others land). Stores with a single writer take the batch
+    /// as one request. The default runs the single calls concurrently, except that a repeat
+    /// of an identity earlier in the batch runs after it (and so finds it).
+    async fn append_batch(&self, appends: &[BatchAppend]) -> Vec<StoreResult<Appended>> {
+        let one = |a: &BatchAppend| {
+            let (event, deadline, check) = (a.event.clone(), a.deadline, a.check);
+            async move {
+                match check {
+                    IdentityCheck::Lookup => self.append(&event, deadline).await,
+                    IdentityCheck::KnownNew => self.append_new(&event, deadline).await,
+                }
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        let (firsts, repeats): (Vec<_>, Vec<_>) =
+            (0..appends.len()).partition(|&i| seen.insert((&appends[i].event.key, &appends[i].event.token)));
+        let mut results: Vec<Option<StoreResult<Appended>>> = vec![None; appends.len()];
+        let landed = futures::future::join_all(firsts.iter().map(|&i| one(&appends[i]))).await;
+        for (i, result) in firsts.into_iter().zip(landed) {
+            results[i] = Some(result);
+        }
+        for i in repeats {
+            results[i] = Some(one(&appends[i]).await);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("append not run".into()))))
+            .collect()
     }
 
     /// Whether every append to this store goes through the one engine of this process: the

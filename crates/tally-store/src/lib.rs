@@ -18,6 +18,8 @@ mod memory;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
-pub use contract::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, Store};
+pub use contract::{
+    Appended, BatchAppend, CounterState, CounterStore, EventLog, IdentityCheck, NamespaceStore, Store,
+};
 pub use error::{StoreError, StoreResult};
 pub use memory::MemoryStore;

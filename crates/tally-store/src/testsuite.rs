@@ -38,7 +38,8 @@ macro_rules! store_suite {
             names_that_concatenate_alike_stay_apart,
             concurrent_appends_all_land,
             racing_conflicting_appends_acknowledge_at_most_one,
-            append_new_lands_like_append_and_its_retry_is_a_duplicate
+            append_new_lands_like_append_and_its_retry_is_a_duplicate,
+            append_batch_answers_each_append_as_alone
         );
     };
     (@cases $make:path; $($case:ident),*) => {$(
@@ -349,4 +350,38 @@ pub async fn append_new_lands_like_append_and_its_retry_is_a_duplicate<S: Store>
     let err = store.append_new(&late, clock.now()).await.expect_err("deadline passed");
     assert!(matches!(err, StoreError::DeadlinePassed { .. }), "{err:?}");
     assert_eq!(fold_all(store, &k).await.sum, 20);
+}
+
+/// A batch answers each append as the single call would: new, duplicate (of a stored event or
+/// of an earlier one in the same batch), conflict, or a passed deadline; what lands is folded
+/// and raises `last_write`.
+pub async fn append_batch_answers_each_append_as_alone<S: Store>(store: &S, clock: &ManualClock) {
+    use crate::{BatchAppend, IdentityCheck};
+    let k = key("ns", "c");
+    let stored = event(&k, "stored", 100, EventKind::Add(1));
+    append_ok(store, &stored).await;
+    let batch = |e: &Event, check, deadline| BatchAppend { event: e.clone(), deadline, check };
+    let fresh = event(&k, "srv-1", 110, EventKind::Add(2));
+    let new = event(&k, "new", 120, EventKind::Add(4));
+    let late = event(&k, "late", 130, EventKind::Add(8));
+    let conflicting = event(&k, "stored", 100, EventKind::Clear);
+    let appends = [
+        batch(&fresh, IdentityCheck::KnownNew, far_deadline()),
+        batch(&stored, IdentityCheck::Lookup, far_deadline()),
+        batch(&new, IdentityCheck::Lookup, far_deadline()),
+        batch(&new, IdentityCheck::Lookup, far_deadline()),
+        batch(&conflicting, IdentityCheck::Lookup, far_deadline()),
+        batch(&late, IdentityCheck::Lookup, clock.now()),
+    ];
+    let results = store.append_batch(&appends).await;
+    assert_eq!(results.len(), appends.len());
+    assert_eq!(results[0], Ok(Appended::New));
+    assert_eq!(results[1], Ok(Appended::Duplicate));
+    assert_eq!(results[2], Ok(Appended::New));
+    assert_eq!(results[3], Ok(Appended::Duplicate), "the second copy in one batch is a retry");
+    assert!(matches!(results[4], Err(StoreError::Conflict { .. })), "{:?}", results[4]);
+    assert!(matches!(results[5], Err(StoreError::DeadlinePassed { .. })), "{:?}", results[5]);
+    assert_eq!(fold_all(store, &k).await, Fold { sum: 7, cleared: false, events: 3 });
+    let state = store.counter_state(&k).await.expect("state");
+    assert_eq!(state.last_write, Some(Timestamp::from_micros(120)));
 }

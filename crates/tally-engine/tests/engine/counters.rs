@@ -296,3 +296,49 @@ async fn regression_server_tokens_in_one_microsecond_keep_arrival_order() {
         assert_eq!(t.engine.get_count(&k).await.expect("get").value, 3, "round {round}");
     }
 }
+
+/// A batch answers each add as if sent one by one: counts in order on one key, a repeated
+/// token applied once, a refusal for its item only, and every type.
+#[tokio::test]
+async fn a_batch_answers_each_add_in_order_and_refuses_only_what_is_wrong() {
+    for t in [TestEngine::memory().await, TestEngine::shared_memory().await] {
+        let ev = t.namespace("ev", CounterType::Eventual).await;
+        let be = t.namespace("be", CounterType::BestEffort).await;
+        let acc = t.namespace("acc", CounterType::Accurate).await;
+        let add = |k: &tally_core::CounterKey, delta, token: Option<IdempotencyToken>| {
+            tally_engine::BatchAdd { key: k.clone(), delta, token }
+        };
+        let (hot, other, fast, exact) = (key(&ev, "hot"), key(&ev, "other"), key(&be, "c"), key(&acc, "c"));
+        let unknown = key(&tally_core::Namespace::new("nope").expect("ns"), "c");
+        let batch = [
+            add(&hot, 1, None),
+            add(&hot, 1, Some(t.token("once"))),
+            add(&other, 5, None),
+            add(&hot, 1, Some(t.token("once"))),
+            add(&unknown, 1, None),
+            add(&hot, i64::MAX, None),
+            add(&fast, 2, None),
+            add(&exact, 3, None),
+            add(&hot, 1, None),
+        ];
+        let results = t.engine.add_batch(&batch).await;
+        let exclusive = t.store.exclusive();
+        let got: Vec<_> = results.iter().map(|r| r.as_ref().map(|(m, c)| (m.applied, c.value))).collect();
+        assert_eq!(got[4].expect_err("unknown namespace").code(), ErrorCode::NotFound);
+        assert_eq!(got[6], Ok((true, 2)));
+        assert_eq!(got[7], Ok((true, 3)));
+        assert!(matches!(got[3], Ok((false, _))), "the repeated token applies once: {:?}", got[3]);
+        if exclusive {
+            assert_eq!(got[0], Ok((true, 1)));
+            assert_eq!(got[1], Ok((true, 2)));
+            assert_eq!(got[2], Ok((true, 5)));
+            assert_eq!(got[5].expect_err("overflow").code(), ErrorCode::OutOfRange);
+            assert_eq!(got[8], Ok((true, 3)));
+        }
+        t.converge(&NamespaceConfig::default()).await;
+        let hot_count = t.engine.get_count(&hot).await.expect("get").value;
+        let expected = if exclusive { 3 } else { i64::MAX };
+        assert_eq!(hot_count, expected, "exclusive={exclusive}");
+        assert_eq!(t.engine.get_count(&other).await.expect("get").value, 5);
+    }
+}

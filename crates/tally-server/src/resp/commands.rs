@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tally_core::{CounterKey, ErrorCode, IdempotencyToken, Timestamp};
-use tally_engine::Engine;
+use tally_engine::{BatchAdd, Engine};
 
 use super::reply::Reply;
 use crate::auth::{Access, Authenticator, Principal};
@@ -35,7 +35,8 @@ pub fn is_add(name: &[u8]) -> bool {
     [&b"INCR"[..], b"INCRBY", b"DECR", b"DECRBY", b"TALLY.ADD"].iter().any(|c| name.eq_ignore_ascii_case(c))
 }
 
-fn err(e: ApiError) -> Reply {
+/// The reply to a refused request.
+pub fn err(e: ApiError) -> Reply {
     Reply::Error(format!("{} {}", e.code, e.message))
 }
 
@@ -80,6 +81,68 @@ async fn add_and_get(engine: &Engine, key_arg: &Bytes, delta: Result<i64, ApiErr
     })
     .await;
     result.map_or_else(err, Reply::Integer)
+}
+
+/// What a pipelined add answers.
+#[derive(Debug, Clone, Copy)]
+pub enum AddReply {
+    /// `INCR`, `INCRBY`, `DECR`, `DECRBY`: the count after the add.
+    Count,
+    /// `TALLY.ADD`: 1 if applied, 0 for a retry.
+    Applied,
+}
+
+impl AddReply {
+    /// The operation's name in metrics.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Self::Count => "AddAndGetCount",
+            Self::Applied => "AddCount",
+        }
+    }
+
+    /// The reply to an add that was answered.
+    pub fn reply(self, applied: bool, count: i64) -> Reply {
+        match self {
+            Self::Count => Reply::Integer(count),
+            Self::Applied => Reply::Integer(i64::from(applied)),
+        }
+    }
+}
+
+/// Parses and authorises an add of a pipeline (a command [`is_add`] accepts) so that a run of
+/// them can go to the engine as one batch; a refusal is its reply.
+pub fn prepare_add(session: &Session, args: &[Bytes]) -> Result<(BatchAdd, AddReply), Reply> {
+    let Some(name) = args.first() else { return Err(Reply::Error("ERR empty command".into())) };
+    let cmd = upper(name);
+    let rest = &args[1..];
+    authorize(session, &cmd, rest).map_err(err)?;
+    let (k, delta, token, reply) = match (cmd.as_str(), rest) {
+        ("INCR", [k]) => (k, Ok(1), None, AddReply::Count),
+        ("DECR", [k]) => (k, Ok(-1), None, AddReply::Count),
+        ("INCRBY", [k, d]) => (k, integer(d), None, AddReply::Count),
+        ("DECRBY", [k, d]) => (k, negated(d), None, AddReply::Count),
+        ("TALLY.ADD", [k, d, t, at @ ..]) if at.len() <= 1 => {
+            (k, integer(d), Some(token(t, at.first())), AddReply::Applied)
+        }
+        _ => return Err(arity(&cmd)),
+    };
+    let refused = |e: ApiError| {
+        crate::metrics::record("resp", reply.operation(), e.code.as_str(), std::time::Instant::now());
+        err(e)
+    };
+    let key = key(k).map_err(refused)?;
+    let delta = delta.map_err(refused)?;
+    let token = token.transpose().map_err(refused)?;
+    Ok((BatchAdd { key, delta, token }, reply))
+}
+
+/// The argument of `DECRBY`, negated.
+fn negated(arg: &Bytes) -> Result<i64, ApiError> {
+    integer(arg).and_then(|d| {
+        d.checked_neg()
+            .ok_or_else(|| ApiError::new(tally_core::ErrorCode::OutOfRange, "decrement is out of range"))
+    })
 }
 
 /// Commands a connection may send before it authenticates.
@@ -140,14 +203,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
         ("INCR", [k]) => add_and_get(engine, k, Ok(1)).await,
         ("DECR", [k]) => add_and_get(engine, k, Ok(-1)).await,
         ("INCRBY", [k, d]) => add_and_get(engine, k, integer(d)).await,
-        ("DECRBY", [k, d]) => {
-            let delta = integer(d).and_then(|d| {
-                d.checked_neg().ok_or_else(|| {
-                    ApiError::new(tally_core::ErrorCode::OutOfRange, "decrement is out of range")
-                })
-            });
-            add_and_get(engine, k, delta).await
-        }
+        ("DECRBY", [k, d]) => add_and_get(engine, k, negated(d)).await,
         ("TALLY.ADD", [k, d, t, at @ ..]) if at.len() <= 1 => {
             let result = observe("resp", "AddCount", async {
                 let key = key(k)?;

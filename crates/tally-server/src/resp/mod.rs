@@ -3,12 +3,11 @@
 //!
 //! One task per connection reads whatever arrived, takes every complete request off the
 //! buffer ([`parser`]), runs them ([`commands`]) and writes all their replies ([`reply`]) in
-//! one write. Within a pipeline, consecutive adds run concurrently (so they share group
-//! commits), except that an add to a key already in the run waits for the adds before it when
-//! its answer depends on their order (`accurate` and `best_effort` counters; an `eventual` add
-//! answers its checkpoint plus its own delta whatever the order). Every other command waits
-//! for the adds before it. Replies keep request order, and a read sees the adds sent before
-//! it. A reply to a mutation is written only after the mutation is durable.
+//! one write. Within a pipeline, each run of consecutive adds goes to the engine as one batch
+//! ([`tally_engine::Engine::add_batch`]): one group commit, and each add answers as if sent
+//! alone, in order. Every other command waits for the adds before it. Replies keep request
+//! order, and a read sees the adds sent before it. A reply to a mutation is written only after
+//! the mutation is durable.
 
 pub mod commands;
 pub mod parser;
@@ -18,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use futures::future::join_all;
 use tally_engine::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -144,41 +142,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Runs a pipeline in order, running each run of consecutive adds concurrently.
+/// Runs a pipeline in order; each run of consecutive adds goes to the engine as one batch.
 async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(requests.len());
     let mut i = 0;
     while i < requests.len() {
-        // A run of adds. One client's adds to one accurate counter stay in order, so `INCR k`
-        // pipelined 100 times answers 1..=100 as Redis would.
-        let mut keys = std::collections::HashSet::new();
-        let mut adds = 0;
-        for request in &requests[i..] {
-            if !commands::is_add(&request[0]) {
-                break;
-            }
-            let key = request.get(1).cloned().unwrap_or_default();
-            if !keys.insert(key.clone()) && !answer_ignores_order(engine, &key).await {
-                break;
-            }
-            adds += 1;
-        }
+        let adds = requests[i..].iter().take_while(|r| commands::is_add(&r[0])).count();
         if adds > 0 {
-            let group = &requests[i..i + adds];
-            // Adds change no session state, so a throwaway copy of its identity is enough.
-            let (auth, principal) = (&session.auth, &session.principal);
-            let runs = group.iter().map(|r| async move {
-                let mut scratch = Session {
-                    resp3: false,
-                    name: None,
-                    id: 0,
-                    closing: false,
-                    auth: auth.clone(),
-                    principal: principal.clone(),
-                };
-                commands::run(engine, &mut scratch, r).await
-            });
-            replies.extend(join_all(runs).await);
+            replies.extend(run_adds(engine, session, &requests[i..i + adds]).await);
             i += adds;
         } else {
             replies.push(commands::run(engine, session, &requests[i]).await);
@@ -191,12 +162,33 @@ async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<By
     replies
 }
 
-/// Whether concurrent adds to the counter `key` all answer as they would one after another:
-/// true for `eventual` counters, whose add answers the checkpoint plus its own delta.
-async fn answer_ignores_order(engine: &Engine, key: &Bytes) -> bool {
-    let Some(key) = std::str::from_utf8(key).ok().and_then(|k| tally_core::CounterKey::parse_joined(k).ok())
-    else {
-        return false;
-    };
-    engine.counter_type(&key.namespace).await.is_ok_and(|t| t == tally_core::CounterType::Eventual)
+/// Runs consecutive adds as one engine batch: each answers as if sent alone, in order (a
+/// count includes the adds before it in the pipeline), and all share one group commit.
+async fn run_adds(engine: &Engine, session: &Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
+    let started = std::time::Instant::now();
+    let mut replies: Vec<Option<Reply>> = vec![None; requests.len()];
+    let (mut batch, mut kinds, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, request) in requests.iter().enumerate() {
+        match commands::prepare_add(session, request) {
+            Ok((add, kind)) => {
+                batch.push(add);
+                kinds.push(kind);
+                slots.push(i);
+            }
+            Err(reply) => replies[i] = Some(reply),
+        }
+    }
+    let results = engine.add_batch(&batch).await;
+    for ((slot, kind), result) in slots.into_iter().zip(kinds).zip(results) {
+        let (code, reply) = match result {
+            Ok((mutated, count)) => ("OK", kind.reply(mutated.applied, count.value)),
+            Err(e) => {
+                let e = crate::error::ApiError::from(e);
+                (e.code.as_str(), commands::err(e))
+            }
+        };
+        crate::metrics::record("resp", kind.operation(), code, started);
+        replies[slot] = Some(reply);
+    }
+    replies.into_iter().map(|r| r.unwrap_or_else(|| Reply::Error("ERR internal: no reply".into()))).collect()
 }

@@ -12,7 +12,8 @@ fn counter(namespace: &str, name: &str) -> pb::CounterRef {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handed_over_triggers_roll_up_here_and_a_bad_name_refuses_the_whole_batch() {
-    let server = TestServer::start().await;
+    // Peers share a store: another instance's events reach it without this one.
+    let server = TestServer::start_shared().await;
     server.namespace("peer", "eventual").await;
     let key = tally_core::CounterKey::parse_joined("peer:views").expect("key");
     // An event written straight to the store, as another instance would: nothing here knows

@@ -42,6 +42,25 @@ impl TestServer {
         let store: Arc<dyn Store> = Arc::new(
             FjallStore::open(dir.path(), Arc::new(clock.clone()), FjallOptions::default()).expect("store"),
         );
+        Self::start_over(store, clock, dir, config).await
+    }
+
+    /// Serves over an in-memory store that other instances may write too (as they share
+    /// Cassandra), so this instance reads and folds through the store.
+    pub async fn start_shared() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(Timestamp::from_millis(1_764_000_000_000));
+        let store: Arc<dyn Store> = Arc::new(tally_store::MemoryStore::shared(Arc::new(clock.clone())));
+        Self::start_over(store, clock, dir, ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() })
+            .await
+    }
+
+    async fn start_over(
+        store: Arc<dyn Store>,
+        clock: ManualClock,
+        dir: tempfile::TempDir,
+        config: ServerConfig,
+    ) -> Self {
         let engine = Engine::open(
             store.clone(),
             Arc::new(LocalCache::new(1000)),

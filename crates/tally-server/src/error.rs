@@ -37,6 +37,11 @@ impl ApiError {
         }
     }
 
+    /// The `error` object of the HTTP error body (and of a refused batch item).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { code: self.code.as_str(), message: self.message.clone() }
+    }
+
     /// A malformed request.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)
@@ -90,9 +95,18 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
-        (self.http_status.unwrap_or(status_of(self.code)), axum::Json(body)).into_response()
+        let status = self.http_status.unwrap_or(status_of(self.code));
+        (status, axum::Json(serde_json::json!({ "error": self.body() }))).into_response()
     }
+}
+
+/// `{"code": "INVALID_ARGUMENT", "message": "..."}`: what failed, in every HTTP error body.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorBody {
+    /// The code's name, as gRPC spells it.
+    pub code: &'static str,
+    /// What failed and with what input.
+    pub message: String,
 }
 
 impl From<EngineError> for ApiError {

@@ -10,6 +10,7 @@
 //! - [`metrics`]: the Prometheus recorder and per-request metrics.
 
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod convert;
 pub mod error;

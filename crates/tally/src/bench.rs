@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// RESP only: commands per pipeline.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
+    /// gRPC and HTTP only: adds per `BatchAddCount` request (with `--mix add=1`); 1 sends
+    /// plain `AddCount`.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Namespace the counters are in (it must exist).
     #[arg(long, default_value = "bench")]
     namespace: String,
@@ -177,6 +181,53 @@ fn proto_token(name: String) -> pb::IdempotencyToken {
 /// Sends one request (RESP: one pipeline of `ops`); returns the error code on failure.
 async fn send(client: &mut Client, ns: &str, ops: &[(Op, u64)], token: Option<String>) -> Result<(), String> {
     match client {
+        Client::Grpc(c) if ops.len() > 1 => {
+            let adds = ops
+                .iter()
+                .enumerate()
+                .map(|(i, (_, key))| pb::AddCountRequest {
+                    namespace: ns.to_owned(),
+                    counter_name: format!("k{key}"),
+                    delta: 1,
+                    idempotency_token: token.as_ref().map(|t| proto_token(format!("{t}-{i}"))),
+                })
+                .collect();
+            let results = c
+                .batch_add_count(pb::BatchAddCountRequest { adds })
+                .await
+                .map_err(|s| format!("{:?}", s.code()))?;
+            match results.into_inner().results.into_iter().find_map(|r| match r.result {
+                Some(pb::batch_add_count_result::Result::Error(e)) => Some(e.code),
+                _ => None,
+            }) {
+                Some(code) => Err(code),
+                None => Ok(()),
+            }
+        }
+        Client::Http(c, base) if ops.len() > 1 => {
+            let adds: Vec<_> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, (_, key))| {
+                    let token = token.as_ref().map(|t| json!({"token": format!("{t}-{i}"), "generation_time": now().to_string()}));
+                    json!({"namespace": ns, "counter_name": format!("k{key}"), "delta": 1, "idempotency_token": token})
+                })
+                .collect();
+            let r = c
+                .post(format!("{base}/v1/counters:batchAdd"))
+                .body(json!({ "adds": adds }).to_string())
+                .send()
+                .await
+                .map_err(|e| format!("transport: {e}"))?;
+            if !r.status().is_success() {
+                return Err(format!("HTTP {}", r.status().as_u16()));
+            }
+            let body: serde_json::Value = r.json().await.map_err(|e| format!("transport: {e}"))?;
+            let refused = body["results"]
+                .as_array()
+                .and_then(|items| items.iter().find_map(|i| i["error"]["code"].as_str()));
+            refused.map_or(Ok(()), |code| Err(code.to_owned()))
+        }
         Client::Grpc(c) => {
             let (op, key) = ops[0];
             let counter_name = format!("k{key}");
@@ -299,10 +350,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.pipeline == 1 || args.protocol == Protocol::Resp,
         "--pipeline applies to --protocol resp only"
     );
+    anyhow::ensure!(
+        args.batch >= 1
+            && (args.batch == 1
+                || (args.protocol != Protocol::Resp && mix.iter().all(|(op, _)| *op == Op::Add))),
+        "--batch applies to --protocol grpc or http with --mix add=1"
+    );
+    anyhow::ensure!(args.batch <= 1000, "--batch is at most 1000 (the server's limit)");
     let clients = connect(&args).await?;
     let sent = Arc::new(AtomicU64::new(0));
     let limit = args.requests.unwrap_or(u64::MAX);
-    let per_request = args.pipeline as u64;
+    let per_request = per_request(&args);
     let deadline =
         Instant::now() + if args.requests.is_some() { Duration::from_secs(24 * 3600) } else { args.duration };
     let progress = if args.quiet || args.json {
@@ -329,7 +387,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Keys::Uniform => None,
         };
         let (tokens, pipeline, keys, concurrency) =
-            (args.tokens, args.pipeline, args.keys, args.concurrency.max(1));
+            (args.tokens, per_request as usize, args.keys, args.concurrency.max(1));
         // With --rate, each worker sends one request per `gap`, on a fixed schedule.
         let gap = args.rate.map(|r| Duration::from_secs_f64(args.concurrency.max(1) as f64 / r.max(0.001)));
         let total = mix.iter().map(|(_, w)| w).sum();
@@ -399,6 +457,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Counter operations per request: the RESP pipeline, or the adds of a batch.
+fn per_request(args: &BenchArgs) -> u64 {
+    match args.protocol {
+        Protocol::Resp => args.pipeline as u64,
+        Protocol::Grpc | Protocol::Http => args.batch as u64,
+    }
+}
+
 fn report(
     args: &BenchArgs,
     latencies: &BTreeMap<Op, Histogram<u64>>,
@@ -406,7 +472,7 @@ fn report(
     elapsed: Duration,
 ) {
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let per_request = args.pipeline as u64;
+    let per_request = per_request(args);
     let ok: u64 = latencies.values().map(|h| h.len() * per_request).sum();
     let failed: u64 = errors.values().sum::<u64>() * per_request;
     let throughput = ok as f64 / elapsed.as_secs_f64();
@@ -423,7 +489,7 @@ fn report(
     if args.json {
         let value = json!({
             "protocol": format!("{:?}", args.protocol).to_lowercase(),
-            "connections": args.connections, "concurrency": args.concurrency, "pipeline": args.pipeline,
+            "connections": args.connections, "concurrency": args.concurrency, "pipeline": args.pipeline, "batch": args.batch,
             "keys": args.keys, "distribution": format!("{:?}", args.distribution).to_lowercase(),
             "tokens": args.tokens, "mix": args.mix,
             "seconds": elapsed.as_secs_f64(), "ok": ok, "errors": errors, "failed": failed,
@@ -433,12 +499,13 @@ fn report(
         return;
     }
     println!(
-        "{:?}: {ok} ok, {failed} failed in {:.2}s: {throughput:.0} ops/s ({} connections, {} in flight, pipeline {})",
+        "{:?}: {ok} ok, {failed} failed in {:.2}s: {throughput:.0} ops/s ({} connections, {} in flight, pipeline {}, batch {})",
         args.protocol,
         elapsed.as_secs_f64(),
         args.connections,
         args.concurrency,
-        args.pipeline
+        args.pipeline,
+        args.batch
     );
     for (op, h) in latencies {
         println!(

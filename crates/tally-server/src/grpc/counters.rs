@@ -5,6 +5,7 @@ use tally_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
+use crate::batch;
 use crate::convert::{
     counter_key, counter_type_to_proto, timestamp_to_proto, token_from_proto, token_to_proto,
 };
@@ -25,6 +26,16 @@ impl GrpcCounters {
 
 fn mutated(m: &Mutated) -> (Option<pb::IdempotencyToken>, bool) {
     (m.token.as_ref().map(token_to_proto), m.applied)
+}
+
+fn item_error(e: &ApiError) -> pb::ItemError {
+    pb::ItemError { code: e.code.as_str().to_owned(), message: e.message.clone() }
+}
+
+fn added(m: &Mutated, c: &Count) -> pb::AddAndGetCountResponse {
+    let (idempotency_token, applied) = mutated(m);
+    let (count, counter_type, as_of) = count_fields(c);
+    pb::AddAndGetCountResponse { count, idempotency_token, applied, counter_type, as_of }
 }
 
 fn count_fields(c: &Count) -> (i64, i32, Option<prost_types::Timestamp>) {
@@ -62,9 +73,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
             who?.require(Access::Write, &key.namespace)?;
             let token = token_from_proto(r.idempotency_token.as_ref())?;
             let (m, c) = self.engine.add_and_get_count(&key, r.delta, token).await?;
-            let (idempotency_token, applied) = mutated(&m);
-            let (count, counter_type, as_of) = count_fields(&c);
-            Ok(pb::AddAndGetCountResponse { count, idempotency_token, applied, counter_type, as_of })
+            Ok(added(&m, &c))
         })
         .await
         .map(Response::new)
@@ -100,6 +109,75 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
             let token = token_from_proto(r.idempotency_token.as_ref())?;
             let (idempotency_token, applied) = mutated(&self.engine.clear_count(&key, token).await?);
             Ok(pb::ClearCountResponse { idempotency_token, applied })
+        })
+        .await
+        .map(Response::new)
+        .map_err(ApiError::into_status)
+    }
+
+    async fn batch_add_count(
+        &self,
+        request: Request<pb::BatchAddCountRequest>,
+    ) -> Result<Response<pb::BatchAddCountResponse>, Status> {
+        let who = super::principal(&request);
+        let r = request.into_inner();
+        observe("grpc", "BatchAddCount", async {
+            let who = who?;
+            batch::check_size(r.adds.len())?;
+            let adds = r
+                .adds
+                .iter()
+                .map(|a| batch::WireAdd {
+                    key: counter_key(&a.namespace, &a.counter_name),
+                    delta: a.delta,
+                    token: token_from_proto(a.idempotency_token.as_ref()),
+                })
+                .collect();
+            let results = batch::add(&self.engine, &who, adds)
+                .await
+                .iter()
+                .map(|r| pb::BatchAddCountResult {
+                    result: Some(match r {
+                        Ok((m, c)) => pb::batch_add_count_result::Result::Added(added(m, c)),
+                        Err(e) => pb::batch_add_count_result::Result::Error(item_error(e)),
+                    }),
+                })
+                .collect();
+            Ok(pb::BatchAddCountResponse { results })
+        })
+        .await
+        .map(Response::new)
+        .map_err(ApiError::into_status)
+    }
+
+    async fn batch_get_count(
+        &self,
+        request: Request<pb::BatchGetCountRequest>,
+    ) -> Result<Response<pb::BatchGetCountResponse>, Status> {
+        let who = super::principal(&request);
+        let r = request.into_inner();
+        observe("grpc", "BatchGetCount", async {
+            let who = who?;
+            batch::check_size(r.gets.len())?;
+            let keys = r.gets.iter().map(|g| counter_key(&g.namespace, &g.counter_name)).collect();
+            let results = batch::get(&self.engine, &who, keys)
+                .await
+                .iter()
+                .map(|r| pb::BatchGetCountResult {
+                    result: Some(match r {
+                        Ok(c) => {
+                            let (count, counter_type, as_of) = count_fields(c);
+                            pb::batch_get_count_result::Result::Count(pb::GetCountResponse {
+                                count,
+                                counter_type,
+                                as_of,
+                            })
+                        }
+                        Err(e) => pb::batch_get_count_result::Result::Error(item_error(e)),
+                    }),
+                })
+                .collect();
+            Ok(pb::BatchGetCountResponse { results })
         })
         .await
         .map(Response::new)

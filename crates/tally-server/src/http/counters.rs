@@ -10,6 +10,7 @@ use tally_engine::{Count, Mutated};
 
 use super::{HttpState, WirePath, json_body};
 use crate::auth::{Access, Principal};
+use crate::batch;
 use crate::convert::{counter_key, token};
 use crate::error::ApiError;
 use crate::metrics::observe;
@@ -165,6 +166,124 @@ pub async fn clear_count(
         let body: ClearBody = json_body(body, state.max_body_bytes)?;
         let token = body.idempotency_token.as_ref().map(TokenJson::parse).transpose()?;
         Ok(Json(state.engine.clear_count(&key, token).await?.into()))
+    })
+    .await
+}
+
+/// One add of `POST /v1/counters:batchAdd`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchAddItem {
+    namespace: String,
+    counter_name: String,
+    #[serde(default = "one")]
+    delta: i64,
+    idempotency_token: Option<TokenJson>,
+}
+
+/// The body of `POST /v1/counters:batchAdd`; an empty body is an empty batch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchAddBody {
+    adds: Vec<BatchAddItem>,
+}
+
+/// One counter of `POST /v1/counters:batchGet`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchGetItem {
+    namespace: String,
+    counter_name: String,
+}
+
+/// The body of `POST /v1/counters:batchGet`; an empty body is an empty batch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchGetBody {
+    gets: Vec<BatchGetItem>,
+}
+
+/// One item's answer: its result, or `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ItemJson<T> {
+    /// The item's result.
+    Done(T),
+    /// Why the item was refused.
+    Refused {
+        /// The refusal, in the shape of every HTTP error body.
+        error: crate::error::ErrorBody,
+    },
+}
+
+impl<T> ItemJson<T> {
+    fn of(result: Result<T, ApiError>) -> Self {
+        match result {
+            Ok(t) => Self::Done(t),
+            Err(e) => Self::Refused { error: e.body() },
+        }
+    }
+}
+
+/// The answer to a batch: one item per request item, in order.
+#[derive(Debug, Serialize)]
+pub struct BatchJson<T> {
+    results: Vec<ItemJson<T>>,
+}
+
+/// `POST /v1/counters:batchAdd`
+pub async fn batch_add(
+    State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchJson<AddAndGetJson>>, ApiError> {
+    observe("http", "BatchAddCount", async {
+        let body: BatchAddBody = json_body(body, state.max_body_bytes)?;
+        batch::check_size(body.adds.len())?;
+        let names: Vec<_> = body.adds.iter().map(|a| (a.namespace.clone(), a.counter_name.clone())).collect();
+        let adds = body
+            .adds
+            .iter()
+            .map(|a| batch::WireAdd {
+                key: counter_key(&a.namespace, &a.counter_name),
+                delta: a.delta,
+                token: a.idempotency_token.as_ref().map(TokenJson::parse).transpose(),
+            })
+            .collect();
+        let answers = batch::add(&state.engine, &who, adds).await;
+        let results = names
+            .into_iter()
+            .zip(answers)
+            .map(|((ns, counter), answer)| {
+                ItemJson::of(answer.map(|(mutated, count)| AddAndGetJson {
+                    count: count_json(ns, counter, count),
+                    mutation: mutated.into(),
+                }))
+            })
+            .collect();
+        Ok(Json(BatchJson { results }))
+    })
+    .await
+}
+
+/// `POST /v1/counters:batchGet`
+pub async fn batch_get(
+    State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchJson<CountJson>>, ApiError> {
+    observe("http", "BatchGetCount", async {
+        let body: BatchGetBody = json_body(body, state.max_body_bytes)?;
+        batch::check_size(body.gets.len())?;
+        let keys = body.gets.iter().map(|g| counter_key(&g.namespace, &g.counter_name)).collect();
+        let answers = batch::get(&state.engine, &who, keys).await;
+        let results = body
+            .gets
+            .into_iter()
+            .zip(answers)
+            .map(|(g, answer)| ItemJson::of(answer.map(|c| count_json(g.namespace, g.counter_name, c))))
+            .collect();
+        Ok(Json(BatchJson { results }))
     })
     .await
 }

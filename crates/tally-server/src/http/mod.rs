@@ -40,6 +40,12 @@ pub struct Route {
 
 const COUNTER: &str = "/v1/namespaces/{ns}/counters/{counter}";
 
+/// `BatchAddCount`: the colon is a custom method on the `counters` collection (as Google's
+/// API style writes them), not a path parameter.
+const BATCH_ADD: &str = "/v1/counters:batchAdd";
+/// `BatchGetCount`.
+const BATCH_GET: &str = "/v1/counters:batchGet";
+
 /// Every route the HTTP front door serves.
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/v1/namespaces/{ns}/counters/{counter}/add", operation: "AddCount" },
@@ -50,6 +56,8 @@ pub const ROUTES: &[Route] = &[
     },
     Route { method: "GET", path: COUNTER, operation: "GetCount" },
     Route { method: "POST", path: "/v1/namespaces/{ns}/counters/{counter}/clear", operation: "ClearCount" },
+    Route { method: "POST", path: BATCH_ADD, operation: "BatchAddCount" },
+    Route { method: "POST", path: BATCH_GET, operation: "BatchGetCount" },
     Route { method: "PUT", path: "/v1/namespaces/{ns}", operation: "PutNamespace" },
     Route { method: "GET", path: "/v1/namespaces/{ns}", operation: "GetNamespace" },
     Route { method: "DELETE", path: "/v1/namespaces/{ns}", operation: "DeleteNamespace" },
@@ -83,6 +91,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/namespaces/{ns}/counters/{counter}/add-and-get", post(counters::add_and_get_count))
         .route(COUNTER, get(counters::get_count))
         .route("/v1/namespaces/{ns}/counters/{counter}/clear", post(counters::clear_count))
+        .route(BATCH_ADD, post(counters::batch_add))
+        .route(BATCH_GET, post(counters::batch_get))
         .route(
             "/v1/namespaces/{ns}",
             get(namespaces::get_namespace)

@@ -50,7 +50,7 @@ pub fn spec() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tally", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Distributed counters: AddCount, AddAndGetCount, GetCount, ClearCount, and namespaces."},
+                 "description": "Distributed counters: AddCount, AddAndGetCount, GetCount, ClearCount, their batches, and namespaces."},
         "paths": {
             "/v1/namespaces/{ns}/counters/{counter}/add": {"post": {
                 "operationId": "AddCount", "parameters": counter_params(), "requestBody": body("AddBody"),
@@ -64,6 +64,13 @@ pub fn spec() -> Value {
             "/v1/namespaces/{ns}/counters/{counter}/clear": {"post": {
                 "operationId": "ClearCount", "parameters": counter_params(), "requestBody": body("ClearBody"),
                 "responses": with_errors(ok_json("Mutation", "the clear is durable"))}},
+            "/v1/counters:batchAdd": {"post": {
+                "operationId": "BatchAddCount", "requestBody": body("BatchAddBody"),
+                "responses": with_errors(ok_json("BatchAddResults",
+                    "one result per add, in order; each is the add-and-get answer or that item's error"))}},
+            "/v1/counters:batchGet": {"post": {
+                "operationId": "BatchGetCount", "requestBody": body("BatchGetBody"),
+                "responses": with_errors(ok_json("BatchGetResults", "one result per read, in order"))}},
             "/v1/namespaces/{ns}": {
                 "put": {"operationId": "PutNamespace", "parameters": ns_param(), "requestBody": body("NamespaceConfigPatch"),
                         "responses": with_errors(json!({
@@ -108,6 +115,20 @@ pub fn spec() -> Value {
                     "as_of": {"type": ["string", "null"], "format": "date-time"}}},
                 "AddAndGet": {"allOf": [{"$ref": "#/components/schemas/Count"}, {"$ref": "#/components/schemas/Mutation"}]},
                 "CounterType": {"type": "string", "enum": ["best_effort", "eventual", "accurate"]},
+                "BatchAddBody": {"type": "object", "additionalProperties": false, "required": ["adds"], "properties": {
+                    "adds": {"type": "array", "maxItems": 1000, "items": {"type": "object", "additionalProperties": false,
+                        "required": ["namespace", "counter_name"], "properties": {
+                        "namespace": {"type": "string"}, "counter_name": {"type": "string"},
+                        "delta": {"type": "integer", "format": "int64", "default": 1},
+                        "idempotency_token": {"$ref": "#/components/schemas/IdempotencyToken"}}}}}},
+                "BatchGetBody": {"type": "object", "additionalProperties": false, "required": ["gets"], "properties": {
+                    "gets": {"type": "array", "maxItems": 1000, "items": {"type": "object", "additionalProperties": false,
+                        "required": ["namespace", "counter_name"], "properties": {
+                        "namespace": {"type": "string"}, "counter_name": {"type": "string"}}}}}},
+                "BatchAddResults": {"type": "object", "properties": {"results": {"type": "array", "items": {
+                    "oneOf": [{"$ref": "#/components/schemas/AddAndGet"}, {"$ref": "#/components/schemas/Error"}]}}}},
+                "BatchGetResults": {"type": "object", "properties": {"results": {"type": "array", "items": {
+                    "oneOf": [{"$ref": "#/components/schemas/Count"}, {"$ref": "#/components/schemas/Error"}]}}}},
                 "NamespaceConfigPatch": {"type": "object", "additionalProperties": false, "properties": {
                     "counter_type": {"$ref": "#/components/schemas/CounterType"},
                     "accept_limit": duration, "clock_skew": duration, "coalesce": duration,

@@ -1,6 +1,7 @@
 //! End-to-end tests of both front doors, in process, on port 0, with a manual clock.
 
 mod auth;
+mod batch;
 mod counters;
 mod errors;
 mod http_routes;

@@ -1,0 +1,84 @@
+//! What `BatchAddCount` and `BatchGetCount` share across gRPC and HTTP: the size limit, the
+//! per-item scope check, and running the items.
+//!
+//! Each item is answered on its own: a bad name, a missing scope or an unknown namespace
+//! refuses that item and no other. A batch over [`MAX_BATCH_ITEMS`] is refused whole.
+
+use tally_core::CounterKey;
+use tally_engine::{BatchAdd, Count, Engine, Mutated};
+
+use crate::auth::{Access, Principal};
+use crate::error::ApiError;
+
+/// The most items one batch request may carry.
+pub const MAX_BATCH_ITEMS: usize = 1_000;
+
+/// One add of a batch as the wire gives it, before validation.
+pub struct WireAdd {
+    /// The namespace and counter, validated into a key (or refused).
+    pub key: Result<CounterKey, ApiError>,
+    /// The delta.
+    pub delta: i64,
+    /// The token, validated (or refused).
+    pub token: Result<Option<tally_core::IdempotencyToken>, ApiError>,
+}
+
+/// Refuses a batch with more than [`MAX_BATCH_ITEMS`] items.
+pub fn check_size(items: usize) -> Result<(), ApiError> {
+    if items > MAX_BATCH_ITEMS {
+        return Err(ApiError::invalid(format!(
+            "a batch holds at most {MAX_BATCH_ITEMS} items; this one has {items}: split it"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the adds that are valid and allowed as one engine batch, and answers every item in
+/// order.
+pub async fn add(
+    engine: &Engine,
+    who: &Principal,
+    adds: Vec<WireAdd>,
+) -> Vec<Result<(Mutated, Count), ApiError>> {
+    let mut answers: Vec<Option<Result<(Mutated, Count), ApiError>>> = Vec::with_capacity(adds.len());
+    let (mut batch, mut slots) = (Vec::new(), Vec::new());
+    for add in adds {
+        let prepared = add.key.and_then(|key| {
+            who.require(Access::Write, &key.namespace)?;
+            Ok(BatchAdd { key, delta: add.delta, token: add.token? })
+        });
+        match prepared {
+            Ok(add) => {
+                slots.push(answers.len());
+                batch.push(add);
+                answers.push(None);
+            }
+            Err(e) => answers.push(Some(Err(e))),
+        }
+    }
+    for (slot, result) in slots.into_iter().zip(engine.add_batch(&batch).await) {
+        answers[slot] = Some(result.map_err(ApiError::from));
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(ApiError::new(tally_core::ErrorCode::Internal, "batch item left unanswered"))
+            })
+        })
+        .collect()
+}
+
+/// Reads every key that is valid and allowed, concurrently, and answers in order.
+pub async fn get(
+    engine: &Engine,
+    who: &Principal,
+    keys: Vec<Result<CounterKey, ApiError>>,
+) -> Vec<Result<Count, ApiError>> {
+    let reads = keys.into_iter().map(|key| async move {
+        let key = key?;
+        who.require(Access::Read, &key.namespace)?;
+        Ok(engine.get_count(&key).await?)
+    });
+    futures::future::join_all(reads).await
+}

@@ -2,7 +2,7 @@
 # Runs Tally's benchmarks against its peers on this machine, in one go, and prints each
 # figure and ratio. Every server is on loopback; every load is bounded.
 #
-#   bash bench/compare.sh            # full run (about 6 minutes on 2 cores)
+#   bash bench/compare.sh            # full run (about 8 minutes on 2 cores)
 #   QUICK=1 bash bench/compare.sh    # smaller counts, for a smoke run
 #
 # Needs: a release build (done here), redis-server and redis-tools (apt-get install
@@ -15,7 +15,8 @@ N=${N:-200000}              # requests per redis-benchmark run
 GRPC_SECONDS=${GRPC_SECONDS:-15}
 BIG_COUNTER_EVENTS=${BIG_COUNTER_EVENTS:-1000000}
 ACTIVE_COUNTERS=${ACTIVE_COUNTERS:-1000000}
-if [ -n "${QUICK:-}" ]; then N=20000; GRPC_SECONDS=3; BIG_COUNTER_EVENTS=20000; ACTIVE_COUNTERS=20000; fi
+SUSTAINED_SECONDS=${SUSTAINED_SECONDS:-60}
+if [ -n "${QUICK:-}" ]; then N=20000; GRPC_SECONDS=3; BIG_COUNTER_EVENTS=20000; ACTIVE_COUNTERS=20000; SUSTAINED_SECONDS=20; fi
 CLIENTS=50
 PIPELINE=16
 echo "raw output in $OUT"
@@ -34,11 +35,13 @@ wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/
 # rps from `redis-benchmark -q --csv`-free output: the number before "requests per second".
 rps() { grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1; }
 
-bench_redis_like() { # $1 port, $2 label -> prints "label random hot"
-  local port=$1 label=$2 random hot
+bench_redis_like() { # $1 port, $2 label -> prints "label random hot single50 single500"
+  local port=$1 label=$2 random hot single50 single500
   random=$(redis-benchmark -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
   hot=$(redis-benchmark -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -q INCRBY counter:hot 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
-  echo "$label $random $hot"
+  single50=$(redis-benchmark -p "$port" -n "$N" -c 50 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  single500=$(redis-benchmark -p "$port" -n "$N" -c 500 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  echo "$label $random $hot $single50 $single500"
 }
 
 start_redis() { # $1 dir, rest: redis-server args
@@ -59,22 +62,23 @@ start_tally() { # $1 data dir
 echo "== 1. INCRBY through redis-benchmark (-n $N -c $CLIENTS -P $PIPELINE), random keys and one hot key"
 mkdir -p "$OUT/redis-aof" "$OUT/redis-mem"
 start_redis "$OUT/redis-aof" --appendonly yes --appendfsync always
-read -r _ aof_random aof_hot < <(bench_redis_like $REDIS_PORT redis-aof-always)
+read -r _ aof_random aof_hot aof_s50 aof_s500 < <(bench_redis_like $REDIS_PORT redis-aof-always)
 redis-cli -p $REDIS_PORT shutdown nosave > /dev/null 2>&1 || true; sleep 0.5
 start_redis "$OUT/redis-mem" --appendonly no
-read -r _ mem_random mem_hot < <(bench_redis_like $REDIS_PORT redis-no-persistence)
+read -r _ mem_random mem_hot mem_s50 mem_s500 < <(bench_redis_like $REDIS_PORT redis-no-persistence)
 redis-cli -p $REDIS_PORT shutdown nosave > /dev/null 2>&1 || true; sleep 0.5
 start_tally "$OUT/tally-resp"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/counter" > /dev/null
-read -r _ tally_random tally_hot < <(bench_redis_like $T_RESP_PORT tally-eventual-durable)
+read -r _ tally_random tally_hot tally_s50 tally_s500 < <(bench_redis_like $T_RESP_PORT tally-eventual-durable)
 kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
-printf '%-34s %14s %14s\n' "" "random keys/s" "hot key/s"
-printf '%-34s %14s %14s\n' "redis appendfsync always" "$aof_random" "$aof_hot"
-printf '%-34s %14s %14s\n' "redis no persistence" "$mem_random" "$mem_hot"
-printf '%-34s %14s %14s\n' "tally eventual (durable)" "$tally_random" "$tally_hot"
-awk -v t="$tally_random" -v a="$aof_random" -v m="$mem_random" -v th="$tally_hot" -v ah="$aof_hot" -v mh="$mem_hot" 'BEGIN {
-  printf "ratio tally / redis-always:          %.2f random, %.2f hot\n", t/a, th/ah;
-  printf "ratio tally / redis-no-persistence: %.2f random, %.2f hot\n", t/m, th/mh }'
+printf '%-34s %14s %14s %14s %14s\n' "" "-P16 random/s" "-P16 hot/s" "-P1 c50/s" "-P1 c500/s"
+printf '%-34s %14s %14s %14s %14s\n' "redis appendfsync always" "$aof_random" "$aof_hot" "$aof_s50" "$aof_s500"
+printf '%-34s %14s %14s %14s %14s\n' "redis no persistence" "$mem_random" "$mem_hot" "$mem_s50" "$mem_s500"
+printf '%-34s %14s %14s %14s %14s\n' "tally eventual (durable)" "$tally_random" "$tally_hot" "$tally_s50" "$tally_s500"
+awk -v t="$tally_random" -v a="$aof_random" -v m="$mem_random" -v th="$tally_hot" -v ah="$aof_hot" -v mh="$mem_hot" \
+    -v t1="$tally_s50" -v a1="$aof_s50" -v m1="$mem_s50" -v t5="$tally_s500" -v a5="$aof_s500" -v m5="$mem_s500" 'BEGIN {
+  printf "ratio tally / redis-always:          %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/a, th/ah, t1/a1, t5/a5;
+  printf "ratio tally / redis-no-persistence: %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/m, th/mh, t1/m1, t5/m5 }'
 
 echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
 start_tally "$OUT/tally-grpc"
@@ -88,6 +92,10 @@ half=$(awk -v m="$max_get" 'BEGIN { printf "%d", m/2 }')
 echo "GetCount at half that load ($half/s):"
 $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 64 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-get-half.txt"
+
+echo "== 2a. BatchAddCount: 100 adds with tokens per request, 100,000 keys"
+$TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 32 --keys 100000 --batch 100 \
+  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-batch-add.txt"
 
 echo "== 2b. gRPC AddCount with ghz, a load generator that is not ours"
 GHZ=$(command -v ghz || true)
@@ -141,3 +149,17 @@ kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
 $TALLY compact --data-dir "$OUT/tally-wide" | tee "$OUT/compact-wide.txt"
 bytes=$(du -sb "$OUT/tally-wide" | cut -f1)
 awk -v b="$bytes" -v n="$ACTIVE_COUNTERS" 'BEGIN { printf "data dir after compaction: %d bytes for %d counters of one event: %.1f bytes per counter\n", b, n, b/n }'
+
+echo "== 6. Sustained: ${SUSTAINED_SECONDS} s of gRPC AddCount with tokens at the maximum rate over $ACTIVE_COUNTERS uniform keys, in 10 s rounds"
+start_tally "$OUT/tally-sustained"
+curl -sf -X PUT "$T_HTTP/v1/namespaces/steady" > /dev/null
+rounds=$((SUSTAINED_SECONDS / 10)); first=""; last=""
+for i in $(seq 1 $rounds); do
+  r=$($TALLY bench --protocol grpc --addr $T_GRPC --namespace steady --connections 8 --concurrency 512 \
+    --keys "$ACTIVE_COUNTERS" --duration 10s --mix add=100 --tokens --json | tee -a "$OUT/sustained.json" \
+    | grep -o '"throughput_per_s":[0-9.]*' | cut -d: -f2)
+  echo "round $i: $r adds/s, server RSS $(ps -o rss= -p $TALLY_PID) KiB"
+  [ -z "$first" ] && first=$r; last=$r
+done
+awk -v f="$first" -v l="$last" 'BEGIN { printf "last round / first round: %.2f\n", l/f }'
+kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true

@@ -17,7 +17,8 @@ use crate::time::Timestamp;
 pub enum CounterType {
     /// In-memory increments: fastest, not durable, not idempotent.
     BestEffort,
-    /// Durable event log; reads return the last checkpoint, seconds stale at most.
+    /// Durable event log; reads return every acknowledged add on one instance (the embedded
+    /// store), and the last checkpoint, seconds stale at most, on a store several instances share.
     Eventual,
     /// Like `Eventual`, but reads add the live tail of events after the checkpoint.
     Accurate,

@@ -290,8 +290,10 @@ impl Engine {
 
     /// `AddAndGetCount`: adds `delta` and returns a count that includes this add.
     ///
-    /// `accurate`: the exact count just before the add, plus the add (adds of concurrent
-    /// requests may or may not be included). `eventual`: the last checkpoint plus this add;
+    /// On a store only this process writes, every durable type answers the exact count once
+    /// the add is durable (with whatever concurrent adds finished before it). On a shared
+    /// store, `accurate`: the exact count just before the add, plus the add (adds of concurrent
+    /// requests may or may not be included); `eventual`: the last checkpoint plus this add, so
     /// other adds of the last few seconds may be missing. `best_effort`: the new value.
     pub async fn add_and_get_count(
         &self,
@@ -365,7 +367,7 @@ impl Engine {
     /// the batch and none after it, as if they had been sent one by one. One admission permit
     /// covers the batch.
     pub async fn add_batch(&self, adds: &[BatchAdd]) -> Vec<EngineResult<(Mutated, Count)>> {
-        if !self.inner.tails.enabled() {
+        if !self.inner.tails.enabled() || adds.len() == 1 {
             let each = adds.iter().map(|a| self.add_and_get_count(&a.key, a.delta, a.token.clone()));
             return futures::future::join_all(each).await;
         }

@@ -30,7 +30,7 @@ pub struct Session {
     pub principal: Option<Principal>,
 }
 
-/// Whether the command mutates a counter; consecutive mutations of a pipeline run concurrently.
+/// Whether the command adds to a counter; consecutive adds of a pipeline run as one batch.
 pub fn is_add(name: &[u8]) -> bool {
     [&b"INCR"[..], b"INCRBY", b"DECR", b"DECRBY", b"TALLY.ADD"].iter().any(|c| name.eq_ignore_ascii_case(c))
 }

@@ -22,7 +22,7 @@ use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
 use crate::rollup::{RollupPipeline, first_foldable};
 use crate::routing::{LocalTrigger, RollupRouter};
-use crate::tail::{Begin, Finished, Lookup, Read, Tails};
+use crate::tail::{Begin, Finished, Lookup, Read, Source, Tails};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
@@ -633,10 +633,7 @@ impl Engine {
                 Begin::Known(stored) => return Ok(Prepared::Answered(Appended::judge(event, stored)?)),
                 // The first attempt's answer decides this one's: wait for it.
                 Begin::InFlight => tokio::time::sleep(IN_FLIGHT_RECHECK).await,
-                Begin::NeedCheckpoint => {
-                    let checkpoint = self.checkpoint(&event.key, config).await?;
-                    tails.set_checkpoint(&event.key, checkpoint);
-                }
+                Begin::NeedCheckpoint => self.load_checkpoint(&event.key, config).await?,
                 Begin::Overflow { count } => {
                     let delta = match event.kind {
                         EventKind::Add(delta) => delta,
@@ -648,6 +645,14 @@ impl Engine {
         }
     }
 
+    /// Gives the local tail the counter's checkpoint (from the cache, else the store).
+    async fn load_checkpoint(&self, key: &CounterKey, config: &NamespaceConfig) -> EngineResult<()> {
+        let (checkpoint, cached) = self.checkpoint_and_source(key, config).await?;
+        let source = if cached { Source::Cache } else { Source::Store };
+        self.inner.tails.set_checkpoint(key, checkpoint, source);
+        Ok(())
+    }
+
     /// The exact count from memory, when memory holds it (an exclusive store, and the
     /// counter not uncertain).
     async fn local_count(&self, key: &CounterKey, config: &NamespaceConfig) -> EngineResult<Option<i64>> {
@@ -655,10 +660,7 @@ impl Engine {
             match self.inner.tails.read(key) {
                 Read::Exact(value) => return Ok(Some(value)),
                 Read::Folded => return Ok(Some(self.checkpoint(key, config).await?.count)),
-                Read::NeedCheckpoint => {
-                    let checkpoint = self.checkpoint(key, config).await?;
-                    self.inner.tails.set_checkpoint(key, checkpoint);
-                }
+                Read::NeedCheckpoint => self.load_checkpoint(key, config).await?,
                 Read::Uncertain => return Ok(None),
             }
         }

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, IdempotencyToken, Namespace, Timestamp};
 
@@ -44,6 +44,10 @@ struct Entry {
 struct CounterTail {
     /// The newest checkpoint this engine knows; `None` until a read or rollup loads it.
     checkpoint: Option<Checkpoint>,
+    /// Whether `checkpoint` came from the store (or a rollup that stored it), not only from
+    /// the cache: only such a checkpoint is a rollup's base, since a durable write built on
+    /// a stale cached one would lose the events memory already dropped.
+    stored: bool,
     /// Every event at or after the checkpoint that this engine appended (or is appending).
     events: HashMap<IdempotencyToken, Entry>,
     /// The committed clears among `events`.
@@ -123,11 +127,18 @@ impl CounterTail {
     }
 
     /// Drops what `checkpoint` covers.
-    fn advance(&mut self, checkpoint: Checkpoint) {
-        if self.checkpoint.is_some_and(|cp| cp.until >= checkpoint.until) {
-            return;
+    fn advance(&mut self, checkpoint: Checkpoint, source: Source) {
+        let stored = source == Source::Store;
+        match self.checkpoint {
+            Some(cp) if cp.until > checkpoint.until => return,
+            Some(cp) if cp.until == checkpoint.until => {
+                self.stored |= stored;
+                return;
+            }
+            _ => {}
         }
         self.checkpoint = Some(checkpoint);
+        self.stored = stored;
         let until = checkpoint.until;
         self.events.retain(|t, e| t.generation_time() >= until || !e.committed);
         self.clears.retain(|t| t.generation_time() >= until);
@@ -141,6 +152,15 @@ impl CounterTail {
     fn earliest(&self) -> Option<Timestamp> {
         self.events.keys().map(IdempotencyToken::generation_time).min()
     }
+}
+
+/// Where a checkpoint given to memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Read from the store, or stored by a rollup.
+    Store,
+    /// The checkpoint cache: good for reads, not as a rollup's base.
+    Cache,
 }
 
 /// How an append should go to the store.
@@ -196,7 +216,8 @@ pub(crate) enum Read {
 pub(crate) enum Plan {
     /// Fold `fold` onto `base`, giving a checkpoint at `until`.
     Fold { base: Checkpoint, fold: Fold, until: Timestamp },
-    /// Memory has events but not the checkpoint; load it and call [`Tails::set_checkpoint`].
+    /// Memory has events but no checkpoint read from the store; read it and call
+    /// [`Tails::set_checkpoint`].
     NeedCheckpoint,
     /// Fold through the store.
     Uncertain,
@@ -212,6 +233,9 @@ pub(crate) struct Tails {
     /// Every event generated before this time that memory dropped is folded; an identity at or
     /// after it that memory does not hold was never appended (µs since the epoch).
     pruned_below: AtomicI64,
+    /// The largest magnitude of any checkpoint's count this store holds (seen at open or
+    /// stored since): it bounds the count of a counter whose checkpoint memory has not loaded.
+    largest_count: AtomicU64,
 }
 
 impl Tails {
@@ -220,6 +244,7 @@ impl Tails {
             enabled,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             pruned_below: AtomicI64::new(Timestamp::MIN.as_micros()),
+            largest_count: AtomicU64::new(0),
         }
     }
 
@@ -242,6 +267,10 @@ impl Tails {
         self.pruned_below.fetch_max(until.as_micros(), Ordering::Relaxed);
     }
 
+    fn note_count(&self, checkpoint: Checkpoint) {
+        self.largest_count.fetch_max(checkpoint.count.unsigned_abs(), Ordering::Relaxed);
+    }
+
     /// Takes in what the store held at open: a counter with unfolded events (`last_write` at
     /// or after its checkpoint) is uncertain up to its `last_write`; every checkpoint bounds
     /// what may have been folded.
@@ -251,6 +280,7 @@ impl Tails {
         }
         if let Some(cp) = state.checkpoint {
             self.note_pruned(cp.until);
+            self.note_count(cp);
         }
         if let (true, Some(last)) = (state.has_unfolded_events(), state.last_write) {
             self.shard(key).entry(key.clone()).or_default().make_uncertain(last);
@@ -271,14 +301,23 @@ impl Tails {
         }
         let exact = tail.is_exact();
         if exact && let EventKind::Add(delta) = event.kind {
-            let Some(cp) = tail.checkpoint else {
-                return Begin::NeedCheckpoint;
-            };
-            let count = tail.total.apply_to(cp.count);
             let reach = if delta > 0 { tail.pending_up } else { tail.pending_down };
-            let after = i128::from(count) + reach + i128::from(delta);
-            if i64::try_from(after).is_err() {
-                return Begin::Overflow { count };
+            match tail.checkpoint {
+                Some(cp) => {
+                    let count = tail.total.apply_to(cp.count);
+                    if i64::try_from(i128::from(count) + reach + i128::from(delta)).is_err() {
+                        return Begin::Overflow { count };
+                    }
+                }
+                // Without the checkpoint, the largest count any checkpoint holds bounds it: an
+                // add that stays in range from there needs no read.
+                None => {
+                    let largest = i128::from(self.largest_count.load(Ordering::Relaxed));
+                    let bound = largest + tail.total.sum.abs() + reach.abs() + i128::from(delta).abs();
+                    if bound > i128::from(i64::MAX) {
+                        return Begin::NeedCheckpoint;
+                    }
+                }
             }
         }
         let known_new = fresh || (exact && event.token.generation_time() >= pruned_below);
@@ -335,15 +374,16 @@ impl Tails {
         }
     }
 
-    /// Gives memory the stored checkpoint it lacked.
-    pub(crate) fn set_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) {
+    /// Gives memory the checkpoint it lacked.
+    pub(crate) fn set_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint, source: Source) {
         if !self.enabled {
             return;
         }
+        self.note_count(checkpoint);
         // The checkpoint may be newer than memory's events (a rollup through the store that has
         // not called `folded` yet): advancing drops what it covers.
         if let Some(tail) = self.shard(key).get_mut(key) {
-            tail.advance(checkpoint);
+            tail.advance(checkpoint, source);
         }
     }
 
@@ -360,7 +400,7 @@ impl Tails {
         if !tail.is_exact() {
             return Plan::Uncertain;
         }
-        let Some(base) = tail.checkpoint else {
+        let Some(base) = tail.checkpoint.filter(|_| tail.stored) else {
             return Plan::NeedCheckpoint;
         };
         let in_flight =
@@ -380,9 +420,10 @@ impl Tails {
             return None;
         }
         self.note_pruned(stored.until);
+        self.note_count(stored);
         let mut shard = self.shard(key);
         let tail = shard.get_mut(key)?;
-        tail.advance(stored);
+        tail.advance(stored, Source::Store);
         let earliest = tail.earliest();
         if tail.is_idle() {
             shard.remove(key);
@@ -427,11 +468,43 @@ mod tests {
 
     fn exact_tails() -> Tails {
         let tails = Tails::new(true);
-        // A first add loads the checkpoint.
-        let probe = event("probe", 1, EventKind::Add(0));
-        assert!(matches!(tails.begin(&probe, false), Begin::NeedCheckpoint));
-        tails.shard(&key()).entry(key()).or_default().checkpoint = Some(Checkpoint::ZERO);
+        tails.shard(&key()).entry(key()).or_default().advance(Checkpoint::ZERO, Source::Store);
         tails
+    }
+
+    /// A stale cached checkpoint as a rollup's base would write a durable count without the
+    /// events memory dropped after the newer one: rollups take their base from the store.
+    #[test]
+    fn a_cached_checkpoint_serves_reads_but_is_no_rollup_base() {
+        let tails = Tails::new(true);
+        written(&tails, &event("a", 10, EventKind::Add(5)));
+        tails.set_checkpoint(
+            &key(),
+            Checkpoint { count: 1, until: Timestamp::from_micros(5) },
+            Source::Cache,
+        );
+        assert_eq!(tails.read(&key()), Read::Exact(6));
+        assert_eq!(tails.plan(&key(), Timestamp::from_micros(20)), Plan::NeedCheckpoint);
+        tails.set_checkpoint(
+            &key(),
+            Checkpoint { count: 1, until: Timestamp::from_micros(5) },
+            Source::Store,
+        );
+        assert!(matches!(tails.plan(&key(), Timestamp::from_micros(20)), Plan::Fold { .. }));
+    }
+
+    #[test]
+    fn an_add_loads_the_checkpoint_only_when_the_largest_count_could_overflow() {
+        let tails = Tails::new(true);
+        let small = event("small", 1, EventKind::Add(5));
+        assert!(matches!(tails.begin(&small, false), Begin::Append(_)), "no count is near the bounds");
+        tails.finish(&small, Finished::Written);
+        let other = CounterKey::new(Namespace::new("ns").expect("ns"), CounterName::new("big").expect("c"));
+        tails.folded(&other, Checkpoint { count: i64::MAX - 3, until: Timestamp::from_micros(0) });
+        let next = event("next", 2, EventKind::Add(1));
+        assert!(matches!(tails.begin(&next, false), Begin::NeedCheckpoint), "a count near the bound exists");
+        tails.set_checkpoint(&key(), Checkpoint::ZERO, Source::Cache);
+        assert!(matches!(tails.begin(&next, false), Begin::Append(_)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::cache::CheckpointCache;
 use crate::error::EngineResult;
 use crate::namespaces::NamespaceRegistry;
-use crate::tail::{Plan, Tails};
+use crate::tail::{Plan, Source, Tails};
 use pacer::Pacer;
 use queue::{CoalescingQueue, Pushed};
 
@@ -138,7 +138,7 @@ impl RollupPipeline {
                 Plan::NeedCheckpoint => {
                     let checkpoint =
                         self.store.counter_state(key).await?.checkpoint.unwrap_or(Checkpoint::ZERO);
-                    self.tails.set_checkpoint(key, checkpoint);
+                    self.tails.set_checkpoint(key, checkpoint, Source::Store);
                 }
                 Plan::Fold { base, fold, until } => {
                     return self.roll_up_from_memory(key, &config, base, fold, until).await;

@@ -22,7 +22,7 @@ use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
 use crate::rollup::{RollupPipeline, first_foldable};
 use crate::routing::{LocalTrigger, RollupRouter};
-use crate::tail::{Begin, Finished, Lookup, Read, Source, Tails};
+use crate::tail::{Begin, Finished, Lookup, Read, Tails};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
@@ -645,11 +645,10 @@ impl Engine {
         }
     }
 
-    /// Gives the local tail the counter's checkpoint (from the cache, else the store).
+    /// Gives the local tail the counter's stored checkpoint.
     async fn load_checkpoint(&self, key: &CounterKey, config: &NamespaceConfig) -> EngineResult<()> {
-        let (checkpoint, cached) = self.checkpoint_and_source(key, config).await?;
-        let source = if cached { Source::Cache } else { Source::Store };
-        self.inner.tails.set_checkpoint(key, checkpoint, source);
+        let checkpoint = self.checkpoint(key, config).await?;
+        self.inner.tails.set_checkpoint(key, checkpoint);
         Ok(())
     }
 
@@ -740,6 +739,12 @@ impl Engine {
         config: &NamespaceConfig,
     ) -> EngineResult<(Checkpoint, bool)> {
         let now = self.inner.clock.now();
+        // With a local tail the cache is not used: memory holds the unfolded events and the
+        // checkpoints of counters folded lately, rollups do not refresh the cache, and a
+        // checkpoint read here may become a rollup's base, which must be the store's.
+        if self.inner.tails.enabled() {
+            return Ok((self.inner.store.checkpoint(key).await?.unwrap_or(Checkpoint::ZERO), false));
+        }
         if let Some(cp) = self.inner.cache.get(key, now).await {
             return Ok((cp, true));
         }

@@ -31,6 +31,9 @@ use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, IdempotencyToke
 
 /// Lock stripes over the counters; more than the cores that take them.
 const SHARDS: usize = 64;
+/// Checkpoints of counters whose tails emptied, kept per stripe so that a counter written again
+/// soon needs no store read: 64 × 4,096 = 262,144 counters, about 20 MiB at most.
+const RETIRED_PER_SHARD: usize = 4_096;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -42,12 +45,10 @@ struct Entry {
 /// One counter's unfolded events.
 #[derive(Debug, Default)]
 struct CounterTail {
-    /// The newest checkpoint this engine knows; `None` until a read or rollup loads it.
+    /// The newest stored checkpoint this engine knows; `None` until a read or rollup loads it.
+    /// It is a rollup's base, so it only ever comes from the store (never from a cache, whose
+    /// stale entry would make a durable count without the events memory already dropped).
     checkpoint: Option<Checkpoint>,
-    /// Whether `checkpoint` came from the store (or a rollup that stored it), not only from
-    /// the cache: only such a checkpoint is a rollup's base, since a durable write built on
-    /// a stale cached one would lose the events memory already dropped.
-    stored: bool,
     /// Every event at or after the checkpoint that this engine appended (or is appending).
     events: HashMap<IdempotencyToken, Entry>,
     /// The committed clears among `events`.
@@ -127,18 +128,11 @@ impl CounterTail {
     }
 
     /// Drops what `checkpoint` covers.
-    fn advance(&mut self, checkpoint: Checkpoint, source: Source) {
-        let stored = source == Source::Store;
-        match self.checkpoint {
-            Some(cp) if cp.until > checkpoint.until => return,
-            Some(cp) if cp.until == checkpoint.until => {
-                self.stored |= stored;
-                return;
-            }
-            _ => {}
+    fn advance(&mut self, checkpoint: Checkpoint) {
+        if self.checkpoint.is_some_and(|cp| cp.until >= checkpoint.until) {
+            return;
         }
         self.checkpoint = Some(checkpoint);
-        self.stored = stored;
         let until = checkpoint.until;
         self.events.retain(|t, e| t.generation_time() >= until || !e.committed);
         self.clears.retain(|t| t.generation_time() >= until);
@@ -154,13 +148,45 @@ impl CounterTail {
     }
 }
 
-/// Where a checkpoint given to memory comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// Read from the store, or stored by a rollup.
-    Store,
-    /// The checkpoint cache: good for reads, not as a rollup's base.
-    Cache,
+/// One lock stripe: the counters with something in memory, and the stored checkpoints of
+/// counters whose tails emptied lately.
+#[derive(Default)]
+struct Shard {
+    tails: HashMap<CounterKey, CounterTail>,
+    /// Each the checkpoint this engine stored last for the counter: only this process writes
+    /// checkpoints, so it is the store's (bounded: starts over empty when full).
+    retired: HashMap<CounterKey, Checkpoint>,
+}
+
+impl Shard {
+    /// The counter's tail, made if missing (with its retired checkpoint, if any).
+    fn tail(&mut self, key: &CounterKey) -> &mut CounterTail {
+        if !self.tails.contains_key(key) {
+            let mut tail = CounterTail::default();
+            if let Some(checkpoint) = self.retired.remove(key) {
+                tail.advance(checkpoint);
+            }
+            self.tails.insert(key.clone(), tail);
+        }
+        self.tails.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// Drops an idle tail, keeping its checkpoint.
+    fn retire(&mut self, key: &CounterKey) {
+        let Some(tail) = self.tails.remove(key) else { return };
+        debug_assert!(tail.is_idle(), "only an empty tail retires");
+        if let Some(checkpoint) = tail.checkpoint {
+            if self.retired.len() >= RETIRED_PER_SHARD {
+                self.retired.clear();
+            }
+            self.retired.insert(key.clone(), checkpoint);
+        }
+    }
+
+    fn forget(&mut self, namespace: &Namespace) {
+        self.tails.retain(|k, _| &k.namespace != namespace);
+        self.retired.retain(|k, _| &k.namespace != namespace);
+    }
 }
 
 /// How an append should go to the store.
@@ -216,7 +242,7 @@ pub(crate) enum Read {
 pub(crate) enum Plan {
     /// Fold `fold` onto `base`, giving a checkpoint at `until`.
     Fold { base: Checkpoint, fold: Fold, until: Timestamp },
-    /// Memory has events but no checkpoint read from the store; read it and call
+    /// Memory has events but not the checkpoint; read it from the store and call
     /// [`Tails::set_checkpoint`].
     NeedCheckpoint,
     /// Fold through the store.
@@ -229,7 +255,7 @@ pub(crate) enum Plan {
 /// "ask the store") unless the store is exclusive to this process.
 pub(crate) struct Tails {
     enabled: bool,
-    shards: Box<[Mutex<HashMap<CounterKey, CounterTail>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// Every event generated before this time that memory dropped is folded; an identity at or
     /// after it that memory does not hold was never appended (µs since the epoch).
     pruned_below: AtomicI64,
@@ -242,7 +268,7 @@ impl Tails {
     pub(crate) fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             pruned_below: AtomicI64::new(Timestamp::MIN.as_micros()),
             largest_count: AtomicU64::new(0),
         }
@@ -252,7 +278,7 @@ impl Tails {
         self.enabled
     }
 
-    fn shard(&self, key: &CounterKey) -> std::sync::MutexGuard<'_, HashMap<CounterKey, CounterTail>> {
+    fn shard(&self, key: &CounterKey) -> std::sync::MutexGuard<'_, Shard> {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(key.namespace.as_str().as_bytes());
         h.update(&[0xff]);
@@ -283,7 +309,7 @@ impl Tails {
             self.note_count(cp);
         }
         if let (true, Some(last)) = (state.has_unfolded_events(), state.last_write) {
-            self.shard(key).entry(key.clone()).or_default().make_uncertain(last);
+            self.shard(key).tail(key).make_uncertain(last);
         }
     }
 
@@ -295,7 +321,7 @@ impl Tails {
         }
         let pruned_below = Timestamp::from_micros(self.pruned_below.load(Ordering::Relaxed));
         let mut shard = self.shard(&event.key);
-        let tail = shard.entry(event.key.clone()).or_default();
+        let tail = shard.tail(&event.key);
         if let Some(entry) = tail.events.get(&event.token) {
             return if entry.committed { Begin::Known(entry.kind) } else { Begin::InFlight };
         }
@@ -339,7 +365,7 @@ impl Tails {
             return;
         }
         let mut shard = self.shard(&event.key);
-        let Some(tail) = shard.get_mut(&event.key) else {
+        let Some(tail) = shard.tails.get_mut(&event.key) else {
             return;
         };
         tail.release_pending(event.kind);
@@ -354,7 +380,7 @@ impl Tails {
             }
         }
         if tail.is_idle() {
-            shard.remove(&event.key);
+            shard.retire(&event.key);
         }
     }
 
@@ -364,8 +390,8 @@ impl Tails {
             return Read::Uncertain;
         }
         let shard = self.shard(key);
-        match shard.get(key) {
-            None => Read::Folded,
+        match shard.tails.get(key) {
+            None => shard.retired.get(key).map_or(Read::Folded, |cp| Read::Exact(cp.count)),
             Some(tail) if !tail.is_exact() => Read::Uncertain,
             Some(tail) => match tail.checkpoint {
                 Some(cp) => Read::Exact(tail.total.apply_to(cp.count)),
@@ -374,16 +400,16 @@ impl Tails {
         }
     }
 
-    /// Gives memory the checkpoint it lacked.
-    pub(crate) fn set_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint, source: Source) {
+    /// Gives memory the stored checkpoint it lacked.
+    pub(crate) fn set_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) {
         if !self.enabled {
             return;
         }
         self.note_count(checkpoint);
         // The checkpoint may be newer than memory's events (a rollup through the store that has
         // not called `folded` yet): advancing drops what it covers.
-        if let Some(tail) = self.shard(key).get_mut(key) {
-            tail.advance(checkpoint, source);
+        if let Some(tail) = self.shard(key).tails.get_mut(key) {
+            tail.advance(checkpoint);
         }
     }
 
@@ -394,13 +420,13 @@ impl Tails {
             return Plan::Uncertain;
         }
         let shard = self.shard(key);
-        let Some(tail) = shard.get(key) else {
+        let Some(tail) = shard.tails.get(key) else {
             return Plan::Nothing;
         };
         if !tail.is_exact() {
             return Plan::Uncertain;
         }
-        let Some(base) = tail.checkpoint.filter(|_| tail.stored) else {
+        let Some(base) = tail.checkpoint else {
             return Plan::NeedCheckpoint;
         };
         let in_flight =
@@ -422,11 +448,11 @@ impl Tails {
         self.note_pruned(stored.until);
         self.note_count(stored);
         let mut shard = self.shard(key);
-        let tail = shard.get_mut(key)?;
-        tail.advance(stored, Source::Store);
+        let tail = shard.tails.get_mut(key)?;
+        tail.advance(stored);
         let earliest = tail.earliest();
         if tail.is_idle() {
-            shard.remove(key);
+            shard.retire(key);
         }
         earliest
     }
@@ -434,16 +460,16 @@ impl Tails {
     /// Forgets every counter of a deleted namespace.
     pub(crate) fn forget_namespace(&self, namespace: &Namespace) {
         for shard in self.shards.iter() {
-            shard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|k, _| &k.namespace != namespace);
+            shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget(namespace);
         }
     }
 
     /// Counters with something in memory; for metrics.
     pub(crate) fn counters(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tails.len())
+            .sum()
     }
 }
 
@@ -468,29 +494,8 @@ mod tests {
 
     fn exact_tails() -> Tails {
         let tails = Tails::new(true);
-        tails.shard(&key()).entry(key()).or_default().advance(Checkpoint::ZERO, Source::Store);
+        tails.shard(&key()).tail(&key()).advance(Checkpoint::ZERO);
         tails
-    }
-
-    /// A stale cached checkpoint as a rollup's base would write a durable count without the
-    /// events memory dropped after the newer one: rollups take their base from the store.
-    #[test]
-    fn a_cached_checkpoint_serves_reads_but_is_no_rollup_base() {
-        let tails = Tails::new(true);
-        written(&tails, &event("a", 10, EventKind::Add(5)));
-        tails.set_checkpoint(
-            &key(),
-            Checkpoint { count: 1, until: Timestamp::from_micros(5) },
-            Source::Cache,
-        );
-        assert_eq!(tails.read(&key()), Read::Exact(6));
-        assert_eq!(tails.plan(&key(), Timestamp::from_micros(20)), Plan::NeedCheckpoint);
-        tails.set_checkpoint(
-            &key(),
-            Checkpoint { count: 1, until: Timestamp::from_micros(5) },
-            Source::Store,
-        );
-        assert!(matches!(tails.plan(&key(), Timestamp::from_micros(20)), Plan::Fold { .. }));
     }
 
     #[test]
@@ -503,7 +508,7 @@ mod tests {
         tails.folded(&other, Checkpoint { count: i64::MAX - 3, until: Timestamp::from_micros(0) });
         let next = event("next", 2, EventKind::Add(1));
         assert!(matches!(tails.begin(&next, false), Begin::NeedCheckpoint), "a count near the bound exists");
-        tails.set_checkpoint(&key(), Checkpoint::ZERO, Source::Cache);
+        tails.set_checkpoint(&key(), Checkpoint::ZERO);
         assert!(matches!(tails.begin(&next, false), Begin::Append(_)));
     }
 

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
+use crate::presence::{Presence, StateKind};
 
 /// How many requests may wait for the writer before senders are made to wait.
 const QUEUE_DEPTH: usize = 65_536;
@@ -123,11 +124,17 @@ pub(crate) struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    pub fn start(handles: Arc<Handles>, clock: Arc<dyn Clock>, max_batch: usize) -> std::io::Result<Self> {
+    pub fn start(
+        handles: Arc<Handles>,
+        presence: Arc<Presence>,
+        clock: Arc<dyn Clock>,
+        max_batch: usize,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let writer = Writer {
             handles,
+            presence,
             clock,
             max_batch: max_batch.max(1),
             stats: stats.clone(),
@@ -148,6 +155,7 @@ impl GroupCommitter {
 
 struct Writer {
     handles: Arc<Handles>,
+    presence: Arc<Presence>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     stats: Arc<WriterStats>,
@@ -157,6 +165,7 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         let stats = self.stats.clone();
+        let presence = self.presence.clone();
         while let Some(first) = rx.blocking_recv() {
             let mut ops = vec![first];
             while ops.len() < self.max_batch {
@@ -176,11 +185,11 @@ impl Writer {
                     continue;
                 }
             };
-            let mut batch = Batch::new(&ks, &stats);
+            let mut batch = Batch::new(&ks, &stats, &presence);
             for op in ops {
                 match op {
                     Op::Exclusive(op) => {
-                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &stats));
+                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &stats, &presence));
                         self.finish(done);
                         if matches!(op, ExclusiveOp::DeleteNamespace { .. }) {
                             // It deletes state the writer may remember.
@@ -293,6 +302,15 @@ enum Space {
 impl Space {
     const ALL: usize = 4;
 
+    /// Per-counter state, which [`Presence`] tracks.
+    fn state_kind(self) -> Option<StateKind> {
+        match self {
+            Space::LastWrite => Some(StateKind::LastWrite),
+            Space::Checkpoints => Some(StateKind::Checkpoint),
+            Space::Events | Space::Namespaces => None,
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -306,6 +324,7 @@ type Overlay = [HashMap<Vec<u8>, Vec<u8>>; Space::ALL];
 struct Batch<'a> {
     ks: &'a Keyspaces,
     stats: &'a WriterStats,
+    presence: &'a Presence,
     writes: fjall::OwnedWriteBatch,
     written: usize,
     overlay: Overlay,
@@ -316,10 +335,11 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(ks: &'a Keyspaces, stats: &'a WriterStats) -> Self {
+    fn new(ks: &'a Keyspaces, stats: &'a WriterStats, presence: &'a Presence) -> Self {
         Self {
             ks,
             stats,
+            presence,
             writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
             written: 0,
             overlay: Default::default(),
@@ -340,6 +360,11 @@ impl<'a> Batch<'a> {
     /// The value of `key` as this batch will leave it: its own write, else what the writer
     /// remembers committing, else the database.
     fn get(&self, space: Space, key: &[u8], recent: &mut RecentState) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(kind) = space.state_kind()
+            && !self.presence.may_contain(kind, key)
+        {
+            return Ok(None);
+        }
         if let Some(v) = self.overlay[space.index()].get(key) {
             return Ok(Some(v.clone()));
         }
@@ -355,6 +380,10 @@ impl<'a> Batch<'a> {
 
     /// Queues a write; `lookup` keeps it visible to later requests of this batch.
     fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>, lookup: bool) {
+        // Before the commit, so that no reader ever finds the state while the filter denies it.
+        if let Some(kind) = space.state_kind() {
+            self.presence.insert(kind, &key);
+        }
         if lookup {
             self.writes.insert(self.keyspace(space), key.clone(), value.clone());
             self.overlay[space.index()].insert(key, value);

@@ -17,6 +17,7 @@
 mod group_commit;
 mod handles;
 pub mod key_codec;
+mod presence;
 mod store;
 
 pub use store::{FjallOptions, FjallStore};

@@ -14,6 +14,7 @@ use tally_store::{
 use crate::group_commit::{self, ExclusiveOp, GroupCommitter, Op, SharedOp};
 use crate::handles::{Handles, unavailable};
 use crate::key_codec as codec;
+use crate::presence::{Presence, StateKind};
 
 /// Tuning of the embedded store.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ impl Default for FjallOptions {
 /// The embedded store. Cheap to share behind an `Arc`; one process per data directory.
 pub struct FjallStore {
     handles: Arc<Handles>,
+    presence: Arc<Presence>,
     writer: GroupCommitter,
 }
 
@@ -47,9 +49,10 @@ impl FjallStore {
     /// Fails if another process holds the directory, or if it was written in another format.
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: FjallOptions) -> StoreResult<Self> {
         let handles = Arc::new(Handles::open(path, options.cache_bytes)?);
-        let writer = GroupCommitter::start(handles.clone(), clock, options.max_batch)
+        let presence = Arc::new(load_presence(&*handles.get()?)?);
+        let writer = GroupCommitter::start(handles.clone(), presence.clone(), clock, options.max_batch)
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { handles, writer })
+        Ok(Self { handles, presence, writer })
     }
 
     /// Requests the writer handled and durable commits it made; their ratio is the mean
@@ -72,6 +75,18 @@ impl FjallStore {
         }
         Ok(())
     }
+}
+
+/// The filter of counters with state, filled with every stored one.
+fn load_presence(ks: &crate::handles::Keyspaces) -> StoreResult<Presence> {
+    let counters = ks.last_write.approximate_len() as u64;
+    let presence = Presence::with_capacity(counters);
+    for (kind, space) in [(StateKind::LastWrite, &ks.last_write), (StateKind::Checkpoint, &ks.checkpoints)] {
+        for guard in space.iter() {
+            presence.insert(kind, &guard.key().map_err(unavailable)?);
+        }
+    }
+    Ok(presence)
 }
 
 /// Runs blocking fjall work off the async threads.
@@ -167,13 +182,23 @@ impl CounterStore for FjallStore {
     async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState> {
         // Two point reads, usually served from the memtable or block cache; not worth a thread hop.
         let state_key = codec::counter_prefix(key);
-        let ks = self.handles.get()?;
-        let checkpoint = ks.checkpoints.get(&state_key).map_err(unavailable)?;
-        let last_write = ks.last_write.get(&state_key).map_err(unavailable)?;
+        let last_write = match self.presence.may_contain(StateKind::LastWrite, &state_key) {
+            true => self.handles.get()?.last_write.get(&state_key).map_err(unavailable)?,
+            false => None,
+        };
         Ok(CounterState {
-            checkpoint: checkpoint.map(|v| codec::decode_checkpoint_value(&v)).transpose()?,
+            checkpoint: self.checkpoint(key).await?,
             last_write: last_write.map(|v| codec::decode_time_value(&v)).transpose()?,
         })
+    }
+
+    async fn checkpoint(&self, key: &CounterKey) -> StoreResult<Option<Checkpoint>> {
+        let state_key = codec::counter_prefix(key);
+        if !self.presence.may_contain(StateKind::Checkpoint, &state_key) {
+            return Ok(None);
+        }
+        let stored = self.handles.get()?.checkpoints.get(&state_key).map_err(unavailable)?;
+        stored.map(|v| codec::decode_checkpoint_value(&v)).transpose()
     }
 
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {

@@ -190,6 +190,12 @@ pub trait CounterStore: Send + Sync {
     /// The counter's checkpoint and last-write time; both `None` for an unknown counter.
     async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState>;
 
+    /// The counter's checkpoint alone: what [`CounterStore::counter_state`] answers for it,
+    /// for stores that can read it alone more cheaply.
+    async fn checkpoint(&self, key: &CounterKey) -> StoreResult<Option<Checkpoint>> {
+        Ok(self.counter_state(key).await?.checkpoint)
+    }
+
     /// Stores `checkpoint` if it is newer (greater `until`) than the stored one, durably, and
     /// returns the checkpoint that is stored afterwards.
     ///

@@ -39,7 +39,8 @@ macro_rules! store_suite {
             concurrent_appends_all_land,
             racing_conflicting_appends_acknowledge_at_most_one,
             append_new_lands_like_append_and_its_retry_is_a_duplicate,
-            append_batch_answers_each_append_as_alone
+            append_batch_answers_each_append_as_alone,
+            checkpoint_alone_is_the_state_s_checkpoint
         );
     };
     (@cases $make:path; $($case:ident),*) => {$(
@@ -384,4 +385,17 @@ pub async fn append_batch_answers_each_append_as_alone<S: Store>(store: &S, cloc
     assert_eq!(fold_all(store, &k).await, Fold { sum: 7, cleared: false, events: 3 });
     let state = store.counter_state(&k).await.expect("state");
     assert_eq!(state.last_write, Some(Timestamp::from_micros(120)));
+}
+
+/// `checkpoint` answers what `counter_state` holds: nothing for an unknown counter or one with
+/// events only, then the stored checkpoint.
+pub async fn checkpoint_alone_is_the_state_s_checkpoint<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    assert_eq!(store.checkpoint(&k).await.expect("unknown"), None);
+    append_ok(store, &event(&k, "t", 100, EventKind::Add(3))).await;
+    assert_eq!(store.checkpoint(&k).await.expect("events only"), None);
+    let cp = Checkpoint { count: 3, until: Timestamp::from_micros(200) };
+    store.put_checkpoint(&k, cp).await.expect("put");
+    assert_eq!(store.checkpoint(&k).await.expect("stored"), Some(cp));
+    assert_eq!(store.counter_state(&k).await.expect("state").checkpoint, Some(cp));
 }

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::cache::CheckpointCache;
 use crate::error::EngineResult;
 use crate::namespaces::NamespaceRegistry;
-use crate::tail::{Plan, Source, Tails};
+use crate::tail::{Plan, Tails};
 use pacer::Pacer;
 use queue::{CoalescingQueue, Pushed};
 
@@ -136,9 +136,8 @@ impl RollupPipeline {
                 Plan::Uncertain => break,
                 Plan::Nothing => return Ok(RolledUp::CaughtUp),
                 Plan::NeedCheckpoint => {
-                    let checkpoint =
-                        self.store.counter_state(key).await?.checkpoint.unwrap_or(Checkpoint::ZERO);
-                    self.tails.set_checkpoint(key, checkpoint, Source::Store);
+                    let checkpoint = self.store.checkpoint(key).await?.unwrap_or(Checkpoint::ZERO);
+                    self.tails.set_checkpoint(key, checkpoint);
                 }
                 Plan::Fold { base, fold, until } => {
                     return self.roll_up_from_memory(key, &config, base, fold, until).await;
@@ -210,12 +209,12 @@ impl RollupPipeline {
             }
             stored = self.store.put_checkpoint(key, base.advance(&fold, until)).await?;
             debug_assert!(stored.until >= until, "a checkpoint never moves backwards");
-            self.cache.put(key, stored, now, config.cache_ttl).await;
             metrics::counter!("tally_rollup_events_folded_total").increment(fold.events);
             metrics::histogram!("tally_checkpoint_age_seconds")
                 .record(now.duration_since(stored.until).as_secs_f64());
         }
-        // After the cache: a read that finds memory empty must find this checkpoint.
+        // Memory keeps the stored checkpoint of a counter it empties (with a local tail the
+        // engine reads no cache).
         let requeued = match self.tails.folded(key, stored) {
             Some(earliest) => {
                 let due = now.saturating_add(config.coalesce).max(first_foldable(earliest, config));

@@ -1,0 +1,84 @@
+//! `Presence`: which counters may have a `last_write` and which a checkpoint, as one Bloom
+//! filter over both.
+//!
+//! Most reads of a new counter's state find nothing, and each such miss still walks the
+//! memtable's skiplist and the tables' filters. With many distinct counters (a million keys,
+//! each written once) those misses were a sixth of the server's CPU: the writer looked up the
+//! `last_write` and checkpoint of every new counter, and every rollup read its state. The
+//! filter answers "certainly absent" for those in a few hashes.
+//!
+//! It only ever says "maybe" wrongly, never "absent": every state key is added before the
+//! batch that writes it commits, and at open every stored one is added. Nothing is removed (a
+//! deleted namespace leaves false "maybe"s, which cost only the read the filter would have
+//! saved). Past its sizing the false-positive rate grows, and so does the work, but never the
+//! answers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Probes per key.
+const PROBES: u64 = 4;
+/// The smallest filter: 2²⁴ bits (2 MiB), about 0.2 % false positives at a million counters.
+const MIN_BITS: u64 = 1 << 24;
+/// Bits per counter found at open (two kinds of state each), so a store that already holds many
+/// counters keeps its rate.
+const BITS_PER_COUNTER: u64 = 32;
+
+/// Which state a key has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateKind {
+    LastWrite = 1,
+    Checkpoint = 2,
+}
+
+pub(crate) struct Presence {
+    words: Box<[AtomicU64]>,
+    /// `bits - 1`; the size is a power of two.
+    mask: u64,
+}
+
+impl Presence {
+    /// A filter sized for `counters` already stored (and room for as many again).
+    pub(crate) fn with_capacity(counters: u64) -> Self {
+        let bits = counters.saturating_mul(BITS_PER_COUNTER * 2).max(MIN_BITS).next_power_of_two();
+        let words = (0..bits / 64).map(|_| AtomicU64::new(0)).collect();
+        Self { words, mask: bits - 1 }
+    }
+
+    fn probes(&self, kind: StateKind, key: &[u8]) -> impl Iterator<Item = u64> + '_ {
+        let hash = xxhash_rust::xxh3::xxh3_128_with_seed(key, kind as u64);
+        let (a, b) = (hash as u64, ((hash >> 64) as u64) | 1);
+        (0..PROBES).map(move |i| a.wrapping_add(i.wrapping_mul(b)) & self.mask)
+    }
+
+    /// Records that `key` has state of this kind.
+    pub(crate) fn insert(&self, kind: StateKind, key: &[u8]) {
+        for bit in self.probes(kind, key) {
+            self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// `false` only if `key` was never inserted with this kind.
+    pub(crate) fn may_contain(&self, kind: StateKind, key: &[u8]) -> bool {
+        self.probes(kind, key)
+            .all(|bit| self.words[(bit / 64) as usize].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserted_keys_are_always_found_and_others_rarely() {
+        let filter = Presence::with_capacity(0);
+        let keys: Vec<Vec<u8>> = (0..100_000u32).map(|i| format!("ns\0c{i}\0").into_bytes()).collect();
+        keys.iter().for_each(|k| filter.insert(StateKind::LastWrite, k));
+        assert!(keys.iter().all(|k| filter.may_contain(StateKind::LastWrite, k)), "no false negative");
+        let strangers = (0..100_000u32)
+            .filter(|i| filter.may_contain(StateKind::LastWrite, format!("ns\0x{i}\0").as_bytes()))
+            .count();
+        assert!(strangers < 100, "{strangers} false positives in 100,000");
+        let other_kind = keys.iter().filter(|k| filter.may_contain(StateKind::Checkpoint, k)).count();
+        assert!(other_kind < 100, "{other_kind} keys seem to have the kind never inserted");
+    }
+}

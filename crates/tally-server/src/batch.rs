@@ -23,6 +23,18 @@ pub struct WireAdd {
     pub token: Result<Option<tally_core::IdempotencyToken>, ApiError>,
 }
 
+impl WireAdd {
+    /// An add from its wire fields; a bad name or token refuses this item only.
+    pub fn new(
+        namespace: &str,
+        counter_name: &str,
+        delta: i64,
+        token: Result<Option<tally_core::IdempotencyToken>, ApiError>,
+    ) -> Self {
+        Self { key: crate::convert::counter_key(namespace, counter_name), delta, token }
+    }
+}
+
 /// Refuses a batch with more than [`MAX_BATCH_ITEMS`] items.
 pub fn check_size(items: usize) -> Result<(), ApiError> {
     if items > MAX_BATCH_ITEMS {

@@ -127,10 +127,9 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
             let adds = r
                 .adds
                 .iter()
-                .map(|a| batch::WireAdd {
-                    key: counter_key(&a.namespace, &a.counter_name),
-                    delta: a.delta,
-                    token: token_from_proto(a.idempotency_token.as_ref()),
+                .map(|a| {
+                    let token = token_from_proto(a.idempotency_token.as_ref());
+                    batch::WireAdd::new(&a.namespace, &a.counter_name, a.delta, token)
                 })
                 .collect();
             let results = batch::add(&self.engine, &who, adds)

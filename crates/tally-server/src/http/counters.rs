@@ -244,10 +244,9 @@ pub async fn batch_add(
         let adds = body
             .adds
             .iter()
-            .map(|a| batch::WireAdd {
-                key: counter_key(&a.namespace, &a.counter_name),
-                delta: a.delta,
-                token: a.idempotency_token.as_ref().map(TokenJson::parse).transpose(),
+            .map(|a| {
+                let token = a.idempotency_token.as_ref().map(TokenJson::parse).transpose();
+                batch::WireAdd::new(&a.namespace, &a.counter_name, a.delta, token)
             })
             .collect();
         let answers = batch::add(&state.engine, &who, adds).await;

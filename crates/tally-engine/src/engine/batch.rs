@@ -1,0 +1,167 @@
+//! `Engine::add_batch`: adds that arrive together (`BatchAddCount`, a run of adds in a Redis
+//! pipeline), answered one by one and appended as one unit.
+
+use std::sync::Arc;
+
+use tally_core::{CounterKey, CounterType, Event, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
+use tally_store::BatchAppend;
+
+use super::{Count, Engine, Mutated, Prepared, as_of, finished};
+use crate::error::{EngineError, EngineResult};
+
+/// One add of [`Engine::add_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchAdd {
+    /// The counter.
+    pub key: CounterKey,
+    /// What to add.
+    pub delta: i64,
+    /// The idempotency token; the server makes one when `None`.
+    pub token: Option<IdempotencyToken>,
+}
+
+/// One add of a batch on its way to the store.
+struct Staged {
+    index: usize,
+    append: BatchAppend,
+    config: Arc<NamespaceConfig>,
+}
+
+/// What [`Engine::add_batch`] does with one add before the store.
+enum Stage {
+    Staged(BatchAppend, Arc<NamespaceConfig>),
+    Answered(Mutated),
+    Later,
+}
+
+impl Engine {
+    /// `BatchAddCount`, and the adds of a Redis pipeline: every add as
+    /// [`Engine::add_and_get_count`] would make it, answered in order. On a store only this
+    /// process writes, the durable adds go to the store together (one request to the embedded
+    /// store's writer), and the count answered for each add includes the adds before it in
+    /// the batch and none after it, as if they had been sent one by one. One admission permit
+    /// covers the batch.
+    pub async fn add_batch(&self, adds: &[BatchAdd]) -> Vec<EngineResult<(Mutated, Count)>> {
+        if !self.inner.tails.enabled() || adds.len() == 1 {
+            let each = adds.iter().map(|a| self.add_and_get_count(&a.key, a.delta, a.token.clone()));
+            return futures::future::join_all(each).await;
+        }
+        let _permit = match self.admit() {
+            Ok(permit) => permit,
+            Err(e) => return adds.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let now = self.inner.clock.now();
+        let mut answers: Vec<Option<EngineResult<Mutated>>> = adds.iter().map(|_| None).collect();
+        let mut staged = Vec::new();
+        for (i, add) in adds.iter().enumerate() {
+            match self.stage_add(add, now, staged.iter().map(|s: &Staged| &s.append.event)).await {
+                Ok(Stage::Staged(append, config)) => staged.push(Staged { index: i, append, config }),
+                Ok(Stage::Answered(mutated)) => answers[i] = Some(Ok(mutated)),
+                Ok(Stage::Later) => {}
+                Err(e) => answers[i] = Some(Err(e)),
+            }
+        }
+        let appends: Vec<BatchAppend> = staged.iter().map(|s| s.append.clone()).collect();
+        let results = self.inner.store.append_batch(&appends).await;
+        for (staged, result) in staged.into_iter().zip(results) {
+            let event = &staged.append.event;
+            self.inner.tails.finish(event, finished(&result));
+            let answer =
+                result.map_err(EngineError::from).map(|a| self.appended(event, &staged.config, a, now));
+            answers[staged.index] = Some(answer);
+        }
+        // A repeat of a token in flight (earlier in this batch, or in another request) is
+        // answered once the first attempt has its answer.
+        for (i, add) in adds.iter().enumerate() {
+            if answers[i].is_none() {
+                answers[i] = Some(self.add_count_admitted(&add.key, add.delta, add.token.clone()).await);
+            }
+        }
+        self.batch_counts(adds, answers).await
+    }
+
+    /// Prepares one add of a batch: answered at once (a `best_effort` counter, a retry memory
+    /// knows, a refusal), staged for the store, or left for later (its token is in flight).
+    async fn stage_add<'e>(
+        &self,
+        add: &BatchAdd,
+        now: Timestamp,
+        mut staged: impl Iterator<Item = &'e Event>,
+    ) -> EngineResult<Stage> {
+        let config = self.inner.namespaces.get(&add.key.namespace).await?;
+        if config.counter_type == CounterType::BestEffort {
+            self.inner.best_effort.add(&add.key, add.delta, config.best_effort_ttl, now).await?;
+            return Ok(Stage::Answered(Mutated { token: None, applied: true }));
+        }
+        self.check_overflow_in_store(&add.key, &config, add.delta).await?;
+        let (event, server_made) =
+            self.event_of(&add.key, &config, EventKind::Add(add.delta), add.token.clone(), now)?;
+        if staged.any(|e| e.key == event.key && e.token == event.token) {
+            return Ok(Stage::Later);
+        }
+        match self.begin_append(&event, &config, server_made).await? {
+            Prepared::Answered(appended) => {
+                Ok(Stage::Answered(self.appended(&event, &config, appended, now)))
+            }
+            Prepared::Append(check) => {
+                let deadline = config.commit_deadline(event.token.generation_time());
+                Ok(Stage::Staged(BatchAppend { event, deadline, check }, config))
+            }
+        }
+    }
+
+    /// The counts a batch answers: each add's counter after the batch, less the adds to it
+    /// that come later in the batch.
+    async fn batch_counts(
+        &self,
+        adds: &[BatchAdd],
+        answers: Vec<Option<EngineResult<Mutated>>>,
+    ) -> Vec<EngineResult<(Mutated, Count)>> {
+        let now = self.inner.clock.now();
+        let mut later: std::collections::HashMap<&CounterKey, i128> = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(adds.len());
+        for (add, answer) in adds.iter().zip(answers).rev() {
+            let answer =
+                answer.unwrap_or_else(|| Err(EngineError::Internal("batch add left unanswered".into())));
+            let answer = match answer {
+                Ok(mutated) => {
+                    let after = later.entry(&add.key).or_default();
+                    let count = self.count_after(&add.key, add.delta, &mutated, *after, now).await;
+                    if mutated.applied {
+                        *after += i128::from(add.delta);
+                    }
+                    count.map(|count| (mutated, count))
+                }
+                Err(e) => Err(e),
+            };
+            out.push(answer);
+        }
+        out.reverse();
+        out
+    }
+
+    /// The count to answer for an add that `mutated` answered, when adds summing to `later`
+    /// follow it in its batch.
+    async fn count_after(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        mutated: &Mutated,
+        later: i128,
+        now: Timestamp,
+    ) -> EngineResult<Count> {
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let counter_type = config.counter_type;
+        if counter_type == CounterType::BestEffort {
+            let value = self.inner.best_effort.get(key, now).await?;
+            return Ok(Count { value, counter_type, as_of: Some(now) });
+        }
+        if let Some(value) = self.local_count(key, &config).await? {
+            let value = i64::try_from(i128::from(value) - later).unwrap_or(value);
+            return Ok(Count { value, counter_type, as_of: Some(now) });
+        }
+        let checkpoint = self.checkpoint(key, &config).await?;
+        let own = if mutated.applied { delta } else { 0 };
+        Ok(Count { value: checkpoint.count.saturating_add(own), counter_type, as_of: as_of(checkpoint) })
+    }
+}

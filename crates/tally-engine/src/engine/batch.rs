@@ -1,6 +1,7 @@
 //! `Engine::add_batch`: adds that arrive together (`BatchAddCount`, a run of adds in a Redis
 //! pipeline), answered one by one and appended as one unit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tally_core::{CounterKey, CounterType, Event, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
@@ -20,11 +21,34 @@ pub struct BatchAdd {
     pub token: Option<IdempotencyToken>,
 }
 
-/// One add of a batch on its way to the store.
+/// The adds of a batch that become one event.
+struct Unit {
+    /// The event's add: one of the batch, or the sum of tokenless adds to one counter.
+    add: BatchAdd,
+    /// The positions in the batch it answers.
+    members: Vec<usize>,
+}
+
+/// One event of a batch on its way to the store.
 struct Staged {
-    index: usize,
+    members: Vec<usize>,
     append: BatchAppend,
     config: Arc<NamespaceConfig>,
+}
+
+/// Records what staging an event decided for the batch positions it answers.
+fn settle(
+    prepared: EngineResult<Stage>,
+    members: Vec<usize>,
+    staged: &mut Vec<Staged>,
+    answers: &mut [Option<EngineResult<Mutated>>],
+) {
+    match prepared {
+        Ok(Stage::Staged(append, config)) => staged.push(Staged { members, append, config }),
+        Ok(Stage::Answered(mutated)) => members.iter().for_each(|&i| answers[i] = Some(Ok(mutated.clone()))),
+        Ok(Stage::Later) => {}
+        Err(e) => members.iter().for_each(|&i| answers[i] = Some(Err(e.clone()))),
+    }
 }
 
 /// What [`Engine::add_batch`] does with one add before the store.
@@ -39,8 +63,9 @@ impl Engine {
     /// [`Engine::add_and_get_count`] would make it, answered in order. On a store only this
     /// process writes, the durable adds go to the store together (one request to the embedded
     /// store's writer), and the count answered for each add includes the adds before it in
-    /// the batch and none after it, as if they had been sent one by one. One admission permit
-    /// covers the batch.
+    /// the batch and none after it, as if they had been sent one by one. Tokenless adds to one
+    /// durable counter become one event (each answers its token). One admission permit covers
+    /// the batch.
     pub async fn add_batch(&self, adds: &[BatchAdd]) -> Vec<EngineResult<(Mutated, Count)>> {
         if !self.inner.tails.enabled() || adds.len() == 1 {
             let each = adds.iter().map(|a| self.add_and_get_count(&a.key, a.delta, a.token.clone()));
@@ -52,14 +77,22 @@ impl Engine {
         };
         let now = self.inner.clock.now();
         let mut answers: Vec<Option<EngineResult<Mutated>>> = adds.iter().map(|_| None).collect();
-        let mut staged = Vec::new();
-        for (i, add) in adds.iter().enumerate() {
-            match self.stage_add(add, now, staged.iter().map(|s: &Staged| &s.append.event)).await {
-                Ok(Stage::Staged(append, config)) => staged.push(Staged { index: i, append, config }),
-                Ok(Stage::Answered(mutated)) => answers[i] = Some(Ok(mutated)),
-                Ok(Stage::Later) => {}
-                Err(e) => answers[i] = Some(Err(e)),
-            }
+        let mut staged: Vec<Staged> = Vec::new();
+        for unit in self.merge_tokenless(adds).await {
+            let prepared = self.stage_add(&unit.add, now, staged.iter().map(|s| &s.append.event)).await;
+            let parts = match prepared {
+                // The sum would overflow although each add alone might not: stage them one by one.
+                Err(EngineError::Overflow { .. }) if unit.members.len() > 1 => {
+                    for &i in &unit.members {
+                        let alone =
+                            self.stage_add(&adds[i], now, staged.iter().map(|s| &s.append.event)).await;
+                        settle(alone, vec![i], &mut staged, &mut answers);
+                    }
+                    continue;
+                }
+                prepared => prepared,
+            };
+            settle(parts, unit.members, &mut staged, &mut answers);
         }
         let appends: Vec<BatchAppend> = staged.iter().map(|s| s.append.clone()).collect();
         let results = self.inner.store.append_batch(&appends).await;
@@ -68,7 +101,9 @@ impl Engine {
             self.inner.tails.finish(event, finished(&result));
             let answer =
                 result.map_err(EngineError::from).map(|a| self.appended(event, &staged.config, a, now));
-            answers[staged.index] = Some(answer);
+            for &i in &staged.members {
+                answers[i] = Some(answer.clone());
+            }
         }
         // A repeat of a token in flight (earlier in this batch, or in another request) is
         // answered once the first attempt has its answer.
@@ -78,6 +113,35 @@ impl Engine {
             }
         }
         self.batch_counts(adds, answers).await
+    }
+
+    /// Groups the batch into the events it becomes: the adds without a token to one durable
+    /// counter are one event of their summed delta (a server-made token cannot be retried, so
+    /// nothing tells them apart, and a pipeline of `INCR k` then costs the store one write);
+    /// every other add is an event of its own.
+    async fn merge_tokenless(&self, adds: &[BatchAdd]) -> Vec<Unit> {
+        let mut units: Vec<Unit> = Vec::with_capacity(adds.len());
+        let mut open: HashMap<&CounterKey, usize> = HashMap::new();
+        for (i, add) in adds.iter().enumerate() {
+            let durable = self
+                .inner
+                .namespaces
+                .get(&add.key.namespace)
+                .await
+                .is_ok_and(|c| c.counter_type.is_durable());
+            if add.token.is_none() && durable {
+                if let Some(&u) = open.get(&add.key)
+                    && let Some(sum) = units[u].add.delta.checked_add(add.delta)
+                {
+                    units[u].add.delta = sum;
+                    units[u].members.push(i);
+                    continue;
+                }
+                open.insert(&add.key, units.len());
+            }
+            units.push(Unit { add: add.clone(), members: vec![i] });
+        }
+        units
     }
 
     /// Prepares one add of a batch: answered at once (a `best_effort` counter, a retry memory
@@ -118,7 +182,7 @@ impl Engine {
         answers: Vec<Option<EngineResult<Mutated>>>,
     ) -> Vec<EngineResult<(Mutated, Count)>> {
         let now = self.inner.clock.now();
-        let mut later: std::collections::HashMap<&CounterKey, i128> = std::collections::HashMap::new();
+        let mut later: HashMap<&CounterKey, i128> = HashMap::new();
         let mut out = Vec::with_capacity(adds.len());
         for (add, answer) in adds.iter().zip(answers).rev() {
             let answer =

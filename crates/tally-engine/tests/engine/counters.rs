@@ -342,3 +342,27 @@ async fn a_batch_answers_each_add_in_order_and_refuses_only_what_is_wrong() {
         assert_eq!(t.engine.get_count(&other).await.expect("get").value, 5);
     }
 }
+
+/// A pipeline of `INCR k` costs the store one event: tokenless adds to one counter in one
+/// batch are summed, yet each answers the count after it; a sum that would overflow falls back
+/// to the adds one by one.
+#[tokio::test]
+async fn tokenless_adds_to_one_counter_in_a_batch_are_one_event_and_answer_in_order() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let hot = key(&ns, "hot");
+    let add = |delta| tally_engine::BatchAdd { key: hot.clone(), delta, token: None };
+    let results = t.engine.add_batch(&[add(1), add(2), add(3), add(4)]).await;
+    let counts: Vec<i64> = results.iter().map(|r| r.as_ref().expect("add").1.value).collect();
+    assert_eq!(counts, [1, 3, 6, 10]);
+    let tail =
+        t.store.fold(&hot, tally_core::Timestamp::MIN, tally_core::Timestamp::MAX).await.expect("fold");
+    assert_eq!((tail.sum, tail.events), (10, 1), "one event for the four adds");
+
+    let results = t.engine.add_batch(&[add(i64::MAX - 20), add(5), add(100)]).await;
+    let got: Vec<_> =
+        results.iter().map(|r| r.as_ref().map(|(_, c)| c.value).map_err(|e| e.code())).collect();
+    assert_eq!(got, [Ok(i64::MAX - 10), Ok(i64::MAX - 5), Err(ErrorCode::OutOfRange)]);
+    t.converge(&NamespaceConfig::default()).await;
+    assert_eq!(t.engine.get_count(&hot).await.expect("get").value, i64::MAX - 5);
+}

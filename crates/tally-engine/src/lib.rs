@@ -6,7 +6,8 @@
 //!   coalescing queues, taken in batches, and re-queued until a counter has caught up;
 //! - `tail` keeps the unfolded events of a store only this process writes in memory, so
 //!   rollups, reads and retries need no store reads there;
-//! - [`cache`] keeps checkpoints close ([`CheckpointCache`]); it is never the source of truth;
+//! - [`cache`] keeps checkpoints close ([`CheckpointCache`]) on stores several instances share;
+//!   it is never the source of truth;
 //! - [`best_effort`] holds `best_effort` counters (the `BestEffortTable` seam; in memory by default);
 //! - [`namespaces`] caches namespace configurations read from the store;
 //! - [`retention`] deletes events past their namespace's retention once they are folded;

@@ -343,7 +343,9 @@ impl Engine {
 
     /// `GetCount`: the counter's count, as fresh as its type promises.
     ///
-    /// A read that had to go to the store (a counter not in the cache) and an `accurate` read
+    /// With a local tail (a store only this process writes) every durable type answers the
+    /// exact count from memory, or from the stored checkpoint when memory holds nothing
+    /// unfolded, and asks for no rollup. Otherwise, a read that had to go to the store (a counter not in the cache) and an `accurate` read
     /// also ask for a rollup, as a safety net for a trigger that was lost (a full queue). An
     /// `eventual` read served from the cache does not: the cached checkpoint was put there by
     /// a rollup or a store read within `cache_ttl`, every write since asked for its own

@@ -198,3 +198,37 @@ async fn resp_commands_need_auth_with_the_scope() {
     assert_eq!(fresh.get::<_, i64>("web:c").await.expect("read"), 2);
     s.stop().await;
 }
+
+/// A batch is authorised item by item: an add outside the token's scopes is refused and
+/// changes nothing, while the items it may touch run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_items_outside_the_token_s_scopes_are_refused_one_by_one() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let body = json!({"adds": [
+        {"namespace": "web", "counter_name": "c", "delta": 2},
+        {"namespace": "app", "counter_name": "c", "delta": 5}
+    ]});
+    let r = http
+        .post(format!("{}/v1/counters:batchAdd", s.http))
+        .bearer_auth(WRITER)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["results"][0]["count"], 2);
+    assert_eq!(v["results"][1]["error"]["code"], "PERMISSION_DENIED");
+    assert_eq!((count(&s, "web:c").await, count(&s, "app:c").await), (2, 0));
+
+    let unauthenticated = http
+        .post(format!("{}/v1/counters:batchAdd", s.http))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!((count(&s, "web:c").await, count(&s, "app:c").await), (2, 0));
+    s.stop().await;
+}

@@ -28,6 +28,12 @@ pub struct EngineOptions {
     /// the load. Default 16,384: well above the 512–4,096 in flight the embedded store's
     /// group commit needs for full speed, and a few MiB of waiting requests at most.
     pub max_in_flight: usize,
+    /// Events the local tail holds in memory at most (on a store only this process writes).
+    /// Default 2,000,000, about 200 MiB: four times what 75,000 adds a second leave unfolded
+    /// with the default windows. Past it (a burst, or a namespace with a long `accept_limit`)
+    /// new events are left to the store, and their counters are read and folded through it
+    /// until a rollup passes them.
+    pub local_tail_max_events: usize,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +47,7 @@ impl Default for EngineOptions {
             retention_interval: Duration::from_secs(600),
             cache_capacity: 200_000,
             max_in_flight: 16_384,
+            local_tail_max_events: 2_000_000,
         }
     }
 }

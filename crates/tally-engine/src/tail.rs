@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, IdempotencyToken, Namespace, Timestamp};
 
@@ -127,11 +127,12 @@ impl CounterTail {
         }
     }
 
-    /// Drops what `checkpoint` covers.
-    fn advance(&mut self, checkpoint: Checkpoint) {
+    /// Drops what `checkpoint` covers; returns how many events it dropped.
+    fn advance(&mut self, checkpoint: Checkpoint) -> usize {
         if self.checkpoint.is_some_and(|cp| cp.until >= checkpoint.until) {
-            return;
+            return 0;
         }
+        let before = self.events.len();
         self.checkpoint = Some(checkpoint);
         let until = checkpoint.until;
         // An append still in flight below `until` is in the checkpoint already or will be
@@ -144,6 +145,7 @@ impl CounterTail {
         if self.uncertain_until.is_some_and(|u| u < until) {
             self.uncertain_until = None;
         }
+        before - self.events.len()
     }
 
     /// The earliest generation time still in memory, committed or in flight.
@@ -168,7 +170,8 @@ impl Shard {
         if !self.tails.contains_key(key) {
             let mut tail = CounterTail::default();
             if let Some(checkpoint) = self.retired.remove(key) {
-                tail.advance(checkpoint);
+                let dropped = tail.advance(checkpoint);
+                debug_assert_eq!(dropped, 0, "a new tail holds no events");
             }
             self.tails.insert(key.clone(), tail);
         }
@@ -187,9 +190,18 @@ impl Shard {
         }
     }
 
-    fn forget(&mut self, namespace: &Namespace) {
-        self.tails.retain(|k, _| &k.namespace != namespace);
+    /// Forgets a deleted namespace's counters; returns how many events that dropped.
+    fn forget(&mut self, namespace: &Namespace) -> usize {
+        let mut dropped = 0;
+        self.tails.retain(|k, tail| {
+            let keep = &k.namespace != namespace;
+            if !keep {
+                dropped += tail.events.len();
+            }
+            keep
+        });
         self.retired.retain(|k, _| &k.namespace != namespace);
+        dropped
     }
 }
 
@@ -207,6 +219,9 @@ pub(crate) enum Lookup {
 pub(crate) enum Begin {
     /// The event is registered as in flight; append it, then call [`Tails::finish`].
     Append(Lookup),
+    /// Memory is full (`max_held`): append it with a lookup and do not call `finish`; the
+    /// counter is uncertain up to this event, so it is read and folded through the store.
+    Untracked,
     /// The identity is stored already, with this kind: nothing to append.
     Known(EventKind),
     /// The same identity is being appended by another request right now.
@@ -266,15 +281,22 @@ pub(crate) struct Tails {
     /// The largest magnitude of any checkpoint's count this store holds (seen at open or
     /// stored since): it bounds the count of a counter whose checkpoint memory has not loaded.
     largest_count: AtomicU64,
+    /// Events held in memory, over all counters, and the most it may hold.
+    held: AtomicUsize,
+    max_held: usize,
 }
 
 impl Tails {
-    pub(crate) fn new(enabled: bool) -> Self {
+    /// `max_held`: the most events memory holds; past it, new events are left to the store and
+    /// their counters served through it until folded.
+    pub(crate) fn new(enabled: bool, max_held: usize) -> Self {
         Self {
             enabled,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             pruned_below: AtomicI64::new(Timestamp::MIN.as_micros()),
             largest_count: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
+            max_held,
         }
     }
 
@@ -350,8 +372,15 @@ impl Tails {
                 }
             }
         }
+        if self.held.load(Ordering::Relaxed) >= self.max_held {
+            // Memory is full: the store keeps this event alone, and the counter is served
+            // through the store until a rollup folds past it.
+            tail.make_uncertain(event.token.generation_time());
+            return Begin::Untracked;
+        }
         let known_new = fresh || (exact && event.token.generation_time() >= pruned_below);
         tail.events.insert(event.token.clone(), Entry { kind: event.kind, committed: false });
+        self.held.fetch_add(1, Ordering::Relaxed);
         tail.pending += 1;
         if let EventKind::Add(delta) = event.kind {
             if delta > 0 {
@@ -376,10 +405,14 @@ impl Tails {
         match finished {
             Finished::Written => tail.commit(&event.token, event.kind),
             Finished::NotWritten => {
-                tail.events.remove(&event.token);
+                if tail.events.remove(&event.token).is_some() {
+                    self.held.fetch_sub(1, Ordering::Relaxed);
+                }
             }
             Finished::Unknown => {
-                tail.events.remove(&event.token);
+                if tail.events.remove(&event.token).is_some() {
+                    self.held.fetch_sub(1, Ordering::Relaxed);
+                }
                 tail.make_uncertain(event.token.generation_time());
             }
         }
@@ -413,7 +446,7 @@ impl Tails {
         // The checkpoint may be newer than memory's events (a rollup through the store that has
         // not called `folded` yet): advancing drops what it covers.
         if let Some(tail) = self.shard(key).tails.get_mut(key) {
-            tail.advance(checkpoint);
+            self.held.fetch_sub(tail.advance(checkpoint), Ordering::Relaxed);
         }
     }
 
@@ -453,7 +486,7 @@ impl Tails {
         self.note_count(stored);
         let mut shard = self.shard(key);
         let tail = shard.tails.get_mut(key)?;
-        tail.advance(stored);
+        self.held.fetch_sub(tail.advance(stored), Ordering::Relaxed);
         let earliest = tail.earliest();
         if tail.is_idle() {
             shard.retire(key);
@@ -464,8 +497,14 @@ impl Tails {
     /// Forgets every counter of a deleted namespace.
     pub(crate) fn forget_namespace(&self, namespace: &Namespace) {
         for shard in self.shards.iter() {
-            shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget(namespace);
+            let dropped = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget(namespace);
+            self.held.fetch_sub(dropped, Ordering::Relaxed);
         }
+    }
+
+    /// Events held in memory, over all counters; for metrics.
+    pub(crate) fn events_held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Counters with something in memory; for metrics.
@@ -497,14 +536,14 @@ mod tests {
     }
 
     fn exact_tails() -> Tails {
-        let tails = Tails::new(true);
-        tails.shard(&key()).tail(&key()).advance(Checkpoint::ZERO);
+        let tails = Tails::new(true, 1_000);
+        let _ = tails.shard(&key()).tail(&key()).advance(Checkpoint::ZERO);
         tails
     }
 
     #[test]
     fn an_add_loads_the_checkpoint_only_when_the_largest_count_could_overflow() {
-        let tails = Tails::new(true);
+        let tails = Tails::new(true, 1_000);
         let small = event("small", 1, EventKind::Add(5));
         assert!(matches!(tails.begin(&small, false), Begin::Append(_)), "no count is near the bounds");
         tails.finish(&small, Finished::Written);
@@ -557,6 +596,22 @@ mod tests {
         tails.folded(&key(), Checkpoint { count: 5, until: Timestamp::from_micros(20) });
         tails.finish(&slow, Finished::Written);
         assert_eq!(tails.read(&key()), Read::Exact(5));
+    }
+
+    #[test]
+    fn past_its_bound_memory_leaves_events_to_the_store_and_serves_their_counter_from_it() {
+        let tails = Tails::new(true, 2);
+        tails.shard(&key()).tail(&key());
+        written(&tails, &event("a", 10, EventKind::Add(1)));
+        written(&tails, &event("b", 11, EventKind::Add(1)));
+        assert_eq!(tails.events_held(), 2);
+        assert!(matches!(tails.begin(&event("c", 12, EventKind::Add(1)), false), Begin::Untracked));
+        assert_eq!(tails.read(&key()), Read::Uncertain, "memory lacks c");
+        assert_eq!(tails.plan(&key(), Timestamp::from_micros(20)), Plan::Uncertain);
+        // A rollup through the store folds past c: memory holds nothing again, and is exact.
+        tails.folded(&key(), Checkpoint { count: 3, until: Timestamp::from_micros(13) });
+        assert_eq!(tails.events_held(), 0);
+        assert_eq!(tails.read(&key()), Read::Exact(3));
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct EngineSection {
     pub cache_capacity: u64,
     /// Counter operations waiting on the store at once; more are refused (`RESOURCE_EXHAUSTED`).
     pub max_in_flight: usize,
+    /// Events the local tail holds in memory at most (embedded store).
+    pub local_tail_max_events: usize,
 }
 
 /// `[store]`: the embedded store.
@@ -126,6 +128,7 @@ impl Default for EngineSection {
             retention_interval: o.retention_interval,
             cache_capacity: o.cache_capacity,
             max_in_flight: o.max_in_flight,
+            local_tail_max_events: o.local_tail_max_events,
         }
     }
 }
@@ -206,6 +209,7 @@ impl ServerConfig {
             retention_interval: e.retention_interval,
             cache_capacity: e.cache_capacity,
             max_in_flight: e.max_in_flight,
+            local_tail_max_events: e.local_tail_max_events,
         }
     }
 

@@ -171,6 +171,12 @@ impl Engine {
                 let deadline = config.commit_deadline(event.token.generation_time());
                 Ok(Stage::Staged(BatchAppend { event, deadline, check }, config))
             }
+            // Rare (memory is full): appended alone, outside the batch.
+            Prepared::Untracked => {
+                let deadline = config.commit_deadline(event.token.generation_time());
+                let appended = self.inner.store.append(&event, deadline).await?;
+                Ok(Stage::Answered(self.appended(&event, &config, appended, now)))
+            }
         }
     }
 

@@ -85,8 +85,10 @@ struct Inner {
 
 /// What memory decided about an event before its append.
 enum Prepared {
-    /// Append it, looking its identity up or not.
+    /// Append it, looking its identity up or not, then tell memory the outcome.
     Append(IdentityCheck),
+    /// Append it with a lookup; memory is full and does not track it.
+    Untracked,
     /// Memory already holds it: this is the answer, and nothing is appended.
     Answered(Appended),
 }
@@ -114,7 +116,7 @@ impl Engine {
         options: EngineOptions,
     ) -> EngineResult<Self> {
         let namespaces = Arc::new(NamespaceRegistry::open(store.clone()).await?);
-        let tails = Arc::new(Tails::new(store.exclusive()));
+        let tails = Arc::new(Tails::new(store.exclusive(), options.local_tail_max_events));
         let rollups = Arc::new(RollupPipeline::new(
             store.clone(),
             tails.clone(),
@@ -183,6 +185,7 @@ impl Engine {
             let engine = engine.clone();
             async move {
                 metrics::gauge!("tally_local_tail_counters").set(engine.inner.tails.counters() as f64);
+                metrics::gauge!("tally_local_tail_events").set(engine.inner.tails.events_held() as f64);
                 if let Err(e) = engine.inner.namespaces.refresh().await {
                     tracing::warn!(error = %e, "namespace refresh failed");
                 }
@@ -421,6 +424,10 @@ impl Engine {
                 self.inner.tails.finish(&event, finished(&result));
                 result?
             }
+            Prepared::Untracked => {
+                let deadline = config.commit_deadline(event.token.generation_time());
+                self.inner.store.append(&event, deadline).await?
+            }
         };
         Ok(self.appended(&event, config, appended, now))
     }
@@ -483,6 +490,7 @@ impl Engine {
             match tails.begin(event, server_made) {
                 Begin::Append(Lookup::Skip) => return Ok(Prepared::Append(IdentityCheck::KnownNew)),
                 Begin::Append(Lookup::Store) => return Ok(Prepared::Append(IdentityCheck::Lookup)),
+                Begin::Untracked => return Ok(Prepared::Untracked),
                 Begin::Known(stored) => return Ok(Prepared::Answered(Appended::judge(event, stored)?)),
                 // The first attempt's answer decides this one's: wait for it.
                 Begin::InFlight => tokio::time::sleep(IN_FLIGHT_RECHECK).await,

@@ -366,3 +366,31 @@ async fn tokenless_adds_to_one_counter_in_a_batch_are_one_event_and_answer_in_or
     t.converge(&NamespaceConfig::default()).await;
     assert_eq!(t.engine.get_count(&hot).await.expect("get").value, i64::MAX - 5);
 }
+
+/// Memory holds at most `local_tail_max_events` unfolded events: past it the store keeps the
+/// rest alone, and the counters they touch are read, deduplicated and folded through it.
+#[tokio::test]
+async fn past_the_local_tail_bound_counts_stay_exact_through_the_store() {
+    let clock =
+        tally_core::ManualClock::new(tally_core::Timestamp::from_millis(crate::support::START_MILLIS));
+    let store: std::sync::Arc<dyn tally_store::Store> =
+        std::sync::Arc::new(tally_store::MemoryStore::new(std::sync::Arc::new(clock.clone())));
+    let options = tally_engine::EngineOptions { local_tail_max_events: 3, ..Default::default() };
+    let t = TestEngine::over_with(store, clock, options).await;
+    let ns = t.namespace("acc", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        let token = t.token(&format!("t{i}"));
+        let (_, count) = t.engine.add_and_get_count(&k, 1, Some(token.clone())).await.expect("add");
+        assert_eq!(count.value, i + 1);
+        tokens.push(token);
+    }
+    for token in tokens {
+        assert!(!t.engine.add_count(&k, 1, Some(token)).await.expect("retry").applied, "a retry counts once");
+    }
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 10);
+    t.converge(&NamespaceConfig::default()).await;
+    t.engine.add_count(&k, 5, None).await.expect("add after the fold");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 15);
+}

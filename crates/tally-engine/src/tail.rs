@@ -305,11 +305,7 @@ impl Tails {
     }
 
     fn shard(&self, key: &CounterKey) -> std::sync::MutexGuard<'_, Shard> {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(key.namespace.as_str().as_bytes());
-        h.update(&[0xff]);
-        h.update(key.counter.as_str().as_bytes());
-        let shard = &self.shards[(h.digest() % SHARDS as u64) as usize];
+        let shard = &self.shards[(crate::rollup::key_hash(key) % SHARDS as u64) as usize];
         // A panic while holding a stripe leaves plain data behind, still consistent enough to
         // be read: every mutation below completes before it can panic.
         shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

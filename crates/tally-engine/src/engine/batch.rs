@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tally_core::{CounterKey, CounterType, Event, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
+use tally_core::{CounterKey, CounterType, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
 use tally_store::BatchAppend;
 
-use super::{Count, Engine, Mutated, Prepared, as_of, finished};
+use super::{Count, Engine, Mutated, Prepared, finished};
 use crate::error::{EngineError, EngineResult};
 
 /// One add of [`Engine::add_batch`].
@@ -25,7 +25,7 @@ pub struct BatchAdd {
 struct Unit {
     /// The event's add: one of the batch, or the sum of tokenless adds to one counter.
     add: BatchAdd,
-    /// The positions in the batch it answers.
+    /// The positions in the batch it answers (all of one counter, so of one namespace).
     members: Vec<usize>,
 }
 
@@ -33,7 +33,13 @@ struct Unit {
 struct Staged {
     members: Vec<usize>,
     append: BatchAppend,
-    config: Arc<NamespaceConfig>,
+}
+
+/// What [`Engine::add_batch`] does with one event before the store.
+enum Stage {
+    Staged(BatchAppend),
+    Answered(Mutated),
+    Later,
 }
 
 /// Records what staging an event decided for the batch positions it answers.
@@ -44,18 +50,11 @@ fn settle(
     answers: &mut [Option<EngineResult<Mutated>>],
 ) {
     match prepared {
-        Ok(Stage::Staged(append, config)) => staged.push(Staged { members, append, config }),
+        Ok(Stage::Staged(append)) => staged.push(Staged { members, append }),
         Ok(Stage::Answered(mutated)) => members.iter().for_each(|&i| answers[i] = Some(Ok(mutated.clone()))),
         Ok(Stage::Later) => {}
         Err(e) => members.iter().for_each(|&i| answers[i] = Some(Err(e.clone()))),
     }
-}
-
-/// What [`Engine::add_batch`] does with one add before the store.
-enum Stage {
-    Staged(BatchAppend, Arc<NamespaceConfig>),
-    Answered(Mutated),
-    Later,
 }
 
 impl Engine {
@@ -76,31 +75,37 @@ impl Engine {
             Err(e) => return adds.iter().map(|_| Err(e.clone())).collect(),
         };
         let now = self.inner.clock.now();
+        // Each add's namespace, looked up once for the whole batch.
+        let mut configs = Vec::with_capacity(adds.len());
+        for add in adds {
+            configs.push(self.inner.namespaces.get(&add.key.namespace).await);
+        }
         let mut answers: Vec<Option<EngineResult<Mutated>>> = adds.iter().map(|_| None).collect();
         let mut staged: Vec<Staged> = Vec::new();
-        for unit in self.merge_tokenless(adds).await {
-            let prepared = self.stage_add(&unit.add, now, staged.iter().map(|s| &s.append.event)).await;
-            let parts = match prepared {
+        for unit in merge_tokenless(adds, &configs) {
+            let config = &configs[unit.members[0]];
+            let prepared = self.stage_add(&unit.add, config, now, &staged).await;
+            match prepared {
                 // The sum would overflow although each add alone might not: stage them one by one.
                 Err(EngineError::Overflow { .. }) if unit.members.len() > 1 => {
                     for &i in &unit.members {
-                        let alone =
-                            self.stage_add(&adds[i], now, staged.iter().map(|s| &s.append.event)).await;
+                        let alone = self.stage_add(&adds[i], config, now, &staged).await;
                         settle(alone, vec![i], &mut staged, &mut answers);
                     }
-                    continue;
                 }
-                prepared => prepared,
-            };
-            settle(parts, unit.members, &mut staged, &mut answers);
+                prepared => settle(prepared, unit.members, &mut staged, &mut answers),
+            }
         }
         let appends: Vec<BatchAppend> = staged.iter().map(|s| s.append.clone()).collect();
         let results = self.inner.store.append_batch(&appends).await;
         for (staged, result) in staged.into_iter().zip(results) {
             let event = &staged.append.event;
             self.inner.tails.finish(event, finished(&result));
-            let answer =
-                result.map_err(EngineError::from).map(|a| self.appended(event, &staged.config, a, now));
+            let answer = match (&configs[staged.members[0]], result) {
+                (Ok(config), Ok(appended)) => Ok(self.appended(event, config, appended, now)),
+                (_, Err(e)) => Err(EngineError::from(e)),
+                (Err(e), Ok(_)) => Err(e.clone()),
+            };
             for &i in &staged.members {
                 answers[i] = Some(answer.clone());
             }
@@ -112,70 +117,40 @@ impl Engine {
                 answers[i] = Some(self.add_count_admitted(&add.key, add.delta, add.token.clone()).await);
             }
         }
-        self.batch_counts(adds, answers).await
+        self.batch_counts(adds, &configs, answers).await
     }
 
-    /// Groups the batch into the events it becomes: the adds without a token to one durable
-    /// counter are one event of their summed delta (a server-made token cannot be retried, so
-    /// nothing tells them apart, and a pipeline of `INCR k` then costs the store one write);
-    /// every other add is an event of its own.
-    async fn merge_tokenless(&self, adds: &[BatchAdd]) -> Vec<Unit> {
-        let mut units: Vec<Unit> = Vec::with_capacity(adds.len());
-        let mut open: HashMap<&CounterKey, usize> = HashMap::new();
-        for (i, add) in adds.iter().enumerate() {
-            let durable = self
-                .inner
-                .namespaces
-                .get(&add.key.namespace)
-                .await
-                .is_ok_and(|c| c.counter_type.is_durable());
-            if add.token.is_none() && durable {
-                if let Some(&u) = open.get(&add.key)
-                    && let Some(sum) = units[u].add.delta.checked_add(add.delta)
-                {
-                    units[u].add.delta = sum;
-                    units[u].members.push(i);
-                    continue;
-                }
-                open.insert(&add.key, units.len());
-            }
-            units.push(Unit { add: add.clone(), members: vec![i] });
-        }
-        units
-    }
-
-    /// Prepares one add of a batch: answered at once (a `best_effort` counter, a retry memory
+    /// Prepares one event of a batch: answered at once (a `best_effort` counter, a retry memory
     /// knows, a refusal), staged for the store, or left for later (its token is in flight).
-    async fn stage_add<'e>(
+    async fn stage_add(
         &self,
         add: &BatchAdd,
+        config: &EngineResult<Arc<NamespaceConfig>>,
         now: Timestamp,
-        mut staged: impl Iterator<Item = &'e Event>,
+        staged: &[Staged],
     ) -> EngineResult<Stage> {
-        let config = self.inner.namespaces.get(&add.key.namespace).await?;
+        let config = config.as_ref().map_err(Clone::clone)?;
         if config.counter_type == CounterType::BestEffort {
             self.inner.best_effort.add(&add.key, add.delta, config.best_effort_ttl, now).await?;
             return Ok(Stage::Answered(Mutated { token: None, applied: true }));
         }
-        self.check_overflow_in_store(&add.key, &config, add.delta).await?;
+        self.check_overflow_in_store(&add.key, config, add.delta).await?;
         let (event, server_made) =
-            self.event_of(&add.key, &config, EventKind::Add(add.delta), add.token.clone(), now)?;
-        if staged.any(|e| e.key == event.key && e.token == event.token) {
+            self.event_of(&add.key, config, EventKind::Add(add.delta), add.token.clone(), now)?;
+        if staged.iter().any(|s| s.append.event.key == event.key && s.append.event.token == event.token) {
             return Ok(Stage::Later);
         }
-        match self.begin_append(&event, &config, server_made).await? {
-            Prepared::Answered(appended) => {
-                Ok(Stage::Answered(self.appended(&event, &config, appended, now)))
-            }
+        match self.begin_append(&event, config, server_made).await? {
+            Prepared::Answered(appended) => Ok(Stage::Answered(self.appended(&event, config, appended, now))),
             Prepared::Append(check) => {
                 let deadline = config.commit_deadline(event.token.generation_time());
-                Ok(Stage::Staged(BatchAppend { event, deadline, check }, config))
+                Ok(Stage::Staged(BatchAppend { event, deadline, check }))
             }
             // Rare (memory is full): appended alone, outside the batch.
             Prepared::Untracked => {
                 let deadline = config.commit_deadline(event.token.generation_time());
                 let appended = self.inner.store.append(&event, deadline).await?;
-                Ok(Stage::Answered(self.appended(&event, &config, appended, now)))
+                Ok(Stage::Answered(self.appended(&event, config, appended, now)))
             }
         }
     }
@@ -185,53 +160,60 @@ impl Engine {
     async fn batch_counts(
         &self,
         adds: &[BatchAdd],
+        configs: &[EngineResult<Arc<NamespaceConfig>>],
         answers: Vec<Option<EngineResult<Mutated>>>,
     ) -> Vec<EngineResult<(Mutated, Count)>> {
         let now = self.inner.clock.now();
         let mut later: HashMap<&CounterKey, i128> = HashMap::new();
         let mut out = Vec::with_capacity(adds.len());
-        for (add, answer) in adds.iter().zip(answers).rev() {
+        for ((add, config), answer) in adds.iter().zip(configs).zip(answers).rev() {
             let answer =
                 answer.unwrap_or_else(|| Err(EngineError::Internal("batch add left unanswered".into())));
-            let answer = match answer {
-                Ok(mutated) => {
+            let answer = match (answer, config) {
+                (Ok(mutated), Ok(config)) if config.counter_type == CounterType::BestEffort => {
+                    let value = self.inner.best_effort.get(&add.key, now).await;
+                    value.map(|value| {
+                        (mutated, Count { value, counter_type: config.counter_type, as_of: Some(now) })
+                    })
+                }
+                (Ok(mutated), Ok(config)) => {
                     let after = later.entry(&add.key).or_default();
-                    let count = self.count_after(&add.key, add.delta, &mutated, *after, now).await;
+                    let count = self.count_after_add(&add.key, config, add.delta, &mutated, *after).await;
                     if mutated.applied {
                         *after += i128::from(add.delta);
                     }
                     count.map(|count| (mutated, count))
                 }
-                Err(e) => Err(e),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e.clone()),
             };
             out.push(answer);
         }
         out.reverse();
         out
     }
+}
 
-    /// The count to answer for an add that `mutated` answered, when adds summing to `later`
-    /// follow it in its batch.
-    async fn count_after(
-        &self,
-        key: &CounterKey,
-        delta: i64,
-        mutated: &Mutated,
-        later: i128,
-        now: Timestamp,
-    ) -> EngineResult<Count> {
-        let config = self.inner.namespaces.get(&key.namespace).await?;
-        let counter_type = config.counter_type;
-        if counter_type == CounterType::BestEffort {
-            let value = self.inner.best_effort.get(key, now).await?;
-            return Ok(Count { value, counter_type, as_of: Some(now) });
+/// Groups the batch into the events it becomes: the adds without a token to one durable
+/// counter are one event of their summed delta (a server-made token cannot be retried, so
+/// nothing tells them apart, and a pipeline of `INCR k` then costs the store one write); every
+/// other add is an event of its own.
+fn merge_tokenless(adds: &[BatchAdd], configs: &[EngineResult<Arc<NamespaceConfig>>]) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::with_capacity(adds.len());
+    let mut open: HashMap<&CounterKey, usize> = HashMap::new();
+    for (i, (add, config)) in adds.iter().zip(configs).enumerate() {
+        let durable = config.as_ref().is_ok_and(|c| c.counter_type.is_durable());
+        if add.token.is_none() && durable {
+            if let Some(&u) = open.get(&add.key)
+                && let Some(sum) = units[u].add.delta.checked_add(add.delta)
+            {
+                units[u].add.delta = sum;
+                units[u].members.push(i);
+                continue;
+            }
+            open.insert(&add.key, units.len());
         }
-        if let Some(value) = self.local_count(key, &config).await? {
-            let value = i64::try_from(i128::from(value) - later).unwrap_or(value);
-            return Ok(Count { value, counter_type, as_of: Some(now) });
-        }
-        let checkpoint = self.checkpoint(key, &config).await?;
-        let own = if mutated.applied { delta } else { 0 };
-        Ok(Count { value: checkpoint.count.saturating_add(own), counter_type, as_of: as_of(checkpoint) })
+        units.push(Unit { add: add.clone(), members: vec![i] });
     }
+    units
 }

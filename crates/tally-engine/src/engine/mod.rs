@@ -294,23 +294,13 @@ impl Engine {
                 let count = Count { value, counter_type: config.counter_type, as_of: Some(now) };
                 Ok((Mutated { token: None, applied: true }, count))
             }
-            CounterType::Eventual if self.inner.tails.enabled() => {
-                // Memory knows the exact count, and checks the add against it in `append`.
+            CounterType::Eventual | CounterType::Accurate if self.inner.tails.enabled() => {
+                // Memory checks the add against the exact count in `append` (the store, for a
+                // counter memory is not exact for yet).
+                self.check_overflow_in_store(key, &config, delta).await?;
                 let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
-                match self.local_count(key, &config).await? {
-                    Some(value) => {
-                        Ok((mutated, Count { value, counter_type: config.counter_type, as_of: Some(now) }))
-                    }
-                    None => {
-                        // Uncertain (just after a start): the checkpoint, plus this add.
-                        let checkpoint = self.checkpoint(key, &config).await?;
-                        let value = checkpoint.count.saturating_add(if mutated.applied { delta } else { 0 });
-                        Ok((
-                            mutated,
-                            Count { value, counter_type: config.counter_type, as_of: as_of(checkpoint) },
-                        ))
-                    }
-                }
+                let count = self.count_after_add(key, &config, delta, &mutated, 0).await?;
+                Ok((mutated, count))
             }
             CounterType::Eventual => {
                 let checkpoint = self.checkpoint(key, &config).await?;
@@ -322,14 +312,6 @@ impl Engine {
                 // clocks differ can get here.
                 let value = if folded { checkpoint.count } else { checkpoint.count.saturating_add(delta) };
                 Ok((mutated, Count { value, counter_type: config.counter_type, as_of: as_of(checkpoint) }))
-            }
-            CounterType::Accurate if self.inner.tails.enabled() => {
-                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
-                let value = match self.local_count(key, &config).await? {
-                    Some(value) => value,
-                    None => self.accurate_count(key, &config).await?.value,
-                };
-                Ok((mutated, Count { value, counter_type: config.counter_type, as_of: Some(now) }))
             }
             CounterType::Accurate => {
                 // One scan of the tail, before the add: the answer is that count plus this add
@@ -504,6 +486,34 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The count to answer for an add that `mutated` answered, when adds summing to `later`
+    /// follow it in its batch (0 alone), on an engine with a local tail: memory's exact count;
+    /// for a counter memory is not exact for yet, the store's (`accurate`) or the checkpoint
+    /// plus this add (`eventual`).
+    async fn count_after_add(
+        &self,
+        key: &CounterKey,
+        config: &NamespaceConfig,
+        delta: i64,
+        mutated: &Mutated,
+        later: i128,
+    ) -> EngineResult<Count> {
+        let counter_type = config.counter_type;
+        let now = self.inner.clock.now();
+        let exact = match self.local_count(key, config).await? {
+            Some(value) => value,
+            None if counter_type == CounterType::Accurate => self.accurate_count(key, config).await?.value,
+            None => {
+                let checkpoint = self.checkpoint(key, config).await?;
+                let own = if mutated.applied { delta } else { 0 };
+                let value = checkpoint.count.saturating_add(own);
+                return Ok(Count { value, counter_type, as_of: as_of(checkpoint) });
+            }
+        };
+        let value = i64::try_from(i128::from(exact) - later).unwrap_or(exact);
+        Ok(Count { value, counter_type, as_of: Some(now) })
     }
 
     /// Gives the local tail the counter's stored checkpoint.

@@ -53,6 +53,16 @@ pub enum RolledUp {
     Skipped,
 }
 
+/// A hash of the counter that spreads counters over this process's queues and lock stripes
+/// (not over instances: that is `routing`'s, which must stay stable across versions).
+pub(crate) fn key_hash(key: &CounterKey) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(key.namespace.as_str().as_bytes());
+    h.update(&[0xff]); // never inside a UTF-8 string, so ("ab","c") and ("a","bc") differ
+    h.update(key.counter.as_str().as_bytes());
+    h.digest()
+}
+
 /// The earliest time a rollup's window includes an event generated at `t`.
 pub fn first_foldable(t: Timestamp, config: &tally_core::NamespaceConfig) -> Timestamp {
     t.saturating_add(config.immutable_after()).saturating_add(Duration::from_micros(1))
@@ -100,11 +110,7 @@ impl RollupPipeline {
     }
 
     fn queue_of(&self, key: &CounterKey) -> usize {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(key.namespace.as_str().as_bytes());
-        h.update(&[0xff]); // never inside a UTF-8 string, so ("ab","c") and ("a","bc") differ
-        h.update(key.counter.as_str().as_bytes());
-        (h.digest() % self.queues.len() as u64) as usize
+        (key_hash(key) % self.queues.len() as u64) as usize
     }
 
     /// Asks for a rollup of `key` no earlier than `due`. Fire-and-forget: never fails.

@@ -341,9 +341,19 @@ impl Tails {
         if !self.enabled {
             return Begin::Append(Lookup::Store);
         }
-        let pruned_below = Timestamp::from_micros(self.pruned_below.load(Ordering::Relaxed));
         let mut shard = self.shard(&event.key);
-        let tail = shard.tail(&event.key);
+        let begin = self.decide(shard.tail(&event.key), event, fresh);
+        // A refused or deferred add leaves nothing behind (its checkpoint is kept as retired).
+        if !matches!(begin, Begin::Append(_)) && shard.tails.get(&event.key).is_some_and(CounterTail::is_idle)
+        {
+            shard.retire(&event.key);
+        }
+        begin
+    }
+
+    /// [`Tails::begin`] on the counter's tail.
+    fn decide(&self, tail: &mut CounterTail, event: &Event, fresh: bool) -> Begin {
+        let pruned_below = Timestamp::from_micros(self.pruned_below.load(Ordering::Relaxed));
         if let Some(entry) = tail.events.get(&event.token) {
             return if entry.committed { Begin::Known(entry.kind) } else { Begin::InFlight };
         }
@@ -441,9 +451,8 @@ impl Tails {
         self.note_count(checkpoint);
         // The checkpoint may be newer than memory's events (a rollup through the store that has
         // not called `folded` yet): advancing drops what it covers.
-        if let Some(tail) = self.shard(key).tails.get_mut(key) {
-            self.held.fetch_sub(tail.advance(checkpoint), Ordering::Relaxed);
-        }
+        let dropped = self.shard(key).tail(key).advance(checkpoint);
+        self.held.fetch_sub(dropped, Ordering::Relaxed);
     }
 
     /// What a rollup whose window ends at `window_end` may fold from memory. The window
@@ -608,6 +617,18 @@ mod tests {
         tails.folded(&key(), Checkpoint { count: 3, until: Timestamp::from_micros(13) });
         assert_eq!(tails.events_held(), 0);
         assert_eq!(tails.read(&key()), Read::Exact(3));
+    }
+
+    /// A refused add made its counter's tail and left it behind, empty, for as long as the
+    /// process ran: a client sending adds that overflow to ever new counters grew memory.
+    #[test]
+    fn regression_a_refused_add_leaves_no_empty_tail_behind() {
+        let tails = Tails::new(true, 1_000);
+        let full = Checkpoint { count: i64::MAX, until: Timestamp::from_micros(5) };
+        tails.set_checkpoint(&key(), full);
+        assert!(matches!(tails.begin(&event("a", 10, EventKind::Add(1)), false), Begin::Overflow { .. }));
+        assert_eq!(tails.counters(), 0);
+        assert_eq!(tails.read(&key()), Read::Exact(i64::MAX), "its checkpoint is kept");
     }
 
     #[test]

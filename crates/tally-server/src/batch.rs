@@ -5,7 +5,7 @@
 //! refuses that item and no other. A batch over [`MAX_BATCH_ITEMS`] is refused whole.
 
 use tally_core::CounterKey;
-use tally_engine::{BatchAdd, Count, Engine, Mutated};
+use tally_engine::{BatchAdd, Count, Engine, EngineError, EngineResult, Mutated};
 
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
@@ -52,30 +52,43 @@ pub async fn add(
     who: &Principal,
     adds: Vec<WireAdd>,
 ) -> Vec<Result<(Mutated, Count), ApiError>> {
-    let mut answers: Vec<Option<Result<(Mutated, Count), ApiError>>> = Vec::with_capacity(adds.len());
-    let (mut batch, mut slots) = (Vec::new(), Vec::new());
-    for add in adds {
-        let prepared = add.key.and_then(|key| {
-            who.require(Access::Write, &key.namespace)?;
-            Ok(BatchAdd { key, delta: add.delta, token: add.token? })
-        });
-        match prepared {
-            Ok(add) => {
-                slots.push(answers.len());
-                batch.push(add);
-                answers.push(None);
-            }
-            Err(e) => answers.push(Some(Err(e))),
-        }
-    }
-    for (slot, result) in slots.into_iter().zip(engine.add_batch(&batch).await) {
-        answers[slot] = Some(result.map_err(ApiError::from));
-    }
-    answers
+    let prepared = adds.into_iter().map(|add| {
+        let key = add.key?;
+        who.require(Access::Write, &key.namespace)?;
+        Ok((BatchAdd { key, delta: add.delta, token: add.token? }, ()))
+    });
+    run_prepared(engine, prepared.collect())
+        .await
         .into_iter()
-        .map(|a| {
-            a.unwrap_or_else(|| {
-                Err(ApiError::new(tally_core::ErrorCode::Internal, "batch item left unanswered"))
+        .map(|answer| answer.and_then(|((), result)| result.map_err(ApiError::from)))
+        .collect()
+}
+
+/// Runs the adds that could be prepared as one engine batch ([`Engine::add_batch`]) and
+/// answers every item in request order: the refusal of an item that could not be prepared,
+/// else its tag with the engine's answer. The Redis pipeline and the batch calls share it.
+pub async fn run_prepared<T, R>(
+    engine: &Engine,
+    prepared: Vec<Result<(BatchAdd, T), R>>,
+) -> Vec<Result<(T, EngineResult<(Mutated, Count)>), R>> {
+    let mut adds = Vec::with_capacity(prepared.len());
+    let tags: Vec<Result<T, R>> = prepared
+        .into_iter()
+        .map(|p| {
+            p.map(|(add, tag)| {
+                adds.push(add);
+                tag
+            })
+        })
+        .collect();
+    let mut results = engine.add_batch(&adds).await.into_iter();
+    tags.into_iter()
+        .map(|tag| {
+            tag.map(|tag| {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(EngineError::Internal("the engine answered fewer adds than the batch held".into()))
+                });
+                (tag, result)
             })
         })
         .collect()

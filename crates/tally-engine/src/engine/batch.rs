@@ -29,10 +29,17 @@ struct Unit {
     members: Vec<usize>,
 }
 
-/// One event of a batch on its way to the store.
+/// The events of a batch on their way to the store, and the batch positions each answers.
+#[derive(Default)]
 struct Staged {
-    members: Vec<usize>,
-    append: BatchAppend,
+    appends: Vec<BatchAppend>,
+    members: Vec<Vec<usize>>,
+}
+
+impl Staged {
+    fn holds(&self, event: &tally_core::Event) -> bool {
+        self.appends.iter().any(|a| a.event.key == event.key && a.event.token == event.token)
+    }
 }
 
 /// What [`Engine::add_batch`] does with one event before the store.
@@ -46,11 +53,14 @@ enum Stage {
 fn settle(
     prepared: EngineResult<Stage>,
     members: Vec<usize>,
-    staged: &mut Vec<Staged>,
+    staged: &mut Staged,
     answers: &mut [Option<EngineResult<Mutated>>],
 ) {
     match prepared {
-        Ok(Stage::Staged(append)) => staged.push(Staged { members, append }),
+        Ok(Stage::Staged(append)) => {
+            staged.appends.push(append);
+            staged.members.push(members);
+        }
         Ok(Stage::Answered(mutated)) => members.iter().for_each(|&i| answers[i] = Some(Ok(mutated.clone()))),
         Ok(Stage::Later) => {}
         Err(e) => members.iter().for_each(|&i| answers[i] = Some(Err(e.clone()))),
@@ -81,7 +91,7 @@ impl Engine {
             configs.push(self.inner.namespaces.get(&add.key.namespace).await);
         }
         let mut answers: Vec<Option<EngineResult<Mutated>>> = adds.iter().map(|_| None).collect();
-        let mut staged: Vec<Staged> = Vec::new();
+        let mut staged = Staged::default();
         for unit in merge_tokenless(adds, &configs) {
             let config = &configs[unit.members[0]];
             let prepared = self.stage_add(&unit.add, config, now, &staged).await;
@@ -96,17 +106,16 @@ impl Engine {
                 prepared => settle(prepared, unit.members, &mut staged, &mut answers),
             }
         }
-        let appends: Vec<BatchAppend> = staged.iter().map(|s| s.append.clone()).collect();
-        let results = self.inner.store.append_batch(&appends).await;
-        for (staged, result) in staged.into_iter().zip(results) {
-            let event = &staged.append.event;
+        let results = self.inner.store.append_batch(&staged.appends).await;
+        for ((append, members), result) in staged.appends.iter().zip(&staged.members).zip(results) {
+            let event = &append.event;
             self.inner.tails.finish(event, finished(&result));
-            let answer = match (&configs[staged.members[0]], result) {
+            let answer = match (&configs[members[0]], result) {
                 (Ok(config), Ok(appended)) => Ok(self.appended(event, config, appended, now)),
                 (_, Err(e)) => Err(EngineError::from(e)),
                 (Err(e), Ok(_)) => Err(e.clone()),
             };
-            for &i in &staged.members {
+            for &i in members {
                 answers[i] = Some(answer.clone());
             }
         }
@@ -127,7 +136,7 @@ impl Engine {
         add: &BatchAdd,
         config: &EngineResult<Arc<NamespaceConfig>>,
         now: Timestamp,
-        staged: &[Staged],
+        staged: &Staged,
     ) -> EngineResult<Stage> {
         let config = config.as_ref().map_err(Clone::clone)?;
         if config.counter_type == CounterType::BestEffort {
@@ -137,7 +146,7 @@ impl Engine {
         self.check_overflow_in_store(&add.key, config, add.delta).await?;
         let (event, server_made) =
             self.event_of(&add.key, config, EventKind::Add(add.delta), add.token.clone(), now)?;
-        if staged.iter().any(|s| s.append.event.key == event.key && s.append.event.token == event.token) {
+        if staged.holds(&event) {
             return Ok(Stage::Later);
         }
         match self.begin_append(&event, config, server_made).await? {

@@ -166,29 +166,24 @@ async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<By
 /// count includes the adds before it in the pipeline), and all share one group commit.
 async fn run_adds(engine: &Engine, session: &Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
     let started = std::time::Instant::now();
-    let mut replies: Vec<Option<Reply>> = vec![None; requests.len()];
-    let (mut batch, mut kinds, mut slots) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, request) in requests.iter().enumerate() {
-        match commands::prepare_add(session, request) {
-            Ok((add, kind)) => {
-                batch.push(add);
-                kinds.push(kind);
-                slots.push(i);
-            }
-            Err(reply) => replies[i] = Some(reply),
-        }
-    }
-    let results = engine.add_batch(&batch).await;
-    for ((slot, kind), result) in slots.into_iter().zip(kinds).zip(results) {
-        let (code, reply) = match result {
-            Ok((mutated, count)) => ("OK", kind.reply(mutated.applied, count.value)),
-            Err(e) => {
-                let e = crate::error::ApiError::from(e);
-                (e.code.as_str(), commands::err(e))
-            }
-        };
-        crate::metrics::record("resp", kind.operation(), code, started);
-        replies[slot] = Some(reply);
-    }
-    replies.into_iter().map(|r| r.unwrap_or_else(|| Reply::Error("ERR internal: no reply".into()))).collect()
+    let prepared = requests.iter().map(|request| commands::prepare_add(session, request)).collect();
+    let answers = crate::batch::run_prepared(engine, prepared).await;
+    answers
+        .into_iter()
+        .map(|answer| {
+            let (kind, result) = match answer {
+                Ok(ran) => ran,
+                Err(refused) => return refused,
+            };
+            let (code, reply) = match result {
+                Ok((mutated, count)) => ("OK", kind.reply(mutated.applied, count.value)),
+                Err(e) => {
+                    let e = crate::error::ApiError::from(e);
+                    (e.code.as_str(), commands::err(e))
+                }
+            };
+            crate::metrics::record("resp", kind.operation(), code, started);
+            reply
+        })
+        .collect()
 }

@@ -99,6 +99,12 @@ pub struct NamespaceConfig {
     /// none: it lives until cleared or until the server stops.
     #[serde(with = "humantime_serde")]
     pub best_effort_ttl: Option<Duration>,
+    /// How long a client's idempotency token stays taken after its mutation's generation
+    /// time: a retry with the same token inside it changes nothing, whatever generation time
+    /// it carries (the same, a new one, or none). Default 10 minutes, longer than any client's
+    /// retry loop; at least `accept_limit` and at most `retention`.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
 }
 
 impl Default for NamespaceConfig {
@@ -111,6 +117,7 @@ impl Default for NamespaceConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             cache_ttl: Duration::from_secs(60),
             best_effort_ttl: None,
+            idempotency_window: Duration::from_secs(600),
         }
     }
 }
@@ -141,6 +148,9 @@ pub struct NamespaceConfigPatch {
     /// See [`NamespaceConfig::best_effort_ttl`].
     #[serde(default, with = "humantime_serde")]
     pub best_effort_ttl: Option<Duration>,
+    /// See [`NamespaceConfig::idempotency_window`].
+    #[serde(default, with = "humantime_serde")]
+    pub idempotency_window: Option<Duration>,
 }
 
 impl NamespaceConfigPatch {
@@ -154,6 +164,14 @@ impl NamespaceConfigPatch {
             retention: self.retention.unwrap_or(base.retention),
             cache_ttl: self.cache_ttl.unwrap_or(base.cache_ttl),
             best_effort_ttl: self.best_effort_ttl.or(base.best_effort_ttl),
+            // Unless the window is named, it follows the others into its bounds: a longer
+            // accept_limit takes it up (a retry the write window accepts must never count
+            // twice), a shorter retention down (a token is not kept longer than its event).
+            idempotency_window: self.idempotency_window.unwrap_or_else(|| {
+                let accept_limit = self.accept_limit.unwrap_or(base.accept_limit);
+                let retention = self.retention.unwrap_or(base.retention);
+                base.idempotency_window.max(accept_limit).min(retention)
+            }),
         }
     }
 }
@@ -191,11 +209,25 @@ impl NamespaceConfig {
                 (self.accept_limit + self.clock_skew) * 2
             ),
         )?;
+        check(
+            self.idempotency_window >= self.accept_limit && self.idempotency_window <= self.retention,
+            format!(
+                "idempotency_window {:?} must be at least accept_limit ({:?}) and at most retention ({:?})",
+                self.idempotency_window, self.accept_limit, self.retention
+            ),
+        )?;
         check(self.cache_ttl >= MIN_WINDOW, format!("cache_ttl {:?} must be at least 1ms", self.cache_ttl))?;
         if let Some(ttl) = self.best_effort_ttl {
             check(ttl >= MIN_WINDOW, format!("best_effort_ttl {ttl:?} must be at least 1ms"))?;
         }
         Ok(())
+    }
+
+    /// How long a client's token stays taken: `idempotency_window`, and never less than the
+    /// write window (a config stored before the setting existed may have a longer
+    /// `accept_limit` than the default window).
+    pub fn token_window(&self) -> Duration {
+        self.idempotency_window.max(self.accept_limit)
     }
 
     /// The lag of the rollup window behind `now`: events older than this are immutable.
@@ -286,5 +318,22 @@ mod tests {
         assert!(err.0.starts_with("retention 3s must exceed"), "{err}");
         let c = NamespaceConfig { accept_limit: Duration::ZERO, ..Default::default() };
         assert!(c.validate().expect_err("zero").0.starts_with("accept_limit 0ns"));
+        let c = NamespaceConfig { idempotency_window: Duration::from_secs(1), ..Default::default() };
+        assert!(c.validate().expect_err("short").0.starts_with("idempotency_window 1s must be at least"));
+    }
+
+    #[test]
+    fn an_unnamed_idempotency_window_follows_accept_limit_and_retention() {
+        let base = NamespaceConfig::default();
+        let long_accept =
+            NamespaceConfigPatch { accept_limit: Some(Duration::from_secs(3600)), ..Default::default() };
+        assert_eq!(long_accept.apply_to(&base).idempotency_window, Duration::from_secs(3600));
+        let short_retention =
+            NamespaceConfigPatch { retention: Some(Duration::from_secs(60)), ..Default::default() };
+        let c = short_retention.apply_to(&base);
+        assert_eq!((c.idempotency_window, c.validate()), (Duration::from_secs(60), Ok(())));
+        let named =
+            NamespaceConfigPatch { idempotency_window: Some(Duration::from_secs(30)), ..Default::default() };
+        assert_eq!(named.apply_to(&base).idempotency_window, Duration::from_secs(30));
     }
 }

@@ -29,7 +29,7 @@ fn fold(c: &mut Criterion) {
                 let token =
                     IdempotencyToken::new(&format!("e{i}"), Timestamp::from_micros(i as i64)).expect("token");
                 let event = Event { key, token, kind: EventKind::Add(1) };
-                store.append(&event, Timestamp::MAX).await.expect("append");
+                store.append_new(&event, Timestamp::MAX).await.expect("append");
             }
         }));
         group.throughput(Throughput::Elements(events));

@@ -20,14 +20,18 @@
 //! the store before it counts in memory.
 //!
 //! Events are kept by their whole token (`generation_time` and string, shared with the request
-//! that brought it), so retries are recognised exactly and a clear is ordered against adds of
-//! its own microsecond as the store orders them.
+//! that brought it), so a clear is ordered against adds of its own microsecond as the store
+//! orders them. A client's token is also indexed by its string alone: a retry that carries
+//! another generation time (or none) is recognised too. Memory answers retries only of the
+//! events it holds; the store keeps every client token for its namespace's idempotency window
+//! and answers the others.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, IdempotencyToken, Namespace, Timestamp};
+use tally_store::Stored;
 
 /// Lock stripes over the counters; more than the cores that take them.
 const SHARDS: usize = 64;
@@ -51,6 +55,9 @@ struct CounterTail {
     checkpoint: Option<Checkpoint>,
     /// Every event at or after the checkpoint that this engine appended (or is appending).
     events: HashMap<IdempotencyToken, Entry>,
+    /// The generation time of each client token among `events`, and until when the token is
+    /// taken (server-made tokens are never sent again, so they are not indexed).
+    client_tokens: HashMap<Box<str>, (Timestamp, Timestamp)>,
     /// The committed clears among `events`.
     clears: Vec<IdempotencyToken>,
     /// The committed events folded in order: with the checkpoint, the exact count.
@@ -140,12 +147,35 @@ impl CounterTail {
         // least half the clock skew before any window end that reaches it. Dropping it here
         // keeps `commit` from counting it twice.
         self.events.retain(|t, _| t.generation_time() >= until);
+        self.client_tokens.retain(|_, (t, _)| *t >= until);
         self.clears.retain(|t| t.generation_time() >= until);
         self.total = self.fold_before(Timestamp::MAX);
         if self.uncertain_until.is_some_and(|u| u < until) {
             self.uncertain_until = None;
         }
         before - self.events.len()
+    }
+
+    /// The event memory holds under `event`'s token: the same token and time, or the same
+    /// client token at another time while it is taken (`now`).
+    fn held(&self, event: &Event, now: Timestamp) -> Option<(Timestamp, Entry)> {
+        if let Some(entry) = self.events.get(&event.token) {
+            return Some((event.token.generation_time(), *entry));
+        }
+        let (time, until) = *self.client_tokens.get(event.token.token())?;
+        if until <= now {
+            return None;
+        }
+        let token = IdempotencyToken::new(event.token.token(), time).ok()?;
+        self.events.get(&token).map(|entry| (time, *entry))
+    }
+
+    /// Forgets an event that was not written.
+    fn drop_event(&mut self, token: &IdempotencyToken) -> bool {
+        if self.client_tokens.get(token.token()).is_some_and(|(t, _)| *t == token.generation_time()) {
+            self.client_tokens.remove(token.token());
+        }
+        self.events.remove(token).is_some()
     }
 
     /// The earliest generation time still in memory, committed or in flight.
@@ -205,6 +235,15 @@ impl Shard {
     }
 }
 
+/// Who made an event's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The server, for this one call: nobody can hold it, nobody will send it again.
+    Server,
+    /// A client: taken from `now` for `window` (the namespace's idempotency window).
+    Client { now: Timestamp, window: std::time::Duration },
+}
+
 /// How an append should go to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lookup {
@@ -222,8 +261,8 @@ pub(crate) enum Begin {
     /// Memory is full (`max_held`): append it with a lookup and do not call `finish`; the
     /// counter is uncertain up to this event, so it is read and folded through the store.
     Untracked,
-    /// The identity is stored already, with this kind: nothing to append.
-    Known(EventKind),
+    /// The token is stored already, with this mutation: nothing to append.
+    Known(Stored),
     /// The same identity is being appended by another request right now.
     InFlight,
     /// The count is needed (for the overflow check) and memory lacks the checkpoint.
@@ -275,9 +314,6 @@ pub(crate) enum Plan {
 pub(crate) struct Tails {
     enabled: bool,
     shards: Box<[Mutex<Shard>]>,
-    /// Every event generated before this time that memory dropped is folded; an identity at or
-    /// after it that memory does not hold was never appended (µs since the epoch).
-    pruned_below: AtomicI64,
     /// The largest magnitude of any checkpoint's count this store holds (seen at open or
     /// stored since): it bounds the count of a counter whose checkpoint memory has not loaded.
     largest_count: AtomicU64,
@@ -293,7 +329,6 @@ impl Tails {
         Self {
             enabled,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            pruned_below: AtomicI64::new(Timestamp::MIN.as_micros()),
             largest_count: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             max_held,
@@ -311,23 +346,18 @@ impl Tails {
         shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_pruned(&self, until: Timestamp) {
-        self.pruned_below.fetch_max(until.as_micros(), Ordering::Relaxed);
-    }
-
     fn note_count(&self, checkpoint: Checkpoint) {
         self.largest_count.fetch_max(checkpoint.count.unsigned_abs(), Ordering::Relaxed);
     }
 
     /// Takes in what the store held at open: a counter with unfolded events (`last_write` at
-    /// or after its checkpoint) is uncertain up to its `last_write`; every checkpoint bounds
-    /// what may have been folded.
+    /// or after its checkpoint) is uncertain up to its `last_write`; every checkpoint's count
+    /// bounds the counts of counters whose checkpoint memory has not loaded.
     pub(crate) fn open_scan(&self, key: &CounterKey, state: &tally_store::CounterState) {
         if !self.enabled {
             return;
         }
         if let Some(cp) = state.checkpoint {
-            self.note_pruned(cp.until);
             self.note_count(cp);
         }
         if let (true, Some(last)) = (state.has_unfolded_events(), state.last_write) {
@@ -335,14 +365,13 @@ impl Tails {
         }
     }
 
-    /// Registers `event` as in flight, after the overflow check for an add. `fresh`: the
-    /// server made its token for this call, so it cannot be stored yet.
-    pub(crate) fn begin(&self, event: &Event, fresh: bool) -> Begin {
+    /// Registers `event` as in flight, after the overflow check for an add.
+    pub(crate) fn begin(&self, event: &Event, origin: Origin) -> Begin {
         if !self.enabled {
             return Begin::Append(Lookup::Store);
         }
         let mut shard = self.shard(&event.key);
-        let begin = self.decide(shard.tail(&event.key), event, fresh);
+        let begin = self.decide(shard.tail(&event.key), event, origin);
         // A refused or deferred add leaves nothing behind (its checkpoint is kept as retired).
         if !matches!(begin, Begin::Append(_)) && shard.tails.get(&event.key).is_some_and(CounterTail::is_idle)
         {
@@ -352,10 +381,16 @@ impl Tails {
     }
 
     /// [`Tails::begin`] on the counter's tail.
-    fn decide(&self, tail: &mut CounterTail, event: &Event, fresh: bool) -> Begin {
-        let pruned_below = Timestamp::from_micros(self.pruned_below.load(Ordering::Relaxed));
-        if let Some(entry) = tail.events.get(&event.token) {
-            return if entry.committed { Begin::Known(entry.kind) } else { Begin::InFlight };
+    fn decide(&self, tail: &mut CounterTail, event: &Event, origin: Origin) -> Begin {
+        let now = match origin {
+            Origin::Client { now, .. } => now,
+            Origin::Server => Timestamp::MIN,
+        };
+        if let Some((generation_time, entry)) = tail.held(event, now) {
+            return match entry.committed {
+                true => Begin::Known(Stored { generation_time, kind: entry.kind }),
+                false => Begin::InFlight,
+            };
         }
         let exact = tail.is_exact();
         if exact && let EventKind::Add(delta) = event.kind {
@@ -384,7 +419,13 @@ impl Tails {
             tail.make_uncertain(event.token.generation_time());
             return Begin::Untracked;
         }
-        let known_new = fresh || (exact && event.token.generation_time() >= pruned_below);
+        // A client's token may be held by an event memory dropped (folded) long ago, at any
+        // time within the window: only the store can tell.
+        let known_new = origin == Origin::Server;
+        if let Origin::Client { now, window } = origin {
+            let taken = (event.token.generation_time(), now.saturating_add(window));
+            tail.client_tokens.insert(event.token.token().into(), taken);
+        }
         tail.events.insert(event.token.clone(), Entry { kind: event.kind, committed: false });
         self.held.fetch_add(1, Ordering::Relaxed);
         tail.pending += 1;
@@ -396,6 +437,16 @@ impl Tails {
             }
         }
         Begin::Append(if known_new { Lookup::Skip } else { Lookup::Store })
+    }
+
+    /// The mutation memory holds under `event`'s token, if committed and taken at `now`.
+    pub(crate) fn find(&self, event: &Event, now: Timestamp) -> Option<Stored> {
+        if !self.enabled {
+            return None;
+        }
+        let shard = self.shard(&event.key);
+        let (generation_time, entry) = shard.tails.get(&event.key)?.held(event, now)?;
+        entry.committed.then_some(Stored { generation_time, kind: entry.kind })
     }
 
     /// Records what the store did with an event begun with [`Tails::begin`].
@@ -411,12 +462,12 @@ impl Tails {
         match finished {
             Finished::Written => tail.commit(&event.token, event.kind),
             Finished::NotWritten => {
-                if tail.events.remove(&event.token).is_some() {
+                if tail.drop_event(&event.token) {
                     self.held.fetch_sub(1, Ordering::Relaxed);
                 }
             }
             Finished::Unknown => {
-                if tail.events.remove(&event.token).is_some() {
+                if tail.drop_event(&event.token) {
                     self.held.fetch_sub(1, Ordering::Relaxed);
                 }
                 tail.make_uncertain(event.token.generation_time());
@@ -487,7 +538,6 @@ impl Tails {
         if !self.enabled {
             return None;
         }
-        self.note_pruned(stored.until);
         self.note_count(stored);
         let mut shard = self.shard(key);
         let tail = shard.tails.get_mut(key)?;
@@ -524,6 +574,9 @@ impl Tails {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's token, taken from the start of time for ever.
+    const CLIENT: Origin = Origin::Client { now: Timestamp::MIN, window: std::time::Duration::MAX };
     use tally_core::{CounterName, IdempotencyToken};
 
     fn key() -> CounterKey {
@@ -536,7 +589,7 @@ mod tests {
     }
 
     fn written(tails: &Tails, e: &Event) {
-        assert!(matches!(tails.begin(e, false), Begin::Append(_)), "{e:?} begins");
+        assert!(matches!(tails.begin(e, CLIENT), Begin::Append(_)), "{e:?} begins");
         tails.finish(e, Finished::Written);
     }
 
@@ -550,14 +603,14 @@ mod tests {
     fn an_add_loads_the_checkpoint_only_when_the_largest_count_could_overflow() {
         let tails = Tails::new(true, 1_000);
         let small = event("small", 1, EventKind::Add(5));
-        assert!(matches!(tails.begin(&small, false), Begin::Append(_)), "no count is near the bounds");
+        assert!(matches!(tails.begin(&small, CLIENT), Begin::Append(_)), "no count is near the bounds");
         tails.finish(&small, Finished::Written);
         let other = CounterKey::new(Namespace::new("ns").expect("ns"), CounterName::new("big").expect("c"));
         tails.folded(&other, Checkpoint { count: i64::MAX - 3, until: Timestamp::from_micros(0) });
         let next = event("next", 2, EventKind::Add(1));
-        assert!(matches!(tails.begin(&next, false), Begin::NeedCheckpoint), "a count near the bound exists");
+        assert!(matches!(tails.begin(&next, CLIENT), Begin::NeedCheckpoint), "a count near the bound exists");
         tails.set_checkpoint(&key(), Checkpoint::ZERO);
-        assert!(matches!(tails.begin(&next, false), Begin::Append(_)));
+        assert!(matches!(tails.begin(&next, CLIENT), Begin::Append(_)));
     }
 
     #[test]
@@ -578,7 +631,7 @@ mod tests {
         let tails = exact_tails();
         written(&tails, &event("a", 10, EventKind::Add(5)));
         let in_flight = event("b", 20, EventKind::Add(1));
-        assert!(matches!(tails.begin(&in_flight, false), Begin::Append(Lookup::Skip)));
+        assert!(matches!(tails.begin(&in_flight, CLIENT), Begin::Append(Lookup::Store)));
         written(&tails, &event("c", 30, EventKind::Add(7)));
         let Plan::Fold { base, fold, until } = tails.plan(&key(), Timestamp::from_micros(40)) else {
             panic!("an exact counter plans from memory");
@@ -597,7 +650,7 @@ mod tests {
     fn an_append_answered_after_a_checkpoint_covers_it_counts_once() {
         let tails = exact_tails();
         let slow = event("slow", 10, EventKind::Add(5));
-        assert!(matches!(tails.begin(&slow, false), Begin::Append(_)));
+        assert!(matches!(tails.begin(&slow, CLIENT), Begin::Append(_)));
         tails.folded(&key(), Checkpoint { count: 5, until: Timestamp::from_micros(20) });
         tails.finish(&slow, Finished::Written);
         assert_eq!(tails.read(&key()), Read::Exact(5));
@@ -610,7 +663,7 @@ mod tests {
         written(&tails, &event("a", 10, EventKind::Add(1)));
         written(&tails, &event("b", 11, EventKind::Add(1)));
         assert_eq!(tails.events_held(), 2);
-        assert!(matches!(tails.begin(&event("c", 12, EventKind::Add(1)), false), Begin::Untracked));
+        assert!(matches!(tails.begin(&event("c", 12, EventKind::Add(1)), CLIENT), Begin::Untracked));
         assert_eq!(tails.read(&key()), Read::Uncertain, "memory lacks c");
         assert_eq!(tails.plan(&key(), Timestamp::from_micros(20)), Plan::Uncertain);
         // A rollup through the store folds past c: memory holds nothing again, and is exact.
@@ -626,7 +679,7 @@ mod tests {
         let tails = Tails::new(true, 1_000);
         let full = Checkpoint { count: i64::MAX, until: Timestamp::from_micros(5) };
         tails.set_checkpoint(&key(), full);
-        assert!(matches!(tails.begin(&event("a", 10, EventKind::Add(1)), false), Begin::Overflow { .. }));
+        assert!(matches!(tails.begin(&event("a", 10, EventKind::Add(1)), CLIENT), Begin::Overflow { .. }));
         assert_eq!(tails.counters(), 0);
         assert_eq!(tails.read(&key()), Read::Exact(i64::MAX), "its checkpoint is kept");
     }
@@ -635,21 +688,42 @@ mod tests {
     fn a_retry_is_known_and_a_concurrent_one_is_in_flight() {
         let tails = exact_tails();
         let e = event("a", 10, EventKind::Add(5));
-        assert!(matches!(tails.begin(&e, false), Begin::Append(Lookup::Skip)));
-        assert!(matches!(tails.begin(&e, false), Begin::InFlight));
+        // A client's token may be held in the store by an event memory no longer has.
+        assert!(matches!(tails.begin(&e, CLIENT), Begin::Append(Lookup::Store)));
+        assert!(matches!(tails.begin(&e, CLIENT), Begin::InFlight));
         tails.finish(&e, Finished::Written);
-        assert!(matches!(tails.begin(&e, false), Begin::Known(EventKind::Add(5))));
+        let stored = Stored { generation_time: Timestamp::from_micros(10), kind: EventKind::Add(5) };
+        assert!(matches!(tails.begin(&e, CLIENT), Begin::Known(s) if s == stored));
+        // The token alone: a retry restamped with another generation time is the same mutation.
+        let restamped = event("a", 17, EventKind::Add(5));
+        assert!(matches!(tails.begin(&restamped, CLIENT), Begin::Known(s) if s == stored));
+        assert_eq!(tails.find(&restamped, Timestamp::MIN), Some(stored));
+        // A server-made token is never sent again: it needs no lookup.
+        assert!(matches!(
+            tails.begin(&event("srv", 12, EventKind::Add(1)), Origin::Server),
+            Begin::Append(Lookup::Skip)
+        ));
+    }
+
+    #[test]
+    fn a_token_refused_by_the_store_is_forgotten_with_its_time() {
+        let tails = exact_tails();
+        let e = event("a", 10, EventKind::Add(5));
+        assert!(matches!(tails.begin(&e, CLIENT), Begin::Append(Lookup::Store)));
+        tails.finish(&e, Finished::NotWritten);
+        assert_eq!(tails.find(&event("a", 11, EventKind::Add(5)), Timestamp::MIN), None);
+        assert!(matches!(tails.begin(&event("a", 11, EventKind::Add(5)), CLIENT), Begin::Append(_)));
     }
 
     #[test]
     fn an_unknown_outcome_makes_the_counter_uncertain_until_folded_past_it() {
         let tails = exact_tails();
         let e = event("a", 10, EventKind::Add(5));
-        assert!(matches!(tails.begin(&e, false), Begin::Append(_)));
+        assert!(matches!(tails.begin(&e, CLIENT), Begin::Append(_)));
         tails.finish(&e, Finished::Unknown);
         assert_eq!(tails.read(&key()), Read::Uncertain);
         assert!(matches!(
-            tails.begin(&event("b", 12, EventKind::Add(1)), false),
+            tails.begin(&event("b", 12, EventKind::Add(1)), CLIENT),
             Begin::Append(Lookup::Store)
         ));
         tails.finish(&event("b", 12, EventKind::Add(1)), Finished::Written);
@@ -662,14 +736,14 @@ mod tests {
     fn overflow_counts_adds_in_flight() {
         let tails = exact_tails();
         let first = event("a", 10, EventKind::Add(i64::MAX));
-        assert!(matches!(tails.begin(&first, false), Begin::Append(_)));
+        assert!(matches!(tails.begin(&first, CLIENT), Begin::Append(_)));
         assert!(matches!(
-            tails.begin(&event("b", 11, EventKind::Add(1)), false),
+            tails.begin(&event("b", 11, EventKind::Add(1)), CLIENT),
             Begin::Overflow { count: 0 }
         ));
         tails.finish(&first, Finished::Written);
         assert!(matches!(
-            tails.begin(&event("c", 12, EventKind::Add(1)), false),
+            tails.begin(&event("c", 12, EventKind::Add(1)), CLIENT),
             Begin::Overflow { count: i64::MAX }
         ));
     }

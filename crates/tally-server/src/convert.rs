@@ -15,12 +15,14 @@ pub fn counter_key(namespace: &str, counter_name: &str) -> Result<CounterKey, Ap
     Ok(CounterKey::new(Namespace::new(namespace)?, CounterName::new(counter_name)?))
 }
 
-/// A token from its parts; the generation time is required.
-pub fn token(token: &str, generation_time: Option<Timestamp>) -> Result<IdempotencyToken, ApiError> {
-    let time = generation_time.ok_or_else(|| {
-        ApiError::invalid("idempotency_token.generation_time is required when a token is given")
-    })?;
-    Ok(IdempotencyToken::new(token, time)?)
+/// A token from its parts. Without a generation time the mutation is generated `now` (the
+/// server's clock): a retry of the token is still recognised by the token alone.
+pub fn token(
+    token: &str,
+    generation_time: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<IdempotencyToken, ApiError> {
+    Ok(IdempotencyToken::new(token, generation_time.unwrap_or(now))?)
 }
 
 /// A protobuf timestamp as a domain time.
@@ -43,9 +45,13 @@ pub fn timestamp_to_proto(t: Timestamp) -> prost_types::Timestamp {
     }
 }
 
-/// An optional protobuf token as a domain token.
-pub fn token_from_proto(t: Option<&pb::IdempotencyToken>) -> Result<Option<IdempotencyToken>, ApiError> {
-    t.map(|t| token(&t.token, t.generation_time.as_ref().map(timestamp_from_proto).transpose()?)).transpose()
+/// An optional protobuf token as a domain token (generated `now` when it has no time).
+pub fn token_from_proto(
+    t: Option<&pb::IdempotencyToken>,
+    now: Timestamp,
+) -> Result<Option<IdempotencyToken>, ApiError> {
+    t.map(|t| token(&t.token, t.generation_time.as_ref().map(timestamp_from_proto).transpose()?, now))
+        .transpose()
 }
 
 /// A domain token as a protobuf token.
@@ -102,6 +108,7 @@ pub fn patch_from_proto(c: Option<&pb::NamespaceConfig>) -> Result<NamespaceConf
         retention: duration_from_proto("retention", c.retention.as_ref())?,
         cache_ttl: duration_from_proto("cache_ttl", c.cache_ttl.as_ref())?,
         best_effort_ttl: duration_from_proto("best_effort_ttl", c.best_effort_ttl.as_ref())?,
+        idempotency_window: duration_from_proto("idempotency_window", c.idempotency_window.as_ref())?,
     })
 }
 
@@ -117,6 +124,7 @@ pub fn namespace_to_proto(name: &Namespace, c: &NamespaceConfig) -> pb::Namespac
             retention: Some(duration_to_proto(c.retention)),
             cache_ttl: Some(duration_to_proto(c.cache_ttl)),
             best_effort_ttl: c.best_effort_ttl.map(duration_to_proto),
+            idempotency_window: Some(duration_to_proto(c.idempotency_window)),
         }),
     }
 }
@@ -141,8 +149,11 @@ mod tests {
     }
 
     #[test]
-    fn a_token_without_generation_time_is_refused() {
-        let err = token("abc", None).expect_err("missing time");
-        assert!(err.message.contains("generation_time is required"), "{err}");
+    fn a_token_without_generation_time_is_generated_now() {
+        let now = Timestamp::from_millis(1_764_000_000_000);
+        assert_eq!(token("abc", None, now).expect("token").generation_time(), now);
+        let given = Timestamp::from_millis(5);
+        assert_eq!(token("abc", Some(given), now).expect("token").generation_time(), given);
+        assert!(token("", None, now).is_err());
     }
 }

@@ -44,6 +44,12 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.slices (kind text, slice bigint, PRIMARY KEY (kind, slice))"
         ),
+        // Clients' tokens, taken by lightweight transactions for their idempotency window.
+        // `until` (µs, by the instance's clock) decides; the TTL only collects them later.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.tokens (namespace text, counter text, token text, \
+             generation_time bigint, mutation text, until bigint, PRIMARY KEY ((namespace, counter, token)))"
+        ),
     ];
     for statement in &ddl {
         schema_change(session, statement).await?;

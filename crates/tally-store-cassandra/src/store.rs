@@ -14,7 +14,9 @@ use scylla::value::{CqlValue, Row};
 use tally_core::{
     Checkpoint, Clock, CounterKey, CounterName, Event, EventKind, Fold, Namespace, NamespaceConfig, Timestamp,
 };
-use tally_store::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, StoreError, StoreResult};
+use tally_store::{
+    Appended, CounterState, CounterStore, EventLog, NamespaceStore, StoreError, StoreResult, Stored,
+};
 use tokio::sync::Mutex;
 
 use crate::layout::{COUNTER_SHARDS, Layout, counter_shard, events_table};
@@ -30,11 +32,14 @@ const DIRECT_SLICES: i64 = 4;
 /// share one keyspace.
 ///
 /// How the contract is kept:
-/// - Idempotency without lightweight transactions (which serialise every write to a hot
-///   partition): an append reads the event's identity, inserts only if it is free, and reads
-///   it back; a writer that finds another mutation under its identity withdraws its row and
-///   answers `Conflict`, so of two racing different mutations at most one is acknowledged. A
-///   retried identical event rewrites the same row, so it is never counted twice.
+/// - Clients' tokens: an append takes its token with a lightweight transaction on the
+///   `tokens` table (one partition per counter and token, so nothing hot is serialised but
+///   retries of one mutation). Exactly one of racing appends of a token takes it; the others
+///   read what it holds and answer `Duplicate` or `Conflict`. The event row is written after
+///   the token is taken, so an append that fails between the two leaves a token without its
+///   event: a later duplicate writes the event row on its behalf (the same row, with the
+///   stored generation time, so it is never counted twice) before it answers. Server-made
+///   tokens (`append_new`) take nothing.
 /// - Deadline: an event is sent only if `now + write_timeout <= deadline`; the driver gives up
 ///   at `write_timeout` and the cluster drops writes older than its own request timeouts, so no
 ///   event lands after its deadline (assuming clocks agree within the namespace's clock skew).
@@ -65,6 +70,10 @@ struct Fixed {
     scan_namespaces: PreparedStatement,
     delete_shard: PreparedStatement,
     slices_in: PreparedStatement,
+    token_take: PreparedStatement,
+    token_retake: PreparedStatement,
+    token_release: PreparedStatement,
+    token_get: PreparedStatement,
 }
 
 /// Prepared statements on one slice's events table.
@@ -140,6 +149,29 @@ impl CassandraStore {
             slices_in: p
                 .plain(&format!(
                     "SELECT slice FROM {ks}.slices WHERE kind = 'events' AND slice >= ? AND slice <= ?"
+                ))
+                .await?,
+            token_take: w
+                .lwt(&format!(
+                    "INSERT INTO {ks}.tokens (namespace, counter, token, generation_time, mutation, until) \
+                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                ))
+                .await?,
+            token_retake: w
+                .lwt(&format!(
+                    "UPDATE {ks}.tokens USING TTL ? SET generation_time = ?, mutation = ?, until = ? \
+                     WHERE namespace = ? AND counter = ? AND token = ? IF until = ?"
+                ))
+                .await?,
+            token_release: w
+                .lwt(&format!(
+                    "DELETE FROM {ks}.tokens WHERE namespace = ? AND counter = ? AND token = ? IF until = ?"
+                ))
+                .await?,
+            token_get: p
+                .serial(&format!(
+                    "SELECT generation_time, mutation, until FROM {ks}.tokens \
+                     WHERE namespace = ? AND counter = ? AND token = ?"
                 ))
                 .await?,
         };
@@ -381,6 +413,99 @@ impl CassandraStore {
         Ok(())
     }
 
+    /// Takes the event's token for `window`, or finds the mutation that holds it. A token whose
+    /// window has passed is taken over with a compare-and-set on its `until`.
+    async fn take_token(&self, event: &Event, window: Duration) -> StoreResult<Taken> {
+        let key = &event.key;
+        let (ns, counter, token) = (key.namespace.as_str(), key.counter.as_str(), event.token.token());
+        let time = event.token.generation_time().as_micros();
+        let mutation = encode_mutation(event.kind);
+        let context = format!("taking token {token:?} of {key}");
+        let failed = |e: &dyn std::fmt::Display| unavailable(&context, e);
+        // The TTL only collects rows; a minute past the window keeps clocks out of it.
+        let ttl = i32::try_from(window.as_secs().saturating_add(60)).unwrap_or(i32::MAX);
+        for _ in 0..3 {
+            let now = self.clock.now();
+            let until = now.saturating_add(window).as_micros();
+            let values = (ns, counter, token, time, mutation.as_str(), until, ttl);
+            let result =
+                self.session.execute_unpaged(&self.fixed.token_take, values).await.map_err(|e| failed(&e))?;
+            if applied(result).map_err(|e| failed(&e))? {
+                return Ok(Taken::Now { until });
+            }
+            let Some((stored, held_until)) = self.token_row(key, token).await? else {
+                continue; // collected by its TTL meanwhile: try again
+            };
+            if held_until > now {
+                return Ok(Taken::Already(stored));
+            }
+            let values = (ttl, time, mutation.as_str(), until, ns, counter, token, held_until.as_micros());
+            let result = self
+                .session
+                .execute_unpaged(&self.fixed.token_retake, values)
+                .await
+                .map_err(|e| failed(&e))?;
+            if applied(result).map_err(|e| failed(&e))? {
+                return Ok(Taken::Now { until });
+            }
+        }
+        Err(StoreError::Unavailable(format!("token {token:?} of {key} is contended; retry")))
+    }
+
+    /// Frees a token this append took but did not use (its deadline passed before the event
+    /// was written). Best effort: a token left taken only makes later retries duplicates of an
+    /// event that was never written, which they then write if their deadline allows.
+    async fn release_token(&self, event: &Event, until: i64) {
+        let key = &event.key;
+        let values = (key.namespace.as_str(), key.counter.as_str(), event.token.token(), until);
+        if let Err(e) = self.session.execute_unpaged(&self.fixed.token_release, values).await {
+            tracing::warn!(counter = %key, error = %e, "could not free an unused token");
+        }
+    }
+
+    /// What a token's row holds, and until when, read with serial consistency.
+    async fn token_row(&self, key: &CounterKey, token: &str) -> StoreResult<Option<(Stored, Timestamp)>> {
+        let values = (key.namespace.as_str(), key.counter.as_str(), token);
+        let context = format!("reading token {token:?} of {key}");
+        let failed = |e: &dyn std::fmt::Display| unavailable(&context, e);
+        let result =
+            self.session.execute_unpaged(&self.fixed.token_get, values).await.map_err(|e| failed(&e))?;
+        let rows = result.into_rows_result().map_err(|e| failed(&e))?;
+        let Some(row) = rows.maybe_first_row::<(i64, String, i64)>().map_err(|e| corrupt("tokens", e))?
+        else {
+            return Ok(None);
+        };
+        let (time, mutation, until) = row;
+        let kind = decode_mutation(&mutation).map_err(|e| corrupt("tokens", e))?;
+        let stored = Stored { generation_time: Timestamp::from_micros(time), kind };
+        Ok(Some((stored, Timestamp::from_micros(until))))
+    }
+
+    /// Makes sure the event a duplicate stands for is stored: the append that took the token
+    /// may have failed before writing it. Rewriting it is harmless (the same row); where its
+    /// deadline has passed, the row is looked up instead, and a missing one is refused.
+    async fn ensure_duplicate_landed(
+        &self,
+        event: &Event,
+        stored: Stored,
+        deadline: Timestamp,
+    ) -> StoreResult<()> {
+        let token = tally_core::IdempotencyToken::new(event.token.token(), stored.generation_time)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let original = Event { key: event.key.clone(), token, kind: stored.kind };
+        // The deadline moves with the generation time.
+        let shift = event.token.generation_time().as_micros() - stored.generation_time.as_micros();
+        let deadline = Timestamp::from_micros(deadline.as_micros().saturating_sub(shift));
+        if self.before_deadline(&event.key, deadline).is_ok() {
+            return self.append_new(&original, deadline).await.map(drop);
+        }
+        let statements = self.slice(self.layout.slice_of(stored.generation_time), false).await?;
+        match self.mutations_of(&statements, self.identity(&original)).await?.is_empty() {
+            false => Ok(()),
+            true => Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline }),
+        }
+    }
+
     /// `DeadlinePassed` unless a write sent now is sure to be answered before `deadline`.
     fn before_deadline(&self, key: &CounterKey, deadline: Timestamp) -> StoreResult<()> {
         if self.clock.now().saturating_add(self.write_timeout) > deadline {
@@ -390,52 +515,42 @@ impl CassandraStore {
     }
 }
 
+/// What [`CassandraStore::take_token`] found.
+enum Taken {
+    /// This append took the token; its row says `until` (µs).
+    Now { until: i64 },
+    /// Another append holds it, with this mutation.
+    Already(Stored),
+}
+
 /// See [`CassandraStore::identity`].
 type Identity<'a> = (&'a str, &'a str, i64, i32, i64, &'a str);
 
 #[async_trait]
 impl EventLog for CassandraStore {
-    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
-        let key = &event.key;
-        let time = event.token.generation_time();
-        self.before_deadline(key, deadline)?;
-        let slice = self.layout.slice_of(time);
-        let statements = self.slice(slice, true).await?;
-        // Checked again: creating a slice's table can take a while.
-        self.before_deadline(key, deadline)?;
-        let mutation = encode_mutation(event.kind);
-        let identity = self.identity(event);
-        // Written on every path, duplicates included, so that a retry after a crash between
-        // the two writes still leaves `last_write` covering the event.
-        let (ns, shard, counter) = Self::counter_values(key);
-        let mark = self.session.execute_unpaged(
-            &self.fixed.last_write,
-            (time.as_micros(), time.as_micros(), ns, shard, counter),
-        );
-        let (seen, marked) = tokio::join!(self.mutations_of(&statements, identity), mark);
-        marked.map_err(|e| unavailable(&format!("recording the last write of {key}"), e))?;
-        if let Some(stored) = seen?.into_iter().next() {
-            return Appended::judge(event, stored);
-        }
-        self.before_deadline(key, deadline)?;
-        self.insert_event(&statements, identity, &mutation, key).await?;
-        // Someone may have stored another mutation under this identity meanwhile. Whoever sees
-        // another mutation next to its own withdraws and refuses: of two racing writers at
-        // least the later one sees the earlier (quorum reads after quorum writes), so at most
-        // one of them is ever acknowledged.
-        let seen = self.mutations_of(&statements, identity).await?;
-        match seen.into_iter().find(|m| *m != event.kind) {
-            None => Ok(Appended::New),
-            Some(other) => {
-                let (ns, counter, time_bucket, event_bucket, micros, token) = identity;
-                let withdraw = (ns, counter, time_bucket, event_bucket, micros, token, mutation.as_str());
-                self.session
-                    .execute_unpaged(&statements.delete_row, withdraw)
-                    .await
-                    .map_err(|e| unavailable(&format!("withdrawing a conflicting event of {key}"), e))?;
-                Appended::judge(event, other)
+    async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
+        // A refused append takes no token: the deadline is checked before taking it.
+        self.before_deadline(&event.key, deadline)?;
+        match self.take_token(event, window).await? {
+            Taken::Now { until } => {
+                let written = self.append_new(event, deadline).await;
+                if matches!(written, Err(StoreError::DeadlinePassed { .. })) {
+                    self.release_token(event, until).await;
+                }
+                written
+            }
+            Taken::Already(stored) => {
+                let answer = Appended::judge(event, stored)?;
+                self.ensure_duplicate_landed(event, stored, deadline).await?;
+                Ok(answer)
             }
         }
+    }
+
+    async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
+        let held = self.token_row(key, token).await?;
+        let now = self.clock.now();
+        Ok(held.filter(|(_, until)| *until > now).map(|(stored, _)| stored))
     }
 
     async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {

@@ -63,7 +63,10 @@ impl Fixture {
         match mode {
             Mode::Append => {
                 for _ in 0..count {
-                    self.store.append(&self.event(), Timestamp::MAX).await.expect("append");
+                    self.store
+                        .append(&self.event(), Timestamp::MAX, std::time::Duration::from_secs(600))
+                        .await
+                        .expect("append");
                 }
             }
             Mode::AppendNew => {

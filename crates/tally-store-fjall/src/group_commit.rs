@@ -13,11 +13,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fjall::{Keyspace, PersistMode};
 use tally_core::{Checkpoint, Clock, CounterKey, Event, Namespace, Timestamp};
-use tally_store::{Appended, StoreError, StoreResult};
+use tally_store::{Appended, StoreError, StoreResult, Stored};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::handles::{Handles, Keyspaces, unavailable};
@@ -59,11 +59,12 @@ impl Op {
 }
 
 pub(crate) enum SharedOp {
-    /// `fresh`: the token was made by the server for this append, so no lookup is needed.
+    /// `claim`: a client's token, taken for this long; `None` for a token the server made
+    /// for this append, which nobody looks up.
     Append {
         event: Event,
         deadline: Timestamp,
-        fresh: bool,
+        claim: Option<Duration>,
         reply: Reply<Appended>,
     },
     /// Appends that arrived together (a pipeline, a batch request): one request to the writer.
@@ -93,7 +94,7 @@ pub(crate) struct BatchAppend {
     pub event: Event,
     pub deadline: Timestamp,
     /// As in [`SharedOp::Append`].
-    pub fresh: bool,
+    pub claim: Option<Duration>,
 }
 
 pub(crate) enum ExclusiveOp {
@@ -259,6 +260,13 @@ impl Writer {
             .map_err(unavailable)?;
         let mut writes = ks.db.batch().durability(Some(PersistMode::SyncData));
         doomed.iter().for_each(|k| writes.remove(&ks.events, k.clone()));
+        // A token is never kept longer than its event.
+        for guard in ks.tokens.prefix(codec::counter_prefix(key)) {
+            let (token_key, value) = guard.into_inner().map_err(unavailable)?;
+            if codec::decode_token_value(&value)?.stored.generation_time < before {
+                writes.remove(&ks.tokens, token_key);
+            }
+        }
         writes.commit().map_err(unavailable)?;
         Ok(doomed.len())
     }
@@ -268,7 +276,7 @@ impl Writer {
         let prefix = codec::namespace_prefix(name);
         // The configuration goes last: if this is interrupted, the namespace still exists and
         // deleting it again finishes the job, instead of leaving orphaned data behind.
-        for space in [&ks.events, &ks.last_write, &ks.checkpoints] {
+        for space in [&ks.events, &ks.tokens, &ks.last_write, &ks.checkpoints] {
             loop {
                 let doomed: Vec<_> = space
                     .prefix(&prefix)
@@ -297,17 +305,18 @@ enum Space {
     LastWrite,
     Checkpoints,
     Namespaces,
+    Tokens,
 }
 
 impl Space {
-    const ALL: usize = 4;
+    const ALL: usize = 5;
 
     /// Per-counter state, which [`Presence`] tracks.
     fn state_kind(self) -> Option<StateKind> {
         match self {
             Space::LastWrite => Some(StateKind::LastWrite),
             Space::Checkpoints => Some(StateKind::Checkpoint),
-            Space::Events | Space::Namespaces => None,
+            Space::Events | Space::Namespaces | Space::Tokens => None,
         }
     }
 
@@ -354,6 +363,7 @@ impl<'a> Batch<'a> {
             Space::LastWrite => &self.ks.last_write,
             Space::Checkpoints => &self.ks.checkpoints,
             Space::Namespaces => &self.ks.namespaces,
+            Space::Tokens => &self.ks.tokens,
         }
     }
 
@@ -405,14 +415,14 @@ impl<'a> Batch<'a> {
 
     fn apply(&mut self, op: SharedOp, clock: &dyn Clock, recent: &mut RecentState) {
         match op {
-            SharedOp::Append { event, deadline, fresh, reply } => {
-                let result = self.append(&event, deadline, fresh, clock, recent);
+            SharedOp::Append { event, deadline, claim, reply } => {
+                let result = self.append(&event, deadline, claim, clock, recent);
                 self.ack(reply, result);
             }
             SharedOp::AppendBatch { appends, reply } => {
                 let results = appends
                     .iter()
-                    .map(|a| self.append(&a.event, a.deadline, a.fresh, clock, recent))
+                    .map(|a| self.append(&a.event, a.deadline, a.claim, clock, recent))
                     .collect();
                 self.ack(reply, Ok(results));
             }
@@ -435,22 +445,32 @@ impl<'a> Batch<'a> {
         &mut self,
         event: &Event,
         deadline: Timestamp,
-        fresh: bool,
+        claim: Option<Duration>,
         clock: &dyn Clock,
         recent: &mut RecentState,
     ) -> StoreResult<Appended> {
-        if clock.now() >= deadline {
+        let now = clock.now();
+        // The writer is the only thread that takes tokens, so looking and taking are one step.
+        let token_key = claim.map(|_| codec::token_key(&event.key, event.token.token()));
+        if let Some(token_key) = &token_key
+            && let Some(taken) = self.get(Space::Tokens, token_key, recent)?
+        {
+            let taken = codec::decode_token_value(&taken)?;
+            if taken.until > now {
+                return Appended::judge(event, taken.stored);
+            }
+        }
+        if now >= deadline {
             return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
         }
         let time = event.token.generation_time();
         let key = codec::event_key(&event.key, time, event.token.token());
-        // A server-made token is looked up by nobody: neither here nor by a later request of
-        // this batch (its token has not left the server yet).
-        if !fresh && let Some(stored) = self.get(Space::Events, &key, recent)? {
-            let stored = codec::decode_event_value(&stored)?;
-            return Appended::judge(event, stored);
+        self.put(Space::Events, key, codec::event_value(event.kind), false);
+        if let (Some(token_key), Some(window)) = (token_key, claim) {
+            let stored = Stored { generation_time: time, kind: event.kind };
+            let value = codec::token_value(&codec::TakenToken { stored, until: now.saturating_add(window) });
+            self.put(Space::Tokens, token_key, value, true);
         }
-        self.put(Space::Events, key, codec::event_value(event.kind), !fresh);
         self.last_writes
             .entry(codec::counter_prefix(&event.key))
             .and_modify(|t| *t = (*t).max(time))
@@ -566,7 +586,7 @@ impl RecentState {
         match space {
             Space::LastWrite => Some(0),
             Space::Checkpoints => Some(1),
-            Space::Events | Space::Namespaces => None,
+            Space::Events | Space::Namespaces | Space::Tokens => None,
         }
     }
 

@@ -38,6 +38,8 @@ pub(crate) struct Keyspaces {
     pub last_write: Keyspace,
     pub checkpoints: Keyspace,
     pub namespaces: Keyspace,
+    /// Clients' tokens, taken for their idempotency window.
+    pub tokens: Keyspace,
 }
 
 impl Keyspaces {
@@ -57,6 +59,7 @@ impl Keyspaces {
             last_write: keyspace("last_write")?,
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,
+            tokens: keyspace("tokens")?,
             db,
         })
     }

@@ -6,9 +6,12 @@
 //!   makes byte order equal time order, so a prefix range scan yields `(time, token)` order.
 //! - event value: `0 | delta: i64 LE` for an add, `1` for a clear.
 //! - `last_write` value: `time: i64 LE`; checkpoint value: `count: i64 LE | until: i64 LE`.
+//! - token key: `counter prefix | token`; token value:
+//!   `generation_time: i64 LE | until: i64 LE | event value`. The `tokens` keyspace came after
+//!   the first stores of this format; a store without it simply has no token taken.
 
 use tally_core::{Checkpoint, CounterKey, CounterName, EventKind, Namespace, Timestamp};
-use tally_store::StoreError;
+use tally_store::{StoreError, Stored};
 
 /// The on-disk format this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -75,6 +78,46 @@ pub fn decode_event_value(bytes: &[u8]) -> Result<EventKind, StoreError> {
         [CLEAR] => Ok(EventKind::Clear),
         _ => Err(StoreError::Corrupt(format!("event value {bytes:02x?} is neither an add nor a clear"))),
     }
+}
+
+/// The key of a client's token of a counter.
+pub fn token_key(key: &CounterKey, token: &str) -> Vec<u8> {
+    let mut out = counter_prefix(key);
+    out.extend_from_slice(token.as_bytes());
+    out
+}
+
+/// A taken token: the mutation it holds, and until when (by the store's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakenToken {
+    /// The mutation.
+    pub stored: Stored,
+    /// When the token becomes free again.
+    pub until: Timestamp,
+}
+
+/// Encodes a taken token.
+pub fn token_value(taken: &TakenToken) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25);
+    out.extend_from_slice(&taken.stored.generation_time.as_micros().to_le_bytes());
+    out.extend_from_slice(&taken.until.as_micros().to_le_bytes());
+    out.extend_from_slice(&event_value(taken.stored.kind));
+    out
+}
+
+/// Decodes a taken token.
+pub fn decode_token_value(bytes: &[u8]) -> Result<TakenToken, StoreError> {
+    let (time, rest) = bytes.split_at_checked(8).ok_or_else(|| short_token(bytes))?;
+    let (until, kind) = rest.split_at_checked(8).ok_or_else(|| short_token(bytes))?;
+    let micros = |b: &[u8]| fixed(b, "token time").map(|b| Timestamp::from_micros(i64::from_le_bytes(b)));
+    Ok(TakenToken {
+        stored: Stored { generation_time: micros(time)?, kind: decode_event_value(kind)? },
+        until: micros(until)?,
+    })
+}
+
+fn short_token(bytes: &[u8]) -> StoreError {
+    StoreError::Corrupt(format!("token value {bytes:02x?} is too short"))
 }
 
 /// Encodes a time (for `last_write`).
@@ -172,6 +215,25 @@ mod tests {
         let cp = Checkpoint { count: -3, until: Timestamp::from_micros(99) };
         assert_eq!(decode_checkpoint_value(&checkpoint_value(cp)), Ok(cp));
         assert!(decode_event_value(&[7]).is_err());
+    }
+
+    #[test]
+    fn token_values_are_pinned_bytes() {
+        let taken = TakenToken {
+            stored: Stored { generation_time: Timestamp::from_micros(1), kind: EventKind::Add(-2) },
+            until: Timestamp::from_micros(256),
+        };
+        let bytes = token_value(&taken);
+        let expected = [
+            [1, 0, 0, 0, 0, 0, 0, 0].as_slice(),
+            &[0, 1, 0, 0, 0, 0, 0, 0],
+            &[0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ]
+        .concat();
+        assert_eq!(bytes, expected);
+        assert_eq!(decode_token_value(&bytes), Ok(taken));
+        assert!(matches!(decode_token_value(&bytes[..12]), Err(StoreError::Corrupt(_))));
+        assert_eq!(token_key(&key("n", "c"), "t"), [1, b'n', 0, 1, b'c', b't']);
     }
 
     #[test]

@@ -3,12 +3,13 @@
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_core::{Checkpoint, Clock, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
 use tally_store::{
     Appended, BatchAppend, CounterState, CounterStore, EventLog, IdentityCheck, NamespaceStore, StoreError,
-    StoreResult,
+    StoreResult, Stored,
 };
 
 use crate::group_commit::{self, ExclusiveOp, GroupCommitter, Op, SharedOp};
@@ -36,6 +37,7 @@ impl Default for FjallOptions {
 /// The embedded store. Cheap to share behind an `Arc`; one process per data directory.
 pub struct FjallStore {
     handles: Arc<Handles>,
+    clock: Arc<dyn Clock>,
     presence: Arc<Presence>,
     writer: GroupCommitter,
 }
@@ -50,9 +52,10 @@ impl FjallStore {
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: FjallOptions) -> StoreResult<Self> {
         let handles = Arc::new(Handles::open(path, options.cache_bytes)?);
         let presence = Arc::new(load_presence(&*handles.get()?)?);
-        let writer = GroupCommitter::start(handles.clone(), presence.clone(), clock, options.max_batch)
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { handles, presence, writer })
+        let writer =
+            GroupCommitter::start(handles.clone(), presence.clone(), clock.clone(), options.max_batch)
+                .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { handles, clock, presence, writer })
     }
 
     /// Requests the writer handled and durable commits it made; their ratio is the mean
@@ -69,7 +72,7 @@ impl FjallStore {
     /// Flushes memtables and compacts every keyspace fully; for measuring size on disk.
     pub fn compact(&self) -> StoreResult<()> {
         let all = self.handles.get()?;
-        for ks in [&all.events, &all.last_write, &all.checkpoints, &all.namespaces] {
+        for ks in [&all.events, &all.tokens, &all.last_write, &all.checkpoints, &all.namespaces] {
             ks.rotate_memtable_and_wait().map_err(unavailable)?;
             ks.major_compact().map_err(unavailable)?;
         }
@@ -103,16 +106,22 @@ impl EventLog for FjallStore {
         true
     }
 
-    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
-        let event = event.clone();
-        self.writer
-            .submit(|reply| Op::Shared(SharedOp::Append { event, deadline, fresh: false, reply }))
-            .await
+    async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
+        let (event, claim) = (event.clone(), Some(window));
+        self.writer.submit(|reply| Op::Shared(SharedOp::Append { event, deadline, claim, reply })).await
     }
 
     async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         let event = event.clone();
-        self.writer.submit(|reply| Op::Shared(SharedOp::Append { event, deadline, fresh: true, reply })).await
+        self.writer.submit(|reply| Op::Shared(SharedOp::Append { event, deadline, claim: None, reply })).await
+    }
+
+    async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
+        // One point read, usually answered by the memtable or a table's filter.
+        let stored = self.handles.get()?.tokens.get(codec::token_key(key, token)).map_err(unavailable)?;
+        let Some(value) = stored else { return Ok(None) };
+        let taken = codec::decode_token_value(&value)?;
+        Ok((taken.until > self.clock.now()).then_some(taken.stored))
     }
 
     /// One request to the writer for the whole batch: one queue slot, one wake-up, one answer.
@@ -122,7 +131,10 @@ impl EventLog for FjallStore {
             .map(|a| group_commit::BatchAppend {
                 event: a.event.clone(),
                 deadline: a.deadline,
-                fresh: a.check == IdentityCheck::KnownNew,
+                claim: match a.check {
+                    IdentityCheck::Claim { window } => Some(window),
+                    IdentityCheck::KnownNew => None,
+                },
             })
             .collect();
         match self.writer.submit(|reply| Op::Shared(SharedOp::AppendBatch { appends: batch, reply })).await {

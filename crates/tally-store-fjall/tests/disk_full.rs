@@ -14,6 +14,8 @@ use tally_core::{CounterKey, Event, EventKind, IdempotencyToken, SystemClock, Ti
 use tally_store::{Appended, EventLog, StoreError};
 use tally_store_fjall::{FjallOptions, FjallStore};
 
+const WINDOW: Duration = Duration::from_secs(600);
+
 /// A size-limited tmpfs, unmounted on drop.
 struct Tmpfs {
     dir: PathBuf,
@@ -96,7 +98,7 @@ async fn a_full_disk_is_unavailable_acknowledges_nothing_unsynced_and_heals_with
         assert!(next < 2_000_000, "2 million events did not fill 2 MiB: is the tmpfs limited?");
         let round: Vec<Event> = (next..next + 256).map(|i| event(&key, i, now)).collect();
         next += 256;
-        let answers = join_all(round.iter().map(|e| store.append(e, deadline))).await;
+        let answers = join_all(round.iter().map(|e| store.append(e, deadline, WINDOW))).await;
         for (e, answer) in round.into_iter().zip(answers) {
             match answer {
                 Ok(Appended::New) => acked.push(e),
@@ -109,7 +111,7 @@ async fn a_full_disk_is_unavailable_acknowledges_nothing_unsynced_and_heals_with
     std::fs::remove_file(&ballast).expect("remove ballast");
     let started = Instant::now();
     let first_retry = loop {
-        match store.append(&refused[0], deadline).await {
+        match store.append(&refused[0], deadline, WINDOW).await {
             Ok(answer) => break answer,
             Err(StoreError::Unavailable(_)) if started.elapsed() < Duration::from_secs(20) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -117,11 +119,11 @@ async fn a_full_disk_is_unavailable_acknowledges_nothing_unsynced_and_heals_with
             Err(e) => panic!("the store did not recover within 20 s after space was freed: {e}"),
         }
     };
-    assert!(matches!(first_retry, Appended::New | Appended::Duplicate));
+    assert!(matches!(first_retry, Appended::New | Appended::Duplicate { .. }));
     // Retrying every refused event with its token lands each exactly once.
     for e in &refused[1..] {
-        let answer = store.append(e, deadline).await.expect("retry after recovery");
-        assert!(matches!(answer, Appended::New | Appended::Duplicate), "{answer:?}");
+        let answer = store.append(e, deadline, WINDOW).await.expect("retry after recovery");
+        assert!(matches!(answer, Appended::New | Appended::Duplicate { .. }), "{answer:?}");
     }
     let total = acked.len() + refused.len();
     let fold = store.fold(&key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");

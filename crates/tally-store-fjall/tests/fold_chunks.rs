@@ -20,7 +20,7 @@ async fn a_fold_across_chunks_sees_every_event_once_in_order() {
             let (store, key) = (&store, key.clone());
             async move {
                 let token = IdempotencyToken::new("t", Timestamp::from_micros(i as i64)).expect("token");
-                store.append(&Event { key, token, kind: *kind }, Timestamp::MAX).await.expect("append");
+                store.append_new(&Event { key, token, kind: *kind }, Timestamp::MAX).await.expect("append");
             }
         })
         .await;

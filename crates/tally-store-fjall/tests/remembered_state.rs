@@ -29,13 +29,19 @@ async fn regression_remembered_state_is_forgotten_when_its_namespace_is_deleted(
     let config = NamespaceConfig::default();
 
     store.create_namespace(&key.namespace, &config).await.expect("create");
-    store.append(&add(&key, "old", 500), Timestamp::MAX).await.expect("append");
+    store
+        .append(&add(&key, "old", 500), Timestamp::MAX, std::time::Duration::from_secs(600))
+        .await
+        .expect("append");
     let old = Checkpoint { count: 1, until: Timestamp::from_micros(501) };
     store.put_checkpoint(&key, old).await.expect("checkpoint");
     assert!(store.delete_namespace(&key.namespace).await.expect("delete"));
 
     store.create_namespace(&key.namespace, &config).await.expect("create again");
-    store.append(&add(&key, "new", 100), Timestamp::MAX).await.expect("append");
+    store
+        .append(&add(&key, "new", 100), Timestamp::MAX, std::time::Duration::from_secs(600))
+        .await
+        .expect("append");
     let fresh = Checkpoint { count: 0, until: Timestamp::from_micros(50) };
     assert_eq!(store.put_checkpoint(&key, fresh).await.expect("checkpoint"), fresh);
     let state = store.counter_state(&key).await.expect("state");

@@ -1,10 +1,13 @@
 //! What the embedded store keeps across a close and reopen, and what it refuses to open.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, IdempotencyToken, ManualClock, Timestamp};
 use tally_store::{Appended, CounterStore, EventLog, StoreError};
 use tally_store_fjall::{FjallOptions, FjallStore};
+
+const WINDOW: Duration = Duration::from_secs(600);
 
 fn open(dir: &std::path::Path) -> Result<FjallStore, StoreError> {
     let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
@@ -22,12 +25,19 @@ async fn events_and_checkpoints_survive_reopen() {
     };
     {
         let store = open(dir.path()).expect("open");
-        assert_eq!(store.append(&event, Timestamp::MAX).await, Ok(Appended::New));
+        assert_eq!(store.append(&event, Timestamp::MAX, WINDOW).await, Ok(Appended::New));
         let cp = Checkpoint { count: 1, until: Timestamp::from_micros(5) };
         store.put_checkpoint(&key, cp).await.expect("checkpoint");
     }
     let store = open(dir.path()).expect("reopen");
-    assert_eq!(store.append(&event, Timestamp::MAX).await, Ok(Appended::Duplicate));
+    // The token alone is remembered: a retry restamped with a new generation time finds it.
+    let restamped =
+        Event { token: IdempotencyToken::new("t", Timestamp::from_micros(11)).expect("token"), ..event };
+    let stored_at = Timestamp::from_micros(10);
+    assert_eq!(
+        store.append(&restamped, Timestamp::MAX, WINDOW).await,
+        Ok(Appended::Duplicate { generation_time: stored_at })
+    );
     let state = store.counter_state(&key).await.expect("state");
     assert_eq!(state.last_write, Some(Timestamp::from_micros(10)));
     assert_eq!(state.checkpoint.map(|c| c.count), Some(1));

@@ -1,45 +1,68 @@
 //! The storage traits and the contract each backend keeps.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, Namespace, NamespaceConfig, Timestamp};
 
 use crate::error::{StoreError, StoreResult};
+
+/// The mutation a client's token of a counter is stored with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The generation time the first arrival fixed: the event's place in the counter's history.
+    pub generation_time: Timestamp,
+    /// What the mutation does.
+    pub kind: EventKind,
+}
 
 /// What `append` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
     /// The event was new and is now durable.
     New,
-    /// An identical event (same counter, token, generation time and kind) was already stored;
-    /// nothing was written.
-    Duplicate,
+    /// The same mutation (same counter, token and kind) was stored already, at
+    /// `generation_time`; nothing was written.
+    Duplicate {
+        /// The generation time the stored event has (which a retry may not have carried).
+        generation_time: Timestamp,
+    },
 }
 
 impl Appended {
-    /// The answer to appending `event` when its identity already holds `stored`: a
-    /// `Duplicate` if it is the same mutation, a `Conflict` otherwise. Every backend answers
-    /// through this, so they cannot disagree.
-    pub fn judge(event: &Event, stored: EventKind) -> StoreResult<Self> {
-        if stored == event.kind {
-            Ok(Self::Duplicate)
+    /// The answer to appending `event` when its token already holds `stored`: a `Duplicate`
+    /// if it is the same mutation, a `Conflict` otherwise. Every backend answers through this,
+    /// so they cannot disagree.
+    pub fn judge(event: &Event, stored: Stored) -> StoreResult<Self> {
+        if stored.kind == event.kind {
+            Ok(Self::Duplicate { generation_time: stored.generation_time })
         } else {
             Err(crate::StoreError::Conflict {
                 key: event.key.clone(),
                 token: event.token.clone(),
-                stored,
+                stored: stored.kind,
                 given: event.kind,
             })
         }
     }
+
+    /// Whether this append wrote the event.
+    pub fn is_new(self) -> bool {
+        self == Self::New
+    }
 }
 
-/// Whether the store must look an event's identity up before appending it.
+/// Whether the store must look an event's token up before appending it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentityCheck {
-    /// The identity may be stored: a `Duplicate` or `Conflict` is found and answered
-    /// ([`EventLog::append`]).
-    Lookup,
-    /// The caller knows the identity is new ([`EventLog::append_new`]).
+    /// A client's token: it may be taken already, and it is kept taken for `window` after
+    /// the event's generation time ([`EventLog::append`]).
+    Claim {
+        /// The namespace's idempotency window.
+        window: Duration,
+    },
+    /// A token the server made for this call: nobody can hold it, and nobody will send it
+    /// again ([`EventLog::append_new`]).
     KnownNew,
 }
 
@@ -50,7 +73,7 @@ pub struct BatchAppend {
     pub event: Event,
     /// As for [`EventLog::append`].
     pub deadline: Timestamp,
-    /// Whether the store looks the identity up.
+    /// Whether the store claims the token.
     pub check: IdentityCheck,
 }
 
@@ -77,31 +100,42 @@ impl CounterState {
 /// The immutable log of counter events.
 #[async_trait]
 pub trait EventLog: Send + Sync {
-    /// Appends one event.
+    /// Appends one event whose token a client chose.
     ///
     /// Contract:
     /// - After `Ok`, the event is durable (it survives a crash of the process) and visible to
     ///   [`EventLog::fold`], and the counter's `last_write` is at least the event's time.
-    /// - An event is identified by `(key, token string, generation_time)`. If that identity is
-    ///   stored with the same kind, the result is `Ok(Appended::Duplicate)` and nothing changes;
-    ///   with another kind, `Err(StoreError::Conflict)` and nothing changes.
+    /// - A client's token is taken by the first append of it to `key`, for `window` after that
+    ///   append (by the store's clock), and never longer than its event is kept: the token alone identifies the mutation, whatever generation
+    ///   time a later append of it carries. A later append while the token is taken answers
+    ///   `Ok(Appended::Duplicate)` with the stored generation time if it is the same kind, and
+    ///   `Err(StoreError::Conflict)` otherwise; either way nothing changes. Of concurrent
+    ///   appends of one token, exactly one takes it. After `window` the token is free again.
+    /// - An event whose token is taken is durable: a duplicate answer never stands for an
+    ///   event that is missing (a store that takes the token before writing the event writes
+    ///   it on the duplicate's behalf, or fails).
     /// - If the store's clock reaches `deadline` before the event could be made visible, the
     ///   result is `Err(StoreError::DeadlinePassed)` and nothing is written. Rollups rely on this:
-    ///   an event never becomes visible inside a window that may already be folded.
+    ///   an event never becomes visible inside a window that may already be folded. The
+    ///   deadline is the event's generation time plus a margin; it moves with the generation
+    ///   time when the stored one differs.
     /// - Concurrent appends may share one durable sync (group commit).
-    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended>;
+    async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended>;
+
+    /// The mutation `token` holds on `key`, if a client's append took it and its window has not
+    /// passed (see [`EventLog::append`]).
+    ///
+    /// Contract: sees every append of the token that returned `Ok` before the call began.
+    async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>>;
 
     /// Appends one event whose token the server made for this one call (a mutation sent
-    /// without a token), so no event with its identity can be stored yet.
+    /// without a token), so no event with it can be stored yet and nobody will append it again.
     ///
-    /// Contract: as [`EventLog::append`], except that the caller guarantees the identity is
-    /// new; the store may skip looking for it, and answers `Ok(Appended::New)`. This is what
-    /// makes token-less adds cheaper than adds with a client's token: on every backend the
-    /// identity check is a read on the write path. A later `append` of the same event is still
-    /// a `Duplicate`.
-    async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
-        self.append(event, deadline).await
-    }
+    /// Contract: as [`EventLog::append`], except that the token is not taken (nothing is
+    /// looked up or remembered for it) and the answer is `Ok(Appended::New)`. This is what
+    /// makes token-less adds cheaper than adds with a client's token: on every backend taking
+    /// a token is a read on the write path.
+    async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended>;
 
     /// Appends events that arrived together (a pipeline, a batch request), each as
     /// [`EventLog::append`] or [`EventLog::append_new`] says, and answers each in order.
@@ -109,20 +143,20 @@ pub trait EventLog: Send + Sync {
     /// Contract: each answer is what the single call would have answered; the batch is not
     /// atomic (some may fail while others land). Stores with a single writer take the batch
     /// as one request. The default runs the single calls concurrently, except that a repeat
-    /// of an identity earlier in the batch runs after it (and so finds it).
+    /// of a token earlier in the batch runs after it (and so finds it).
     async fn append_batch(&self, appends: &[BatchAppend]) -> Vec<StoreResult<Appended>> {
         let one = |a: &BatchAppend| {
             let (event, deadline, check) = (a.event.clone(), a.deadline, a.check);
             async move {
                 match check {
-                    IdentityCheck::Lookup => self.append(&event, deadline).await,
+                    IdentityCheck::Claim { window } => self.append(&event, deadline, window).await,
                     IdentityCheck::KnownNew => self.append_new(&event, deadline).await,
                 }
             }
         };
         let mut seen = std::collections::HashSet::new();
-        let (firsts, repeats): (Vec<_>, Vec<_>) =
-            (0..appends.len()).partition(|&i| seen.insert((&appends[i].event.key, &appends[i].event.token)));
+        let (firsts, repeats): (Vec<_>, Vec<_>) = (0..appends.len())
+            .partition(|&i| seen.insert((&appends[i].event.key, appends[i].event.token.token())));
         let mut results: Vec<Option<StoreResult<Appended>>> = vec![None; appends.len()];
         let landed = futures::future::join_all(firsts.iter().map(|&i| one(&appends[i]))).await;
         for (i, result) in firsts.into_iter().zip(landed) {

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_core::{Checkpoint, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
 use tokio::sync::Semaphore;
 
-use crate::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, Store, StoreError, StoreResult};
+use crate::{
+    Appended, CounterState, CounterStore, EventLog, NamespaceStore, Store, StoreError, StoreResult, Stored,
+};
 
 /// Wraps a store. Appends can be held (they wait until released, as on a store slower than
 /// the load) or failed (`Unavailable`, as after a failed sync or a full disk, writing nothing).
@@ -61,14 +64,18 @@ impl EventLog for FaultyStore {
         self.inner.exclusive()
     }
 
-    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+    async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
         self.inject().await?;
-        self.inner.append(event, deadline).await
+        self.inner.append(event, deadline, window).await
     }
 
     async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         self.inject().await?;
         self.inner.append_new(event, deadline).await
+    }
+
+    async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
+        self.inner.find_token(key, token).await
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {

@@ -3,9 +3,10 @@
 //! Not durable: "durable" here means "visible until the process exits". Used by unit tests
 //! and as the model that the other backends must agree with.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_core::{
@@ -13,15 +14,23 @@ use tally_core::{
     Timestamp,
 };
 
-use crate::contract::{Appended, CounterState, CounterStore, EventLog, NamespaceStore};
+use crate::contract::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, Stored};
 use crate::error::{StoreError, StoreResult};
 
 /// Events of one counter, keyed by their `(generation_time, token)` order.
 type CounterEvents = BTreeMap<(Timestamp, String), EventKind>;
 
+/// A client's token taken on a counter, and until when.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    stored: Stored,
+    until: Timestamp,
+}
+
 #[derive(Default)]
 struct Inner {
     events: BTreeMap<CounterKey, CounterEvents>,
+    tokens: HashMap<(CounterKey, String), Taken>,
     states: BTreeMap<CounterKey, CounterState>,
     namespaces: BTreeMap<Namespace, NamespaceConfig>,
 }
@@ -58,26 +67,53 @@ fn order_key(token: &IdempotencyToken) -> (Timestamp, String) {
     (token.generation_time(), token.token().to_owned())
 }
 
+impl Inner {
+    /// Stores the event and raises its counter's `last_write`.
+    fn write(&mut self, event: &Event) {
+        self.events.entry(event.key.clone()).or_default().insert(order_key(&event.token), event.kind);
+        let state = self.states.entry(event.key.clone()).or_default();
+        let time = event.token.generation_time();
+        state.last_write = Some(state.last_write.map_or(time, |w| w.max(time)));
+    }
+}
+
 #[async_trait]
 impl EventLog for MemoryStore {
     fn exclusive(&self) -> bool {
         self.exclusive
     }
 
-    async fn append(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
+    async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
+        let mut inner = self.lock();
+        let now = self.clock.now();
+        let slot = (event.key.clone(), event.token.token().to_owned());
+        if let Some(taken) = inner.tokens.get(&slot).filter(|t| t.until > now) {
+            return Appended::judge(event, taken.stored);
+        }
+        if now >= deadline {
+            return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
+        }
+        let time = event.token.generation_time();
+        let stored = Stored { generation_time: time, kind: event.kind };
+        inner.tokens.insert(slot, Taken { stored, until: now.saturating_add(window) });
+        inner.write(event);
+        Ok(Appended::New)
+    }
+
+    async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         let mut inner = self.lock();
         if self.clock.now() >= deadline {
             return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
         }
-        let slot = order_key(&event.token);
-        if let Some(stored) = inner.events.get(&event.key).and_then(|e| e.get(&slot)) {
-            return Appended::judge(event, *stored);
-        }
-        inner.events.entry(event.key.clone()).or_default().insert(slot, event.kind);
-        let state = inner.states.entry(event.key.clone()).or_default();
-        let time = event.token.generation_time();
-        state.last_write = Some(state.last_write.map_or(time, |w| w.max(time)));
+        inner.write(event);
         Ok(Appended::New)
+    }
+
+    async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
+        let inner = self.lock();
+        let now = self.clock.now();
+        let taken = inner.tokens.get(&(key.clone(), token.to_owned())).filter(|t| t.until > now);
+        Ok(taken.map(|t| t.stored))
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
@@ -105,6 +141,8 @@ impl EventLog for MemoryStore {
         doomed.iter().for_each(|k| {
             events.remove(k);
         });
+        // A token is never kept longer than its event (the window is at most the retention).
+        inner.tokens.retain(|(k, _), taken| k != key || taken.stored.generation_time >= before);
         Ok(doomed.len())
     }
 }
@@ -179,6 +217,7 @@ impl NamespaceStore for MemoryStore {
     async fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool> {
         let mut inner = self.lock();
         inner.events.retain(|k, _| &k.namespace != name);
+        inner.tokens.retain(|(k, _), _| &k.namespace != name);
         inner.states.retain(|k, _| &k.namespace != name);
         Ok(inner.namespaces.remove(name).is_some())
     }

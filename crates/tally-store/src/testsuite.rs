@@ -12,7 +12,7 @@ use tally_core::{
     Namespace, NamespaceConfig, Timestamp,
 };
 
-use crate::{Appended, CounterState, Store, StoreError};
+use crate::{Appended, CounterState, Store, StoreError, Stored};
 
 /// Generates one `#[tokio::test]` per conformance case for a backend.
 ///
@@ -24,7 +24,8 @@ macro_rules! store_suite {
         $crate::store_suite!(@cases $make;
             append_new_then_duplicate_counts_once,
             append_conflict_changes_nothing,
-            same_token_at_another_time_is_another_event,
+            a_token_alone_identifies_its_mutation_within_the_window,
+            racing_retries_of_one_token_at_different_times_count_once,
             fold_orders_by_time_then_token_and_clear_discards_earlier,
             fold_window_is_half_open,
             fold_and_state_of_unknown_counter_are_empty,
@@ -38,7 +39,7 @@ macro_rules! store_suite {
             names_that_concatenate_alike_stay_apart,
             concurrent_appends_all_land,
             racing_conflicting_appends_acknowledge_at_most_one,
-            append_new_lands_like_append_and_its_retry_is_a_duplicate,
+            append_new_lands_like_append_without_taking_its_token,
             append_batch_answers_each_append_as_alone,
             checkpoint_alone_is_the_state_s_checkpoint
         );
@@ -74,8 +75,15 @@ fn far_deadline() -> Timestamp {
     Timestamp::MAX
 }
 
+/// The idempotency window the cases append with.
+const WINDOW: Duration = Duration::from_secs(600);
+
 async fn append_ok<S: Store>(store: &S, e: &Event) -> Appended {
-    store.append(e, far_deadline()).await.expect("append")
+    store.append(e, far_deadline(), WINDOW).await.expect("append")
+}
+
+fn duplicate_at(micros: i64) -> Appended {
+    Appended::Duplicate { generation_time: Timestamp::from_micros(micros) }
 }
 
 async fn fold_all<S: Store>(store: &S, key: &CounterKey) -> Fold {
@@ -87,7 +95,7 @@ pub async fn append_new_then_duplicate_counts_once<S: Store>(store: &S, _clock: 
     let k = key("ns", "c");
     let e = event(&k, "t1", 100, EventKind::Add(5));
     assert_eq!(append_ok(store, &e).await, Appended::New);
-    assert_eq!(append_ok(store, &e).await, Appended::Duplicate);
+    assert_eq!(append_ok(store, &e).await, duplicate_at(100));
     assert_eq!(fold_all(store, &k).await, Fold { sum: 5, cleared: false, events: 1 });
 }
 
@@ -96,7 +104,8 @@ pub async fn append_conflict_changes_nothing<S: Store>(store: &S, _clock: &Manua
     let k = key("ns", "c");
     append_ok(store, &event(&k, "t1", 100, EventKind::Add(5))).await;
     for other in [EventKind::Add(6), EventKind::Clear] {
-        let err = store.append(&event(&k, "t1", 100, other), far_deadline()).await.expect_err("conflict");
+        let err =
+            store.append(&event(&k, "t1", 100, other), far_deadline(), WINDOW).await.expect_err("conflict");
         assert!(
             matches!(err, StoreError::Conflict { stored: EventKind::Add(5), given, .. } if given == other),
             "{err:?}"
@@ -105,12 +114,54 @@ pub async fn append_conflict_changes_nothing<S: Store>(store: &S, _clock: &Manua
     assert_eq!(fold_all(store, &k).await.sum, 5);
 }
 
-/// The identity is the token string together with its generation time.
-pub async fn same_token_at_another_time_is_another_event<S: Store>(store: &S, _clock: &ManualClock) {
+/// A client's token alone identifies its mutation for the window after its first append: a
+/// retry with another generation time is a duplicate at the stored time (or a conflict), and
+/// `find_token` finds it; once the window has passed, the token is free again.
+pub async fn a_token_alone_identifies_its_mutation_within_the_window<S: Store>(
+    store: &S,
+    clock: &ManualClock,
+) {
     let k = key("ns", "c");
-    assert_eq!(append_ok(store, &event(&k, "t1", 100, EventKind::Add(1))).await, Appended::New);
-    assert_eq!(append_ok(store, &event(&k, "t1", 101, EventKind::Add(1))).await, Appended::New);
+    let window = Duration::from_secs(60);
+    let append = |micros, kind| {
+        let e = event(&k, "t1", micros, kind);
+        async move { store.append(&e, far_deadline(), window).await }
+    };
+    assert_eq!(append(100, EventKind::Add(1)).await, Ok(Appended::New));
+    assert_eq!(append(101, EventKind::Add(1)).await, Ok(duplicate_at(100)));
+    assert!(matches!(append(102, EventKind::Clear).await, Err(StoreError::Conflict { .. })));
+    let stored = Stored { generation_time: Timestamp::from_micros(100), kind: EventKind::Add(1) };
+    assert_eq!(store.find_token(&k, "t1").await.expect("find"), Some(stored));
+    assert_eq!(store.find_token(&k, "t2").await.expect("find"), None);
+    assert_eq!(store.find_token(&key("ns", "other"), "t1").await.expect("find"), None);
+    assert_eq!(fold_all(store, &k).await.sum, 1);
+
+    clock.advance(window + Duration::from_secs(1));
+    assert_eq!(store.find_token(&k, "t1").await.expect("find"), None, "the window has passed");
+    assert_eq!(append(103, EventKind::Add(1)).await, Ok(Appended::New));
+    assert_eq!(append(104, EventKind::Add(1)).await, Ok(duplicate_at(103)));
     assert_eq!(fold_all(store, &k).await.sum, 2);
+}
+
+/// Retries of one token racing with different generation times (clients that restamp each
+/// attempt): exactly one lands, every other is a duplicate at its time.
+pub async fn racing_retries_of_one_token_at_different_times_count_once<S: Store>(
+    store: &S,
+    _clock: &ManualClock,
+) {
+    for round in 0..20 {
+        let k = key("ns", &format!("retry-{round}"));
+        let appends = (0..4).map(|i| {
+            let e = event(&k, "shared", 500 + i, EventKind::Add(1));
+            async move { store.append(&e, far_deadline(), WINDOW).await }
+        });
+        let results = futures::future::join_all(appends).await;
+        let landed: Vec<usize> = (0..4).filter(|&i| results[i] == Ok(Appended::New)).collect();
+        assert_eq!(landed.len(), 1, "round {round}: {results:?}");
+        let at = 500 + landed[0] as i64;
+        assert!(results.iter().all(|r| r == &Ok(Appended::New) || r == &Ok(duplicate_at(at))), "{results:?}");
+        assert_eq!(fold_all(store, &k).await, Fold { sum: 1, cleared: false, events: 1 }, "round {round}");
+    }
 }
 
 /// Events fold in `(generation_time, token)` order whatever order they arrived in, and a clear
@@ -217,8 +268,8 @@ pub async fn delete_events_before_removes_only_older_events<S: Store>(store: &S,
     let k = key("ns", "c");
     let other = key("ns", "other");
     for t in 1..=10 {
-        append_ok(store, &event(&k, "t", t, EventKind::Add(t))).await;
-        append_ok(store, &event(&other, "t", t, EventKind::Add(t))).await;
+        append_ok(store, &event(&k, &format!("t{t}"), t, EventKind::Add(t))).await;
+        append_ok(store, &event(&other, &format!("t{t}"), t, EventKind::Add(t))).await;
     }
     let before = Timestamp::from_micros(8);
     assert_eq!(store.delete_events_before(&k, before, 4).await.expect("delete"), 4);
@@ -227,6 +278,7 @@ pub async fn delete_events_before_removes_only_older_events<S: Store>(store: &S,
     assert_eq!(store.delete_events_before(&k, before, 100).await.expect("delete"), 0);
     assert_eq!(fold_all(store, &k).await.sum, 8 + 9 + 10);
     assert_eq!(fold_all(store, &other).await.sum, 55);
+    assert_eq!(store.find_token(&k, "t9").await.expect("find").map(|s| s.kind), Some(EventKind::Add(9)));
 }
 
 /// An append whose deadline has passed on the store's clock writes nothing.
@@ -234,12 +286,13 @@ pub async fn append_after_deadline_writes_nothing<S: Store>(store: &S, clock: &M
     let k = key("ns", "c");
     let now = clock.now();
     let e = event(&k, "late", now.as_micros() - 10, EventKind::Add(1));
-    let err = store.append(&e, now).await.expect_err("deadline passed");
+    let err = store.append(&e, now, WINDOW).await.expect_err("deadline passed");
     assert!(matches!(err, StoreError::DeadlinePassed { deadline, .. } if deadline == now), "{err:?}");
     assert_eq!(fold_all(store, &k).await, Fold::default());
     assert_eq!(store.counter_state(&k).await.expect("state"), CounterState::default());
     let deadline = now.saturating_add(Duration::from_secs(1));
-    assert_eq!(store.append(&e, deadline).await.expect("in time"), Appended::New);
+    assert_eq!(store.find_token(&k, "late").await.expect("find"), None, "a refused append takes no token");
+    assert_eq!(store.append(&e, deadline, WINDOW).await.expect("in time"), Appended::New);
 }
 
 /// The namespace table keeps what it is given and refuses duplicates and unknown names.
@@ -295,7 +348,7 @@ pub async fn concurrent_appends_all_land<S: Store>(store: &S, _clock: &ManualClo
     let k = key("ns", "hot");
     let appends = (0..400).map(|i| {
         let e = event(&k, &format!("t{i}"), 1000 + i, EventKind::Add(i));
-        async move { store.append(&e, far_deadline()).await }
+        async move { store.append(&e, far_deadline(), WINDOW).await }
     });
     let results = futures::future::join_all(appends).await;
     assert!(results.iter().all(|r| r == &Ok(Appended::New)));
@@ -313,7 +366,7 @@ pub async fn racing_conflicting_appends_acknowledge_at_most_one<S: Store>(store:
         let kinds = [EventKind::Add(1), EventKind::Add(2), EventKind::Clear, EventKind::Add(4)];
         let appends = kinds.map(|kind| {
             let e = event(&k, "shared", 500, kind);
-            async move { (kind, store.append(&e, far_deadline()).await) }
+            async move { (kind, store.append(&e, far_deadline(), WINDOW).await) }
         });
         let results = futures::future::join_all(appends).await;
         let acked: Vec<EventKind> =
@@ -330,11 +383,8 @@ pub async fn racing_conflicting_appends_acknowledge_at_most_one<S: Store>(store:
 }
 
 /// `append_new` (a server-made token) stores the event as `append` would: counted once, covered
-/// by `last_write`, refused past its deadline, and a later `append` of it is a duplicate.
-pub async fn append_new_lands_like_append_and_its_retry_is_a_duplicate<S: Store>(
-    store: &S,
-    clock: &ManualClock,
-) {
+/// by `last_write`, refused past its deadline; its token is not taken.
+pub async fn append_new_lands_like_append_without_taking_its_token<S: Store>(store: &S, clock: &ManualClock) {
     let k = key("ns", "c");
     let events: Vec<_> =
         (0..20).map(|i| event(&k, &format!("srv-{i}"), 100 + i, EventKind::Add(1))).collect();
@@ -342,7 +392,7 @@ pub async fn append_new_lands_like_append_and_its_retry_is_a_duplicate<S: Store>
     for appended in futures::future::join_all(appends).await {
         assert_eq!(appended.expect("append_new"), Appended::New);
     }
-    assert_eq!(append_ok(store, &events[3]).await, Appended::Duplicate);
+    assert_eq!(store.find_token(&k, "srv-3").await.expect("find"), None);
     assert_eq!(fold_all(store, &k).await, Fold { sum: 20, cleared: false, events: 20 });
     let state = store.counter_state(&k).await.expect("state");
     assert_eq!(state.last_write, Some(Timestamp::from_micros(119)));
@@ -368,18 +418,18 @@ pub async fn append_batch_answers_each_append_as_alone<S: Store>(store: &S, cloc
     let conflicting = event(&k, "stored", 100, EventKind::Clear);
     let appends = [
         batch(&fresh, IdentityCheck::KnownNew, far_deadline()),
-        batch(&stored, IdentityCheck::Lookup, far_deadline()),
-        batch(&new, IdentityCheck::Lookup, far_deadline()),
-        batch(&new, IdentityCheck::Lookup, far_deadline()),
-        batch(&conflicting, IdentityCheck::Lookup, far_deadline()),
-        batch(&late, IdentityCheck::Lookup, clock.now()),
+        batch(&stored, IdentityCheck::Claim { window: WINDOW }, far_deadline()),
+        batch(&new, IdentityCheck::Claim { window: WINDOW }, far_deadline()),
+        batch(&new, IdentityCheck::Claim { window: WINDOW }, far_deadline()),
+        batch(&conflicting, IdentityCheck::Claim { window: WINDOW }, far_deadline()),
+        batch(&late, IdentityCheck::Claim { window: WINDOW }, clock.now()),
     ];
     let results = store.append_batch(&appends).await;
     assert_eq!(results.len(), appends.len());
     assert_eq!(results[0], Ok(Appended::New));
-    assert_eq!(results[1], Ok(Appended::Duplicate));
+    assert_eq!(results[1], Ok(duplicate_at(100)));
     assert_eq!(results[2], Ok(Appended::New));
-    assert_eq!(results[3], Ok(Appended::Duplicate), "the second copy in one batch is a retry");
+    assert_eq!(results[3], Ok(duplicate_at(120)), "the second copy in one batch is a retry");
     assert!(matches!(results[4], Err(StoreError::Conflict { .. })), "{:?}", results[4]);
     assert!(matches!(results[5], Err(StoreError::DeadlinePassed { .. })), "{:?}", results[5]);
     assert_eq!(fold_all(store, &k).await, Fold { sum: 7, cleared: false, events: 3 });

@@ -1,6 +1,6 @@
 //! The client commands: `tally add|get|clear|ns`, over gRPC.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -94,10 +94,11 @@ impl Connection {
 /// An idempotency token from the command line.
 #[derive(Args)]
 pub struct TokenArgs {
-    /// Idempotency token; retrying with the same token and generation time applies once.
+    /// Idempotency token; a retry with the same token within the namespace's
+    /// idempotency_window applies once.
     #[arg(long)]
     token: Option<String>,
-    /// The token's generation time, RFC 3339 [default: now]. Repeat it when retrying.
+    /// The token's generation time, RFC 3339 [default: the server's clock when it arrives].
     #[arg(long, requires = "token", value_name = "TIME")]
     generation_time: Option<String>,
 }
@@ -105,13 +106,14 @@ pub struct TokenArgs {
 impl TokenArgs {
     fn to_proto(&self) -> anyhow::Result<Option<pb::IdempotencyToken>> {
         let Some(token) = &self.token else { return Ok(None) };
-        let time = match &self.generation_time {
-            Some(text) => Timestamp::parse_rfc3339(text).map_err(anyhow::Error::msg)?,
-            None => Timestamp::from_system_time(SystemTime::now()),
-        };
+        let time = self
+            .generation_time
+            .as_deref()
+            .map(|text| Timestamp::parse_rfc3339(text).map_err(anyhow::Error::msg))
+            .transpose()?;
         Ok(Some(pb::IdempotencyToken {
             token: token.clone(),
-            generation_time: Some(convert::timestamp_to_proto(time)),
+            generation_time: time.map(convert::timestamp_to_proto),
         }))
     }
 }
@@ -180,6 +182,9 @@ pub struct ConfigArgs {
     /// best_effort counters: time to live after the last write.
     #[arg(long, value_parser = humantime::parse_duration)]
     best_effort_ttl: Option<Duration>,
+    /// How long a client's token stays taken after its first arrival, e.g. 10m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idempotency_window: Option<Duration>,
 }
 
 impl ConfigArgs {
@@ -199,6 +204,7 @@ impl ConfigArgs {
             retention: d(self.retention),
             cache_ttl: d(self.cache_ttl),
             best_effort_ttl: d(self.best_effort_ttl),
+            idempotency_window: d(self.idempotency_window),
         })
     }
 }
@@ -358,7 +364,7 @@ fn namespace_value(n: &pb::Namespace) -> serde_json::Value {
     json!({"name": n.name, "config": {
         "counter_type": type_text(c.counter_type), "accept_limit": d(&c.accept_limit), "clock_skew": d(&c.clock_skew),
         "coalesce": d(&c.coalesce), "retention": d(&c.retention), "cache_ttl": d(&c.cache_ttl),
-        "best_effort_ttl": d(&c.best_effort_ttl)}})
+        "best_effort_ttl": d(&c.best_effort_ttl), "idempotency_window": d(&c.idempotency_window)}})
 }
 
 fn namespace_text(n: &pb::Namespace) -> String {
@@ -366,7 +372,7 @@ fn namespace_text(n: &pb::Namespace) -> String {
     let c = &v["config"];
     let field = |k: &str| c[k].as_str().unwrap_or("none").to_owned();
     format!(
-        "{}: {} (accept_limit {}, clock_skew {}, coalesce {}, retention {}, cache_ttl {}, best_effort_ttl {})",
+        "{}: {} (accept_limit {}, clock_skew {}, coalesce {}, retention {}, cache_ttl {}, best_effort_ttl {}, idempotency_window {})",
         n.name,
         field("counter_type"),
         field("accept_limit"),
@@ -374,7 +380,8 @@ fn namespace_text(n: &pb::Namespace) -> String {
         field("coalesce"),
         field("retention"),
         field("cache_ttl"),
-        field("best_effort_ttl")
+        field("best_effort_ttl"),
+        field("idempotency_window")
     )
 }
 

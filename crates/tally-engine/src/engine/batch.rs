@@ -38,7 +38,7 @@ struct Staged {
 
 impl Staged {
     fn holds(&self, event: &tally_core::Event) -> bool {
-        self.appends.iter().any(|a| a.event.key == event.key && a.event.token == event.token)
+        self.appends.iter().any(|a| a.event.key == event.key && a.event.token.token() == event.token.token())
     }
 }
 
@@ -144,8 +144,11 @@ impl Engine {
             return Ok(Stage::Answered(Mutated { token: None, applied: true }));
         }
         self.check_overflow_in_store(&add.key, config, add.delta).await?;
-        let (event, server_made) =
-            self.event_of(&add.key, config, EventKind::Add(add.delta), add.token.clone(), now)?;
+        let made = self.event_of(&add.key, config, EventKind::Add(add.delta), add.token.clone(), now);
+        let (event, server_made) = match made {
+            Ok(made) => made,
+            Err(refused) => return Ok(Stage::Answered(self.answer_retry_or(refused, config, now).await?)),
+        };
         if staged.holds(&event) {
             return Ok(Stage::Later);
         }
@@ -158,7 +161,7 @@ impl Engine {
             // Rare (memory is full): appended alone, outside the batch.
             Prepared::Untracked => {
                 let deadline = config.commit_deadline(event.token.generation_time());
-                let appended = self.inner.store.append(&event, deadline).await?;
+                let appended = self.inner.store.append(&event, deadline, config.token_window()).await?;
                 Ok(Stage::Answered(self.appended(&event, config, appended, now)))
             }
         }

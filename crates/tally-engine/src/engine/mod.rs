@@ -16,7 +16,7 @@ use tally_core::{
     Checkpoint, Clock, CounterKey, CounterType, Event, EventKind, IdempotencyToken, Namespace,
     NamespaceConfig, Timestamp, WindowError,
 };
-use tally_store::{Appended, IdentityCheck, Store, StoreError, StoreResult};
+use tally_store::{Appended, IdentityCheck, Store, StoreError, StoreResult, Stored};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,7 +28,7 @@ use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
 use crate::rollup::{RollupPipeline, first_foldable};
 use crate::routing::{LocalTrigger, RollupRouter};
-use crate::tail::{Begin, Finished, Lookup, Read, Tails};
+use crate::tail::{Begin, Finished, Lookup, Origin, Read, Tails};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
@@ -83,11 +83,18 @@ struct Inner {
     in_flight: Arc<Semaphore>,
 }
 
+/// A mutation the write window refused, with its event when it may be a retry (a client's
+/// token generated too long ago).
+struct Refused {
+    event: Option<Event>,
+    error: EngineError,
+}
+
 /// What memory decided about an event before its append.
 enum Prepared {
-    /// Append it, looking its identity up or not, then tell memory the outcome.
+    /// Append it, taking its token or not, then tell memory the outcome.
     Append(IdentityCheck),
-    /// Append it with a lookup; memory is full and does not track it.
+    /// Append it taking its token; memory is full and does not track it.
     Untracked,
     /// Memory already holds it: this is the answer, and nothing is appended.
     Answered(Appended),
@@ -224,6 +231,11 @@ impl Engine {
         Background { tracker }
     }
 
+    /// The engine's clock now: the generation time of a mutation whose client gave none.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
     /// The rollup pipeline, to drive it by hand in tests or inspect its depth.
     pub fn rollups(&self) -> &RollupPipeline {
         &self.inner.rollups
@@ -244,8 +256,10 @@ impl Engine {
 
     /// `AddCount`: adds `delta` to the counter.
     ///
-    /// With a token, a retry of the same `{token, generation_time}` changes nothing and
-    /// answers `applied: false`. Without one, the server makes a token, and a retry adds again.
+    /// With a token, a retry of it within the namespace's `idempotency_window` changes nothing
+    /// and answers `applied: false`, whatever generation time it carries; the answer's token
+    /// carries the generation time the first arrival fixed. Without one, the server makes a
+    /// token, and a retry adds again.
     pub async fn add_count(
         &self,
         key: &CounterKey,
@@ -393,7 +407,10 @@ impl Engine {
         token: Option<IdempotencyToken>,
     ) -> EngineResult<Mutated> {
         let now = self.inner.clock.now();
-        let (event, server_made) = self.event_of(key, config, kind, token, now)?;
+        let (event, server_made) = match self.event_of(key, config, kind, token, now) {
+            Ok(made) => made,
+            Err(refused) => return self.answer_retry_or(refused, config, now).await,
+        };
         let appended = match self.begin_append(&event, config, server_made).await? {
             Prepared::Answered(appended) => appended,
             Prepared::Append(check) => {
@@ -401,21 +418,46 @@ impl Engine {
                 let store = &self.inner.store;
                 let result = match check {
                     IdentityCheck::KnownNew => store.append_new(&event, deadline).await,
-                    IdentityCheck::Lookup => store.append(&event, deadline).await,
+                    IdentityCheck::Claim { window } => store.append(&event, deadline, window).await,
                 };
                 self.inner.tails.finish(&event, finished(&result));
                 result?
             }
             Prepared::Untracked => {
                 let deadline = config.commit_deadline(event.token.generation_time());
-                self.inner.store.append(&event, deadline).await?
+                self.inner.store.append(&event, deadline, config.token_window()).await?
             }
         };
         Ok(self.appended(&event, config, appended, now))
     }
 
+    /// A mutation the write window refused: a client's token generated too long ago may be a
+    /// retry of a mutation its token already holds, which is answered as the duplicate it is.
+    async fn answer_retry_or(
+        &self,
+        refused: Box<Refused>,
+        config: &NamespaceConfig,
+        now: Timestamp,
+    ) -> EngineResult<Mutated> {
+        let Refused { event, error } = *refused;
+        let Some(event) = event else { return Err(error) };
+        match self.stored_token(&event).await? {
+            Some(stored) => Ok(self.appended(&event, config, Appended::judge(&event, stored)?, now)),
+            None => Err(error),
+        }
+    }
+
+    /// The mutation a client's token holds on its counter: memory's, else the store's.
+    async fn stored_token(&self, event: &Event) -> EngineResult<Option<Stored>> {
+        if let Some(stored) = self.inner.tails.find(event, self.inner.clock.now()) {
+            return Ok(Some(stored));
+        }
+        Ok(self.inner.store.find_token(&event.key, event.token.token()).await?)
+    }
+
     /// The event a mutation becomes, and whether the server made its token: the client's token
-    /// once the write window accepts it, else one made now.
+    /// once the write window accepts it, else one made now. A client's token the window
+    /// refuses comes back with the refusal (it may be a retry).
     fn event_of(
         &self,
         key: &CounterKey,
@@ -423,23 +465,29 @@ impl Engine {
         kind: EventKind,
         token: Option<IdempotencyToken>,
         now: Timestamp,
-    ) -> EngineResult<(Event, bool)> {
+    ) -> Result<(Event, bool), Box<Refused>> {
         let (token, server_made) = match token {
             Some(token) => {
-                config
-                    .check_window(token.generation_time(), now)
-                    .map_err(|e| window_error(key, token.clone(), e))?;
+                if let Err(e) = config.check_window(token.generation_time(), now) {
+                    let error = window_error(key, token.clone(), e);
+                    let retry = matches!(e, WindowError::TooOld { .. });
+                    let event = retry.then(|| Event { key: key.clone(), token, kind });
+                    return Err(Box::new(Refused { event, error }));
+                }
                 (token, false)
             }
             None => {
                 let sequence = self.inner.token_sequence.fetch_add(1, Ordering::Relaxed);
-                (server_token(now, sequence, self.inner.token_salt)?, true)
+                let token = server_token(now, sequence, self.inner.token_salt)
+                    .map_err(|error| Box::new(Refused { event: None, error }))?;
+                (token, true)
             }
         };
         Ok((Event { key: key.clone(), token, kind }, server_made))
     }
 
-    /// What follows an answered append: the rollup that will fold it, and the answer.
+    /// What follows an answered append: the rollup that will fold it, and the answer, which
+    /// carries the generation time the token holds (a retry's own may differ).
     fn appended(
         &self,
         event: &Event,
@@ -447,14 +495,21 @@ impl Engine {
         appended: Appended,
         now: Timestamp,
     ) -> Mutated {
-        if appended == Appended::New {
-            // No rollup can fold this event before its window closes: ask for one then.
-            let due = now
-                .saturating_add(config.coalesce)
-                .max(first_foldable(event.token.generation_time(), config));
-            self.request_rollup(&event.key, due);
+        match appended {
+            Appended::New => {
+                // No rollup can fold this event before its window closes: ask for one then.
+                let due = now
+                    .saturating_add(config.coalesce)
+                    .max(first_foldable(event.token.generation_time(), config));
+                self.request_rollup(&event.key, due);
+                Mutated { token: Some(event.token.clone()), applied: true }
+            }
+            Appended::Duplicate { generation_time } => {
+                let token = IdempotencyToken::new(event.token.token(), generation_time)
+                    .unwrap_or_else(|_| event.token.clone());
+                Mutated { token: Some(token), applied: false }
+            }
         }
-        Mutated { token: Some(event.token.clone()), applied: appended == Appended::New }
     }
 
     /// Registers an event in the local tail before its append: memory recognises a retry and
@@ -469,9 +524,15 @@ impl Engine {
     ) -> EngineResult<Prepared> {
         let tails = &self.inner.tails;
         loop {
-            match tails.begin(event, server_made) {
+            let origin = match server_made {
+                true => Origin::Server,
+                false => Origin::Client { now: self.inner.clock.now(), window: config.token_window() },
+            };
+            match tails.begin(event, origin) {
                 Begin::Append(Lookup::Skip) => return Ok(Prepared::Append(IdentityCheck::KnownNew)),
-                Begin::Append(Lookup::Store) => return Ok(Prepared::Append(IdentityCheck::Lookup)),
+                Begin::Append(Lookup::Store) => {
+                    return Ok(Prepared::Append(IdentityCheck::Claim { window: config.token_window() }));
+                }
                 Begin::Untracked => return Ok(Prepared::Untracked),
                 Begin::Known(stored) => return Ok(Prepared::Answered(Appended::judge(event, stored)?)),
                 // The first attempt's answer decides this one's: wait for it.
@@ -688,9 +749,8 @@ impl Engine {
 fn finished(result: &StoreResult<Appended>) -> Finished {
     match result {
         Ok(Appended::New) => Finished::Written,
-        Ok(Appended::Duplicate) | Err(StoreError::Conflict { .. } | StoreError::DeadlinePassed { .. }) => {
-            Finished::NotWritten
-        }
+        Ok(Appended::Duplicate { .. })
+        | Err(StoreError::Conflict { .. } | StoreError::DeadlinePassed { .. }) => Finished::NotWritten,
         Err(_) => Finished::Unknown,
     }
 }

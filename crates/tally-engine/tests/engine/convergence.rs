@@ -76,6 +76,7 @@ async fn retention_deletes_only_folded_events() {
     let config = NamespaceConfig {
         counter_type: CounterType::Accurate,
         retention: Duration::from_secs(60),
+        idempotency_window: Duration::from_secs(60),
         ..Default::default()
     };
     t.engine.create_namespace(&ns, config.clone()).await.expect("create");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tally_core::{
     Clock, CounterType, EventKind, IdempotencyToken, ManualClock, Namespace, NamespaceConfig, Timestamp,
+    WindowError,
 };
 use tally_engine::EngineError;
 use tally_store::{MemoryStore, Store};
@@ -25,9 +26,11 @@ enum Op {
         kind: EventKind,
         age_ms: i64,
     },
-    /// The exact resend of an earlier mutation.
+    /// The resend of an earlier mutation, with its generation time or restamped `restamp_ms`
+    /// later (as clients that stamp every attempt do).
     Retry {
         of: usize,
+        restamp_ms: Option<i64>,
     },
     /// An earlier mutation's token reused for another delta.
     Reuse {
@@ -48,7 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (0..COUNTERS, kind, prop_oneof![9 => 0i64..4000, 1 => -1500i64..7000])
             .prop_map(|(counter, kind, age_ms)| Op::New { counter, kind, age_ms }),
-        4 => any::<usize>().prop_map(|of| Op::Retry { of }),
+        4 => (any::<usize>(), prop_oneof![2 => Just(None), 1 => (0i64..3000).prop_map(Some)])
+            .prop_map(|(of, restamp_ms)| Op::Retry { of, restamp_ms }),
         1 => (any::<usize>(), -5i64..5).prop_map(|(of, delta)| Op::Reuse { of, delta }),
         3 => (0..COUNTERS).prop_map(|counter| Op::Get { counter }),
         4 => (0u64..2500).prop_map(|ms| Op::Advance { ms }),
@@ -56,10 +60,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The model: every event the engine acknowledged as applied, per counter, in event order.
+/// The model: every event the engine acknowledged as applied, per counter, in event order,
+/// and the tokens they took, with the mutation and when each was taken.
 #[derive(Default)]
 struct Model {
     events: Vec<BTreeMap<(Timestamp, String), EventKind>>,
+    tokens: Vec<BTreeMap<String, (EventKind, Timestamp)>>,
 }
 
 impl Model {
@@ -94,7 +100,8 @@ async fn run(ops: Vec<Op>, store: Arc<dyn Store>, clock: ManualClock) -> Result<
             .expect("ns");
         namespaces.push(ns);
     }
-    let mut model = Model { events: vec![BTreeMap::new(); COUNTERS] };
+    let mut model =
+        Model { events: vec![BTreeMap::new(); COUNTERS], tokens: vec![BTreeMap::new(); COUNTERS] };
     let mut sent: Vec<(usize, IdempotencyToken, EventKind)> = Vec::new();
 
     for (i, op) in ops.into_iter().enumerate() {
@@ -104,7 +111,17 @@ async fn run(ops: Vec<Op>, store: Arc<dyn Store>, clock: ManualClock) -> Result<
                 let time = Timestamp::from_micros(now.as_micros() - age_ms * 1000);
                 Some((counter, IdempotencyToken::new(&format!("op{i}"), time).expect("token"), kind))
             }
-            Op::Retry { of } if !sent.is_empty() => Some(sent[of % sent.len()].clone()),
+            Op::Retry { of, restamp_ms } if !sent.is_empty() => {
+                let (counter, token, kind) = sent[of % sent.len()].clone();
+                let token = match restamp_ms {
+                    None => token,
+                    Some(ms) => {
+                        let time = Timestamp::from_micros(token.generation_time().as_micros() + ms * 1000);
+                        IdempotencyToken::new(token.token(), time).expect("token")
+                    }
+                };
+                Some((counter, token, kind))
+            }
             Op::Reuse { of, delta } if !sent.is_empty() => {
                 let (counter, token, kind) = sent[of % sent.len()].clone();
                 let other = match kind {
@@ -144,13 +161,18 @@ async fn run(ops: Vec<Op>, store: Arc<dyn Store>, clock: ManualClock) -> Result<
         let Some((counter, token, kind)) = mutation else { continue };
         sent.push((counter, token.clone(), kind));
         let slot = (token.generation_time(), token.token().to_owned());
-        let expected =
-            match (config.check_window(token.generation_time(), now), model.events[counter].get(&slot)) {
-                (Err(_), _) => "window",
-                (Ok(()), Some(stored)) if *stored == kind => "duplicate",
-                (Ok(()), Some(_)) => "reused",
-                (Ok(()), None) => "new",
-            };
+        // The token alone identifies a mutation for the idempotency window after it was taken,
+        // whatever generation time a retry carries; one from the future is refused first.
+        let taken = model.tokens[counter]
+            .get(token.token())
+            .filter(|(_, at)| now < at.saturating_add(config.idempotency_window));
+        let expected = match (config.check_window(token.generation_time(), now), taken) {
+            (Err(WindowError::TooNew { .. }), _) => "window",
+            (_, Some((stored, _))) if *stored == kind => "duplicate",
+            (_, Some(_)) => "reused",
+            (Err(_), None) => "window",
+            (Ok(()), None) => "new",
+        };
         for ns in &namespaces {
             let k = key(ns, &counter.to_string());
             let result = match kind {
@@ -168,6 +190,7 @@ async fn run(ops: Vec<Op>, store: Arc<dyn Store>, clock: ManualClock) -> Result<
         }
         if expected == "new" {
             model.events[counter].insert(slot, kind);
+            model.tokens[counter].insert(token.token().to_owned(), (kind, now));
         }
     }
 

@@ -53,7 +53,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         observe("grpc", "AddCount", async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
             who?.require(Access::Write, &key.namespace)?;
-            let token = token_from_proto(r.idempotency_token.as_ref())?;
+            let token = token_from_proto(r.idempotency_token.as_ref(), self.engine.now())?;
             let (idempotency_token, applied) = mutated(&self.engine.add_count(&key, r.delta, token).await?);
             Ok(pb::AddCountResponse { idempotency_token, applied })
         })
@@ -71,7 +71,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         observe("grpc", "AddAndGetCount", async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
             who?.require(Access::Write, &key.namespace)?;
-            let token = token_from_proto(r.idempotency_token.as_ref())?;
+            let token = token_from_proto(r.idempotency_token.as_ref(), self.engine.now())?;
             let (m, c) = self.engine.add_and_get_count(&key, r.delta, token).await?;
             Ok(added(&m, &c))
         })
@@ -106,7 +106,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         observe("grpc", "ClearCount", async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
             who?.require(Access::Write, &key.namespace)?;
-            let token = token_from_proto(r.idempotency_token.as_ref())?;
+            let token = token_from_proto(r.idempotency_token.as_ref(), self.engine.now())?;
             let (idempotency_token, applied) = mutated(&self.engine.clear_count(&key, token).await?);
             Ok(pb::ClearCountResponse { idempotency_token, applied })
         })
@@ -128,7 +128,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
                 .adds
                 .iter()
                 .map(|a| {
-                    let token = token_from_proto(a.idempotency_token.as_ref());
+                    let token = token_from_proto(a.idempotency_token.as_ref(), self.engine.now());
                     batch::WireAdd::new(&a.namespace, &a.counter_name, a.delta, token)
                 })
                 .collect();

@@ -15,23 +15,29 @@ use crate::convert::{counter_key, token};
 use crate::error::ApiError;
 use crate::metrics::observe;
 
-/// `{"token": "...", "generation_time": "RFC 3339"}`.
+/// `{"token": "...", "generation_time": "RFC 3339"}`; the time is optional on the way in (the
+/// server's clock) and always given on the way out (the time the token's first arrival fixed).
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenJson {
     token: String,
-    generation_time: String,
+    #[serde(default)]
+    generation_time: Option<String>,
 }
 
 impl TokenJson {
-    fn parse(&self) -> Result<IdempotencyToken, ApiError> {
-        let time = Timestamp::parse_rfc3339(&self.generation_time)
+    fn parse(&self, now: Timestamp) -> Result<IdempotencyToken, ApiError> {
+        let time = self
+            .generation_time
+            .as_deref()
+            .map(Timestamp::parse_rfc3339)
+            .transpose()
             .map_err(|e| ApiError::invalid(format!("idempotency_token.generation_time: {e}")))?;
-        token(&self.token, Some(time))
+        token(&self.token, time, now)
     }
 
     fn of(t: &IdempotencyToken) -> Self {
-        Self { token: t.token().to_owned(), generation_time: t.generation_time().to_string() }
+        Self { token: t.token().to_owned(), generation_time: Some(t.generation_time().to_string()) }
     }
 }
 
@@ -114,7 +120,7 @@ pub async fn add_count(
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
         let body: AddBody = json_body(body, state.max_body_bytes)?;
-        let token = body.idempotency_token.as_ref().map(TokenJson::parse).transpose()?;
+        let token = body.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose()?;
         Ok(Json(state.engine.add_count(&key, body.delta, token).await?.into()))
     })
     .await
@@ -131,7 +137,7 @@ pub async fn add_and_get_count(
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
         let body: AddBody = json_body(body, state.max_body_bytes)?;
-        let token = body.idempotency_token.as_ref().map(TokenJson::parse).transpose()?;
+        let token = body.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose()?;
         let (mutated, count) = state.engine.add_and_get_count(&key, body.delta, token).await?;
         Ok(Json(AddAndGetJson { count: count_json(ns, counter, count), mutation: mutated.into() }))
     })
@@ -164,7 +170,7 @@ pub async fn clear_count(
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
         let body: ClearBody = json_body(body, state.max_body_bytes)?;
-        let token = body.idempotency_token.as_ref().map(TokenJson::parse).transpose()?;
+        let token = body.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose()?;
         Ok(Json(state.engine.clear_count(&key, token).await?.into()))
     })
     .await
@@ -245,7 +251,7 @@ pub async fn batch_add(
             .adds
             .iter()
             .map(|a| {
-                let token = a.idempotency_token.as_ref().map(TokenJson::parse).transpose();
+                let token = a.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose();
                 batch::WireAdd::new(&a.namespace, &a.counter_name, a.delta, token)
             })
             .collect();

@@ -59,11 +59,11 @@ fn integer(arg: &Bytes) -> Result<i64, ApiError> {
 }
 
 /// An idempotency token from its text and an optional generation time in Unix milliseconds
-/// (now when absent).
-fn token(text: &Bytes, millis: Option<&Bytes>) -> Result<IdempotencyToken, ApiError> {
+/// (`now`, the server's clock, when absent).
+fn token(text: &Bytes, millis: Option<&Bytes>, now: Timestamp) -> Result<IdempotencyToken, ApiError> {
     let time = match millis {
         Some(ms) => Timestamp::from_millis(integer(ms)?),
-        None => Timestamp::from_system_time(std::time::SystemTime::now()),
+        None => now,
     };
     let text = std::str::from_utf8(text).map_err(|_| ApiError::invalid("token is not valid UTF-8"))?;
     Ok(IdempotencyToken::new(text, time)?)
@@ -111,8 +111,9 @@ impl AddReply {
 }
 
 /// Parses and authorises an add of a pipeline (a command [`is_add`] accepts) so that a run of
-/// them can go to the engine as one batch; a refusal is its reply.
-pub fn prepare_add(session: &Session, args: &[Bytes]) -> Result<(BatchAdd, AddReply), Reply> {
+/// them can go to the engine as one batch; a refusal is its reply. `now`: the generation time
+/// of a token given without one.
+pub fn prepare_add(session: &Session, args: &[Bytes], now: Timestamp) -> Result<(BatchAdd, AddReply), Reply> {
     let Some(name) = args.first() else { return Err(Reply::Error("ERR empty command".into())) };
     let cmd = upper(name);
     let rest = &args[1..];
@@ -123,7 +124,7 @@ pub fn prepare_add(session: &Session, args: &[Bytes]) -> Result<(BatchAdd, AddRe
         ("INCRBY", [k, d]) => (k, integer(d), None, AddReply::Count),
         ("DECRBY", [k, d]) => (k, negated(d), None, AddReply::Count),
         ("TALLY.ADD", [k, d, t, at @ ..]) if at.len() <= 1 => {
-            (k, integer(d), Some(token(t, at.first())), AddReply::Applied)
+            (k, integer(d), Some(token(t, at.first(), now)), AddReply::Applied)
         }
         _ => return Err(arity(&cmd)),
     };
@@ -208,7 +209,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             let result = observe("resp", "AddCount", async {
                 let key = key(k)?;
                 let delta = integer(d)?;
-                let token = token(t, at.first())?;
+                let token = token(t, at.first(), engine.now())?;
                 Ok(engine.add_count(&key, delta, Some(token)).await?.applied)
             })
             .await;
@@ -217,7 +218,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
         ("TALLY.CLEAR", [k, t, at @ ..]) if at.len() <= 1 => {
             let result = observe("resp", "ClearCount", async {
                 let key = key(k)?;
-                let token = token(t, at.first())?;
+                let token = token(t, at.first(), engine.now())?;
                 Ok(engine.clear_count(&key, Some(token)).await?.applied)
             })
             .await;

@@ -166,7 +166,8 @@ async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<By
 /// count includes the adds before it in the pipeline), and all share one group commit.
 async fn run_adds(engine: &Engine, session: &Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
     let started = std::time::Instant::now();
-    let prepared = requests.iter().map(|request| commands::prepare_add(session, request)).collect();
+    let now = engine.now();
+    let prepared = requests.iter().map(|request| commands::prepare_add(session, request, now)).collect();
     let answers = crate::batch::run_prepared(engine, prepared).await;
     answers
         .into_iter()

@@ -167,7 +167,7 @@ async fn malformed_http_bodies_are_refused_with_invalid_argument() {
         ("{\"delta\": 1", "EOF while parsing"),
         ("{\"delta\": \"one\"}", "invalid type: string \"one\", expected i64"),
         ("{\"delta\": 1, \"colour\": 2}", "unknown field `colour`"),
-        ("{\"delta\": 1, \"idempotency_token\": {\"token\": \"t\"}}", "missing field `generation_time`"),
+        ("{\"delta\": 1, \"idempotency_token\": {\"token\": \"\"}}", "must not be empty"),
         (
             "{\"delta\": 1, \"idempotency_token\": {\"token\": \"t\", \"generation_time\": \"soon\"}}",
             "not an RFC 3339 time",

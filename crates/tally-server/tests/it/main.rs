@@ -8,3 +8,4 @@ mod http_routes;
 mod peers;
 mod resp;
 mod support;
+mod tokens;

@@ -20,7 +20,7 @@ async fn handed_over_triggers_roll_up_here_and_a_bad_name_refuses_the_whole_batc
     // to roll it up until the peer's trigger arrives.
     let token = tally_core::IdempotencyToken::new("from-a-peer", server.now()).expect("token");
     let event = tally_core::Event { key: key.clone(), token, kind: tally_core::EventKind::Add(4) };
-    server.store.append(&event, tally_core::Timestamp::MAX).await.expect("append");
+    server.store.append_new(&event, tally_core::Timestamp::MAX).await.expect("append");
     server.converge().await;
     // Read without triggering (a GetCount would trigger a rollup itself).
     assert_eq!(

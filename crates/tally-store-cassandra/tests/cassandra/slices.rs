@@ -21,7 +21,7 @@ async fn folds_span_slices_and_dropping_a_slice_takes_only_its_events() {
     let store = super::support::open_with(suite_clock(), layout).await;
     let key = CounterKey::new(Namespace::new("ns").expect("ns"), CounterName::new("c").expect("name"));
     for (i, secs) in [5, 15, 59, 60, 61, 125].into_iter().enumerate() {
-        store.append(&event(&key, &format!("t{i}"), secs, 1 << i), Timestamp::MAX).await.expect("append");
+        store.append_new(&event(&key, &format!("t{i}"), secs, 1 << i), Timestamp::MAX).await.expect("append");
     }
     let all = store.fold(&key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
     assert_eq!((all.sum, all.events), (0b111111, 6));
@@ -40,6 +40,6 @@ async fn folds_span_slices_and_dropping_a_slice_takes_only_its_events() {
     assert_eq!(window(300_000, 310_000).await.expect("fold over a slice never created").events, 0);
     assert_eq!(window(59_000, 130_000).await.expect("fold across slices").sum, 0b111000);
     // A later append into a dropped slice's time recreates its table.
-    store.append(&event(&key, "late", 30, 64), Timestamp::MAX).await.expect("append");
+    store.append_new(&event(&key, "late", 30, 64), Timestamp::MAX).await.expect("append");
     assert_eq!(store.fold(&key, Timestamp::MIN, Timestamp::MAX).await.expect("fold").sum, 0b1111000);
 }

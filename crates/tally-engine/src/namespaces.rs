@@ -55,6 +55,28 @@ impl NamespaceRegistry {
         Ok(self.remember(name, config))
     }
 
+    /// The configuration of `name`, creating it with `config` if it is missing (another
+    /// instance may create it at the same time: the first config stored wins).
+    pub async fn get_or_create(
+        &self,
+        name: &Namespace,
+        config: NamespaceConfig,
+    ) -> EngineResult<Arc<NamespaceConfig>> {
+        match self.get(name).await {
+            Err(EngineError::NamespaceNotFound(_)) => {}
+            found => return found,
+        }
+        match self.create(name, config).await {
+            Err(EngineError::NamespaceExists(_)) => self.get(name).await,
+            Ok(created) => {
+                metrics::counter!("tally_namespaces_auto_created_total").increment(1);
+                tracing::info!(namespace = %name, counter_type = %created.counter_type, "namespace created on its first write");
+                Ok(created)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Replaces a namespace's configuration; the counter type cannot change.
     pub async fn update(
         &self,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tally_core::CounterType;
+
 /// Settings of the engine as a whole. Every default says why it has its value.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -34,6 +36,11 @@ pub struct EngineOptions {
     /// new events are left to the store, and their counters are read and folded through it
     /// until a rollup passes them.
     pub local_tail_max_events: usize,
+    /// The counter type of namespaces made on their first write (a Redis user's
+    /// `INCR user:1000:visits` makes `user`); `None`: a write to a missing namespace is refused
+    /// `NOT_FOUND`. A read of a missing namespace answers 0 when this is set, and makes nothing.
+    /// Default `None` here; `tally serve` turns it on (`eventual`) for the embedded store.
+    pub auto_create_namespaces: Option<CounterType>,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +55,7 @@ impl Default for EngineOptions {
             cache_capacity: 200_000,
             max_in_flight: 16_384,
             local_tail_max_events: 2_000_000,
+            auto_create_namespaces: None,
         }
     }
 }

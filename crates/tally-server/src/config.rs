@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tally_core::CounterType;
 use tally_engine::EngineOptions;
 use tally_store_fjall::FjallOptions;
 
@@ -80,6 +81,24 @@ pub struct EngineSection {
     pub max_in_flight: usize,
     /// Events the local tail holds in memory at most (embedded store).
     pub local_tail_max_events: usize,
+    /// Namespaces made on their first write: `eventual`, `accurate` or `best_effort` (the
+    /// counter type they get), or `off`. Unset: `eventual` on the embedded store, `off` on
+    /// Cassandra (where namespaces are usually an operator's decision).
+    pub auto_create_namespaces: Option<AutoCreate>,
+}
+
+/// `[engine] auto_create_namespaces`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoCreate {
+    /// Writes to a missing namespace are refused `NOT_FOUND`.
+    Off,
+    /// New namespaces are `best_effort`.
+    BestEffort,
+    /// New namespaces are `eventual`.
+    Eventual,
+    /// New namespaces are `accurate`.
+    Accurate,
 }
 
 /// `[store]`: the embedded store.
@@ -129,6 +148,7 @@ impl Default for EngineSection {
             cache_capacity: o.cache_capacity,
             max_in_flight: o.max_in_flight,
             local_tail_max_events: o.local_tail_max_events,
+            auto_create_namespaces: None,
         }
     }
 }
@@ -210,6 +230,19 @@ impl ServerConfig {
             cache_capacity: e.cache_capacity,
             max_in_flight: e.max_in_flight,
             local_tail_max_events: e.local_tail_max_events,
+            auto_create_namespaces: self.auto_create_type(),
+        }
+    }
+
+    /// The counter type namespaces made on their first write get, if they are made.
+    pub fn auto_create_type(&self) -> Option<CounterType> {
+        let embedded = self.store_url == "embedded";
+        match self.engine.auto_create_namespaces {
+            None if embedded => Some(CounterType::Eventual),
+            None | Some(AutoCreate::Off) => None,
+            Some(AutoCreate::BestEffort) => Some(CounterType::BestEffort),
+            Some(AutoCreate::Eventual) => Some(CounterType::Eventual),
+            Some(AutoCreate::Accurate) => Some(CounterType::Accurate),
         }
     }
 
@@ -237,6 +270,23 @@ mod tests {
         let env = HashMap::from([("TALLY_GRPC".to_owned(), "nowhere".to_owned())]);
         let err = ServerConfig::load(None, &env).expect_err("bad address");
         assert!(format!("{err:#}").contains("invalid TALLY_GRPC=\"nowhere\""), "{err:#}");
+    }
+
+    #[test]
+    fn namespaces_are_made_on_first_write_on_the_embedded_store_unless_turned_off() {
+        let embedded = ServerConfig::default();
+        assert_eq!(embedded.auto_create_type(), Some(CounterType::Eventual));
+        let cassandra =
+            ServerConfig { store_url: "cassandra://127.0.0.1:9042/tally".into(), ..embedded.clone() };
+        assert_eq!(cassandra.auto_create_type(), None);
+        let off = ServerConfig::from_toml("[engine]\nauto_create_namespaces = \"off\"").expect("parses");
+        assert_eq!(off.auto_create_type(), None);
+        let accurate =
+            ServerConfig::from_toml("[engine]\nauto_create_namespaces = \"accurate\"").expect("parses");
+        assert_eq!(accurate.engine_options().auto_create_namespaces, Some(CounterType::Accurate));
+        let err =
+            ServerConfig::from_toml("[engine]\nauto_create_namespaces = \"yes\"").expect_err("bad value");
+        assert!(err.to_string().contains("unknown variant `yes`"), "{err}");
     }
 
     #[test]

@@ -47,8 +47,8 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
         // Clients' tokens, taken by lightweight transactions for their idempotency window.
         // `until` (µs, by the instance's clock) decides; the TTL only collects them later.
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.tokens (namespace text, counter text, token text, \
-             generation_time bigint, mutation text, until bigint, PRIMARY KEY ((namespace, counter, token)))"
+            "CREATE TABLE IF NOT EXISTS {ks}.tokens (namespace text, counter text, idempotency_token text, \
+             generation_time bigint, mutation text, until bigint, PRIMARY KEY ((namespace, counter, idempotency_token)))"
         ),
     ];
     for statement in &ddl {

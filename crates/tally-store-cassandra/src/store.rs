@@ -153,25 +153,25 @@ impl CassandraStore {
                 .await?,
             token_take: w
                 .lwt(&format!(
-                    "INSERT INTO {ks}.tokens (namespace, counter, token, generation_time, mutation, until) \
+                    "INSERT INTO {ks}.tokens (namespace, counter, idempotency_token, generation_time, mutation, until) \
                      VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
                 ))
                 .await?,
             token_retake: w
                 .lwt(&format!(
                     "UPDATE {ks}.tokens USING TTL ? SET generation_time = ?, mutation = ?, until = ? \
-                     WHERE namespace = ? AND counter = ? AND token = ? IF until = ?"
+                     WHERE namespace = ? AND counter = ? AND idempotency_token = ? IF until = ?"
                 ))
                 .await?,
             token_release: w
                 .lwt(&format!(
-                    "DELETE FROM {ks}.tokens WHERE namespace = ? AND counter = ? AND token = ? IF until = ?"
+                    "DELETE FROM {ks}.tokens WHERE namespace = ? AND counter = ? AND idempotency_token = ? IF until = ?"
                 ))
                 .await?,
             token_get: p
                 .serial(&format!(
                     "SELECT generation_time, mutation, until FROM {ks}.tokens \
-                     WHERE namespace = ? AND counter = ? AND token = ?"
+                     WHERE namespace = ? AND counter = ? AND idempotency_token = ?"
                 ))
                 .await?,
         };

@@ -62,6 +62,11 @@ def scenario():
     first = counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="c", delta=5, idempotency_token=t1))
     retry = counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="c", delta=5, idempotency_token=t1))
     assert first.applied and not retry.applied, (first, retry)
+    # The token alone: a retry restamped with a new generation time, or sent with none.
+    restamped = counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="c", delta=5, idempotency_token=token("py-1")))
+    bare = counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="c", delta=5, idempotency_token=counter_pb2.IdempotencyToken(token="py-1")))
+    assert not restamped.applied and not bare.applied, (restamped, bare)
+    assert bare.idempotency_token.generation_time == first.idempotency_token.generation_time, (first, bare)
     ok("idempotent retry")
 
     got = counters.AddAndGetCount(counter_pb2.AddAndGetCountRequest(namespace="py", counter_name="c", delta=2))
@@ -105,8 +110,14 @@ def scenario():
                 lambda: counters.GetCount(counter_pb2.GetCountRequest(namespace="no way", counter_name="c")))
     expect_code("oversized counter name", C.INVALID_ARGUMENT,
                 lambda: counters.GetCount(counter_pb2.GetCountRequest(namespace="py", counter_name="c" * 257)))
+    # On the embedded store a namespace is made on its first write, with default settings.
+    assert counters.GetCount(counter_pb2.GetCountRequest(namespace="madeonwrite", counter_name="c")).count == 0
+    counters.AddCount(counter_pb2.AddCountRequest(namespace="madeonwrite", counter_name="c", delta=1))
+    made = namespaces.GetNamespace(namespace_pb2.GetNamespaceRequest(name="madeonwrite"))
+    assert made.config.counter_type == counter_pb2.COUNTER_TYPE_EVENTUAL, made
+    ok("namespace made on its first write")
     expect_code("unknown namespace", C.NOT_FOUND,
-                lambda: counters.AddCount(counter_pb2.AddCountRequest(namespace="nowhere", counter_name="c", delta=1)))
+                lambda: namespaces.GetNamespace(namespace_pb2.GetNamespaceRequest(name="nowhere")))
     old = int(time.time() * 1e6) - 60_000_000
     expect_code("token too old", C.OUT_OF_RANGE,
                 lambda: counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="c", delta=1, idempotency_token=token("old", old))))
@@ -120,9 +131,9 @@ def scenario():
     counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="r", delta=1, idempotency_token=reused))
     expect_code("token reused for another delta", C.ALREADY_EXISTS,
                 lambda: counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="r", delta=2, idempotency_token=reused)))
-    expect_code("token without generation_time", C.INVALID_ARGUMENT,
+    expect_code("empty token", C.INVALID_ARGUMENT,
                 lambda: counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="r", delta=1,
-                                                                      idempotency_token=counter_pb2.IdempotencyToken(token="t"))))
+                                                                      idempotency_token=counter_pb2.IdempotencyToken(token=""))))
     expect_code("oversized message", C.OUT_OF_RANGE,
                 lambda: counters.AddCount(counter_pb2.AddCountRequest(namespace="py", counter_name="x" * 100_000, delta=1)))
     expect_code("default namespace is permanent", C.FAILED_PRECONDITION,

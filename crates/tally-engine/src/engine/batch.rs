@@ -88,7 +88,7 @@ impl Engine {
         // Each add's namespace, looked up once for the whole batch.
         let mut configs = Vec::with_capacity(adds.len());
         for add in adds {
-            configs.push(self.inner.namespaces.get(&add.key.namespace).await);
+            configs.push(self.config_for_write(&add.key.namespace).await);
         }
         let mut answers: Vec<Option<EngineResult<Mutated>>> = adds.iter().map(|_| None).collect();
         let mut staged = Staged::default();

@@ -277,7 +277,7 @@ impl Engine {
         delta: i64,
         token: Option<IdempotencyToken>,
     ) -> EngineResult<Mutated> {
-        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let config = self.config_for_write(&key.namespace).await?;
         if config.counter_type == CounterType::BestEffort {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now()).await?;
             return Ok(Mutated { token: None, applied: true });
@@ -300,7 +300,7 @@ impl Engine {
         token: Option<IdempotencyToken>,
     ) -> EngineResult<(Mutated, Count)> {
         let _permit = self.admit()?;
-        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let config = self.config_for_write(&key.namespace).await?;
         let now = self.inner.clock.now();
         match config.counter_type {
             CounterType::BestEffort => {
@@ -352,7 +352,16 @@ impl Engine {
     /// cost a rollup's two store reads as well.
     pub async fn get_count(&self, key: &CounterKey) -> EngineResult<Count> {
         let _permit = self.admit()?;
-        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let config = match (
+            self.inner.namespaces.get(&key.namespace).await,
+            self.inner.options.auto_create_namespaces,
+        ) {
+            // A namespace its first write would make holds nothing yet; reading makes nothing.
+            (Err(EngineError::NamespaceNotFound(_)), Some(counter_type)) => {
+                return Ok(Count { value: 0, counter_type, as_of: None });
+            }
+            (config, _) => config?,
+        };
         let now = self.inner.clock.now();
         if config.counter_type.is_durable()
             && let Some(value) = self.local_count(key, &config).await?
@@ -391,12 +400,24 @@ impl Engine {
         token: Option<IdempotencyToken>,
     ) -> EngineResult<Mutated> {
         let _permit = self.admit()?;
-        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let config = self.config_for_write(&key.namespace).await?;
         if config.counter_type == CounterType::BestEffort {
             self.inner.best_effort.clear(key).await?;
             return Ok(Mutated { token: None, applied: true });
         }
         self.append(key, &config, EventKind::Clear, token).await
+    }
+
+    /// The namespace a mutation writes to: made on its first write when
+    /// `auto_create_namespaces` is set, with that counter type and default settings.
+    async fn config_for_write(&self, namespace: &Namespace) -> EngineResult<Arc<NamespaceConfig>> {
+        match self.inner.options.auto_create_namespaces {
+            Some(counter_type) => {
+                let config = NamespaceConfig { counter_type, ..NamespaceConfig::default() };
+                self.inner.namespaces.get_or_create(namespace, config).await
+            }
+            None => self.inner.namespaces.get(namespace).await,
+        }
     }
 
     async fn append(

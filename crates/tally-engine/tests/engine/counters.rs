@@ -1,10 +1,13 @@
 //! The four operations on each counter type, and the refusals that change nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tally_core::{Clock, CounterType, ErrorCode, IdempotencyToken, NamespaceConfig};
-use tally_engine::EngineError;
-use tally_store::CounterState;
+use tally_core::{
+    Clock, CounterType, ErrorCode, IdempotencyToken, ManualClock, Namespace, NamespaceConfig, Timestamp,
+};
+use tally_engine::{BatchAdd, EngineError, EngineOptions};
+use tally_store::{CounterState, MemoryStore};
 
 use crate::support::{TestEngine, key};
 
@@ -393,4 +396,35 @@ async fn past_the_local_tail_bound_counts_stay_exact_through_the_store() {
     t.converge(&NamespaceConfig::default()).await;
     t.engine.add_count(&k, 5, None).await.expect("add after the fold");
     assert_eq!(t.engine.get_count(&k).await.expect("get").value, 15);
+}
+
+#[tokio::test]
+async fn namespaces_are_made_on_their_first_write_when_auto_create_is_on() {
+    let clock = ManualClock::new(Timestamp::from_millis(crate::support::START_MILLIS));
+    let store: Arc<dyn tally_store::Store> = Arc::new(MemoryStore::new(Arc::new(clock.clone())));
+    let options = EngineOptions { auto_create_namespaces: Some(CounterType::Accurate), ..Default::default() };
+    let t = TestEngine::over_with(store, clock, options).await;
+    let ns = Namespace::new("user").expect("ns");
+    let k = key(&ns, "1000:visits");
+    let read = t.engine.get_count(&k).await.expect("a read of a missing namespace");
+    assert_eq!((read.value, read.counter_type), (0, CounterType::Accurate));
+    assert!(
+        matches!(t.engine.get_namespace(&ns).await, Err(EngineError::NamespaceNotFound(_))),
+        "reads make nothing"
+    );
+    let (_, count) = t.engine.add_and_get_count(&k, 2, None).await.expect("first write makes it");
+    assert_eq!(count.value, 2);
+    assert_eq!(t.engine.get_namespace(&ns).await.expect("made").counter_type, CounterType::Accurate);
+    let other = key(&Namespace::new("pages").expect("ns"), "home");
+    let added = t.engine.add_batch(&[BatchAdd { key: other.clone(), delta: 1, token: None }]).await;
+    assert!(added[0].is_ok(), "{added:?}");
+    assert_eq!(t.engine.get_count(&other).await.expect("get").value, 1);
+}
+
+#[tokio::test]
+async fn without_auto_create_a_write_to_a_missing_namespace_is_refused() {
+    let t = TestEngine::memory().await;
+    let k = key(&Namespace::new("nowhere").expect("ns"), "c");
+    assert!(matches!(t.engine.add_count(&k, 1, None).await, Err(EngineError::NamespaceNotFound(_))));
+    assert!(matches!(t.engine.get_count(&k).await, Err(EngineError::NamespaceNotFound(_))));
 }

@@ -97,9 +97,11 @@ pub fn spec() -> Value {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
                     "code": {"type": "string", "enum": ["INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "OUT_OF_RANGE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "INTERNAL"]},
                     "message": {"type": "string"}}}}},
-                "IdempotencyToken": {"type": "object", "additionalProperties": false, "required": ["token", "generation_time"], "properties": {
+                "IdempotencyToken": {"type": "object", "additionalProperties": false, "required": ["token"],
+                    "description": "A retry with the same token within the namespace's idempotency_window applies once, whatever generation_time it carries.",
+                    "properties": {
                     "token": {"type": "string", "minLength": 1, "maxLength": 128},
-                    "generation_time": {"type": "string", "format": "date-time"}}},
+                    "generation_time": {"type": "string", "format": "date-time", "description": "the server's clock when absent; answers carry the time the first arrival fixed"}}},
                 "AddBody": {"type": "object", "additionalProperties": false, "properties": {
                     "delta": {"type": "integer", "format": "int64", "default": 1},
                     "idempotency_token": {"$ref": "#/components/schemas/IdempotencyToken"}}},
@@ -132,7 +134,8 @@ pub fn spec() -> Value {
                 "NamespaceConfigPatch": {"type": "object", "additionalProperties": false, "properties": {
                     "counter_type": {"$ref": "#/components/schemas/CounterType"},
                     "accept_limit": duration, "clock_skew": duration, "coalesce": duration,
-                    "retention": duration, "cache_ttl": duration, "best_effort_ttl": duration}},
+                    "retention": duration, "cache_ttl": duration, "best_effort_ttl": duration,
+                    "idempotency_window": duration}},
                 "Namespace": {"type": "object", "properties": {"name": {"type": "string"},
                     "config": {"$ref": "#/components/schemas/NamespaceConfigPatch"}}},
                 "NamespaceList": {"type": "object", "properties": {"namespaces": {"type": "array", "items": {"$ref": "#/components/schemas/Namespace"}}}},

@@ -31,7 +31,7 @@ async fn server() -> TestServer {
             entry("admin", ADMIN, "admin:*"),
         ],
     };
-    let server = TestServer::start_with(ServerConfig { auth, ..ServerConfig::default() }).await;
+    let server = TestServer::start_with(ServerConfig { auth, ..TestServer::config() }).await;
     for ns in ["web", "app"] {
         let config = NamespaceConfig { counter_type: CounterType::Accurate, ..NamespaceConfig::default() };
         server.engine.create_namespace(&Namespace::new(ns).expect("ns"), config).await.expect("namespace");

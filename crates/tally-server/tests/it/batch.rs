@@ -4,6 +4,8 @@ use serde_json::{Value, json};
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 
+use tally_server::ServerConfig;
+
 use crate::support::TestServer;
 
 fn add(
@@ -26,7 +28,7 @@ fn add(
 
 #[tokio::test]
 async fn batch_add_over_grpc_answers_each_item_in_order_and_refuses_only_bad_ones() {
-    let s = TestServer::start_with(tally_server::config::ServerConfig::default()).await;
+    let s = TestServer::start_with(ServerConfig { max_body_bytes: 64 * 1024, ..TestServer::config() }).await;
     s.namespace("ev", "eventual").await;
     let mut client = CounterServiceClient::new(s.channel().await);
     let adds = vec![
@@ -76,7 +78,7 @@ async fn batch_add_over_grpc_answers_each_item_in_order_and_refuses_only_bad_one
 
 #[tokio::test]
 async fn batch_add_over_http_answers_each_item_in_order_and_refuses_only_bad_ones() {
-    let s = TestServer::start_with(tally_server::config::ServerConfig::default()).await;
+    let s = TestServer::start_with(ServerConfig { max_body_bytes: 64 * 1024, ..TestServer::config() }).await;
     s.namespace("ev", "eventual").await;
     let http = reqwest::Client::new();
     let token = json!({"token": "h-1", "generation_time": s.now().to_string()});

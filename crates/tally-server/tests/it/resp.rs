@@ -284,3 +284,29 @@ async fn hello_switches_protocol_and_quit_closes_the_connection() {
     assert!(replies.ends_with("+OK\r\n"), "QUIT answers OK and nothing after it is run: {replies:?}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn any_redis_key_counts_with_no_set_up_when_namespaces_are_made_on_first_write() {
+    let mut config = TestServer::config();
+    config.engine.auto_create_namespaces = None; // as served on the embedded store
+    let s = TestServer::start_with(config).await;
+    let mut c = connect(&s, false).await;
+    let v: String = c.get("user:1000:visits").await.expect("get before any write");
+    assert_eq!(v, "0", "a read makes nothing and answers 0");
+    let answers: Vec<i64> = futures::future::join_all((0..3).map(|_| {
+        let mut c = c.clone();
+        async move { c.incr::<_, _, i64>("user:1000:visits", 1).await.expect("incr") }
+    }))
+    .await;
+    let mut sorted = answers.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3], "each INCR answers the count after it: {answers:?}");
+    let v: String = c.get("user:1000:visits").await.expect("get");
+    assert_eq!(v, "3", "read your own writes, with no rollup run");
+    let ns = s.engine.get_namespace(&tally_core::Namespace::new("user").expect("ns")).await.expect("made");
+    assert_eq!(ns.counter_type, tally_core::CounterType::Eventual);
+    // Refused as before: a key whose namespace part is not a valid name.
+    let err = c.incr::<_, _, i64>("no spaces:x", 1).await.expect_err("bad namespace");
+    assert_eq!(code(&err), "INVALID_ARGUMENT");
+    s.stop().await;
+}

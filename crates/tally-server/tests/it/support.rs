@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tally_core::{Clock, ManualClock, Timestamp};
-use tally_engine::{Engine, EngineOptions, LocalBestEffort, LocalCache};
+use tally_engine::{Engine, LocalBestEffort, LocalCache};
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
+use tally_server::config::AutoCreate;
 use tally_server::{Listeners, ServerConfig, convert};
 use tally_store::Store;
 use tally_store_fjall::{FjallOptions, FjallStore};
@@ -31,8 +32,16 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server whose namespaces must be created before they are written.
     pub async fn start() -> Self {
-        Self::start_with(ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() }).await
+        Self::start_with(Self::config()).await
+    }
+
+    /// The configuration of [`TestServer::start`].
+    pub fn config() -> ServerConfig {
+        let mut config = ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() };
+        config.engine.auto_create_namespaces = Some(AutoCreate::Off);
+        config
     }
 
     /// Serves with `config` (its addresses are ignored: the listeners are on port 0).
@@ -51,8 +60,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = ManualClock::new(Timestamp::from_millis(1_764_000_000_000));
         let store: Arc<dyn Store> = Arc::new(tally_store::MemoryStore::shared(Arc::new(clock.clone())));
-        Self::start_over(store, clock, dir, ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() })
-            .await
+        Self::start_over(store, clock, dir, Self::config()).await
     }
 
     async fn start_over(
@@ -66,7 +74,7 @@ impl TestServer {
             Arc::new(LocalCache::new(1000)),
             Arc::new(LocalBestEffort::default()),
             Arc::new(clock.clone()),
-            EngineOptions::default(),
+            config.engine_options(),
         )
         .await
         .expect("engine");

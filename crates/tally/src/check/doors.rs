@@ -34,8 +34,8 @@ pub struct Mutate<'a> {
     pub counter: &'a Counter,
     pub mutation: Mutation,
     pub token: &'a str,
-    /// The token's `generation_time`, in Unix milliseconds.
-    pub time_ms: i64,
+    /// The token's `generation_time`, in Unix milliseconds; `None`: the server's clock.
+    pub time_ms: Option<i64>,
 }
 
 /// What one attempt's answer says about the write.
@@ -122,9 +122,9 @@ impl Doors {
         let Mutate { counter, mutation, token, time_ms } = *m;
         let idempotency_token = Some(pb::IdempotencyToken {
             token: token.to_owned(),
-            generation_time: Some(prost_types::Timestamp {
-                seconds: time_ms.div_euclid(1000),
-                nanos: (time_ms.rem_euclid(1000) * 1_000_000) as i32,
+            generation_time: time_ms.map(|ms| prost_types::Timestamp {
+                seconds: ms.div_euclid(1000),
+                nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
             }),
         });
         let client = &mut self.grpc[instance];
@@ -155,10 +155,12 @@ impl Doors {
 
     async fn send_http(&mut self, instance: usize, m: &Mutate<'_>) -> Answer {
         let Mutate { counter, mutation, token, time_ms } = *m;
-        let token = json!({
-            "token": token,
-            "generation_time": tally_core::Timestamp::from_millis(time_ms).to_string(),
-        });
+        let token = match time_ms {
+            Some(ms) => {
+                json!({"token": token, "generation_time": tally_core::Timestamp::from_millis(ms).to_string()})
+            }
+            None => json!({"token": token}),
+        };
         let (verb, body) = match mutation {
             Mutation::Add(delta) => ("add", json!({"delta": delta, "idempotency_token": token})),
             Mutation::Clear => ("clear", json!({"idempotency_token": token})),
@@ -217,7 +219,10 @@ impl Doors {
                 c
             }
         };
-        cmd.arg(token).arg(time_ms);
+        cmd.arg(token);
+        if let Some(ms) = time_ms {
+            cmd.arg(ms);
+        }
         match cmd.query_async::<i64>(&mut connection).await {
             Ok(_) => Answer::Acked,
             Err(e) => match e.code() {

@@ -79,6 +79,12 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Send tokens without a generation time, as clients that restamp every attempt do: the
+    /// server's clock fixes it on the first arrival and retries are recognised by the token
+    /// alone. Clears are not sent (their order against adds would depend on server times the
+    /// checker cannot know for unanswered attempts).
+    #[arg(long)]
+    token_only: bool,
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
@@ -161,11 +167,17 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let counters = (0..args.counters)
         .map(|i| {
             let namespace = if i % 2 == 0 { "check_accurate" } else { "check_eventual" };
-            (Counter { namespace: namespace.to_owned(), name: format!("c{i:03}") }, i % 4 >= 2)
+            let clears = i % 4 >= 2 && !args.token_only;
+            (Counter { namespace: namespace.to_owned(), name: format!("c{i:03}") }, clears)
         })
         .collect();
-    let shared =
-        Arc::new(Shared { endpoints: endpoints.clone(), counters, history, accept_limit: args.accept_limit });
+    let shared = Arc::new(Shared {
+        endpoints: endpoints.clone(),
+        counters,
+        history,
+        accept_limit: args.accept_limit,
+        token_only: args.token_only,
+    });
 
     println!(
         "tally check: {} instance(s) on {}, {} clients, {} counters, faults {:?}, for {:?}; work in {}",

@@ -19,6 +19,8 @@ pub struct Shared {
     pub counters: Vec<(Counter, bool)>,
     pub history: History,
     pub accept_limit: Duration,
+    /// Tokens go without a generation time (see `--token-only`).
+    pub token_only: bool,
 }
 
 pub fn now_ms() -> i64 {
@@ -43,6 +45,7 @@ async fn perform(
     let (mut attempts, mut uncertain, mut last_error) = (0u32, false, None);
     let outcome = loop {
         attempts += 1;
+        let time_ms = (!shared.token_only).then_some(time_ms);
         let m = Mutate { counter: &shared.counters[counter].0, mutation, token: &token, time_ms };
         let answer = doors.send(door, instance, &m).await;
         match answer {

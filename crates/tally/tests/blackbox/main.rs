@@ -185,14 +185,7 @@ fn curl_drives_every_http_operation_and_gets_documented_errors() {
             "INVALID_ARGUMENT",
             "namespace \"bad ns\"",
         ),
-        (
-            "GET",
-            "/v1/namespaces/nowhere/counters/c",
-            None,
-            404,
-            "NOT_FOUND",
-            "namespace nowhere does not exist",
-        ),
+        ("GET", "/v1/namespaces/nowhere", None, 404, "NOT_FOUND", "namespace nowhere does not exist"),
         (
             "POST",
             "/v1/namespaces/web/counters/c/add",
@@ -303,8 +296,11 @@ fn the_cli_talks_to_the_server() {
     assert!(ok && v["count"] == json!(3), "{out}");
     let (ok, out) = s.cli(&["get", "cli", "c"]);
     assert!(ok && out.starts_with("cli:c = 3 (accurate, exact as of"), "{out}");
-    let (ok, out) = s.cli(&["get", "nowhere", "c"]);
+    let (ok, out) = s.cli(&["ns", "show", "nowhere"]);
     assert!(!ok && out.contains("error: NOT_FOUND: namespace nowhere does not exist"), "{out}");
+    // A namespace is made on its first write (the embedded store's default).
+    let (ok, out) = s.cli(&["get", "nowhere", "c"]);
+    assert!(ok && out.starts_with("nowhere:c = 0"), "{out}");
     let (ok, out) = s.cli(&["ns", "list", "--json"]);
     assert!(ok && out.contains("\"name\":\"cli\""), "{out}");
     let (ok, out) = s.cli(&["ns", "delete", "cli"]);
@@ -347,6 +343,15 @@ fn adds_acknowledged_over_grpc_and_http_survive_kill_9() {
             Some(&json!({"delta": 1, "idempotency_token": t}).to_string()),
         );
         assert_eq!(v["applied"], json!(false), "a retry after the restart counted again: {v}");
+        // Restamped or without a time, as many clients retry: the token alone is remembered.
+        let bare = json!({"delta": 1, "idempotency_token": {"token": t["token"]}}).to_string();
+        let (_, v) = second.curl("POST", "/v1/namespaces/durable/counters/c/add", Some(&bare));
+        assert_eq!(
+            v["applied"],
+            json!(false),
+            "a retry without its time after the restart counted again: {v}"
+        );
+        assert_eq!(v["idempotency_token"]["generation_time"], t["generation_time"], "{v}");
     }
     let (_, count) = second.curl("GET", "/v1/namespaces/durable/counters/c", None);
     assert_eq!(count["count"], json!(80));
@@ -413,7 +418,11 @@ fn redis_cli_drives_the_redis_protocol() {
     // RESP3 and errors
     assert_eq!(redis_cli(&s, &["-3", "INCR", "rc:three"]), "1");
     assert!(redis_cli(&s, &["INCRBY", "rc:x", "abc"]).starts_with("INVALID_ARGUMENT"));
-    assert!(redis_cli(&s, &["INCR", "nowhere:x"]).starts_with("NOT_FOUND"));
+    // Any key counts: its namespace is made on the first write.
+    assert_eq!(redis_cli(&s, &["INCR", "user:1000:visits"]), "1");
+    assert_eq!(redis_cli(&s, &["INCR", "user:1000:visits"]), "2");
+    assert_eq!(redis_cli(&s, &["GET", "user:1000:visits"]), "2");
+    assert!(redis_cli(&s, &["INCR", "bad ns:x"]).starts_with("INVALID_ARGUMENT"));
     assert!(redis_cli(&s, &["FLUSHALL"]).starts_with("ERR unknown command"));
     // A pipelined batch through redis-cli --pipe.
     let (host, port) = s.resp.rsplit_once(':').expect("host:port");
@@ -533,4 +542,55 @@ scopes = ["read:*"]
     assert!(denied.starts_with("PERMISSION_DENIED"), "{denied}");
     let read = redis_cli(&s, &["-a", "viewer-secret-0123456", "--no-auth-warning", "GET", "acc:c"]);
     assert_eq!(read, "3", "only the ops token's add counted");
+}
+
+/// The README's quick tour, run as written against a server on port 0: the block's commands
+/// in one shell, each `# => text` checked against what its command printed (`...` between
+/// parts that must appear in this order).
+#[test]
+fn the_readme_tour_runs_as_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start(dir.path());
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+        .expect("README.md");
+    let tour = &readme[readme.find("## A quick tour").expect("a tour section")..];
+    let start = tour.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let block = &tour[start..start + tour[start..].find("\n```").expect("the block ends")];
+    let (_, resp_port) = s.resp.rsplit_once(':').expect("host:port");
+    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
+    // Interactive redis-cli formats replies (`(integer) 1`); in a pipe it needs --no-raw to.
+    let mut script =
+        String::from("set -e\nshopt -s expand_aliases\nredis-cli() { command redis-cli --no-raw \"$@\"; }\n");
+    for (i, line) in lines.iter().enumerate() {
+        let line = line
+            .replace("localhost:7080", &s.http)
+            .replace("-p 7379", &format!("-p {resp_port}"))
+            .replace("target/release/tally", env!("CARGO_BIN_EXE_tally"));
+        script.push_str(&format!("echo '@@@ {i}'\n{line}\necho\n"));
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("TALLY_ADDR", format!("http://{}", s.grpc))
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "the tour failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut printed = vec![String::new(); lines.len()];
+    for chunk in stdout.split("@@@ ").skip(1) {
+        let (i, text) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        printed[i.trim().parse::<usize>().expect("marker")] = text.to_owned();
+    }
+    let mut checked = 0;
+    for (line, printed) in lines.iter().zip(&printed) {
+        let Some((_, expected)) = line.split_once("# => ") else { continue };
+        let mut rest = printed.as_str();
+        for part in expected.trim().split("...") {
+            let at =
+                rest.find(part).unwrap_or_else(|| panic!("`{line}` printed {printed:?}, not {expected:?}"));
+            rest = &rest[at + part.len()..];
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} outputs checked: is the tour's `# =>` convention still used?");
 }

@@ -75,3 +75,11 @@ fn three_instances_on_cassandra_keep_every_count_through_every_fault() {
     assert_held(&report, &faults);
     assert_eq!(number(&report, "instances"), 3);
 }
+
+#[test]
+fn tokens_without_generation_times_count_once_through_kills_on_the_embedded_store() {
+    let args =
+        ["--token-only", "--duration", "15s", "--fault-interval", "2s", "--clients", "8", "--seed", "5"];
+    let report = check(&args);
+    assert_held(&report, &["kill", "pause-tally", "memcached"]);
+}

@@ -29,7 +29,9 @@ mod tail;
 
 pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};
-pub use engine::{Background, BatchAdd, Count, Engine, Mutated};
+pub use engine::{
+    Background, BatchAdd, Count, CounterPage, Engine, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, Mutated,
+};
 pub use error::{EngineError, EngineResult};
 pub use options::EngineOptions;
 pub use routing::{LocalTrigger, Rendezvous, RollupRouter};

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod list;
 pub mod metrics;
 pub mod resp;
 pub mod server;

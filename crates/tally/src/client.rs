@@ -147,6 +147,20 @@ pub struct GetArgs {
 }
 
 #[derive(Args)]
+pub struct LsArgs {
+    /// Namespace.
+    namespace: String,
+    /// Only counters whose names start with this.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Most counters to print; every page is fetched until then [default: all].
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Args)]
 pub struct ClearArgs {
     /// Namespace.
     namespace: String,
@@ -338,6 +352,32 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let value = json!({"count": r.count, "counter_type": type_text(r.counter_type), "as_of": as_of});
     let freshness = as_of.map_or("not rolled up yet".to_owned(), |t| format!("exact as of {t}"));
     print(args.conn.json, value, format!("{key} = {} ({}, {freshness})", r.count, type_text(r.counter_type)));
+    Ok(())
+}
+
+/// `tally ls`: one line per counter (`name count`), fetched a page at a time.
+pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let mut client = args.conn.counters().await?;
+    let (mut page_token, mut printed) = (String::new(), 0usize);
+    let limit = args.limit.unwrap_or(usize::MAX);
+    while printed < limit {
+        let request = pb::ListCountersRequest {
+            namespace: args.namespace.clone(),
+            prefix: args.prefix.clone(),
+            page_size: i32::try_from((limit - printed).min(1000)).unwrap_or(1000),
+            page_token: std::mem::take(&mut page_token),
+        };
+        let r = client.list_counters(request).await.map_err(status_error)?.into_inner();
+        for c in r.counters.iter().take(limit - printed) {
+            let value = json!({"counter_name": c.counter_name, "count": c.count, "counter_type": type_text(c.counter_type)});
+            print(args.conn.json, value, format!("{} {}", c.counter_name, c.count));
+            printed += 1;
+        }
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
     Ok(())
 }
 

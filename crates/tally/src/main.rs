@@ -27,6 +27,8 @@ enum Command {
     Get(client::GetArgs),
     /// ClearCount: set a counter to zero.
     Clear(client::ClearArgs),
+    /// ListCounters: the counters of a namespace with their counts.
+    Ls(client::LsArgs),
     /// Manage namespaces.
     #[command(subcommand)]
     Ns(client::NsCommand),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             Command::Add(args) => client::add(args).await,
             Command::Get(args) => client::get(args).await,
             Command::Clear(args) => client::clear(args).await,
+            Command::Ls(args) => client::ls(args).await,
             Command::Ns(command) => client::ns(command).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Check(args) => check::run(args).await,

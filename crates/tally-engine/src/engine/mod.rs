@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tally_core::{
-    Checkpoint, Clock, CounterKey, CounterType, Event, EventKind, IdempotencyToken, Namespace,
+    Checkpoint, Clock, CounterKey, CounterName, CounterType, Event, EventKind, IdempotencyToken, Namespace,
     NamespaceConfig, Timestamp, WindowError,
 };
 use tally_store::{Appended, IdentityCheck, Store, StoreError, StoreResult, Stored};
@@ -43,6 +43,20 @@ pub struct Mutated {
     pub token: Option<IdempotencyToken>,
     /// `false` when the token had been applied already, so this request changed nothing.
     pub applied: bool,
+}
+
+/// Most counters one [`Engine::list_counters`] page holds.
+pub const MAX_LIST_LIMIT: usize = 1_000;
+/// Most counters one [`Engine::list_counters`] page reads from the store.
+pub const LIST_SCAN_BUDGET: usize = 10_000;
+
+/// A page of [`Engine::list_counters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterPage {
+    /// Names with their counts, in the store's order.
+    pub counters: Vec<(CounterName, Count)>,
+    /// Where the next page starts (exclusive); `None` once every counter was visited.
+    pub next: Option<CounterName>,
 }
 
 /// The answer to a read.
@@ -352,6 +366,11 @@ impl Engine {
     /// cost a rollup's two store reads as well.
     pub async fn get_count(&self, key: &CounterKey) -> EngineResult<Count> {
         let _permit = self.admit()?;
+        self.read_count(key).await
+    }
+
+    /// [`Engine::get_count`] once admitted.
+    async fn read_count(&self, key: &CounterKey) -> EngineResult<Count> {
         let config = match (
             self.inner.namespaces.get(&key.namespace).await,
             self.inner.options.auto_create_namespaces,
@@ -390,6 +409,54 @@ impl Engine {
                 Ok(count)
             }
         }
+    }
+
+    /// `ListCounters`: the durable counters of `namespace` whose names start with `prefix`,
+    /// after `after`, with their counts (as [`Engine::get_count`] reads them), at most
+    /// `limit` of them. `best_effort` counters live outside the store and are not listed.
+    ///
+    /// Cost: a page reads at most [`LIST_SCAN_BUDGET`] counters of the namespace from the store,
+    /// whatever the prefix (names are not stored in prefix order), so a page may come back
+    /// short, or empty, with a `next` to go on from.
+    pub async fn list_counters(
+        &self,
+        namespace: &Namespace,
+        prefix: &str,
+        after: Option<&CounterName>,
+        limit: usize,
+    ) -> EngineResult<CounterPage> {
+        let _permit = self.admit()?;
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let mut page = CounterPage::default();
+        match self.inner.namespaces.get(namespace).await {
+            Err(EngineError::NamespaceNotFound(_)) if self.inner.options.auto_create_namespaces.is_some() => {
+                return Ok(page);
+            }
+            found => found?,
+        };
+        let mut cursor = after.map(|name| CounterKey::new(namespace.clone(), name.clone()));
+        let mut scanned = 0;
+        while page.counters.len() < limit && scanned < LIST_SCAN_BUDGET {
+            let chunk = (limit - page.counters.len()).max(64).min(LIST_SCAN_BUDGET - scanned);
+            let found = self.inner.store.scan_counters(Some(namespace), cursor.as_ref(), chunk).await?;
+            scanned += found.len();
+            let exhausted = found.len() < chunk;
+            for (key, _) in found {
+                cursor = Some(key.clone());
+                if key.counter.as_str().starts_with(prefix) {
+                    let count = self.read_count(&key).await?;
+                    page.counters.push((key.counter, count));
+                    if page.counters.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if exhausted && page.counters.len() < limit {
+                return Ok(page);
+            }
+        }
+        page.next = cursor.map(|key| key.counter);
+        Ok(page)
     }
 
     /// `ClearCount`: sets the counter to zero as of the token's generation time. Events ordered

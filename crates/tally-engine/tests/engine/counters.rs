@@ -428,3 +428,33 @@ async fn without_auto_create_a_write_to_a_missing_namespace_is_refused() {
     assert!(matches!(t.engine.add_count(&k, 1, None).await, Err(EngineError::NamespaceNotFound(_))));
     assert!(matches!(t.engine.get_count(&k).await, Err(EngineError::NamespaceNotFound(_))));
 }
+
+#[tokio::test]
+async fn list_counters_pages_through_a_namespace_with_a_prefix_and_counts() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("shop", CounterType::Eventual).await;
+    let other = t.namespace("other", CounterType::Eventual).await;
+    for i in 0..25 {
+        let name = if i % 2 == 0 { format!("orders:{i:02}") } else { format!("views:{i:02}") };
+        t.engine.add_count(&key(&ns, &name), i, None).await.expect("add");
+    }
+    t.engine.add_count(&key(&other, "orders:99"), 1, None).await.expect("add");
+    let (mut listed, mut after) = (Vec::new(), None);
+    loop {
+        let page = t.engine.list_counters(&ns, "orders:", after.as_ref(), 5).await.expect("list");
+        assert!(page.counters.len() <= 5);
+        listed.extend(page.counters.iter().map(|(name, count)| (name.to_string(), count.value)));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    listed.sort();
+    let expected: Vec<_> = (0..25).step_by(2).map(|i| (format!("orders:{i:02}"), i)).collect();
+    assert_eq!(listed, expected, "every counter with the prefix once, none of another namespace");
+    let missing = Namespace::new("missing").expect("ns");
+    assert!(matches!(
+        t.engine.list_counters(&missing, "", None, 5).await,
+        Err(EngineError::NamespaceNotFound(_))
+    ));
+}

@@ -5,12 +5,12 @@ use tally_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
-use crate::batch;
 use crate::convert::{
     counter_key, counter_type_to_proto, timestamp_to_proto, token_from_proto, token_to_proto,
 };
 use crate::error::ApiError;
 use crate::metrics::observe;
+use crate::{batch, list};
 
 /// The counter operations over gRPC.
 pub struct GrpcCounters {
@@ -177,6 +177,32 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
                 })
                 .collect();
             Ok(pb::BatchGetCountResponse { results })
+        })
+        .await
+        .map(Response::new)
+        .map_err(ApiError::into_status)
+    }
+
+    async fn list_counters(
+        &self,
+        request: Request<pb::ListCountersRequest>,
+    ) -> Result<Response<pb::ListCountersResponse>, Status> {
+        let who = super::principal(&request);
+        let r = request.into_inner();
+        observe("grpc", "ListCounters", async {
+            let page = list::Page::parse(&r.namespace, &r.prefix, r.page_size.into(), &r.page_token)?;
+            who?.require(Access::Read, &page.namespace)?;
+            let listed = page.run(&self.engine).await?;
+            let counters = listed
+                .counters
+                .iter()
+                .map(|(name, c)| {
+                    let (count, counter_type, as_of) = count_fields(c);
+                    pb::ListedCounter { counter_name: name.to_string(), count, counter_type, as_of }
+                })
+                .collect();
+            let next_page_token = listed.next.map(|n| n.to_string()).unwrap_or_default();
+            Ok(pb::ListCountersResponse { counters, next_page_token })
         })
         .await
         .map(Response::new)

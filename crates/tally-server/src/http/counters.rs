@@ -3,17 +3,18 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
 use serde::{Deserialize, Serialize};
 use tally_core::{CounterType, IdempotencyToken, Timestamp};
 use tally_engine::{Count, Mutated};
 
 use super::{HttpState, WirePath, json_body};
 use crate::auth::{Access, Principal};
-use crate::batch;
 use crate::convert::{counter_key, token};
 use crate::error::ApiError;
 use crate::metrics::observe;
+use crate::{batch, list};
 
 /// `{"token": "...", "generation_time": "RFC 3339"}`; the time is optional on the way in (the
 /// server's clock) and always given on the way out (the time the token's first arrival fixed).
@@ -155,6 +156,61 @@ pub async fn get_count(
         who.require(Access::Read, &key.namespace)?;
         let count = state.engine.get_count(&key).await?;
         Ok(Json(count_json(ns, counter, count)))
+    })
+    .await
+}
+
+/// The query of `GET /v1/namespaces/{ns}/counters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    limit: i64,
+    #[serde(default)]
+    page_token: String,
+}
+
+/// One counter of a page.
+#[derive(Debug, Serialize)]
+pub struct ListedJson {
+    counter_name: String,
+    count: i64,
+    counter_type: CounterType,
+    as_of: Option<String>,
+}
+
+/// A page of counters.
+#[derive(Debug, Serialize)]
+pub struct CounterPageJson {
+    counters: Vec<ListedJson>,
+    next_page_token: Option<String>,
+}
+
+/// `GET /v1/namespaces/{ns}/counters?prefix=&limit=&page_token=`
+pub async fn list_counters(
+    State(state): State<HttpState>,
+    Extension(who): Extension<Principal>,
+    WirePath(ns): WirePath<String>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<CounterPageJson>, ApiError> {
+    observe("http", "ListCounters", async {
+        let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+        let page = list::Page::parse(&ns, &q.prefix, q.limit, &q.page_token)?;
+        who.require(Access::Read, &page.namespace)?;
+        let listed = page.run(&state.engine).await?;
+        let counters = listed
+            .counters
+            .into_iter()
+            .map(|(name, c)| ListedJson {
+                counter_name: name.to_string(),
+                count: c.value,
+                counter_type: c.counter_type,
+                as_of: c.as_of.map(|t| t.to_string()),
+            })
+            .collect();
+        Ok(Json(CounterPageJson { counters, next_page_token: listed.next.map(|n| n.to_string()) }))
     })
     .await
 }

@@ -55,6 +55,7 @@ pub const ROUTES: &[Route] = &[
         operation: "AddAndGetCount",
     },
     Route { method: "GET", path: COUNTER, operation: "GetCount" },
+    Route { method: "GET", path: "/v1/namespaces/{ns}/counters", operation: "ListCounters" },
     Route { method: "POST", path: "/v1/namespaces/{ns}/counters/{counter}/clear", operation: "ClearCount" },
     Route { method: "POST", path: BATCH_ADD, operation: "BatchAddCount" },
     Route { method: "POST", path: BATCH_GET, operation: "BatchGetCount" },
@@ -90,6 +91,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/namespaces/{ns}/counters/{counter}/add", post(counters::add_count))
         .route("/v1/namespaces/{ns}/counters/{counter}/add-and-get", post(counters::add_and_get_count))
         .route(COUNTER, get(counters::get_count))
+        .route("/v1/namespaces/{ns}/counters", get(counters::list_counters))
         .route("/v1/namespaces/{ns}/counters/{counter}/clear", post(counters::clear_count))
         .route(BATCH_ADD, post(counters::batch_add))
         .route(BATCH_GET, post(counters::batch_get))

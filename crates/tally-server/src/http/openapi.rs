@@ -64,6 +64,14 @@ pub fn spec() -> Value {
             "/v1/namespaces/{ns}/counters/{counter}/clear": {"post": {
                 "operationId": "ClearCount", "parameters": counter_params(), "requestBody": body("ClearBody"),
                 "responses": with_errors(ok_json("Mutation", "the clear is durable"))}},
+            "/v1/namespaces/{ns}/counters": {"get": {
+                "operationId": "ListCounters",
+                "parameters": [ns_param()[0].clone(),
+                    {"name": "prefix", "in": "query", "schema": {"type": "string"}, "description": "only counters whose names start with it"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}},
+                    {"name": "page_token", "in": "query", "schema": {"type": "string"}, "description": "a previous page's next_page_token"}],
+                "responses": with_errors(ok_json("CounterPage",
+                    "durable counters with their counts; a page reads at most 10,000 counters, so it may be short and still have a next_page_token"))}},
             "/v1/counters:batchAdd": {"post": {
                 "operationId": "BatchAddCount", "requestBody": body("BatchAddBody"),
                 "responses": with_errors(ok_json("BatchAddResults",
@@ -115,6 +123,12 @@ pub fn spec() -> Value {
                     "count": {"type": "integer", "format": "int64"},
                     "counter_type": {"$ref": "#/components/schemas/CounterType"},
                     "as_of": {"type": ["string", "null"], "format": "date-time"}}},
+                "CounterPage": {"type": "object", "properties": {
+                    "counters": {"type": "array", "items": {"type": "object", "properties": {
+                        "counter_name": {"type": "string"}, "count": {"type": "integer", "format": "int64"},
+                        "counter_type": {"$ref": "#/components/schemas/CounterType"},
+                        "as_of": {"type": ["string", "null"], "format": "date-time"}}}},
+                    "next_page_token": {"type": ["string", "null"]}}},
                 "AddAndGet": {"allOf": [{"$ref": "#/components/schemas/Count"}, {"$ref": "#/components/schemas/Mutation"}]},
                 "CounterType": {"type": "string", "enum": ["best_effort", "eventual", "accurate"]},
                 "BatchAddBody": {"type": "object", "additionalProperties": false, "required": ["adds"], "properties": {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tally_core::CounterKey;
 
-use crate::support::{DOORS, TestServer};
+use crate::support::{DOORS, Door, TestServer};
 
 #[tokio::test]
 async fn every_operation_on_every_counter_type_through_both_doors() {
@@ -67,5 +67,55 @@ async fn a_write_through_one_door_is_read_through_the_other() {
     assert_eq!(grpc.namespaces(&s).await, http.namespaces(&s).await);
     let key = CounterKey::parse_joined("acc:shared").expect("key");
     assert!(s.store.counter_state(&key).await.expect("state").last_write.is_some());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn list_counters_pages_with_a_prefix_over_grpc_and_http() {
+    use tally_proto::v1 as pb;
+    use tally_proto::v1::counter_service_client::CounterServiceClient;
+    let s = TestServer::start().await;
+    s.namespace("shop", "accurate").await;
+    for i in 0..12 {
+        let name = if i % 3 == 0 { format!("views:{i}") } else { format!("orders:{i}") };
+        Door::Grpc.add(&s, "shop", &name, i, None).await.expect("add");
+    }
+    let mut client = CounterServiceClient::new(s.channel().await);
+    let (mut seen, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request = pb::ListCountersRequest {
+            namespace: "shop".into(),
+            prefix: "orders:".into(),
+            page_size: 3,
+            page_token: page_token.clone(),
+        };
+        let r = client.list_counters(request).await.expect("list").into_inner();
+        assert!(r.counters.len() <= 3);
+        seen.extend(r.counters.iter().map(|c| (c.counter_name.clone(), c.count)));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    seen.sort();
+    let mut expected: Vec<_> = (0..12).filter(|i| i % 3 != 0).map(|i| (format!("orders:{i}"), i)).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let url = format!("{}/v1/namespaces/shop/counters?prefix=views:&limit=1000", s.http);
+    let v: serde_json::Value = reqwest::get(&url).await.expect("get").json().await.expect("json");
+    let mut names: Vec<&str> = v["counters"]
+        .as_array()
+        .expect("counters")
+        .iter()
+        .map(|c| c["counter_name"].as_str().expect("name"))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["views:0", "views:3", "views:6", "views:9"], "{v}");
+    assert_eq!(v["next_page_token"], serde_json::Value::Null);
+    let bad = reqwest::get(format!("{}/v1/namespaces/shop/counters?limit=5000", s.http)).await.expect("get");
+    assert_eq!(bad.status(), 400);
+    let bad = reqwest::get(format!("{}/v1/namespaces/shop/counters?colour=red", s.http)).await.expect("get");
+    assert_eq!(bad.status(), 400);
     s.stop().await;
 }

@@ -296,6 +296,10 @@ fn the_cli_talks_to_the_server() {
     assert!(ok && v["count"] == json!(3), "{out}");
     let (ok, out) = s.cli(&["get", "cli", "c"]);
     assert!(ok && out.starts_with("cli:c = 3 (accurate, exact as of"), "{out}");
+    let (ok, out) = s.cli(&["ls", "cli"]);
+    assert!(ok && out.trim() == "c 3", "{out}");
+    let (ok, out) = s.cli(&["ls", "cli", "--prefix", "zz"]);
+    assert!(ok && out.trim().is_empty(), "{out}");
     let (ok, out) = s.cli(&["ns", "show", "nowhere"]);
     assert!(!ok && out.contains("error: NOT_FOUND: namespace nowhere does not exist"), "{out}");
     // A namespace is made on its first write (the embedded store's default).

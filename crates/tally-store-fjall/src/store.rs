@@ -213,6 +213,11 @@ impl CounterStore for FjallStore {
         stored.map(|v| codec::decode_checkpoint_value(&v)).transpose()
     }
 
+    /// fjall's estimate of the `last_write` keyspace's length: one entry per counter.
+    fn approximate_counters(&self) -> Option<u64> {
+        Some(self.handles.get().ok()?.last_write.approximate_len() as u64)
+    }
+
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
         let key = key.clone();
         self.writer.submit(|reply| Op::Shared(SharedOp::PutCheckpoint { key, checkpoint, reply })).await

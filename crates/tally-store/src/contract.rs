@@ -230,6 +230,12 @@ pub trait CounterStore: Send + Sync {
         Ok(self.counter_state(key).await?.checkpoint)
     }
 
+    /// About how many counters have state, where the store can tell without a scan (for
+    /// `INFO keyspace`); `None` where it cannot.
+    fn approximate_counters(&self) -> Option<u64> {
+        None
+    }
+
     /// Stores `checkpoint` if it is newer (greater `until`) than the stored one, durably, and
     /// returns the checkpoint that is stored afterwards.
     ///

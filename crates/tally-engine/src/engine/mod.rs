@@ -59,6 +59,15 @@ pub struct CounterPage {
     pub next: Option<CounterName>,
 }
 
+/// A page of [`Engine::counter_names`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamePage {
+    /// The names, in the store's order.
+    pub names: Vec<CounterName>,
+    /// Where the next page starts (exclusive); `None` once every counter was visited.
+    pub next: Option<CounterName>,
+}
+
 /// The answer to a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count {
@@ -426,8 +435,39 @@ impl Engine {
         limit: usize,
     ) -> EngineResult<CounterPage> {
         let _permit = self.admit()?;
+        let names = self.scan_names(namespace, &|name: &str| name.starts_with(prefix), after, limit).await?;
+        let mut page = CounterPage { counters: Vec::with_capacity(names.names.len()), next: names.next };
+        for name in names.names {
+            let count = self.read_count(&CounterKey::new(namespace.clone(), name.clone())).await?;
+            page.counters.push((name, count));
+        }
+        Ok(page)
+    }
+
+    /// The names of the durable counters of `namespace` that `wanted` accepts, after `after`,
+    /// at most `limit`, reading at most [`LIST_SCAN_BUDGET`] counters (for `SCAN` and `KEYS`,
+    /// which need no counts). A namespace that does not exist holds none when namespaces are
+    /// made on their first write.
+    pub async fn counter_names(
+        &self,
+        namespace: &Namespace,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+        after: Option<&CounterName>,
+        limit: usize,
+    ) -> EngineResult<NamePage> {
+        let _permit = self.admit()?;
+        self.scan_names(namespace, wanted, after, limit).await
+    }
+
+    async fn scan_names(
+        &self,
+        namespace: &Namespace,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+        after: Option<&CounterName>,
+        limit: usize,
+    ) -> EngineResult<NamePage> {
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
-        let mut page = CounterPage::default();
+        let mut page = NamePage::default();
         match self.inner.namespaces.get(namespace).await {
             Err(EngineError::NamespaceNotFound(_)) if self.inner.options.auto_create_namespaces.is_some() => {
                 return Ok(page);
@@ -436,27 +476,46 @@ impl Engine {
         };
         let mut cursor = after.map(|name| CounterKey::new(namespace.clone(), name.clone()));
         let mut scanned = 0;
-        while page.counters.len() < limit && scanned < LIST_SCAN_BUDGET {
-            let chunk = (limit - page.counters.len()).max(64).min(LIST_SCAN_BUDGET - scanned);
+        while page.names.len() < limit && scanned < LIST_SCAN_BUDGET {
+            let chunk = (limit - page.names.len()).max(64).min(LIST_SCAN_BUDGET - scanned);
             let found = self.inner.store.scan_counters(Some(namespace), cursor.as_ref(), chunk).await?;
             scanned += found.len();
             let exhausted = found.len() < chunk;
             for (key, _) in found {
                 cursor = Some(key.clone());
-                if key.counter.as_str().starts_with(prefix) {
-                    let count = self.read_count(&key).await?;
-                    page.counters.push((key.counter, count));
-                    if page.counters.len() == limit {
+                if wanted(key.counter.as_str()) {
+                    page.names.push(key.counter);
+                    if page.names.len() == limit {
                         break;
                     }
                 }
             }
-            if exhausted && page.counters.len() < limit {
+            if exhausted && page.names.len() < limit {
                 return Ok(page);
             }
         }
         page.next = cursor.map(|key| key.counter);
         Ok(page)
+    }
+
+    /// Whether the counter was ever written: a durable counter with events or a checkpoint in
+    /// the store (a cleared one too, at count 0), a `best_effort` one with a count in memory.
+    pub async fn counter_exists(&self, key: &CounterKey) -> EngineResult<bool> {
+        let _permit = self.admit()?;
+        let config = match self.inner.namespaces.get(&key.namespace).await {
+            Err(EngineError::NamespaceNotFound(_)) => return Ok(false),
+            config => config?,
+        };
+        if config.counter_type == CounterType::BestEffort {
+            return Ok(self.inner.best_effort.get(key, self.inner.clock.now()).await? != 0);
+        }
+        let state = self.inner.store.counter_state(key).await?;
+        Ok(state.last_write.is_some() || state.checkpoint.is_some())
+    }
+
+    /// A guess of how many durable counters the store holds, where it can tell cheaply.
+    pub fn approximate_counters(&self) -> Option<u64> {
+        self.inner.store.approximate_counters()
     }
 
     /// `ClearCount`: sets the counter to zero as of the token's generation time. Events ordered

@@ -1,7 +1,8 @@
 //! What each command does. Counter commands map onto the engine's operations:
 //! `INCR`/`INCRBY`/`DECR`/`DECRBY` are AddAndGetCount, `GET`/`MGET` GetCount, `DEL`
 //! ClearCount, `TALLY.ADD` an AddCount and `TALLY.CLEAR` a ClearCount with an idempotency
-//! token. The rest is what clients send on connect.
+//! token, `SCAN` and `KEYS` ListCounters. The rest is what clients send on connect.
+//! [`super::table`] lists them all.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use tally_core::{CounterKey, ErrorCode, IdempotencyToken, Timestamp};
 use tally_engine::{BatchAdd, Engine};
 
 use super::reply::Reply;
+use super::table;
 use crate::auth::{Access, Authenticator, Principal};
 use crate::error::ApiError;
 use crate::metrics::observe;
@@ -28,11 +30,41 @@ pub struct Session {
     pub auth: Arc<Authenticator>,
     /// Who this connection authenticated as; `None` until `AUTH` when authentication is on.
     pub principal: Option<Principal>,
+    /// The commands queued since `MULTI`, and whether one was refused (then `EXEC` aborts).
+    pub multi: Option<(Vec<Vec<Bytes>>, bool)>,
+    /// What the door's connections share.
+    pub door: Arc<DoorState>,
+}
+
+/// What every connection of the door shares: `SCAN` cursors and `INFO` figures.
+pub struct DoorState {
+    pub started: std::time::Instant,
+    pub port: u16,
+    pub max_connections: usize,
+    pub connections: std::sync::atomic::AtomicUsize,
+    pub connections_total: std::sync::atomic::AtomicU64,
+    pub commands_total: std::sync::atomic::AtomicU64,
+    pub cursors: super::scan::Cursors,
+}
+
+impl DoorState {
+    /// The state of a door on `port` that takes at most `max_connections` at once.
+    pub fn new(port: u16, max_connections: usize) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            port,
+            max_connections,
+            connections: Default::default(),
+            connections_total: Default::default(),
+            commands_total: Default::default(),
+            cursors: super::scan::Cursors::default(),
+        }
+    }
 }
 
 /// Whether the command adds to a counter; consecutive adds of a pipeline run as one batch.
 pub fn is_add(name: &[u8]) -> bool {
-    [&b"INCR"[..], b"INCRBY", b"DECR", b"DECRBY", b"TALLY.ADD"].iter().any(|c| name.eq_ignore_ascii_case(c))
+    std::str::from_utf8(name).ok().and_then(|n| table::find(&n.to_ascii_uppercase())).is_some_and(|s| s.add)
 }
 
 /// The reply to a refused request.
@@ -44,12 +76,12 @@ fn arity(cmd: &str) -> Reply {
     Reply::Error(format!("INVALID_ARGUMENT wrong number of arguments for '{}' command", cmd.to_lowercase()))
 }
 
-fn key(arg: &Bytes) -> Result<CounterKey, ApiError> {
+pub(super) fn key(arg: &Bytes) -> Result<CounterKey, ApiError> {
     let text = std::str::from_utf8(arg).map_err(|_| ApiError::invalid("key is not valid UTF-8"))?;
     Ok(CounterKey::parse_joined(text)?)
 }
 
-fn integer(arg: &Bytes) -> Result<i64, ApiError> {
+pub(super) fn integer(arg: &Bytes) -> Result<i64, ApiError> {
     std::str::from_utf8(arg).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
         ApiError::invalid(format!(
             "value {:?} is not an integer or out of range",
@@ -69,7 +101,7 @@ fn token(text: &Bytes, millis: Option<&Bytes>, now: Timestamp) -> Result<Idempot
     Ok(IdempotencyToken::new(text, time)?)
 }
 
-fn upper(arg: &Bytes) -> String {
+pub(super) fn upper(arg: &Bytes) -> String {
     String::from_utf8_lossy(arg).to_uppercase()
 }
 
@@ -149,17 +181,9 @@ fn negated(arg: &Bytes) -> Result<i64, ApiError> {
 /// Commands a connection may send before it authenticates.
 const BEFORE_AUTH: [&str; 4] = ["AUTH", "HELLO", "QUIT", "PING"];
 
-/// The access a counter command needs and the arguments that are its keys.
+/// The access a counter command needs and the arguments that are its keys, from the table.
 fn keys_of<'a>(cmd: &str, rest: &'a [Bytes]) -> Option<(Access, &'a [Bytes])> {
-    match cmd {
-        "INCR" | "DECR" | "INCRBY" | "DECRBY" | "TALLY.ADD" | "TALLY.CLEAR" => {
-            Some((Access::Write, rest.get(..1)?))
-        }
-        "GET" => Some((Access::Read, rest.get(..1)?)),
-        "MGET" => Some((Access::Read, rest)),
-        "DEL" => Some((Access::Write, rest)),
-        _ => None,
-    }
+    table::find(cmd).map(|spec| (spec.access, spec.keys_in(rest)))
 }
 
 /// `UNAUTHENTICATED` before `AUTH`, `PERMISSION_DENIED` for a key outside the token's scopes;
@@ -254,6 +278,20 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             }
             Reply::Integer(cleared)
         }
+        ("EXISTS", keys) if !keys.is_empty() => {
+            let mut found = 0;
+            for k in keys {
+                let result =
+                    observe("resp", "Exists", async { Ok(engine.counter_exists(&key(k)?).await?) }).await;
+                match result {
+                    Ok(exists) => found += i64::from(exists),
+                    Err(e) => return err(e),
+                }
+            }
+            Reply::Integer(found)
+        }
+        ("SCAN", [cursor, options @ ..]) => super::scan::scan(engine, session, cursor, options).await,
+        ("KEYS", [pattern]) => super::scan::keys(engine, session, pattern).await,
         ("PING", []) => Reply::Simple("PONG"),
         ("PING", [msg]) | ("ECHO", [msg]) => Reply::Bulk(msg.to_vec()),
         ("HELLO", rest) => hello(session, rest),
@@ -261,16 +299,18 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
         ("SELECT", [db]) if db.as_ref() == b"0" => Reply::Simple("OK"),
         ("SELECT", [_]) => Reply::Error("ERR DB index is out of range; tally has database 0 only".into()),
         ("CLIENT", [sub, rest @ ..]) => client(session, &upper(sub), rest),
-        ("COMMAND", []) => Reply::Array(Vec::new()),
-        ("COMMAND", [sub, ..]) if upper(sub) == "DOCS" => Reply::Map(Vec::new()),
-        ("COMMAND", [sub]) if upper(sub) == "COUNT" => Reply::Integer(SUPPORTED.len() as i64),
+        ("COMMAND", rest) => super::introspect::command(rest),
         ("CONFIG", [sub, params @ ..]) if upper(sub) == "GET" && !params.is_empty() => config_get(params),
-        ("INFO", [] | [_]) => Reply::text(info(engine)),
+        ("CONFIG", [sub, ..]) if upper(sub) == "SET" => Reply::Error(
+            "ERR CONFIG SET is not supported: tally's settings live in its config file and in namespace settings"
+                .into(),
+        ),
+        ("INFO", sections) => Reply::text(super::introspect::info(engine, session, sections)),
         ("QUIT", _) => {
             session.closing = true;
             Reply::Simple("OK")
         }
-        (c, _) if SUPPORTED.contains(&c) => arity(c),
+        (c, _) if table::find(c).is_some() => arity(c),
         (c, _) => Reply::Error(format!(
             "ERR unknown command '{}', with args beginning with: {}",
             c.to_lowercase(),
@@ -282,29 +322,6 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
         )),
     }
 }
-
-/// Every command this front door knows.
-const SUPPORTED: &[&str] = &[
-    "INCR",
-    "INCRBY",
-    "DECR",
-    "DECRBY",
-    "TALLY.ADD",
-    "TALLY.CLEAR",
-    "GET",
-    "MGET",
-    "DEL",
-    "PING",
-    "ECHO",
-    "HELLO",
-    "AUTH",
-    "SELECT",
-    "CLIENT",
-    "COMMAND",
-    "CONFIG",
-    "INFO",
-    "QUIT",
-];
 
 fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
     if let Some(version) = args.first() {
@@ -372,12 +389,4 @@ fn config_get(params: &[Bytes]) -> Reply {
         }
     }
     Reply::Map(pairs)
-}
-
-fn info(engine: &Engine) -> String {
-    format!(
-        "# Server\r\nredis_version:7.0.0\r\ntally_version:{}\r\nredis_mode:standalone\r\n\r\n# Persistence\r\naof_enabled:1\r\n\r\n# Tally\r\nrollup_queue_depth:{}\r\n",
-        env!("CARGO_PKG_VERSION"),
-        engine.rollups().depth()
-    )
 }

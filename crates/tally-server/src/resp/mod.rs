@@ -10,8 +10,11 @@
 //! the mutation is durable.
 
 pub mod commands;
+mod introspect;
 pub mod parser;
 pub mod reply;
+mod scan;
+pub mod table;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use commands::Session;
+use commands::{DoorState, Session};
 
 use crate::auth::{Authenticator, Principal};
 pub use parser::Limits;
@@ -54,6 +57,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let tracker = TaskTracker::new();
     let ids = AtomicU64::new(1);
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let door = Arc::new(DoorState::new(port, options.max_connections));
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p?,
@@ -73,20 +78,26 @@ pub async fn serve(
         };
         let (engine, shutdown, auth) = (engine.clone(), shutdown.clone(), options.auth.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
+        let door = door.clone();
+        door.connections.fetch_add(1, Ordering::Relaxed);
+        door.connections_total.fetch_add(1, Ordering::Relaxed);
         let _ = socket.set_nodelay(true);
         let tls = options.tls.clone();
         tracker.spawn(async move {
             let ended = match tls {
                 #[cfg(feature = "tls")]
                 Some(tls) => match tls.accept_resp(socket).await {
-                    Ok(stream) => connection(engine, stream, id, options.limits, auth, shutdown).await,
+                    Ok(stream) => {
+                        connection(engine, stream, id, options.limits, auth, door.clone(), shutdown).await
+                    }
                     Err(e) => Err(e),
                 },
-                _ => connection(engine, socket, id, options.limits, auth, shutdown).await,
+                _ => connection(engine, socket, id, options.limits, auth, door.clone(), shutdown).await,
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "resp connection ended");
             }
+            door.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
@@ -101,10 +112,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     id: u64,
     limits: Limits,
     auth: Arc<Authenticator>,
+    door: Arc<DoorState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let principal = (!auth.enabled()).then(Principal::unrestricted);
-    let mut session = Session { resp3: false, name: None, id, closing: false, auth, principal };
+    let mut session =
+        Session { resp3: false, name: None, id, closing: false, auth, principal, multi: None, door };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -142,8 +155,103 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Runs a pipeline in order; each run of consecutive adds goes to the engine as one batch.
+/// Runs a pipeline in order. `MULTI` … `EXEC` queues the commands between them and runs
+/// them as a pipeline of their own when `EXEC` comes, answering their replies as one array:
+/// they run in order with no other command of this connection between them, but not
+/// atomically (an add to one counter may land while another fails).
 async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
+    session.door.commands_total.fetch_add(requests.len() as u64, Ordering::Relaxed);
+    let mut replies = Vec::with_capacity(requests.len());
+    let mut i = 0;
+    while i < requests.len() {
+        let control = transaction_control(&requests[i][0]);
+        if session.multi.is_some() || control.is_some() {
+            replies.push(transaction(engine, session, control, &requests[i]).await);
+            i += 1;
+            continue;
+        }
+        let plain = requests[i..].iter().take_while(|r| transaction_control(&r[0]).is_none()).count();
+        replies.extend(run_plain(engine, session, &requests[i..i + plain]).await);
+        i += plain;
+        if session.closing {
+            break;
+        }
+    }
+    replies
+}
+
+/// `MULTI`, `EXEC` and `DISCARD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Multi,
+    Exec,
+    Discard,
+}
+
+fn transaction_control(name: &[u8]) -> Option<Control> {
+    [(&b"MULTI"[..], Control::Multi), (b"EXEC", Control::Exec), (b"DISCARD", Control::Discard)]
+        .into_iter()
+        .find_map(|(n, c)| name.eq_ignore_ascii_case(n).then_some(c))
+}
+
+/// One request while a transaction is open, or one that opens or closes it.
+async fn transaction(
+    engine: &Engine,
+    session: &mut Session,
+    control: Option<Control>,
+    request: &[Bytes],
+) -> Reply {
+    let open = session.multi.is_some();
+    match (control, open) {
+        (Some(Control::Multi), false) => {
+            session.multi = Some((Vec::new(), false));
+            Reply::Simple("OK")
+        }
+        (Some(Control::Multi), true) => Reply::Error("ERR MULTI calls can not be nested".into()),
+        (Some(Control::Exec), false) => Reply::Error("ERR EXEC without MULTI".into()),
+        (Some(Control::Discard), false) => Reply::Error("ERR DISCARD without MULTI".into()),
+        (Some(Control::Discard), true) => {
+            session.multi = None;
+            Reply::Simple("OK")
+        }
+        (Some(Control::Exec), true) => {
+            let (queued, refused) = session.multi.take().unwrap_or_default();
+            if refused {
+                return Reply::Error("EXECABORT Transaction discarded because of previous errors.".into());
+            }
+            Reply::Array(run_plain(engine, session, &queued).await)
+        }
+        (None, _) => {
+            // Queued if the table knows the command with this many arguments; refused (and
+            // the transaction with it) otherwise, as Redis does.
+            let name = commands::upper(&request[0]);
+            match table::find(&name) {
+                Some(spec) if spec.fits(request.len()) => {
+                    if let Some((queued, _)) = session.multi.as_mut() {
+                        queued.push(request.to_vec());
+                    }
+                    Reply::Simple("QUEUED")
+                }
+                found => {
+                    if let Some((_, refused)) = session.multi.as_mut() {
+                        *refused = true;
+                    }
+                    match found {
+                        Some(_) => Reply::Error(format!(
+                            "INVALID_ARGUMENT wrong number of arguments for '{}' command",
+                            name.to_lowercase()
+                        )),
+                        None => Reply::Error(format!("ERR unknown command '{}'", name.to_lowercase())),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs requests with no transaction control among them; each run of consecutive adds goes
+/// to the engine as one batch.
+async fn run_plain(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(requests.len());
     let mut i = 0;
     while i < requests.len() {

@@ -229,7 +229,8 @@ async fn connection_commands_that_clients_send_are_answered() {
     let info: String = redis::cmd("INFO").query_async(&mut c).await.expect("info");
     assert!(info.contains("tally_version:"), "{info}");
     let commands: Vec<redis::Value> = redis::cmd("COMMAND").query_async(&mut c).await.expect("command");
-    assert!(commands.is_empty());
+    let count: usize = redis::cmd("COMMAND").arg("COUNT").query_async(&mut c).await.expect("count");
+    assert_eq!(commands.len(), count, "COMMAND lists the whole table");
     s.stop().await;
 }
 
@@ -279,7 +280,8 @@ async fn hello_switches_protocol_and_quit_closes_the_connection() {
         replies.contains("-INVALID_ARGUMENT wrong number of arguments for 'get' command\r\n"),
         "{replies:?}"
     );
-    assert!(replies.contains("%0\r\n+OK\r\n:"), "COMMAND DOCS is an empty map, SETINFO is OK: {replies:?}");
+    assert!(replies.contains("$9\r\nincrement\r\n"), "COMMAND DOCS names the arguments: {replies:?}");
+    assert!(replies.contains("\r\n+OK\r\n:"), "SETINFO is OK: {replies:?}");
     assert!(replies.contains("-NOPROTO"), "{replies:?}");
     assert!(replies.ends_with("+OK\r\n"), "QUIT answers OK and nothing after it is run: {replies:?}");
     s.stop().await;
@@ -308,5 +310,135 @@ async fn any_redis_key_counts_with_no_set_up_when_namespaces_are_made_on_first_w
     // Refused as before: a key whose namespace part is not a valid name.
     let err = c.incr::<_, _, i64>("no spaces:x", 1).await.expect_err("bad namespace");
     assert_eq!(code(&err), "INVALID_ARGUMENT");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn scan_keys_and_exists_list_counter_keys() {
+    let s = TestServer::start().await;
+    s.namespace("user", "eventual").await;
+    s.namespace("page", "accurate").await;
+    let mut c = connect(&s, false).await;
+    for i in 0..30 {
+        let _: i64 = c.incr(format!("user:{i}:visits"), 1).await.expect("incr");
+    }
+    let _: i64 = c.incr("page:home", 1).await.expect("incr");
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("user:*")
+            .arg("COUNT")
+            .arg(7)
+            .query_async(&mut c)
+            .await
+            .expect("scan");
+        seen.extend(keys);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    seen.sort();
+    let mut expected: Vec<String> = (0..30).map(|i| format!("user:{i}:visits")).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let mut everything: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.expect("keys");
+    everything.sort();
+    assert_eq!(everything.len(), 31);
+    assert!(everything.contains(&"page:home".to_owned()));
+    let some: Vec<String> = redis::cmd("KEYS").arg("user:1?:visits").query_async(&mut c).await.expect("keys");
+    assert_eq!(some.len(), 10, "{some:?}");
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("user:1:visits")
+        .arg("user:99:visits")
+        .arg("page:home")
+        .query_async(&mut c)
+        .await
+        .expect("exists");
+    assert_eq!(n, 2);
+    let bad =
+        redis::cmd("SCAN").arg(424242).query_async::<redis::Value>(&mut c).await.expect_err("unknown cursor");
+    assert!(bad.to_string().contains("invalid cursor"), "{bad}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn multi_exec_runs_the_queued_commands_as_a_pipeline() {
+    let s = TestServer::start().await;
+    s.namespace("tx", "accurate").await;
+    let mut c = connect(&s, false).await;
+    let (a, b, got): (i64, i64, String) = redis::pipe()
+        .atomic()
+        .incr("tx:a", 2)
+        .incr("tx:a", 3)
+        .get("tx:a")
+        .query_async(&mut c)
+        .await
+        .expect("MULTI/EXEC");
+    assert_eq!((a, b, got.as_str()), (2, 5, "5"));
+    // A command refused while queueing discards the transaction.
+    let aborted: redis::RedisResult<(i64,)> =
+        redis::pipe().atomic().incr("tx:a", 1).cmd("FLUSHALL").query_async(&mut c).await;
+    assert!(aborted.is_err(), "{aborted:?}");
+    let v: String = c.get("tx:a").await.expect("get");
+    assert_eq!(v, "5", "nothing of an aborted transaction ran");
+    let discard: String = redis::cmd("DISCARD")
+        .query_async(&mut c)
+        .await
+        .map(|()| "OK".to_owned())
+        .unwrap_or_else(|e| e.to_string());
+    assert!(discard.contains("DISCARD without MULTI"), "{discard}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn command_info_and_config_answer_what_clients_ask() {
+    let s = TestServer::start().await;
+    let mut c = connect(&s, false).await;
+    let count: i64 = redis::cmd("COMMAND").arg("COUNT").query_async(&mut c).await.expect("count");
+    assert!(count >= 20, "{count}");
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("incrby")
+        .arg("nosuch")
+        .query_async(&mut c)
+        .await
+        .expect("info");
+    let redis::Value::Array(incrby) = &info[0] else { panic!("{info:?}") };
+    assert_eq!(incrby[1], redis::Value::Int(3), "arity");
+    assert_eq!(
+        (&incrby[3], &incrby[4], &incrby[5]),
+        (&redis::Value::Int(1), &redis::Value::Int(1), &redis::Value::Int(1))
+    );
+    assert_eq!(info[1], redis::Value::Nil);
+    let docs: redis::Value =
+        redis::cmd("COMMAND").arg("DOCS").arg("incrby").query_async(&mut c).await.expect("docs");
+    assert!(format!("{docs:?}").contains("increment"), "{docs:?}");
+    let text: String = redis::cmd("INFO").query_async(&mut c).await.expect("info");
+    for line in [
+        "# Server",
+        "redis_version:",
+        "# Clients",
+        "connected_clients:1",
+        "# Stats",
+        "total_commands_processed:",
+        "# Keyspace",
+        "db0:keys=",
+    ] {
+        assert!(text.contains(line), "no {line} in {text}");
+    }
+    let only: String = redis::cmd("INFO").arg("clients").query_async(&mut c).await.expect("info");
+    assert!(only.contains("# Clients") && !only.contains("# Server"), "{only}");
+    let set = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("no")
+        .query_async::<redis::Value>(&mut c)
+        .await
+        .expect_err("refused");
+    assert!(set.to_string().contains("CONFIG SET is not supported"), "{set}");
     s.stop().await;
 }

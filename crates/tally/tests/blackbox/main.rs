@@ -422,6 +422,12 @@ fn redis_cli_drives_the_redis_protocol() {
     // RESP3 and errors
     assert_eq!(redis_cli(&s, &["-3", "INCR", "rc:three"]), "1");
     assert!(redis_cli(&s, &["INCRBY", "rc:x", "abc"]).starts_with("INVALID_ARGUMENT"));
+    // Keys, a transaction and the command table, as redis-cli sends them.
+    assert_eq!(redis_cli(&s, &["EXISTS", "rc:hits", "rc:nothing"]), "1");
+    assert!(redis_cli(&s, &["KEYS", "rc:*"]).lines().any(|k| k == "rc:hits"));
+    assert!(redis_cli(&s, &["SCAN", "0", "MATCH", "rc:*", "COUNT", "100"]).lines().any(|k| k == "rc:hits"));
+    let count: usize = redis_cli(&s, &["COMMAND", "COUNT"]).parse().expect("a number");
+    assert!(count >= 20);
     // Any key counts: its namespace is made on the first write.
     assert_eq!(redis_cli(&s, &["INCR", "user:1000:visits"]), "1");
     assert_eq!(redis_cli(&s, &["INCR", "user:1000:visits"]), "2");
@@ -546,6 +552,22 @@ scopes = ["read:*"]
     assert!(denied.starts_with("PERMISSION_DENIED"), "{denied}");
     let read = redis_cli(&s, &["-a", "viewer-secret-0123456", "--no-auth-warning", "GET", "acc:c"]);
     assert_eq!(read, "3", "only the ops token's add counted");
+}
+
+/// redis-py, with its defaults: `pipeline()` (MULTI/EXEC), `scan_iter`, `keys`, `info`.
+#[test]
+fn redis_py_drives_the_redis_protocol() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start(dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/redis_client.py");
+    let out = Command::new("python3").arg(script).arg(&s.resp).output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "redis-py client failed (python3 -m pip install redis==8.1.0):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 7, "{stdout}");
 }
 
 /// The README's quick tour, run as written against a server on port 0: the block's commands

@@ -12,11 +12,14 @@ use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
 use tally_server::convert;
 use tonic::transport::Channel;
 
+/// The gRPC address `tally serve` listens on by default.
+const DEFAULT_ADDR: &str = "http://127.0.0.1:7090";
+
 /// Where the server is, and how to print.
 #[derive(Args)]
 pub struct Connection {
-    /// gRPC address of the server.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:7090", env = "TALLY_ADDR")]
+    /// gRPC address of the server: `host:port` or a URL.
+    #[arg(long, global = true, default_value = DEFAULT_ADDR, env = "TALLY_ADDR")]
     addr: String,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -64,10 +67,40 @@ impl Connection {
         Ok(NamespaceServiceClient::with_interceptor(self.channel().await?, self.bearer()?))
     }
 
+    /// `--addr` as a URL: `host:port` alone means `http://host:port`.
+    fn url(&self) -> String {
+        if self.addr.contains("://") { self.addr.clone() } else { format!("http://{}", self.addr) }
+    }
+
+    /// A refusal or failure of a call, named by its code; a failure that looks like another
+    /// protocol answering says which port to use.
+    fn error(&self, status: tonic::Status) -> anyhow::Error {
+        let error = status_error(&status);
+        let foreign = [
+            "protocol error",
+            "invalid compression flag",
+            "http2 error",
+            "frame with invalid size",
+            "invalid HTTP",
+            "transport error",
+        ];
+        let looks_foreign =
+            matches!(status.code(), tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Unavailable)
+                && foreign.iter().any(|f| status.message().contains(f));
+        if looks_foreign {
+            return error.context(format!(
+                "{} does not answer gRPC: is it tally's HTTP port (7080 by default) or Redis port (7379)? \
+                 The gRPC port is 7090 by default (--addr host:port)",
+                self.url()
+            ));
+        }
+        error
+    }
+
     async fn channel(&self) -> anyhow::Result<Channel> {
         #[allow(unused_mut)]
         let mut endpoint =
-            Channel::from_shared(self.addr.clone()).with_context(|| format!("bad --addr {:?}", self.addr))?;
+            Channel::from_shared(self.url()).with_context(|| format!("bad --addr {:?}", self.addr))?;
         if let Some(ca) = &self.tls_ca {
             #[cfg(feature = "tls")]
             {
@@ -87,7 +120,7 @@ impl Connection {
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .with_context(|| format!("cannot reach a tally server at {}", self.addr))
+            .with_context(|| format!("cannot reach a tally server at {}", self.url()))
     }
 }
 
@@ -104,6 +137,18 @@ pub struct TokenArgs {
 }
 
 impl TokenArgs {
+    /// The token of an add: the one given, else a new random one, so that the add can be
+    /// retried safely (its generation time is then fixed by the server).
+    fn for_add(&self) -> anyhow::Result<pb::IdempotencyToken> {
+        match self.to_proto()? {
+            Some(token) => Ok(token),
+            None => Ok(pb::IdempotencyToken {
+                token: format!("cli-{:032x}", rand::random::<u128>()),
+                generation_time: None,
+            }),
+        }
+    }
+
     fn to_proto(&self) -> anyhow::Result<Option<pb::IdempotencyToken>> {
         let Some(token) = &self.token else { return Ok(None) };
         let time = self
@@ -280,7 +325,7 @@ fn token_json(t: Option<&pb::IdempotencyToken>) -> serde_json::Value {
 }
 
 /// A gRPC error as `CODE: message`, with the same code names as the HTTP API.
-fn status_error(status: tonic::Status) -> anyhow::Error {
+fn status_error(status: &tonic::Status) -> anyhow::Error {
     let code = format!("{:?}", status.code());
     let mut name = String::new();
     for (i, ch) in code.chars().enumerate() {
@@ -302,7 +347,9 @@ fn print(json_out: bool, value: serde_json::Value, text: String) {
 
 pub async fn add(args: AddArgs) -> anyhow::Result<()> {
     let mut client = args.conn.counters().await?;
-    let token = args.token.to_proto()?;
+    let sent = args.token.for_add()?;
+    let retry = retry_command(&args, &sent.token);
+    let token = Some(sent);
     let key = format!("{}:{}", args.namespace, args.counter);
     if args.get {
         let request = pb::AddAndGetCountRequest {
@@ -311,15 +358,17 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
             delta: args.delta,
             idempotency_token: token,
         };
-        let r = client.add_and_get_count(request).await.map_err(status_error)?.into_inner();
+        let r = client.add_and_get_count(request).await.map_err(|e| args.conn.error(e))?.into_inner();
         let value = json!({"count": r.count, "counter_type": type_text(r.counter_type), "applied": r.applied,
             "as_of": time_text(r.as_of.as_ref()), "idempotency_token": token_json(r.idempotency_token.as_ref())});
         let verb = if r.applied { "added" } else { "already applied:" };
-        print(
-            args.conn.json,
-            value,
-            format!("{verb} {} to {key}; count {} ({})", args.delta, r.count, type_text(r.counter_type)),
+        let text = format!(
+            "{verb} {} to {key}; count {} ({})\nretry safely with: {retry}",
+            args.delta,
+            r.count,
+            type_text(r.counter_type)
         );
+        print(args.conn.json, value, text);
     } else {
         let request = pb::AddCountRequest {
             namespace: args.namespace,
@@ -327,18 +376,22 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
             delta: args.delta,
             idempotency_token: token,
         };
-        let r = client.add_count(request).await.map_err(status_error)?.into_inner();
+        let r = client.add_count(request).await.map_err(|e| args.conn.error(e))?.into_inner();
         let t = r.idempotency_token.as_ref();
         let value = json!({"applied": r.applied, "idempotency_token": token_json(t)});
         let verb = if r.applied { "added" } else { "already applied:" };
-        let retry = t.map_or(String::new(), |t| {
+        let stamp = t.map_or(String::new(), |t| {
             format!(
                 " (token {} generated {})",
                 t.token,
                 time_text(t.generation_time.as_ref()).unwrap_or_default()
             )
         });
-        print(args.conn.json, value, format!("{verb} {} to {key}{retry}", args.delta));
+        print(
+            args.conn.json,
+            value,
+            format!("{verb} {} to {key}{stamp}\nretry safely with: {retry}", args.delta),
+        );
     }
     Ok(())
 }
@@ -347,12 +400,34 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let mut client = args.conn.counters().await?;
     let key = format!("{}:{}", args.namespace, args.counter);
     let request = pb::GetCountRequest { namespace: args.namespace, counter_name: args.counter };
-    let r = client.get_count(request).await.map_err(status_error)?.into_inner();
+    let r = client.get_count(request).await.map_err(|e| args.conn.error(e))?.into_inner();
     let as_of = time_text(r.as_of.as_ref());
     let value = json!({"count": r.count, "counter_type": type_text(r.counter_type), "as_of": as_of});
     let freshness = as_of.map_or("not rolled up yet".to_owned(), |t| format!("exact as of {t}"));
     print(args.conn.json, value, format!("{key} = {} ({}, {freshness})", r.count, type_text(r.counter_type)));
     Ok(())
+}
+
+/// The command that repeats an add with its token: within the namespace's idempotency window
+/// it changes nothing if the add was applied, and applies it if it was not.
+fn retry_command(args: &AddArgs, token: &str) -> String {
+    let mut words = vec!["tally".to_owned(), "add".to_owned(), args.namespace.clone(), args.counter.clone()];
+    words.push(args.delta.to_string());
+    words.extend(["--token".to_owned(), token.to_owned()]);
+    if args.get {
+        words.push("--get".to_owned());
+    }
+    if args.conn.addr != DEFAULT_ADDR {
+        words.extend(["--addr".to_owned(), args.conn.addr.clone()]);
+    }
+    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// `word`, quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain =
+        !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/=@,+".contains(c));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
 }
 
 /// `tally ls`: one line per counter (`name count`), fetched a page at a time.
@@ -367,7 +442,7 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
             page_size: i32::try_from((limit - printed).min(1000)).unwrap_or(1000),
             page_token: std::mem::take(&mut page_token),
         };
-        let r = client.list_counters(request).await.map_err(status_error)?.into_inner();
+        let r = client.list_counters(request).await.map_err(|e| args.conn.error(e))?.into_inner();
         for c in r.counters.iter().take(limit - printed) {
             let value = json!({"counter_name": c.counter_name, "count": c.count, "counter_type": type_text(c.counter_type)});
             print(args.conn.json, value, format!("{} {}", c.counter_name, c.count));
@@ -389,7 +464,7 @@ pub async fn clear(args: ClearArgs) -> anyhow::Result<()> {
         counter_name: args.counter,
         idempotency_token: args.token.to_proto()?,
     };
-    let r = client.clear_count(request).await.map_err(status_error)?.into_inner();
+    let r = client.clear_count(request).await.map_err(|e| args.conn.error(e))?.into_inner();
     let value = json!({"applied": r.applied, "idempotency_token": token_json(r.idempotency_token.as_ref())});
     print(args.conn.json, value, format!("{} {key}", if r.applied { "cleared" } else { "already cleared:" }));
     Ok(())
@@ -430,7 +505,7 @@ pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
         NsCommand::Create { name, config, conn } => {
             let mut client = conn.namespaces().await?;
             let request = pb::CreateNamespaceRequest { name, config: Some(config.to_proto()?) };
-            let n = client.create_namespace(request).await.map_err(status_error)?.into_inner();
+            let n = client.create_namespace(request).await.map_err(|e| conn.error(e))?.into_inner();
             print(conn.json, namespace_value(&n), format!("created {}", namespace_text(&n)));
         }
         NsCommand::List { conn } => {
@@ -438,7 +513,7 @@ pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
             let r = client
                 .list_namespaces(pb::ListNamespacesRequest {})
                 .await
-                .map_err(status_error)?
+                .map_err(|e| conn.error(e))?
                 .into_inner();
             let value = json!({"namespaces": r.namespaces.iter().map(namespace_value).collect::<Vec<_>>()});
             let text = r.namespaces.iter().map(namespace_text).collect::<Vec<_>>().join("\n");
@@ -449,14 +524,14 @@ pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
             let n = client
                 .get_namespace(pb::GetNamespaceRequest { name })
                 .await
-                .map_err(status_error)?
+                .map_err(|e| conn.error(e))?
                 .into_inner();
             print(conn.json, namespace_value(&n), namespace_text(&n));
         }
         NsCommand::Update { name, config, conn } => {
             let mut client = conn.namespaces().await?;
             let request = pb::UpdateNamespaceRequest { name, config: Some(config.to_proto()?) };
-            let n = client.update_namespace(request).await.map_err(status_error)?.into_inner();
+            let n = client.update_namespace(request).await.map_err(|e| conn.error(e))?.into_inner();
             print(conn.json, namespace_value(&n), format!("updated {}", namespace_text(&n)));
         }
         NsCommand::Delete { name, conn } => {
@@ -464,7 +539,7 @@ pub async fn ns(command: NsCommand) -> anyhow::Result<()> {
             client
                 .delete_namespace(pb::DeleteNamespaceRequest { name: name.clone() })
                 .await
-                .map_err(status_error)?;
+                .map_err(|e| conn.error(e))?;
             print(conn.json, json!({"deleted": name}), format!("deleted {name}"));
         }
     }

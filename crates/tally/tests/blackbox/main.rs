@@ -620,3 +620,36 @@ fn the_readme_tour_runs_as_written() {
     }
     assert!(checked >= 15, "only {checked} outputs checked: is the tour's `# =>` convention still used?");
 }
+
+/// `--addr host:port` needs no scheme; the HTTP or Redis port is named as such; an add
+/// without `--token` prints the command that retries it safely, and that command applies once.
+#[test]
+fn the_cli_takes_what_users_type() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start(dir.path());
+    let tally = |addr: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(args)
+            .args(["--addr", addr])
+            .output()
+            .expect("tally runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = tally(&s.grpc, &["add", "typed", "c", "3"]);
+    assert!(ok && out.starts_with("added 3 to typed:c (token cli-"), "{out}");
+    let retry = out.lines().find_map(|l| l.strip_prefix("retry safely with: ")).expect("a retry command");
+    let words: Vec<&str> = retry.split_whitespace().collect();
+    assert_eq!(&words[..5], ["tally", "add", "typed", "c", "3"], "{retry}");
+    assert_eq!(&words[words.len() - 2..], ["--addr", s.grpc.as_str()], "{retry}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tally")).args(&words[1..]).output().expect("tally runs");
+    let again = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let ok = out.status.success();
+    assert!(ok && again.starts_with("already applied: 3 to typed:c"), "{again}");
+    let (_, count) = s.curl("GET", "/v1/namespaces/typed/counters/c", None);
+    assert_eq!(count["count"], json!(3));
+    for (port, name) in [(&s.http, "HTTP"), (&s.resp, "Redis")] {
+        let (ok, out) = tally(port, &["get", "typed", "c"]);
+        assert!(!ok && out.contains("does not answer gRPC: is it tally's HTTP port"), "{name} port: {out}");
+    }
+}

@@ -79,13 +79,18 @@ impl Connection {
         let foreign = [
             "protocol error",
             "invalid compression flag",
+            "operation was canceled",
             "http2 error",
             "frame with invalid size",
             "invalid HTTP",
             "transport error",
         ];
         let looks_foreign =
-            matches!(status.code(), tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Unavailable)
+            // A Redis port closes the connection on the HTTP/2 preface: the call is cancelled.
+            matches!(
+                status.code(),
+                tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+            )
                 && foreign.iter().any(|f| status.message().contains(f));
         if looks_foreign {
             return error.context(format!(

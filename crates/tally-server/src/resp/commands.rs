@@ -290,6 +290,10 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             }
             Reply::Integer(found)
         }
+        ("TTL" | "PTTL", [k]) => observe("resp", "GetCount", expiry(engine, k)).await.unwrap_or_else(err),
+        ("EXPIRE" | "PEXPIRE" | "PERSIST", [k, ..]) => {
+            observe("resp", "ClearCount", timeout_change(engine, &cmd, k)).await.unwrap_or_else(err)
+        }
         ("SCAN", [cursor, options @ ..]) => super::scan::scan(engine, session, cursor, options).await,
         ("KEYS", [pattern]) => super::scan::keys(engine, session, pattern).await,
         ("PING", []) => Reply::Simple("PONG"),
@@ -372,6 +376,47 @@ fn client(session: &mut Session, sub: &str, args: &[Bytes]) -> Reply {
             sub.to_lowercase()
         )),
     }
+}
+
+/// `TTL`/`PTTL`: counters have no per-key timeout. -1 for one that exists, -2 for one never
+/// written; a `best_effort` counter of a namespace with `best_effort_ttl` lives that long after
+/// its last write, which is not tracked per key, so its TTL is refused rather than guessed.
+async fn expiry(engine: &Engine, k: &Bytes) -> Result<Reply, ApiError> {
+    let key = key(k)?;
+    if !engine.counter_exists(&key).await? {
+        return Ok(Reply::Integer(-2));
+    }
+    let config = engine.get_namespace(&key.namespace).await?;
+    match config.best_effort_ttl {
+        Some(ttl) if config.counter_type == tally_core::CounterType::BestEffort => Err(ApiError::new(
+            ErrorCode::FailedPrecondition,
+            format!(
+                "the remaining time of {key} is not tracked: best_effort counters of namespace {} live {} after their last write",
+                key.namespace,
+                format!("{ttl:?}")
+            ),
+        )),
+        _ => Ok(Reply::Integer(-1)),
+    }
+}
+
+/// `EXPIRE`/`PEXPIRE` are refused (no per-key timeouts: durable counters never expire, and
+/// `best_effort` ones expire by their namespace's `best_effort_ttl`); `PERSIST` answers 0, as
+/// Redis does for a key without a timeout.
+async fn timeout_change(engine: &Engine, cmd: &str, k: &Bytes) -> Result<Reply, ApiError> {
+    let key = key(k)?;
+    let counter_type = engine.counter_type(&key.namespace).await?;
+    if cmd == "PERSIST" {
+        return Ok(Reply::Integer(0));
+    }
+    let why = match counter_type {
+        tally_core::CounterType::BestEffort => format!(
+            "best_effort counters expire by their namespace's best_effort_ttl, not per key: set it on namespace {}",
+            key.namespace
+        ),
+        _ => format!("counters of namespace {} are durable and never expire; DEL clears one", key.namespace),
+    };
+    Err(ApiError::new(ErrorCode::FailedPrecondition, format!("{cmd} {key}: {why}")))
 }
 
 /// `CONFIG GET`: what `redis-benchmark` and clients ask on connect. Tally persists every

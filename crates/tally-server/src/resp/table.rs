@@ -112,6 +112,41 @@ pub const COMMANDS: &[Spec] = &[
         ..spec("EXISTS", -2, Keys::All, Access::Read)
     },
     Spec {
+        flags: &["readonly", "fast"],
+        group: "generic",
+        summary: "-1 for a counter that exists and does not expire, -2 for one never written.",
+        args: &[KEY],
+        ..spec("TTL", 2, Keys::First, Access::Read)
+    },
+    Spec {
+        flags: &["readonly", "fast"],
+        group: "generic",
+        summary: "TTL in milliseconds.",
+        args: &[KEY],
+        ..spec("PTTL", 2, Keys::First, Access::Read)
+    },
+    Spec {
+        flags: &["write", "fast"],
+        group: "generic",
+        summary: "Refused: durable counters never expire; best_effort ones expire by their namespace's best_effort_ttl.",
+        args: &[KEY, ("seconds", "integer")],
+        ..spec("EXPIRE", -3, Keys::First, Access::Write)
+    },
+    Spec {
+        flags: &["write", "fast"],
+        group: "generic",
+        summary: "Refused, as EXPIRE.",
+        args: &[KEY, ("milliseconds", "integer")],
+        ..spec("PEXPIRE", -3, Keys::First, Access::Write)
+    },
+    Spec {
+        flags: &["write", "fast"],
+        group: "generic",
+        summary: "0: a counter has no per-key timeout to remove.",
+        args: &[KEY],
+        ..spec("PERSIST", 2, Keys::First, Access::Write)
+    },
+    Spec {
         flags: &["readonly"],
         group: "generic",
         summary: "Iterates over counter keys (ListCounters), a page per call.",

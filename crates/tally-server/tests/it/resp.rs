@@ -442,3 +442,28 @@ async fn command_info_and_config_answer_what_clients_ask() {
     assert!(set.to_string().contains("CONFIG SET is not supported"), "{set}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn ttl_expire_and_persist_say_that_counters_have_no_per_key_timeout() {
+    let s = TestServer::start().await;
+    s.namespace("d", "eventual").await;
+    let mut c = connect(&s, false).await;
+    let _: i64 = c.incr("d:k", 1).await.expect("incr");
+    let ttl: i64 = redis::cmd("TTL").arg("d:k").query_async(&mut c).await.expect("ttl");
+    assert_eq!(ttl, -1, "exists, no timeout");
+    let ttl: i64 = redis::cmd("PTTL").arg("d:never").query_async(&mut c).await.expect("pttl");
+    assert_eq!(ttl, -2, "never written");
+    let persisted: i64 = redis::cmd("PERSIST").arg("d:k").query_async(&mut c).await.expect("persist");
+    assert_eq!(persisted, 0);
+    let e = redis::cmd("EXPIRE").arg("d:k").arg(10).query_async::<i64>(&mut c).await.expect_err("refused");
+    assert!(e.to_string().contains("durable and never expire"), "{e}");
+    let url = format!("{}/v1/namespaces/fast", s.http);
+    let body = r#"{"counter_type": "best_effort", "best_effort_ttl": "30s"}"#;
+    reqwest::Client::new().put(url).body(body).send().await.expect("put").error_for_status().expect("created");
+    let _: i64 = c.incr("fast:k", 1).await.expect("incr");
+    let e = redis::cmd("TTL").arg("fast:k").query_async::<i64>(&mut c).await.expect_err("not tracked");
+    assert!(e.to_string().contains("live 30s after their last write"), "{e}");
+    let e = redis::cmd("EXPIRE").arg("fast:k").arg(5).query_async::<i64>(&mut c).await.expect_err("refused");
+    assert!(e.to_string().contains("best_effort_ttl, not per key"), "{e}");
+    s.stop().await;
+}

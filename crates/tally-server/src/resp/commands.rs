@@ -391,9 +391,8 @@ async fn expiry(engine: &Engine, k: &Bytes) -> Result<Reply, ApiError> {
         Some(ttl) if config.counter_type == tally_core::CounterType::BestEffort => Err(ApiError::new(
             ErrorCode::FailedPrecondition,
             format!(
-                "the remaining time of {key} is not tracked: best_effort counters of namespace {} live {} after their last write",
-                key.namespace,
-                format!("{ttl:?}")
+                "the remaining time of {key} is not tracked: best_effort counters of namespace {} live {ttl:?} after their last write",
+                key.namespace
             ),
         )),
         _ => Ok(Reply::Integer(-1)),

@@ -459,7 +459,14 @@ async fn ttl_expire_and_persist_say_that_counters_have_no_per_key_timeout() {
     assert!(e.to_string().contains("durable and never expire"), "{e}");
     let url = format!("{}/v1/namespaces/fast", s.http);
     let body = r#"{"counter_type": "best_effort", "best_effort_ttl": "30s"}"#;
-    reqwest::Client::new().put(url).body(body).send().await.expect("put").error_for_status().expect("created");
+    reqwest::Client::new()
+        .put(url)
+        .body(body)
+        .send()
+        .await
+        .expect("put")
+        .error_for_status()
+        .expect("created");
     let _: i64 = c.incr("fast:k", 1).await.expect("incr");
     let e = redis::cmd("TTL").arg("fast:k").query_async::<i64>(&mut c).await.expect_err("not tracked");
     assert!(e.to_string().contains("live 30s after their last write"), "{e}");

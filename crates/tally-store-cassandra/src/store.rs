@@ -529,8 +529,20 @@ type Identity<'a> = (&'a str, &'a str, i64, i32, i64, &'a str);
 #[async_trait]
 impl EventLog for CassandraStore {
     async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
-        // A refused append takes no token: the deadline is checked before taking it.
-        self.before_deadline(&event.key, deadline)?;
+        // A refused append takes no token: the deadline is checked before taking it. Past it,
+        // a retry of the mutation the token holds is still answered as the duplicate it is.
+        if let Err(passed) = self.before_deadline(&event.key, deadline) {
+            let held = self.token_row(&event.key, event.token.token()).await?;
+            let now = self.clock.now();
+            return match held.filter(|(_, until)| *until > now) {
+                Some((stored, _)) => {
+                    let answer = Appended::judge(event, stored)?;
+                    self.ensure_duplicate_landed(event, stored, deadline).await?;
+                    Ok(answer)
+                }
+                None => Err(passed),
+            };
+        }
         match self.take_token(event, window).await? {
             Taken::Now { until } => {
                 let written = self.append_new(event, deadline).await;

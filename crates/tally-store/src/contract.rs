@@ -123,7 +123,9 @@ pub trait EventLog: Send + Sync {
     async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended>;
 
     /// The mutation `token` holds on `key`, if a client's append took it and its window has not
-    /// passed (see [`EventLog::append`]).
+    /// passed (see [`EventLog::append`]). For inspection: a store that takes a token before it
+    /// writes the event may hold a token whose append failed in between, so a retry is answered
+    /// by `append` (which stores the event on its behalf or refuses), never by this alone.
     ///
     /// Contract: sees every append of the token that returned `Ok` before the call began.
     async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>>;

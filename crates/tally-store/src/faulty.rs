@@ -22,6 +22,10 @@ pub struct FaultyStore {
     gate: Semaphore,
     waiting: AtomicUsize,
     failing: AtomicBool,
+    /// Take tokens, then fail before writing the event (`take_tokens_then_fail`).
+    half_failing: AtomicBool,
+    /// The tokens taken that way, with the mutation each holds.
+    orphans: std::sync::Mutex<std::collections::HashMap<(CounterKey, String), Stored>>,
 }
 
 impl FaultyStore {
@@ -33,7 +37,22 @@ impl FaultyStore {
             gate: Semaphore::new(0),
             waiting: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
+            half_failing: AtomicBool::new(false),
+            orphans: Default::default(),
         }
+    }
+
+    /// Whether an append of a client's token takes the token and then fails with
+    /// `Unavailable` before its event is written, as a Cassandra append can (the token is a
+    /// lightweight transaction, the event a second write). Later appends of such a token
+    /// answer as Cassandra does: within the event's deadline they write it on the first
+    /// append's behalf and answer `Duplicate`; past it they are refused `DeadlinePassed`.
+    pub fn take_tokens_then_fail(&self, failing: bool) {
+        self.half_failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn orphans(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(CounterKey, String), Stored>> {
+        self.orphans.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// From now on, appends wait until [`FaultyStore::release`].
@@ -66,6 +85,26 @@ impl EventLog for FaultyStore {
 
     async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
         self.inject().await?;
+        let slot = (event.key.clone(), event.token.token().to_owned());
+        let orphan = self.orphans().get(&slot).copied();
+        if let Some(stored) = orphan {
+            let answer = Appended::judge(event, stored)?;
+            let shift = event.token.generation_time().as_micros() - stored.generation_time.as_micros();
+            let deadline = Timestamp::from_micros(deadline.as_micros().saturating_sub(shift));
+            let token = tally_core::IdempotencyToken::new(event.token.token(), stored.generation_time)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let original = Event { key: event.key.clone(), token, kind: stored.kind };
+            self.inner.append(&original, deadline, window).await?;
+            self.orphans().remove(&slot);
+            return Ok(answer);
+        }
+        if self.half_failing.load(Ordering::SeqCst) {
+            let stored = Stored { generation_time: event.token.generation_time(), kind: event.kind };
+            self.orphans().insert(slot, stored);
+            return Err(StoreError::Unavailable(
+                "injected: the token was taken, the event not written".to_owned(),
+            ));
+        }
         self.inner.append(event, deadline, window).await
     }
 
@@ -75,6 +114,9 @@ impl EventLog for FaultyStore {
     }
 
     async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
+        if let Some(stored) = self.orphans().get(&(key.clone(), token.to_owned())) {
+            return Ok(Some(*stored));
+        }
         self.inner.find_token(key, token).await
     }
 

@@ -16,7 +16,7 @@ use tally_core::{
     Checkpoint, Clock, CounterKey, CounterName, CounterType, Event, EventKind, IdempotencyToken, Namespace,
     NamespaceConfig, Timestamp, WindowError,
 };
-use tally_store::{Appended, IdentityCheck, Store, StoreError, StoreResult, Stored};
+use tally_store::{Appended, IdentityCheck, Store, StoreError, StoreResult};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -580,6 +580,9 @@ impl Engine {
 
     /// A mutation the write window refused: a client's token generated too long ago may be a
     /// retry of a mutation its token already holds, which is answered as the duplicate it is.
+    /// The store answers that (its `append` past the deadline finds a taken token, and makes
+    /// sure the event it stands for is stored), not a bare token lookup: on a store that takes
+    /// the token before writing the event, a token can outlive a failed append.
     async fn answer_retry_or(
         &self,
         refused: Box<Refused>,
@@ -588,18 +591,15 @@ impl Engine {
     ) -> EngineResult<Mutated> {
         let Refused { event, error } = *refused;
         let Some(event) = event else { return Err(error) };
-        match self.stored_token(&event).await? {
-            Some(stored) => Ok(self.appended(&event, config, Appended::judge(&event, stored)?, now)),
-            None => Err(error),
+        if let Some(stored) = self.inner.tails.find(&event, now) {
+            return Ok(self.appended(&event, config, Appended::judge(&event, stored)?, now));
         }
-    }
-
-    /// The mutation a client's token holds on its counter: memory's, else the store's.
-    async fn stored_token(&self, event: &Event) -> EngineResult<Option<Stored>> {
-        if let Some(stored) = self.inner.tails.find(event, self.inner.clock.now()) {
-            return Ok(Some(stored));
+        let deadline = config.commit_deadline(event.token.generation_time());
+        match self.inner.store.append(&event, deadline, config.token_window()).await {
+            Ok(appended) => Ok(self.appended(&event, config, appended, now)),
+            Err(StoreError::DeadlinePassed { .. }) => Err(error),
+            Err(e) => Err(e.into()),
         }
-        Ok(self.inner.store.find_token(&event.key, event.token.token()).await?)
     }
 
     /// The event a mutation becomes, and whether the server made its token: the client's token

@@ -83,3 +83,31 @@ async fn a_failing_store_is_unavailable_counts_nothing_and_recovers_without_rest
     assert!(!t.engine.add_count(&key, 7, Some(token)).await.expect("retry").applied);
     assert_eq!(t.engine.get_count(&key).await.expect("count").value, 12);
 }
+
+/// A token taken by an append that then failed before its event was written (possible on
+/// Cassandra) must not make a late retry look applied: within the event's deadline the retry
+/// writes it, past it the retry is refused as too old and nothing claims the add counted.
+#[tokio::test]
+async fn regression_a_late_retry_of_a_token_whose_event_never_landed_is_refused_not_acknowledged() {
+    for retry_late in [false, true] {
+        let (t, faulty) = faulty_engine(64).await;
+        let ns = t.namespace("half", CounterType::Accurate).await;
+        let key = CounterKey::new(ns, CounterName::new("c").expect("name"));
+        let token = t.token("order-1");
+        faulty.take_tokens_then_fail(true);
+        let first =
+            t.engine.add_count(&key, 7, Some(token.clone())).await.expect_err("failed after the token");
+        assert_eq!(first.code(), ErrorCode::Unavailable);
+        faulty.take_tokens_then_fail(false);
+        if retry_late {
+            t.clock.advance(Duration::from_secs(60));
+            let retry = t.engine.add_count(&key, 7, Some(token)).await;
+            assert!(matches!(&retry, Err(e) if e.code() == ErrorCode::OutOfRange), "{retry:?}");
+            assert_eq!(t.engine.get_count(&key).await.expect("get").value, 0);
+        } else {
+            let retry = t.engine.add_count(&key, 7, Some(token)).await.expect("retried in time");
+            assert!(!retry.applied, "the token was taken by the first attempt");
+            assert_eq!(t.engine.get_count(&key).await.expect("get").value, 7, "and its event is now stored");
+        }
+    }
+}

@@ -7,3 +7,4 @@
 mod conformance;
 mod slices;
 mod support;
+mod tokens;

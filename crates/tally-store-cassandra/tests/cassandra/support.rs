@@ -20,14 +20,20 @@ fn fresh_keyspace() -> String {
 
 /// Opens a store on a fresh keyspace with `layout`.
 pub async fn open_with(clock: ManualClock, layout: Layout) -> CassandraStore {
+    open_in(clock, layout).await.0
+}
+
+/// [`open_with`], and the keyspace's name.
+pub async fn open_in(clock: ManualClock, layout: Layout) -> (CassandraStore, String) {
     // The suite checks a deadline one second away; the test node (scripts/cassandra.sh) drops
     // writes after one second, so a one-second write timeout keeps the store's promise.
+    let keyspace = fresh_keyspace();
     let options = CassandraOptions {
         nodes: vec![test_node()],
-        keyspace: fresh_keyspace(),
+        keyspace: keyspace.clone(),
         write_timeout: Duration::from_secs(1),
         layout,
         ..CassandraOptions::default()
     };
-    CassandraStore::open(options, Arc::new(clock)).await.expect("open Cassandra store")
+    (CassandraStore::open(options, Arc::new(clock)).await.expect("open Cassandra store"), keyspace)
 }

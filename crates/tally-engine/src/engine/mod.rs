@@ -594,8 +594,9 @@ impl Engine {
         if let Some(stored) = self.inner.tails.find(&event, now) {
             return Ok(self.appended(&event, config, Appended::judge(&event, stored)?, now));
         }
-        let deadline = config.commit_deadline(event.token.generation_time());
-        match self.inner.store.append(&event, deadline, config.token_window()).await {
+        // A deadline already passed: the store answers a taken token and writes nothing new
+        // (the window refused this generation time, even where the commit margin would not).
+        match self.inner.store.append(&event, now, config.token_window()).await {
             Ok(appended) => Ok(self.appended(&event, config, appended, now)),
             Err(StoreError::DeadlinePassed { .. }) => Err(error),
             Err(e) => Err(e.into()),

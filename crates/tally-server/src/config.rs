@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Log filter, in `RUST_LOG` syntax.
     pub log: String,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line).
+    pub log_format: LogFormat,
     /// The engine.
     pub engine: EngineSection,
     /// The embedded store.
@@ -85,6 +87,29 @@ pub struct EngineSection {
     /// counter type they get), or `off`. Unset: `eventual` on the embedded store, `off` on
     /// Cassandra (where namespaces are usually an operator's decision).
     pub auto_create_namespaces: Option<AutoCreate>,
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => anyhow::bail!("log format must be `text` or `json`, not {other:?}"),
+        }
+    }
 }
 
 /// `[engine] auto_create_namespaces`.
@@ -127,6 +152,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             log: "info,fjall=warn,lsm_tree=warn".to_owned(),
+            log_format: LogFormat::Text,
             engine: EngineSection::default(),
             store: StoreSection::default(),
             auth: crate::auth::AuthSection::default(),
@@ -171,6 +197,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TALLY_GRPC", "grpc"),
     ("TALLY_RESP", "resp"),
     ("TALLY_LOG", "log"),
+    ("TALLY_LOG_FORMAT", "log_format"),
 ];
 
 impl ServerConfig {
@@ -212,9 +239,54 @@ impl ServerConfig {
             "grpc" => self.grpc = value.parse().context("expected an address such as 127.0.0.1:7090")?,
             "resp" => self.resp = value.parse().context("expected an address such as 127.0.0.1:7379")?,
             "log" => self.log = value.to_owned(),
+            "log_format" => self.log_format = value.parse()?,
             other => anyhow::bail!("unknown field {other}"),
         }
         Ok(())
+    }
+
+    /// Everything that can be checked without opening the store or a listener: the
+    /// authentication tokens, the TLS files, the peer list and the engine's bounds. `tally
+    /// serve` runs it before it opens anything, and `tally serve --check-config` alone.
+    pub fn check(&self) -> anyhow::Result<()> {
+        crate::auth::Authenticator::from_config(&self.auth).context("[auth]")?;
+        crate::tls::Tls::load(&self.tls).context("[tls]")?;
+        tracing_filter_is_valid(&self.log)?;
+        let e = &self.engine;
+        let positive = [
+            ("rollup_queues", e.rollup_queues),
+            ("rollup_batch", e.rollup_batch),
+            ("rollup_queue_capacity", e.rollup_queue_capacity),
+            ("max_in_flight", e.max_in_flight),
+            ("local_tail_max_events", e.local_tail_max_events),
+            ("max_connections", self.max_connections),
+            ("resp_max_args", self.resp_max_args),
+            ("max_body_bytes", self.max_body_bytes),
+        ];
+        for (name, value) in positive {
+            anyhow::ensure!(value > 0, "{name} = 0: it must be at least 1");
+        }
+        if !self.peers.is_empty() {
+            anyhow::ensure!(
+                self.peers.contains(&self.advertise),
+                "advertise {:?} must be one of peers {:?}",
+                self.advertise,
+                self.peers
+            );
+        }
+        Ok(())
+    }
+
+    /// The configuration with every secret replaced, for logs.
+    pub fn redacted(&self) -> Self {
+        let mut out = self.clone();
+        if !out.auth.peer_token.is_empty() {
+            out.auth.peer_token = "<redacted>".into();
+        }
+        for entry in &mut out.auth.tokens {
+            entry.token = "<redacted>".into();
+        }
+        out
     }
 
     /// The engine's options.
@@ -252,6 +324,17 @@ impl ServerConfig {
     }
 }
 
+/// Refuses a log filter that is a log format: `TALLY_LOG=json` would parse as a filter that
+/// keeps only the (nonexistent) target `json`, and silently drop every line.
+fn tracing_filter_is_valid(filter: &str) -> anyhow::Result<()> {
+    let word = filter.trim();
+    anyhow::ensure!(
+        !matches!(word, "json" | "text"),
+        "log filter {word:?} is a log format: set log_format (TALLY_LOG_FORMAT={word}) and leave log as a filter such as \"info\""
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +370,38 @@ mod tests {
         let err =
             ServerConfig::from_toml("[engine]\nauto_create_namespaces = \"yes\"").expect_err("bad value");
         assert!(err.to_string().contains("unknown variant `yes`"), "{err}");
+    }
+
+    #[test]
+    fn check_refuses_what_cannot_work_before_anything_opens() {
+        assert!(ServerConfig::default().check().is_ok());
+        let mut zero = ServerConfig::default();
+        zero.engine.rollup_queues = 0;
+        assert!(zero.check().expect_err("zero queues").to_string().contains("rollup_queues = 0"));
+        let json = ServerConfig { log: "json".into(), ..ServerConfig::default() };
+        assert!(
+            format!("{:#}", json.check().expect_err("a format as filter")).contains("TALLY_LOG_FORMAT=json")
+        );
+        let env = HashMap::from([("TALLY_LOG_FORMAT".to_owned(), "json".to_owned())]);
+        assert_eq!(ServerConfig::load(None, &env).expect("loads").log_format, LogFormat::Json);
+        let env = HashMap::from([("TALLY_LOG_FORMAT".to_owned(), "xml".to_owned())]);
+        assert!(
+            format!("{:#}", ServerConfig::load(None, &env).expect_err("bad")).contains("`text` or `json`")
+        );
+    }
+
+    #[test]
+    fn redacted_hides_every_secret() {
+        let mut config = ServerConfig::default();
+        config.auth.peer_token = "peer-secret-0123456789".into();
+        config.auth.tokens.push(crate::auth::TokenEntry {
+            name: "ops".into(),
+            token: "ops-secret-0123456789".into(),
+            scopes: vec!["admin:*".into()],
+        });
+        let text = serde_json::to_string(&config.redacted()).expect("json");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("\"name\":\"ops\""), "{text}");
     }
 
     #[test]

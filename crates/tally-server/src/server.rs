@@ -178,8 +178,8 @@ pub async fn serve(
     }
 }
 
-/// A future that completes on SIGINT or SIGTERM.
-pub async fn termination_signal() {
+/// A future that completes on SIGINT or SIGTERM, with the signal's name.
+pub async fn termination_signal() -> &'static str {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -188,16 +188,17 @@ pub async fn termination_signal() {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
                 let _ = interrupt.await;
-                return;
+                return "SIGINT";
             }
         };
         tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+            _ = interrupt => "SIGINT",
+            _ = term.recv() => "SIGTERM",
         }
     }
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+        "SIGINT"
     }
 }

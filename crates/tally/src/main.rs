@@ -20,6 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (embedded store; HTTP on 127.0.0.1:7080, gRPC on 127.0.0.1:7090).
+    #[command(after_help = "Environment (overrides the config file; flags override both): \
+        TALLY_DATA_DIR, TALLY_STORE, TALLY_CACHE, TALLY_PEERS, TALLY_ADVERTISE, TALLY_HTTP, \
+        TALLY_GRPC, TALLY_RESP, TALLY_LOG (a filter such as info), TALLY_LOG_FORMAT (text or json).")]
     Serve(serve::ServeArgs),
     /// AddCount: add DELTA (default 1) to a counter.
     Add(client::AddArgs),
@@ -84,6 +87,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn serve_help_names_every_environment_variable() {
+        let mut cli = super::Cli::command();
+        let help = cli.find_subcommand_mut("serve").expect("serve").render_long_help().to_string();
+        for (var, _) in tally_server::config::ENV_OVERRIDES {
+            assert!(help.contains(var), "`tally serve --help` does not name {var}");
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use tally_server::config::LogFormat;
 use tally_server::{Listeners, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -39,11 +40,31 @@ pub struct ServeArgs {
     /// Redis protocol listen address [default: 127.0.0.1:7379].
     #[arg(long, value_name = "ADDR")]
     resp: Option<SocketAddr>,
+    /// Log lines as `text` or `json` [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<tally_server::config::LogFormat>,
+    /// Check the configuration (file, environment and flags), print it with secrets
+    /// redacted, and exit: 0 if `serve` would accept it, 1 with the reason otherwise.
+    /// Opens no store and no listener.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Logs to stderr in the configured format; colour only when stderr is a terminal, so files
+/// and pipes get plain text.
+fn init_logs(config: &ServerConfig, filter: tracing_subscriber::EnvFilter) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let mut config = ServerConfig::load(args.config.as_deref(), &env)?;
+    let data_dir_given = args.data_dir.is_some() || env.contains_key("TALLY_DATA_DIR");
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -68,10 +89,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(resp) = args.resp {
         config.resp = resp;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid log filter")?)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    config.check().context("invalid configuration")?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    if args.check_config {
+        println!("configuration OK: {}", serde_json::to_string(&config.redacted())?);
+        return Ok(());
+    }
+    init_logs(&config, filter);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %serde_json::to_string(&config.redacted())?,
+        "tally starting"
+    );
+    if data_dir_given && config.store_url != "embedded" {
+        tracing::warn!(data_dir = %config.data_dir.display(), store = %config.store_url, "--data-dir is ignored: it is the embedded store's, and the store is another");
+    }
 
     let engine = tally_server::open_engine(&config).await?;
     let listeners = Listeners::bind(&config).await?;
@@ -87,7 +123,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        tally_server::termination_signal().await;
+        let signal = tally_server::termination_signal().await;
+        tracing::info!(signal, "shutting down on {signal}");
         trigger.cancel();
     });
     tally_server::serve(engine, listeners, &config, shutdown).await?;

@@ -653,3 +653,74 @@ fn the_cli_takes_what_users_type() {
         assert!(!ok && out.contains("does not answer gRPC: is it tally's HTTP port"), "{name} port: {out}");
     }
 }
+
+/// The operator's view of start and stop: `--check-config` opens nothing; JSON logs are one
+/// object per line, with the version and the configuration (secrets redacted) at start and the
+/// signal named at shutdown; text logs written to a file carry no colour codes.
+#[test]
+fn logs_and_config_checks_serve_operators() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tally = env!("CARGO_BIN_EXE_tally");
+    let out = Command::new(tally)
+        .args(["serve", "--check-config", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("configuration OK: {"), "{stdout}");
+    assert!(
+        !dir.path().join("data").exists() && std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "nothing opened"
+    );
+    let bad = Command::new(tally)
+        .args(["serve", "--check-config"])
+        .env("TALLY_LOG", "json")
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TALLY_LOG_FORMAT=json"), "{bad:?}");
+
+    for format in ["json", "text"] {
+        let log = dir.path().join(format!("{format}.log"));
+        let mut child = Command::new(tally)
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+                "--resp",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join(format!("data-{format}")))
+            .args(["--log-format", format])
+            .env("TALLY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+        assert!(line.starts_with("tally listening"), "{line}");
+        let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(term.success());
+        assert!(child.wait().expect("exits").success(), "a SIGTERM is a clean exit");
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
+        assert!(text.contains("SIGTERM"), "the shutdown line names the signal: {text}");
+        if format == "json" {
+            for l in text.lines() {
+                let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}"));
+                assert!(v["level"].is_string(), "{l}");
+            }
+            let start = text.lines().find(|l| l.contains("tally starting")).expect("a start line");
+            let v: Value = serde_json::from_str(start).expect("json");
+            assert_eq!(v["fields"]["version"], json!(env!("CARGO_PKG_VERSION")), "{start}");
+            assert!(
+                v["fields"]["config"].as_str().is_some_and(|c| c.contains("\"store_url\":\"embedded\"")),
+                "{start}"
+            );
+        }
+    }
+}

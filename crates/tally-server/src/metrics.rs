@@ -15,6 +15,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+/// Checkpoint ages, in seconds: a second to a day, so that the ages after a restart (the time
+/// the server was down) land in a bucket, not in `+Inf`.
+const AGE_BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
 /// Group-commit batch sizes.
 const BATCH_BUCKETS: &[f64] =
     &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0];
@@ -26,6 +29,12 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("tally_checkpoint_age_seconds".into()),
+                        AGE_BUCKETS,
+                    )
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("tally_group_commit_batch_requests".into()),
@@ -43,9 +52,177 @@ pub fn handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
             }
+            describe();
             handle
         })
         .clone()
+}
+
+/// Every metric the server exports, with its help text: what `# HELP` says on `/metrics`.
+/// A metric recorded anywhere must be listed here (a test checks every exported metric has
+/// its help line).
+pub const DESCRIBED: &[(&str, Kind, &str)] = &[
+    (
+        "tally_requests_total",
+        Kind::Counter,
+        "Requests answered, by transport, operation and code (OK or the error code).",
+    ),
+    (
+        "tally_request_duration_seconds",
+        Kind::Histogram,
+        "Time to answer a request, by transport, operation and code.",
+    ),
+    (
+        "tally_requests_shed_total",
+        Kind::Counter,
+        "Counter operations refused at once because max_in_flight were already waiting.",
+    ),
+    (
+        "tally_group_commit_seconds",
+        Kind::Histogram,
+        "Time one group commit (one fdatasync) of the embedded store took.",
+    ),
+    (
+        "tally_group_commit_batch_requests",
+        Kind::Histogram,
+        "Requests one group commit of the embedded store took.",
+    ),
+    (
+        "tally_store_reopens_total",
+        Kind::Counter,
+        "Times the embedded store was reopened after a failed write.",
+    ),
+    ("tally_rollups_total", Kind::Counter, "Rollups run, by outcome."),
+    ("tally_rollup_events_folded_total", Kind::Counter, "Events folded into checkpoints."),
+    ("tally_rollup_lag_seconds", Kind::Histogram, "How far behind now a rollup's window ended."),
+    ("tally_rollup_queue_depth", Kind::Gauge, "Counters waiting in the rollup queues."),
+    (
+        "tally_rollup_triggers_dropped_total",
+        Kind::Counter,
+        "Rollup triggers dropped by a full queue (the pending scan finds their counters later).",
+    ),
+    (
+        "tally_rollup_triggers_forwarded_total",
+        Kind::Counter,
+        "Rollup triggers handed to the instance that owns the counter.",
+    ),
+    ("tally_rollup_triggers_received_total", Kind::Counter, "Rollup triggers taken from other instances."),
+    (
+        "tally_rollup_triggers_unrouted_total",
+        Kind::Counter,
+        "Rollup triggers rolled up here because their owner could not take them.",
+    ),
+    ("tally_checkpoint_age_seconds", Kind::Histogram, "Age of the checkpoint a read or rollup started from."),
+    (
+        "tally_count_saturated_total",
+        Kind::Counter,
+        "Folds whose count left the signed 64-bit range and was held at the bound.",
+    ),
+    ("tally_retention_events_deleted_total", Kind::Counter, "Events deleted by retention."),
+    (
+        "tally_retention_slices_dropped_total",
+        Kind::Counter,
+        "Whole event slices (Cassandra tables) dropped by retention.",
+    ),
+    (
+        "tally_local_tail_counters",
+        Kind::Gauge,
+        "Counters with unfolded events in the local tail (embedded store).",
+    ),
+    ("tally_local_tail_events", Kind::Gauge, "Unfolded events held in the local tail (embedded store)."),
+    ("tally_memcached_failures_total", Kind::Counter, "memcached calls that failed (each is a cache miss)."),
+    (
+        "tally_memcached_skipped_total",
+        Kind::Counter,
+        "memcached calls skipped while a failed server backs off.",
+    ),
+    (
+        "tally_namespaces_auto_created_total",
+        Kind::Counter,
+        "Namespaces made on their first write (auto_create_namespaces).",
+    ),
+    ("tally_connections", Kind::Gauge, "Open connections, by door (the Redis door)."),
+    (
+        "tally_build_info",
+        Kind::Gauge,
+        "Always 1; the labels name the version and the enabled build features.",
+    ),
+    ("process_resident_memory_bytes", Kind::Gauge, "Resident memory of the process."),
+    ("process_cpu_seconds_total", Kind::Gauge, "CPU time the process used, user and system."),
+    ("process_open_fds", Kind::Gauge, "Open file descriptors."),
+    ("process_max_fds", Kind::Gauge, "The soft limit on open file descriptors."),
+    ("process_start_time_seconds", Kind::Gauge, "When the process started, in seconds since the Unix epoch."),
+];
+
+/// What kind of metric a [`DESCRIBED`] entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Registers the help text of every metric, and `tally_build_info`.
+fn describe() {
+    for (name, kind, help) in DESCRIBED {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
+    let features = if cfg!(feature = "tls") { "tls" } else { "" };
+    metrics::gauge!("tally_build_info", "version" => env!("CARGO_PKG_VERSION"), "features" => features)
+        .set(1.0);
+    record_process();
+}
+
+/// Sets the `process_*` gauges from `/proc/self` (Linux; elsewhere they are not exported).
+pub fn record_process() {
+    let Some(stats) = process::read() else { return };
+    metrics::gauge!("process_resident_memory_bytes").set(stats.resident_bytes as f64);
+    metrics::gauge!("process_cpu_seconds_total").set(stats.cpu_seconds);
+    metrics::gauge!("process_open_fds").set(stats.open_fds as f64);
+    if let Some(max) = stats.max_fds {
+        metrics::gauge!("process_max_fds").set(max as f64);
+    }
+    if let Some(start) = stats.start_time_seconds {
+        metrics::gauge!("process_start_time_seconds").set(start);
+    }
+}
+
+mod process {
+    /// What `/proc/self` says about this process.
+    pub struct Stats {
+        pub resident_bytes: u64,
+        pub cpu_seconds: f64,
+        pub open_fds: usize,
+        pub max_fds: Option<u64>,
+        pub start_time_seconds: Option<f64>,
+    }
+
+    /// Clock ticks per second in `/proc/*/stat` (`USER_HZ`), 100 on every Linux build.
+    const TICKS: f64 = 100.0;
+
+    pub fn read() -> Option<Stats> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let rss_kb: u64 =
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        let cpu_seconds = (ticks(11)? + ticks(12)?) / TICKS;
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|b| b.trim().parse::<f64>().ok())
+        });
+        let start_time_seconds = boot.zip(ticks(19)).map(|(boot, start)| boot + start / TICKS);
+        let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+        let max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|l| {
+            l.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse().ok()
+        });
+        Some(Stats { resident_bytes: rss_kb * 1024, cpu_seconds, open_fds, max_fds, start_time_seconds })
+    }
 }
 
 /// How often recorded histogram samples are folded into their buckets.

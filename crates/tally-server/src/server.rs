@@ -118,7 +118,10 @@ pub async fn serve(
     let upkeep = tokio::spawn(crate::metrics::run_upkeep_every(
         crate::metrics::UPKEEP_PERIOD,
         shutdown.clone(),
-        move || upkeep.run_upkeep(),
+        move || {
+            upkeep.run_upkeep();
+            crate::metrics::record_process();
+        },
     ));
     let state = HttpState {
         engine: engine.clone(),

@@ -79,7 +79,8 @@ pub async fn serve(
         let (engine, shutdown, auth) = (engine.clone(), shutdown.clone(), options.auth.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let door = door.clone();
-        door.connections.fetch_add(1, Ordering::Relaxed);
+        let open = door.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("tally_connections", "door" => "resp").set(open as f64);
         door.connections_total.fetch_add(1, Ordering::Relaxed);
         let _ = socket.set_nodelay(true);
         let tls = options.tls.clone();
@@ -97,7 +98,8 @@ pub async fn serve(
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "resp connection ended");
             }
-            door.connections.fetch_sub(1, Ordering::Relaxed);
+            let open = door.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+            metrics::gauge!("tally_connections", "door" => "resp").set(open as f64);
             drop(permit);
         });
     }

@@ -144,3 +144,37 @@ async fn grpc_health_and_reflection_are_served() {
     assert!(list.service.iter().any(|s| s.name == "tally.v1.CounterService"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_exported_metric_has_help_and_build_and_process_metrics_are_there() {
+    let s = TestServer::start().await;
+    let mut resp = redis::Client::open(s.resp.clone())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: i64 = redis::cmd("INCR").arg("m").query_async(&mut resp).await.expect("incr");
+    let metrics = reqwest::get(format!("{}/metrics", s.http)).await.expect("get").text().await.expect("text");
+    let typed: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(typed.len() > 5, "{metrics}");
+    for name in typed {
+        assert!(metrics.contains(&format!("# HELP {name} ")), "{name} has no HELP line:\n{metrics}");
+        assert!(
+            tally_server::metrics::DESCRIBED.iter().any(|(n, _, _)| *n == name),
+            "{name} is exported but not in metrics::DESCRIBED"
+        );
+    }
+    for needle in [
+        "tally_build_info{version=\"",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "tally_connections{door=\"resp\"} ",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
+    }
+    s.stop().await;
+}

@@ -10,7 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v memcached >/dev/null || { echo "memcached is missing: apt-get install memcached"; exit 1; }
+# What the tests drive (redis-tools, memcached, Java and Maven, the Python clients), installed
+# where missing.
+bash scripts/setup.sh
 started=""
 stop_cassandra() { if [ -n "$started" ]; then bash scripts/cassandra.sh stop; fi; }
 trap stop_cassandra EXIT

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests drive, on Debian or Ubuntu, where it is missing: curl, redis-tools
+# (redis-cli, redis-benchmark), memcached, Maven and OpenJDK 17 (for the Cassandra test
+# node), and the Python clients grpcio, grpcio-tools and redis-py. scripts/test.sh runs it
+# first, so `bash scripts/test.sh` works on a fresh machine; it changes nothing where all of
+# it is present. Without root it prints the command to run instead of failing halfway.
+set -euo pipefail
+
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+{ command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; } || missing+=(redis-tools)
+command -v memcached >/dev/null || missing+=(memcached)
+command -v mvn >/dev/null || missing+=(maven)
+[ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] || [ -x /usr/lib/jvm/java-17-openjdk-arm64/bin/java ] \
+  || missing+=(openjdk-17-jre-headless)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "setup: the tests need ${missing[*]}; install them with:"
+    echo "  sudo apt-get install -y ${missing[*]}"
+    exit 1
+  fi
+fi
+
+python_packages=("grpcio==1.85.3" "grpcio-tools==1.85.1" "redis==8.1.0")
+if ! python3 -c "import grpc, grpc_tools, redis" 2>/dev/null; then
+  echo "setup: installing ${python_packages[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${python_packages[@]}" \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${python_packages[@]}"
+fi

@@ -24,4 +24,4 @@ pub mod tls;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
-pub use server::{Listeners, open_engine, serve, termination_signal};
+pub use server::{Listeners, TerminationSignals, open_engine, serve};

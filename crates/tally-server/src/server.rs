@@ -181,27 +181,45 @@ pub async fn serve(
     }
 }
 
-/// A future that completes on SIGINT or SIGTERM, with the signal's name.
-pub async fn termination_signal() -> &'static str {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, caught from the moment [`TerminationSignals::install`] returns: a
+/// signal that arrives after it (before anyone awaits [`TerminationSignals::recv`]) is kept, not
+/// left to its default action of killing the process. Install it before announcing that the
+/// server listens, so a supervisor that stops the server right away still gets a clean drain.
+pub struct TerminationSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-                return "SIGINT";
-            }
-        };
-        tokio::select! {
-            _ = interrupt => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    /// Starts catching both signals.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-        "SIGINT"
+
+    /// Waits for the first of them; its name.
+    pub async fn recv(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }

@@ -109,6 +109,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(data_dir = %config.data_dir.display(), store = %config.store_url, "--data-dir is ignored: it is the embedded store's, and the store is another");
     }
 
+    // Caught before the listening line, so a stop right after it still drains cleanly.
+    let signals = tally_server::TerminationSignals::install().context("cannot catch SIGINT and SIGTERM")?;
     let engine = tally_server::open_engine(&config).await?;
     let listeners = Listeners::bind(&config).await?;
     let (http, grpc, resp) = listeners.addrs()?;
@@ -123,7 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        let signal = tally_server::termination_signal().await;
+        let signal = signals.recv().await;
         tracing::info!(signal, "shutting down on {signal}");
         trigger.cancel();
     });

@@ -724,3 +724,34 @@ fn logs_and_config_checks_serve_operators() {
         }
     }
 }
+
+/// A supervisor may stop the server the moment it says it listens; the signal must be caught
+/// by then (it was caught only a little later, and the default action killed the process).
+#[test]
+fn regression_a_sigterm_right_after_the_listening_line_drains_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for round in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+                "--resp",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .env("TALLY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+        let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(term.success());
+        let status = child.wait().expect("exits");
+        assert!(status.success(), "round {round}: {status:?}");
+    }
+}

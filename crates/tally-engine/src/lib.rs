@@ -26,6 +26,7 @@ pub mod retention;
 pub mod rollup;
 pub mod routing;
 mod tail;
+mod timed;
 
 pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};

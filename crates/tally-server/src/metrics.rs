@@ -143,6 +143,21 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     ),
     ("tally_connections", Kind::Gauge, "Open connections, by door (the Redis door)."),
     (
+        "tally_operations_in_flight",
+        Kind::Gauge,
+        "Counter operations admitted and not yet answered (at most max_in_flight).",
+    ),
+    (
+        "tally_checkpoint_cache_total",
+        Kind::Counter,
+        "Checkpoint cache lookups, by result (hit or miss); the embedded store's engine uses its local tail instead.",
+    ),
+    (
+        "tally_store_seconds",
+        Kind::Histogram,
+        "Time one store call took, by operation (append, fold, counter_state, ...).",
+    ),
+    (
         "tally_build_info",
         Kind::Gauge,
         "Always 1; the labels name the version and the enabled build features.",

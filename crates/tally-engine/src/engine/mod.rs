@@ -123,6 +123,18 @@ enum Prepared {
     Answered(Appended),
 }
 
+/// One admitted counter operation: its permit, and its place in `tally_operations_in_flight`
+/// until it ends.
+struct Admitted {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        metrics::gauge!("tally_operations_in_flight").decrement(1.0);
+    }
+}
+
 /// The engine's background tasks; see [`Engine::start_background`].
 pub struct Background {
     tracker: TaskTracker,
@@ -145,6 +157,8 @@ impl Engine {
         clock: Arc<dyn Clock>,
         options: EngineOptions,
     ) -> EngineResult<Self> {
+        // Every store call's latency goes to `tally_store_seconds{operation}`.
+        let store: Arc<dyn Store> = Arc::new(crate::timed::TimedStore::new(store));
         let namespaces = Arc::new(NamespaceRegistry::open(store.clone()).await?);
         let tails = Arc::new(Tails::new(store.exclusive(), options.local_tail_max_events));
         let rollups = Arc::new(RollupPipeline::new(
@@ -793,11 +807,13 @@ impl Engine {
 
     /// A permit to run one counter operation, or `Overloaded` at once when `max_in_flight`
     /// operations are already waiting: load beyond what the store absorbs is shed, not queued.
-    fn admit(&self) -> EngineResult<OwnedSemaphorePermit> {
-        self.inner.in_flight.clone().try_acquire_owned().map_err(|_| {
+    fn admit(&self) -> EngineResult<Admitted> {
+        let permit = self.inner.in_flight.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("tally_requests_shed_total").increment(1);
             EngineError::Overloaded { limit: self.inner.options.max_in_flight }
-        })
+        })?;
+        metrics::gauge!("tally_operations_in_flight").increment(1.0);
+        Ok(Admitted { _permit: permit })
     }
 
     fn request_rollup(&self, key: &CounterKey, due: Timestamp) {
@@ -826,8 +842,10 @@ impl Engine {
             return Ok((self.inner.store.checkpoint(key).await?.unwrap_or(Checkpoint::ZERO), false));
         }
         if let Some(cp) = self.inner.cache.get(key, now).await {
+            metrics::counter!("tally_checkpoint_cache_total", "result" => "hit").increment(1);
             return Ok((cp, true));
         }
+        metrics::counter!("tally_checkpoint_cache_total", "result" => "miss").increment(1);
         let cp = self.inner.store.counter_state(key).await?.checkpoint.unwrap_or(Checkpoint::ZERO);
         self.inner.cache.put(key, cp, now, config.cache_ttl).await;
         Ok((cp, false))

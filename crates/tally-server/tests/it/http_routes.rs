@@ -173,6 +173,8 @@ async fn every_exported_metric_has_help_and_build_and_process_metrics_are_there(
         "process_resident_memory_bytes ",
         "process_open_fds ",
         "tally_connections{door=\"resp\"} ",
+        "tally_operations_in_flight ",
+        "tally_store_seconds_bucket{operation=\"append_new\"",
     ] {
         assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
     }

@@ -19,7 +19,7 @@ pub mod namespace_config;
 pub mod time;
 pub mod token;
 
-pub use error_code::ErrorCode;
+pub use error_code::{ErrorCode, UnknownCode};
 pub use event::{Event, EventKind};
 pub use fold::{Checkpoint, Fold};
 pub use name::{CounterKey, CounterName, NameError, Namespace};

@@ -76,6 +76,13 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
     }
 }
 
+/// The error code a gRPC status code stands for: the inverse of [`grpc_code`], for clients
+/// of the gRPC door. `None` for the codes Tally never answers (`CANCELLED`, `UNKNOWN`, ...),
+/// which only the transport produces.
+pub fn code_of_grpc(code: tonic::Code) -> Option<ErrorCode> {
+    ErrorCode::ALL.into_iter().find(|c| grpc_code(*c) == code)
+}
+
 /// The HTTP status of an error code, as in Google's mapping of gRPC codes to HTTP.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
@@ -130,5 +137,19 @@ impl From<TokenError> for ApiError {
 impl From<ConfigError> for ApiError {
     fn from(e: ConfigError) -> Self {
         Self::invalid(format!("invalid namespace configuration: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_both_ways_for_every_code() {
+        for code in ErrorCode::ALL {
+            assert_eq!(code_of_grpc(grpc_code(code)), Some(code));
+            assert_eq!(format!("{:?}", grpc_code(code)).to_uppercase(), code.as_str().replace('_', ""));
+        }
+        assert_eq!(code_of_grpc(tonic::Code::Cancelled), None);
     }
 }

@@ -195,7 +195,7 @@ async fn send(client: &mut Client, ns: &str, ops: &[(Op, u64)], token: Option<St
             let results = c
                 .batch_add_count(pb::BatchAddCountRequest { adds })
                 .await
-                .map_err(|s| format!("{:?}", s.code()))?;
+                .map_err(|s| crate::client::grpc_code_name(s.code()))?;
             match results.into_inner().results.into_iter().find_map(|r| match r.result {
                 Some(pb::batch_add_count_result::Result::Error(e)) => Some(e.code),
                 _ => None,
@@ -258,7 +258,7 @@ async fn send(client: &mut Client, ns: &str, ops: &[(Op, u64)], token: Option<St
                     .await
                     .map(|_| ()),
             };
-            r.map_err(|s| format!("{:?}", s.code()))
+            r.map_err(|s| crate::client::grpc_code_name(s.code()))
         }
         Client::Http(c, base) => {
             let (op, key) = ops[0];

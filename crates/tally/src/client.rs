@@ -331,15 +331,15 @@ fn token_json(t: Option<&pb::IdempotencyToken>) -> serde_json::Value {
 
 /// A gRPC error as `CODE: message`, with the same code names as the HTTP API.
 fn status_error(status: &tonic::Status) -> anyhow::Error {
-    let code = format!("{:?}", status.code());
-    let mut name = String::new();
-    for (i, ch) in code.chars().enumerate() {
-        if ch.is_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(ch.to_ascii_uppercase());
+    anyhow::anyhow!("{}: {}", grpc_code_name(status.code()), status.message())
+}
+
+/// The wire name of a gRPC status code: Tally's error code, or the transport's own.
+pub fn grpc_code_name(code: tonic::Code) -> String {
+    match tally_server::error::code_of_grpc(code) {
+        Some(code) => code.as_str().to_owned(),
+        None => format!("{code:?}").to_uppercase(),
     }
-    anyhow::anyhow!("{name}: {}", status.message())
 }
 
 fn print(json_out: bool, value: serde_json::Value, text: String) {

@@ -47,6 +47,7 @@ fn text(description: &str) -> Value {
 /// The OpenAPI document.
 pub fn spec() -> Value {
     let duration = json!({"type": "string", "description": "a duration such as 5s, 250ms, 7days"});
+    let codes: Vec<&str> = tally_core::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tally", "version": env!("CARGO_PKG_VERSION"),
@@ -103,7 +104,8 @@ pub fn spec() -> Value {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "enum": ["INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "OUT_OF_RANGE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "INTERNAL"]},
+                    "code": {"type": "string", "enum": codes,
+                        "description": "every code but UNAVAILABLE and INTERNAL means nothing was written; after those two a mutation may have been, so retry it with the same token"},
                     "message": {"type": "string"}}}}},
                 "IdempotencyToken": {"type": "object", "additionalProperties": false, "required": ["token"],
                     "description": "A retry with the same token within the namespace's idempotency_window applies once, whatever generation_time it carries.",

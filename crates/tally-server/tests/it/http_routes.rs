@@ -20,6 +20,9 @@ async fn openapi_describes_exactly_the_served_routes() {
     }
     let served: BTreeSet<_> = ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
     assert_eq!(described, served, "routes and /openapi.json differ");
+    let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+    let all: Vec<&str> = tally_core::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(codes, &serde_json::json!(all), "the OpenAPI error codes are every ErrorCode");
     // Every listed route is really routed: it never answers the router's "no route" error.
     for route in ROUTES {
         let path = route.path.replace("{ns}", "default").replace("{counter}", "c");

@@ -160,15 +160,10 @@ pub enum Door {
 pub const DOORS: [Door; 2] = [Door::Grpc, Door::Http];
 
 fn code_name(code: tonic::Code) -> String {
-    let debug = format!("{code:?}");
-    let mut out = String::new();
-    for (i, ch) in debug.chars().enumerate() {
-        if ch.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(ch.to_ascii_uppercase());
+    match tally_server::error::code_of_grpc(code) {
+        Some(code) => code.as_str().to_owned(),
+        None => format!("{code:?}").to_uppercase(),
     }
-    out
 }
 
 fn refused_grpc(s: tonic::Status) -> Refused {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tally_core::ErrorCode;
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 use tonic::transport::Channel;
@@ -51,26 +52,14 @@ pub enum Answer {
     Unknown(String),
 }
 
-/// Error codes after which the attempt certainly wrote nothing.
-fn refused(code: &str) -> bool {
-    matches!(
-        code,
-        "INVALID_ARGUMENT"
-            | "OUT_OF_RANGE"
-            | "ALREADY_EXISTS"
-            | "NOT_FOUND"
-            | "FAILED_PRECONDITION"
-            | "DEADLINE_EXCEEDED"
-            | "UNAUTHENTICATED"
-            | "PERMISSION_DENIED"
-    )
-}
-
+/// What an error code says about the attempt: shed, certainly not written
+/// ([`ErrorCode::wrote_nothing`]), or maybe written (`UNAVAILABLE`, `INTERNAL`, and whatever
+/// is not a Tally code, such as a transport failure).
 fn classify(code: &str, message: String) -> Answer {
-    match code {
-        "RESOURCE_EXHAUSTED" => Answer::Shed,
-        c if refused(c) => Answer::Refused(c.to_owned()),
-        c => Answer::Unknown(format!("{c} {message}")),
+    match code.parse::<ErrorCode>() {
+        Ok(ErrorCode::ResourceExhausted) => Answer::Shed,
+        Ok(c) if c.wrote_nothing() => Answer::Refused(code.to_owned()),
+        _ => Answer::Unknown(format!("{code} {message}")),
     }
 }
 
@@ -149,7 +138,9 @@ impl Doors {
         };
         match result {
             Ok(()) => Answer::Acked,
-            Err(status) => classify(grpc_code(status.code()), status.message().to_owned()),
+            Err(status) => {
+                classify(crate::client::grpc_code_name(status.code()).as_str(), status.message().to_owned())
+            }
         }
     }
 
@@ -269,25 +260,5 @@ impl Doors {
             }
         };
         tokio::time::timeout(ATTEMPT_TIMEOUT, read).await.unwrap_or_else(|_| Err("read timed out".to_owned()))
-    }
-}
-
-/// The server's error code names, which gRPC status codes carry.
-fn grpc_code(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::NotFound => "NOT_FOUND",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::Cancelled => "CANCELLED",
-        Code::Internal => "INTERNAL",
-        _ => "UNKNOWN",
     }
 }

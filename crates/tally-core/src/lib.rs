@@ -24,5 +24,5 @@ pub use event::{Event, EventKind};
 pub use fold::{Checkpoint, Fold};
 pub use name::{CounterKey, CounterName, NameError, Namespace};
 pub use namespace_config::{ConfigError, CounterType, NamespaceConfig, NamespaceConfigPatch, WindowError};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, SystemClock, TimeError, Timestamp};
 pub use token::{IdempotencyToken, TokenError};

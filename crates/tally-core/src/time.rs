@@ -5,6 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Why a time was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// The text is not an RFC 3339 time.
+    #[error("{0}")]
+    Malformed(String),
+    /// A well-formed time outside the range of timestamps (years 1 to 9999, in UTC).
+    #[error("{0:?} is outside the range of times this server represents")]
+    OutOfRange(String),
+}
+
 /// A point in time: microseconds since the Unix epoch, UTC.
 ///
 /// Microseconds are fine enough to order events from one client and coarse enough that an
@@ -48,10 +59,25 @@ impl Timestamp {
 
     /// Parses an RFC 3339 time with any offset, such as `2024-10-05T14:48:00Z` or
     /// `2024-10-05T16:48:00.123456+02:00`. Digits below the microsecond are dropped.
-    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
-        text.parse::<jiff::Timestamp>()
-            .map(|t| Self(t.as_microsecond()))
-            .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2024-10-05T14:48:00Z: {e}"))
+    pub fn parse_rfc3339(text: &str) -> Result<Self, TimeError> {
+        text.parse::<jiff::Timestamp>().map(|t| Self(t.as_microsecond())).map_err(|e| {
+            // A well-formed date and time that no timestamp reaches (9999-12-31T23:59:59Z with
+            // an offset past the end of the range) is a time out of range, not a malformed one.
+            let civil = text.trim_end_matches(['Z', 'z']);
+            let civil = match civil.len().checked_sub(6).map(|at| civil.split_at(at)) {
+                Some((head, offset)) if offset.starts_with(['+', '-']) && offset.as_bytes()[3] == b':' => {
+                    head
+                }
+                _ => civil,
+            };
+            if civil.parse::<jiff::civil::DateTime>().is_ok() {
+                TimeError::OutOfRange(text.to_owned())
+            } else {
+                TimeError::Malformed(format!(
+                    "{text:?} is not an RFC 3339 time such as 2024-10-05T14:48:00Z: {e}"
+                ))
+            }
+        })
     }
 
     /// This time plus a duration, saturating.
@@ -147,7 +173,12 @@ mod tests {
         assert_eq!(t.to_string(), "2024-10-05T14:48:00.123456Z");
         let offset = Timestamp::parse_rfc3339("2024-10-05T16:48:00.123456+02:00").expect("valid");
         assert_eq!(offset, t);
-        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+        assert!(matches!(Timestamp::parse_rfc3339("yesterday"), Err(TimeError::Malformed(_))));
+        assert!(matches!(Timestamp::parse_rfc3339("9999-12-31T23:59:59Z"), Err(TimeError::OutOfRange(_))));
+        assert!(matches!(
+            Timestamp::parse_rfc3339("9999-12-31T23:59:59-05:00"),
+            Err(TimeError::OutOfRange(_))
+        ));
     }
 
     #[test]

@@ -31,9 +31,9 @@ pub fn timestamp_from_proto(t: &prost_types::Timestamp) -> Result<Timestamp, Api
         return Err(ApiError::invalid(format!("timestamp nanos {} is outside 0..1e9", t.nanos)));
     }
     let micros = t.seconds.checked_mul(1_000_000).and_then(|s| s.checked_add(i64::from(t.nanos / 1000)));
-    micros
-        .map(Timestamp::from_micros)
-        .ok_or_else(|| ApiError::invalid(format!("timestamp {}s is out of range", t.seconds)))
+    micros.map(Timestamp::from_micros).ok_or_else(|| {
+        ApiError::new(tally_core::ErrorCode::OutOfRange, format!("timestamp {}s is out of range", t.seconds))
+    })
 }
 
 /// A domain time as a protobuf timestamp.

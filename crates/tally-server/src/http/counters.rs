@@ -6,7 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use serde::{Deserialize, Serialize};
-use tally_core::{CounterType, IdempotencyToken, Timestamp};
+use tally_core::{CounterType, ErrorCode, IdempotencyToken, TimeError, Timestamp};
 use tally_engine::{Count, Mutated};
 
 use super::{HttpState, WirePath, json_body};
@@ -28,12 +28,14 @@ pub struct TokenJson {
 
 impl TokenJson {
     fn parse(&self, now: Timestamp) -> Result<IdempotencyToken, ApiError> {
-        let time = self
-            .generation_time
-            .as_deref()
-            .map(Timestamp::parse_rfc3339)
-            .transpose()
-            .map_err(|e| ApiError::invalid(format!("idempotency_token.generation_time: {e}")))?;
+        let time =
+            self.generation_time.as_deref().map(Timestamp::parse_rfc3339).transpose().map_err(|e| {
+                let code = match e {
+                    TimeError::OutOfRange(_) => ErrorCode::OutOfRange,
+                    TimeError::Malformed(_) => ErrorCode::InvalidArgument,
+                };
+                ApiError::new(code, format!("idempotency_token.generation_time: {e}"))
+            })?;
         token(&self.token, time, now)
     }
 

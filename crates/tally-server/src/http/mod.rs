@@ -202,12 +202,17 @@ fn json_body<T: DeserializeOwned + Default>(
     let invalid =
         |e: serde_json::Error| ApiError::new(ErrorCode::InvalidArgument, format!("invalid JSON body: {e}"));
     // Objects only: serde would also read a struct from an array, so `[5]` would be an add of 5.
-    match serde_json::from_slice::<serde_json::Value>(&body).map_err(invalid)? {
-        object @ serde_json::Value::Object(_) => serde_json::from_value(object).map_err(invalid),
-        other => {
-            Err(ApiError::invalid(format!("invalid JSON body: expected an object, found {}", kind(&other))))
-        }
+    // Parsed straight into the request type, not through a `Value`, which would keep the last
+    // of two equal keys: `{"delta": 1, "delta": 2}` is refused as a duplicate field.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let other = serde_json::from_slice::<serde_json::Value>(&body).map_err(invalid)?;
+        return Err(ApiError::invalid(format!(
+            "invalid JSON body: expected an object, found {}",
+            kind(&other)
+        )));
     }
+    serde_json::from_slice(&body).map_err(invalid)
 }
 
 fn kind(v: &serde_json::Value) -> &'static str {

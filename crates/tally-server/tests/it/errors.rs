@@ -173,6 +173,8 @@ async fn malformed_http_bodies_are_refused_with_invalid_argument() {
             "not an RFC 3339 time",
         ),
         ("{\"delta\": 18446744073709551616}", "expected i64"),
+        ("{\"delta\": 1, \"delta\": 2}", "duplicate field `delta`"),
+        ("{\"idempotency_token\": {\"token\": \"a\", \"token\": \"b\"}}", "duplicate field `token`"),
         ("[5]", "expected an object, found an array"),
     ];
     for (body, needle) in cases {
@@ -199,5 +201,39 @@ async fn malformed_http_bodies_are_refused_with_invalid_argument() {
     let key =
         CounterKey::new(Namespace::default_namespace(), tally_core::CounterName::new("c").expect("name"));
     assert_eq!(s.store.counter_state(&key).await.expect("state"), CounterState::default());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn regression_a_generation_time_past_the_representable_range_is_out_of_range() {
+    let s = TestServer::start().await;
+    let url = format!("{}/v1/namespaces/default/counters/c/add", s.http);
+    for time in ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-05:00"] {
+        let body = format!(
+            "{{\"delta\": 1, \"idempotency_token\": {{\"token\": \"far\", \"generation_time\": \"{time}\"}}}}"
+        );
+        let r = reqwest::Client::new().post(&url).body(body).send().await.expect("post");
+        assert_eq!(r.status(), 400, "{time}");
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "OUT_OF_RANGE", "{time}: {v}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn regression_a_json_body_with_a_duplicate_field_is_refused_and_changes_nothing() {
+    let s = TestServer::start().await;
+    let url = format!("{}/v1/namespaces/default/counters/dup/add", s.http);
+    let r = reqwest::Client::new().post(&url).body(r#"{"delta": 1, "delta": 2}"#).send().await.expect("post");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "INVALID_ARGUMENT", "{v}");
+    let count: serde_json::Value = reqwest::get(format!("{}/v1/namespaces/default/counters/dup", s.http))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(count["count"], 0, "{count}");
     s.stop().await;
 }

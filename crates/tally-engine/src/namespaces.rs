@@ -55,17 +55,19 @@ impl NamespaceRegistry {
         Ok(self.remember(name, config))
     }
 
-    /// The configuration of `name`, creating it with `config` if it is missing (another
-    /// instance may create it at the same time: the first config stored wins).
+    /// The configuration of `name`, creating it with the default settings and `counter_type`
+    /// if it is missing (another instance may create it at the same time: the first config
+    /// stored wins).
     pub async fn get_or_create(
         &self,
         name: &Namespace,
-        config: NamespaceConfig,
+        counter_type: tally_core::CounterType,
     ) -> EngineResult<Arc<NamespaceConfig>> {
         match self.get(name).await {
             Err(EngineError::NamespaceNotFound(_)) => {}
             found => return found,
         }
+        let config = NamespaceConfig { counter_type, ..NamespaceConfig::default() };
         match self.create(name, config).await {
             Err(EngineError::NamespaceExists(_)) => self.get(name).await,
             Ok(created) => {

@@ -55,9 +55,9 @@ struct CounterTail {
     checkpoint: Option<Checkpoint>,
     /// Every event at or after the checkpoint that this engine appended (or is appending).
     events: HashMap<IdempotencyToken, Entry>,
-    /// The generation time of each client token among `events`, and until when the token is
-    /// taken (server-made tokens are never sent again, so they are not indexed).
-    client_tokens: HashMap<Box<str>, (Timestamp, Timestamp)>,
+    /// Each client token among `events` (by its string alone), and until when it is taken
+    /// (server-made tokens are never sent again, so they are not indexed).
+    client_tokens: HashMap<Box<str>, (IdempotencyToken, Timestamp)>,
     /// The committed clears among `events`.
     clears: Vec<IdempotencyToken>,
     /// The committed events folded in order: with the checkpoint, the exact count.
@@ -147,7 +147,7 @@ impl CounterTail {
         // least half the clock skew before any window end that reaches it. Dropping it here
         // keeps `commit` from counting it twice.
         self.events.retain(|t, _| t.generation_time() >= until);
-        self.client_tokens.retain(|_, (t, _)| *t >= until);
+        self.client_tokens.retain(|_, (t, _)| t.generation_time() >= until);
         self.clears.retain(|t| t.generation_time() >= until);
         self.total = self.fold_before(Timestamp::MAX);
         if self.uncertain_until.is_some_and(|u| u < until) {
@@ -162,17 +162,16 @@ impl CounterTail {
         if let Some(entry) = self.events.get(&event.token) {
             return Some((event.token.generation_time(), *entry));
         }
-        let (time, until) = *self.client_tokens.get(event.token.token())?;
-        if until <= now {
+        let (token, until) = self.client_tokens.get(event.token.token())?;
+        if *until <= now {
             return None;
         }
-        let token = IdempotencyToken::new(event.token.token(), time).ok()?;
-        self.events.get(&token).map(|entry| (time, *entry))
+        self.events.get(token).map(|entry| (token.generation_time(), *entry))
     }
 
     /// Forgets an event that was not written.
     fn drop_event(&mut self, token: &IdempotencyToken) -> bool {
-        if self.client_tokens.get(token.token()).is_some_and(|(t, _)| *t == token.generation_time()) {
+        if self.client_tokens.get(token.token()).is_some_and(|(t, _)| t == token) {
             self.client_tokens.remove(token.token());
         }
         self.events.remove(token).is_some()
@@ -423,7 +422,7 @@ impl Tails {
         // time within the window: only the store can tell.
         let known_new = origin == Origin::Server;
         if let Origin::Client { now, window } = origin {
-            let taken = (event.token.generation_time(), now.saturating_add(window));
+            let taken = (event.token.clone(), now.saturating_add(window));
             tail.client_tokens.insert(event.token.token().into(), taken);
         }
         tail.events.insert(event.token.clone(), Entry { kind: event.kind, committed: false });

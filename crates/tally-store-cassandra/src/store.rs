@@ -481,27 +481,25 @@ impl CassandraStore {
         Ok(Some((stored, Timestamp::from_micros(until))))
     }
 
-    /// Makes sure the event a duplicate stands for is stored: the append that took the token
-    /// may have failed before writing it. Rewriting it is harmless (the same row); where its
-    /// deadline has passed, the row is looked up instead, and a missing one is refused.
-    async fn ensure_duplicate_landed(
+    /// The answer to an append of a token another append holds with `stored`: a conflict, or a
+    /// duplicate once the event it stands for is stored (the append that took the token may
+    /// have failed before writing it). Rewriting the event is harmless (the same row); where
+    /// its deadline has passed, the row is looked up instead, and a missing one is refused.
+    async fn duplicate_of(
         &self,
         event: &Event,
         stored: Stored,
         deadline: Timestamp,
-    ) -> StoreResult<()> {
-        let token = tally_core::IdempotencyToken::new(event.token.token(), stored.generation_time)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let original = Event { key: event.key.clone(), token, kind: stored.kind };
-        // The deadline moves with the generation time.
-        let shift = event.token.generation_time().as_micros() - stored.generation_time.as_micros();
-        let deadline = Timestamp::from_micros(deadline.as_micros().saturating_sub(shift));
+    ) -> StoreResult<Appended> {
+        let answer = Appended::judge(event, stored)?;
+        let (original, deadline) = stored.original(event, deadline)?;
         if self.before_deadline(&event.key, deadline).is_ok() {
-            return self.append_new(&original, deadline).await.map(drop);
+            self.append_new(&original, deadline).await?;
+            return Ok(answer);
         }
         let statements = self.slice(self.layout.slice_of(stored.generation_time), false).await?;
         match self.mutations_of(&statements, self.identity(&original)).await?.is_empty() {
-            false => Ok(()),
+            false => Ok(answer),
             true => Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline }),
         }
     }
@@ -535,11 +533,7 @@ impl EventLog for CassandraStore {
             let held = self.token_row(&event.key, event.token.token()).await?;
             let now = self.clock.now();
             return match held.filter(|(_, until)| *until > now) {
-                Some((stored, _)) => {
-                    let answer = Appended::judge(event, stored)?;
-                    self.ensure_duplicate_landed(event, stored, deadline).await?;
-                    Ok(answer)
-                }
+                Some((stored, _)) => self.duplicate_of(event, stored, deadline).await,
                 None => Err(passed),
             };
         }
@@ -551,11 +545,7 @@ impl EventLog for CassandraStore {
                 }
                 written
             }
-            Taken::Already(stored) => {
-                let answer = Appended::judge(event, stored)?;
-                self.ensure_duplicate_landed(event, stored, deadline).await?;
-                Ok(answer)
-            }
+            Taken::Already(stored) => self.duplicate_of(event, stored, deadline).await,
         }
     }
 

@@ -16,6 +16,21 @@ pub struct Stored {
     pub kind: EventKind,
 }
 
+impl Stored {
+    /// The event this token holds, named by `retry` (another append of the same token), with
+    /// the deadline `retry`'s `deadline` becomes for it: a deadline moves with the generation
+    /// time. What a store that takes tokens before writing events writes on a duplicate's
+    /// behalf.
+    pub fn original(&self, retry: &Event, deadline: Timestamp) -> StoreResult<(Event, Timestamp)> {
+        let token = tally_core::IdempotencyToken::new(retry.token.token(), self.generation_time)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let shift =
+            retry.token.generation_time().as_micros().saturating_sub(self.generation_time.as_micros());
+        let deadline = Timestamp::from_micros(deadline.as_micros().saturating_sub(shift));
+        Ok((Event { key: retry.key.clone(), token, kind: self.kind }, deadline))
+    }
+}
+
 /// What `append` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {

@@ -89,11 +89,7 @@ impl EventLog for FaultyStore {
         let orphan = self.orphans().get(&slot).copied();
         if let Some(stored) = orphan {
             let answer = Appended::judge(event, stored)?;
-            let shift = event.token.generation_time().as_micros() - stored.generation_time.as_micros();
-            let deadline = Timestamp::from_micros(deadline.as_micros().saturating_sub(shift));
-            let token = tally_core::IdempotencyToken::new(event.token.token(), stored.generation_time)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let original = Event { key: event.key.clone(), token, kind: stored.kind };
+            let (original, deadline) = stored.original(event, deadline)?;
             self.inner.append(&original, deadline, window).await?;
             self.orphans().remove(&slot);
             return Ok(answer);

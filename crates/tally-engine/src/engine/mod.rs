@@ -552,10 +552,7 @@ impl Engine {
     /// `auto_create_namespaces` is set, with that counter type and default settings.
     async fn config_for_write(&self, namespace: &Namespace) -> EngineResult<Arc<NamespaceConfig>> {
         match self.inner.options.auto_create_namespaces {
-            Some(counter_type) => {
-                let config = NamespaceConfig { counter_type, ..NamespaceConfig::default() };
-                self.inner.namespaces.get_or_create(namespace, config).await
-            }
+            Some(counter_type) => self.inner.namespaces.get_or_create(namespace, counter_type).await,
             None => self.inner.namespaces.get(namespace).await,
         }
     }

@@ -682,30 +682,10 @@ fn logs_and_config_checks_serve_operators() {
 
     for format in ["json", "text"] {
         let log = dir.path().join(format!("{format}.log"));
-        let mut child = Command::new(tally)
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-                "--resp",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path().join(format!("data-{format}")))
-            .args(["--log-format", format])
-            .env("TALLY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-        assert!(line.starts_with("tally listening"), "{line}");
-        let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-        assert!(term.success());
-        assert!(child.wait().expect("exits").success(), "a SIGTERM is a clean exit");
+        let data = dir.path().join(format!("data-{format}"));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = serve_on_port_0(&data, &["--log-format", format], "info", stderr.into());
+        assert!(stop_with_sigterm(child).success(), "a SIGTERM is a clean exit");
         let text = std::fs::read_to_string(&log).expect("log");
         assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
         assert!(text.contains("SIGTERM"), "the shutdown line names the signal: {text}");
@@ -725,33 +705,48 @@ fn logs_and_config_checks_serve_operators() {
     }
 }
 
+/// `tally serve` on port 0 over `data_dir` with `extra` flags, its logs (at `log`) to
+/// `stderr`; returns once it has printed its listening line.
+fn serve_on_port_0(data_dir: &Path, extra: &[&str], log: &str, stderr: Stdio) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--resp",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .env("TALLY_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    assert!(line.starts_with("tally listening"), "{line}");
+    child
+}
+
+/// Sends SIGTERM at once and waits for the exit.
+fn stop_with_sigterm(mut child: Child) -> std::process::ExitStatus {
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    child.wait().expect("exits")
+}
+
 /// A supervisor may stop the server the moment it says it listens; the signal must be caught
 /// by then (it was caught only a little later, and the default action killed the process).
 #[test]
 fn regression_a_sigterm_right_after_the_listening_line_drains_cleanly() {
     let dir = tempfile::tempdir().expect("temp dir");
     for round in 0..5 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-                "--resp",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .env("TALLY_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-        let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-        assert!(term.success());
-        let status = child.wait().expect("exits");
+        let child = serve_on_port_0(dir.path(), &[], "warn", Stdio::inherit());
+        let status = stop_with_sigterm(child);
         assert!(status.success(), "round {round}: {status:?}");
     }
 }

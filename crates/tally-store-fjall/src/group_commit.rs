@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
 use crate::presence::{Presence, StateKind};
+use crate::taken_tokens::{Published, TakenTokens};
 
 /// How many requests may wait for the writer before senders are made to wait.
 const QUEUE_DEPTH: usize = 65_536;
@@ -59,12 +60,12 @@ impl Op {
 }
 
 pub(crate) enum SharedOp {
-    /// `claim`: a client's token, taken for this long; `None` for a token the server made
-    /// for this append, which nobody looks up.
+    /// `claim`: a client's token to take; `None` for a token the server made for this append,
+    /// which nobody looks up.
     Append {
         event: Event,
         deadline: Timestamp,
-        claim: Option<Duration>,
+        claim: Option<Claim>,
         reply: Reply<Appended>,
     },
     /// Appends that arrived together (a pipeline, a batch request): one request to the writer.
@@ -94,7 +95,18 @@ pub(crate) struct BatchAppend {
     pub event: Event,
     pub deadline: Timestamp,
     /// As in [`SharedOp::Append`].
-    pub claim: Option<Duration>,
+    pub claim: Option<Claim>,
+}
+
+/// A client's token to take with its event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    /// How long it stays taken.
+    pub window: Duration,
+    /// The caller found the token free in a read made after this commit was published
+    /// ([`GroupCommitter::published`]); the writer checks only what came after. `None`: the
+    /// caller could not look (the database was closed), so the writer reads the store.
+    pub checked: Option<u64>,
 }
 
 pub(crate) enum ExclusiveOp {
@@ -122,6 +134,7 @@ impl WriterStats {
 pub(crate) struct GroupCommitter {
     tx: mpsc::Sender<Op>,
     pub stats: Arc<WriterStats>,
+    published: Arc<Published>,
 }
 
 impl GroupCommitter {
@@ -133,16 +146,17 @@ impl GroupCommitter {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer {
-            handles,
-            presence,
-            clock,
-            max_batch: max_batch.max(1),
-            stats: stats.clone(),
-            recent: RecentState::new(RECENT_STATE_ENTRIES),
-        };
+        let recent = RecentState::new(RECENT_STATE_ENTRIES, RECENT_TOKENS);
+        let published = recent.tokens.published();
+        let writer =
+            Writer { handles, presence, clock, max_batch: max_batch.max(1), stats: stats.clone(), recent };
         std::thread::Builder::new().name("tally-writer".into()).spawn(move || writer.run(rx))?;
-        Ok(Self { tx, stats })
+        Ok(Self { tx, stats, published })
+    }
+
+    /// The last commit every read now sees: note it before looking a token up for a [`Claim`].
+    pub fn published(&self) -> u64 {
+        self.published.current()
     }
 
     /// Sends one request and waits until it is committed (or refused).
@@ -214,8 +228,10 @@ impl Writer {
         match batch.commit(settled.err()) {
             Ok(written) => self.recent.remember(written),
             Err(e) => {
-                self.recent.clear();
+                // Closed first: what the writer remembers is forgotten only once no read can
+                // see the failed batch's writes in memory (see `TakenTokens::forget_all`).
                 self.handles.close(&e);
+                self.recent.clear();
             }
         }
     }
@@ -334,8 +350,8 @@ struct Batch<'a> {
     ks: &'a Keyspaces,
     stats: &'a WriterStats,
     presence: &'a Presence,
-    writes: fjall::OwnedWriteBatch,
-    written: usize,
+    /// The writes, applied at commit in key order (see [`Batch::commit`]).
+    writes: Vec<(Space, Vec<u8>, Vec<u8>)>,
     overlay: Overlay,
     /// The greatest generation time appended per counter (by state key): `last_write` is
     /// derived once per counter per commit, not once per add.
@@ -349,8 +365,7 @@ impl<'a> Batch<'a> {
             ks,
             stats,
             presence,
-            writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
-            written: 0,
+            writes: Vec::new(),
             overlay: Default::default(),
             last_writes: HashMap::new(),
             acks: Vec::new(),
@@ -358,12 +373,16 @@ impl<'a> Batch<'a> {
     }
 
     fn keyspace(&self, space: Space) -> &'a Keyspace {
+        Self::space(self.ks, space)
+    }
+
+    fn space(ks: &Keyspaces, space: Space) -> &Keyspace {
         match space {
-            Space::Events => &self.ks.events,
-            Space::LastWrite => &self.ks.last_write,
-            Space::Checkpoints => &self.ks.checkpoints,
-            Space::Namespaces => &self.ks.namespaces,
-            Space::Tokens => &self.ks.tokens,
+            Space::Events => &ks.events,
+            Space::LastWrite => &ks.last_write,
+            Space::Checkpoints => &ks.checkpoints,
+            Space::Namespaces => &ks.namespaces,
+            Space::Tokens => &ks.tokens,
         }
     }
 
@@ -395,12 +414,9 @@ impl<'a> Batch<'a> {
             self.presence.insert(kind, &key);
         }
         if lookup {
-            self.writes.insert(self.keyspace(space), key.clone(), value.clone());
-            self.overlay[space.index()].insert(key, value);
-        } else {
-            self.writes.insert(self.keyspace(space), key, value);
+            self.overlay[space.index()].insert(key.clone(), value.clone());
         }
-        self.written += 1;
+        self.writes.push((space, key, value));
     }
 
     /// Queues the reply; it is sent after the commit, turned into the commit's error if that fails.
@@ -445,15 +461,15 @@ impl<'a> Batch<'a> {
         &mut self,
         event: &Event,
         deadline: Timestamp,
-        claim: Option<Duration>,
+        claim: Option<Claim>,
         clock: &dyn Clock,
         recent: &mut RecentState,
     ) -> StoreResult<Appended> {
         let now = clock.now();
-        // The writer is the only thread that takes tokens, so looking and taking are one step.
-        let token_key = claim.map(|_| codec::token_key(&event.key, event.token.token()));
-        if let Some(token_key) = &token_key
-            && let Some(taken) = self.get(Space::Tokens, token_key, recent)?
+        // The writer is the only thread that takes tokens, so its check and its take are one step.
+        let token_key = claim.map(|c| (codec::token_key(&event.key, event.token.token()), c));
+        if let Some((token_key, claim)) = &token_key
+            && let Some(taken) = self.taken_token(token_key, claim.checked, recent)?
         {
             let taken = codec::decode_token_value(&taken)?;
             if taken.until > now {
@@ -466,9 +482,10 @@ impl<'a> Batch<'a> {
         let time = event.token.generation_time();
         let key = codec::event_key(&event.key, time, event.token.token());
         self.put(Space::Events, key, codec::event_value(event.kind), false);
-        if let (Some(token_key), Some(window)) = (token_key, claim) {
+        if let Some((token_key, claim)) = token_key {
             let stored = Stored { generation_time: time, kind: event.kind };
-            let value = codec::token_value(&codec::TakenToken { stored, until: now.saturating_add(window) });
+            let until = now.saturating_add(claim.window);
+            let value = codec::token_value(&codec::TakenToken { stored, until });
             self.put(Space::Tokens, token_key, value, true);
         }
         self.last_writes
@@ -476,6 +493,26 @@ impl<'a> Batch<'a> {
             .and_modify(|t| *t = (*t).max(time))
             .or_insert(time);
         Ok(Appended::New)
+    }
+
+    /// The value a client's token holds, if any, where the caller found it free after commit
+    /// `checked` (if it could look): this batch's own take, else the store's, read only where
+    /// a commit since may have taken it.
+    fn taken_token(
+        &self,
+        token_key: &[u8],
+        checked: Option<u64>,
+        recent: &mut RecentState,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay[Space::Tokens.index()].get(token_key) {
+            return Ok(Some(v.clone()));
+        }
+        if let Some(checked) = checked
+            && !recent.tokens.may_be_taken_since(TakenTokens::hash(token_key), checked)
+        {
+            return Ok(None);
+        }
+        self.get(Space::Tokens, token_key, recent)
     }
 
     /// Writes each appended counter's `last_write` where this batch raised it: one read (of
@@ -539,11 +576,20 @@ impl<'a> Batch<'a> {
         let failure = if let Some(e) = failed {
             tracing::error!(error = %e, "group commit could not be completed; its requests are answered unavailable");
             Some(e)
-        } else if self.written == 0 {
+        } else if self.writes.is_empty() {
             None
         } else {
             let started = Instant::now();
-            let result = self.writes.commit().map_err(unavailable);
+            // In key order: each memtable insert then searches the skiplist near the last one,
+            // through nodes still in the CPU cache, instead of from a random place. Stable, so
+            // two writes of one key keep their order.
+            let mut writes = self.writes;
+            writes.sort_by(|a, b| (a.0.index(), &a.1).cmp(&(b.0.index(), &b.1)));
+            let mut batch = self.ks.db.batch().durability(Some(PersistMode::SyncData));
+            for (space, key, value) in writes {
+                batch.insert(Self::space(self.ks, space), key, value);
+            }
+            let result = batch.commit().map_err(unavailable);
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             metrics::histogram!("tally_group_commit_seconds").record(started.elapsed().as_secs_f64());
             if let Err(e) = &result {
@@ -563,6 +609,10 @@ impl<'a> Batch<'a> {
 
 /// How many state values (`last_write`, checkpoints) the writer remembers.
 const RECENT_STATE_ENTRIES: usize = 131_072;
+/// How many token takings the writer remembers: at 100,000 takings a second, the commits of
+/// the last 2.6 s, far longer than a request waits between its look-up and its commit under
+/// any load that still meets its deadlines (an older look-up only costs a store read).
+const RECENT_TOKENS: usize = 262_144;
 
 /// Committed `last_write` and checkpoint values the writer has read or written lately.
 ///
@@ -571,15 +621,16 @@ const RECENT_STATE_ENTRIES: usize = 131_072;
 /// thread that changes these values, so what it committed is what the database holds, and
 /// remembering it saves a memtable seek per add on counters written again. It is bounded: when
 /// full it starts over empty (a miss costs one read). It is forgotten after a failed commit and
-/// when a namespace is deleted.
+/// when a namespace is deleted. It also remembers which tokens the latest commits took.
 struct RecentState {
     values: [HashMap<Vec<u8>, Vec<u8>>; 2],
     capacity: usize,
+    tokens: TakenTokens,
 }
 
 impl RecentState {
-    fn new(capacity: usize) -> Self {
-        Self { values: Default::default(), capacity }
+    fn new(capacity: usize, tokens: usize) -> Self {
+        Self { values: Default::default(), capacity, tokens: TakenTokens::new(tokens) }
     }
 
     fn slot(space: Space) -> Option<usize> {
@@ -610,9 +661,12 @@ impl RecentState {
                 self.insert(space, key, value);
             }
         }
+        let taken = written[Space::Tokens.index()].keys().map(|k| TakenTokens::hash(k)).collect();
+        self.tokens.committed(taken);
     }
 
     fn clear(&mut self) {
         self.values.iter_mut().for_each(HashMap::clear);
+        self.tokens.forget_all();
     }
 }

@@ -80,6 +80,41 @@ impl FjallStore {
     }
 }
 
+/// What a caller's look-up found for a client's token.
+enum Looked {
+    /// Taken, holding this mutation: the append is answered from it.
+    Taken(Stored),
+    /// Free when looked up: the writer takes it, checking only commits made since.
+    Free(group_commit::Claim),
+}
+
+impl FjallStore {
+    /// Looks a client's token up on the caller's task (see `taken_tokens.rs`), so that the
+    /// writer thread, which every durable write waits for, does not.
+    fn look_up_token(&self, event: &Event, window: Duration) -> StoreResult<Looked> {
+        // Noted before the read: every commit up to it is visible to the read.
+        let checked = self.writer.published();
+        // A database closed after a failed write is reopened by the writer alone: until then
+        // the writer looks the token up itself (or refuses the append).
+        if self.handles.get().is_err() {
+            return Ok(Looked::Free(group_commit::Claim { window, checked: None }));
+        }
+        Ok(match self.read_token(&event.key, event.token.token())? {
+            Some(stored) => Looked::Taken(stored),
+            None => Looked::Free(group_commit::Claim { window, checked: Some(checked) }),
+        })
+    }
+
+    /// The mutation a token holds, if taken now.
+    fn read_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
+        // One point read, usually answered by the memtable or a table's filter.
+        let stored = self.handles.get()?.tokens.get(codec::token_key(key, token)).map_err(unavailable)?;
+        let Some(value) = stored else { return Ok(None) };
+        let taken = codec::decode_token_value(&value)?;
+        Ok((taken.until > self.clock.now()).then_some(taken.stored))
+    }
+}
+
 /// The filter of counters with state, filled with every stored one.
 fn load_presence(ks: &crate::handles::Keyspaces) -> StoreResult<Presence> {
     let counters = ks.last_write.approximate_len() as u64;
@@ -107,7 +142,11 @@ impl EventLog for FjallStore {
     }
 
     async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
-        let (event, claim) = (event.clone(), Some(window));
+        let claim = match self.look_up_token(event, window)? {
+            Looked::Taken(stored) => return Appended::judge(event, stored),
+            Looked::Free(claim) => Some(claim),
+        };
+        let event = event.clone();
         self.writer.submit(|reply| Op::Shared(SharedOp::Append { event, deadline, claim, reply })).await
     }
 
@@ -117,30 +156,52 @@ impl EventLog for FjallStore {
     }
 
     async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
-        // One point read, usually answered by the memtable or a table's filter.
-        let stored = self.handles.get()?.tokens.get(codec::token_key(key, token)).map_err(unavailable)?;
-        let Some(value) = stored else { return Ok(None) };
-        let taken = codec::decode_token_value(&value)?;
-        Ok((taken.until > self.clock.now()).then_some(taken.stored))
+        self.read_token(key, token)
     }
 
     /// One request to the writer for the whole batch: one queue slot, one wake-up, one answer.
+    /// Tokens are looked up here first; the ones already taken are answered without the writer.
     async fn append_batch(&self, appends: &[BatchAppend]) -> Vec<StoreResult<Appended>> {
-        let batch = appends
-            .iter()
-            .map(|a| group_commit::BatchAppend {
-                event: a.event.clone(),
-                deadline: a.deadline,
-                claim: match a.check {
-                    IdentityCheck::Claim { window } => Some(window),
-                    IdentityCheck::KnownNew => None,
+        let mut answers: Vec<Option<StoreResult<Appended>>> = Vec::with_capacity(appends.len());
+        let mut batch = Vec::with_capacity(appends.len());
+        for a in appends {
+            let claim = match a.check {
+                IdentityCheck::KnownNew => None,
+                IdentityCheck::Claim { window } => match self.look_up_token(&a.event, window) {
+                    Ok(Looked::Free(claim)) => Some(claim),
+                    Ok(Looked::Taken(stored)) => {
+                        answers.push(Some(Appended::judge(&a.event, stored)));
+                        continue;
+                    }
+                    Err(e) => {
+                        answers.push(Some(Err(e)));
+                        continue;
+                    }
                 },
-            })
-            .collect();
-        match self.writer.submit(|reply| Op::Shared(SharedOp::AppendBatch { appends: batch, reply })).await {
-            Ok(results) => results,
-            Err(e) => appends.iter().map(|_| Err(e.clone())).collect(),
+            };
+            answers.push(None);
+            batch.push(group_commit::BatchAppend { event: a.event.clone(), deadline: a.deadline, claim });
         }
+        let written = match batch.is_empty() {
+            true => Vec::new(),
+            false => {
+                let request = |reply| Op::Shared(SharedOp::AppendBatch { appends: batch, reply });
+                match self.writer.submit(request).await {
+                    Ok(results) => results,
+                    Err(e) => answers.iter().filter(|a| a.is_none()).map(|_| Err(e.clone())).collect(),
+                }
+            }
+        };
+        debug_assert_eq!(written.len(), answers.iter().filter(|a| a.is_none()).count());
+        let mut written = written.into_iter();
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.or_else(|| written.next()).unwrap_or_else(|| {
+                    Err(StoreError::Unavailable("the writer answered fewer appends than it was sent".into()))
+                })
+            })
+            .collect()
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
@@ -302,5 +363,50 @@ impl NamespaceStore for FjallStore {
     async fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool> {
         let name = name.clone();
         self.writer.submit(|reply| Op::Exclusive(ExclusiveOp::DeleteNamespace { name, reply })).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_core::{EventKind, IdempotencyToken, SystemClock};
+
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    fn add(token: &str, micros: i64) -> Event {
+        Event {
+            key: CounterKey::parse_joined("race:c").expect("key"),
+            token: IdempotencyToken::new(token, Timestamp::from_micros(micros)).expect("token"),
+            kind: EventKind::Add(1),
+        }
+    }
+
+    /// The interleaving the conformance suite's races can only hope to hit: a caller finds
+    /// the token free, another append takes it, then the first caller's append reaches the
+    /// writer. The writer must know from its memory of recent commits that the token is taken.
+    #[tokio::test]
+    async fn a_token_taken_between_a_callers_look_up_and_its_commit_counts_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            FjallStore::open(dir.path(), Arc::new(SystemClock), FjallOptions::default()).expect("open");
+        let now = SystemClock.now().as_micros();
+        let (first, retry) = (add("t-1", now), add("t-1", now + 5));
+        let Looked::Free(stale) = store.look_up_token(&retry, WINDOW).expect("look up") else {
+            panic!("nothing took the token yet");
+        };
+        assert_eq!(store.append(&first, Timestamp::MAX, WINDOW).await.expect("first"), Appended::New);
+        let answer = store
+            .writer
+            .submit(|reply| {
+                let (event, deadline, claim) = (retry.clone(), Timestamp::MAX, Some(stale));
+                Op::Shared(SharedOp::Append { event, deadline, claim, reply })
+            })
+            .await
+            .expect("stale append");
+        let generation_time = first.token.generation_time();
+        assert_eq!(answer, Appended::Duplicate { generation_time });
+        let fold = store.fold(&first.key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
+        assert_eq!((fold.events, fold.sum), (1, 1));
     }
 }

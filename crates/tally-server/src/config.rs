@@ -35,8 +35,12 @@ pub struct ServerConfig {
     pub grpc: SocketAddr,
     /// Redis protocol (RESP2/RESP3) listen address.
     pub resp: SocketAddr,
-    /// Most RESP connections at once.
+    /// Most connections open at once on each door (HTTP, gRPC, RESP); further ones wait to be
+    /// accepted.
     pub max_connections: usize,
+    /// An HTTP or gRPC connection with no byte read or written for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Most arguments in one RESP command.
     pub resp_max_args: usize,
     /// Largest request body (HTTP) or message (gRPC), in bytes.
@@ -148,6 +152,7 @@ impl Default for ServerConfig {
             grpc: SocketAddr::from(([127, 0, 0, 1], 7090)),
             resp: SocketAddr::from(([127, 0, 0, 1], 7379)),
             max_connections: 10_000,
+            idle_timeout: Duration::from_secs(300),
             resp_max_args: 1024,
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(30),
@@ -266,6 +271,7 @@ impl ServerConfig {
         for (name, value) in positive {
             anyhow::ensure!(value > 0, "{name} = 0: it must be at least 1");
         }
+        anyhow::ensure!(!self.idle_timeout.is_zero(), "idle_timeout = 0s: it must be at least 1ms");
         if !self.peers.is_empty() {
             anyhow::ensure!(
                 self.peers.contains(&self.advertise),

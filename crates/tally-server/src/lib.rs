@@ -1,7 +1,8 @@
 //! Tally's front doors and serve loop.
 //!
 //! - [`config`]: `ServerConfig`, from TOML, environment and flags;
-//! - [`server`]: binding, serving both front doors over one engine, graceful shutdown;
+//! - [`server`]: binding, serving the three front doors over one engine, graceful shutdown;
+//! - [`connections`]: how the HTTP and gRPC doors admit connections (limits, idle timeout);
 //! - [`grpc`]: `tally.v1.CounterService`, `tally.v1.NamespaceService`, reflection, health;
 //! - [`http`]: the HTTP/JSON routes, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`;
 //! - [`resp`]: the Redis protocol (RESP2/RESP3) front door;
@@ -12,6 +13,7 @@
 pub mod auth;
 pub mod batch;
 pub mod config;
+pub mod connections;
 pub mod convert;
 pub mod error;
 pub mod grpc;

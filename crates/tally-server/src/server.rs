@@ -130,15 +130,20 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         auth: auth.clone(),
     };
+    let admission = crate::connections::Admission {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+    };
+    let door = |listener, name| crate::connections::Doorkeeper::new(listener, name, admission);
     let http = tokio::spawn(crate::http::serve(
         state,
-        listeners.http,
+        door(listeners.http, "http"),
         tls.clone(),
         shutdown.clone().cancelled_owned(),
     ));
     let grpc = tokio::spawn(crate::grpc::serve(
         engine.clone(),
-        listeners.grpc,
+        door(listeners.grpc, "grpc"),
         config.max_body_bytes,
         auth.clone(),
         tls.clone(),

@@ -87,12 +87,13 @@ mod imp {
     use rustls::ServerConfig;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
     use tokio::sync::{Semaphore, mpsc};
     use tokio_rustls::TlsAcceptor;
     use tokio_rustls::server::TlsStream;
 
     use super::{HANDSHAKE_TIMEOUT, Tls};
+    use crate::connections::{Admitted, Doorkeeper};
 
     /// Handshakes in progress at once on the HTTP door; further connections wait in the
     /// kernel's accept queue.
@@ -168,8 +169,8 @@ mod imp {
         }
 
         /// An HTTP listener that hands out connections once their handshake is done.
-        pub fn http_listener(&self, listener: TcpListener) -> std::io::Result<TlsListener> {
-            let local = listener.local_addr()?;
+        pub fn http_listener(&self, mut listener: Doorkeeper) -> std::io::Result<TlsListener> {
+            let local = axum::serve::Listener::local_addr(&listener)?;
             let (tx, rx) = mpsc::channel(64);
             let acceptor = self.inner.http.clone();
             tokio::spawn(async move {
@@ -177,21 +178,13 @@ mod imp {
                 let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
                 loop {
                     let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                    let accepted = tokio::select! {
-                        a = listener.accept() => a,
+                    // The door's own limit, idle timeout and error log apply first.
+                    let (socket, peer) = tokio::select! {
+                        a = listener.admit() => a,
                         () = tx.closed() => return,
-                    };
-                    let (socket, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "https accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
                     };
                     let (acceptor, tx) = (acceptor.clone(), tx.clone());
                     tokio::spawn(async move {
-                        let _ = socket.set_nodelay(true);
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
                             Ok(Ok(stream)) => {
                                 let _ = tx.send((stream, peer)).await;
@@ -209,12 +202,12 @@ mod imp {
 
     /// TLS connections for `axum::serve`, handshakes already done.
     pub struct TlsListener {
-        incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+        incoming: mpsc::Receiver<(TlsStream<Admitted>, SocketAddr)>,
         local: SocketAddr,
     }
 
     impl axum::serve::Listener for TlsListener {
-        type Io = TlsStream<TcpStream>;
+        type Io = TlsStream<Admitted>;
         type Addr = SocketAddr;
 
         async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -108,6 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if data_dir_given && config.store_url != "embedded" {
         tracing::warn!(data_dir = %config.data_dir.display(), store = %config.store_url, "--data-dir is ignored: it is the embedded store's, and the store is another");
     }
+    fit_connections_to_open_files(&mut config);
 
     // Caught before the listening line, so a stop right after it still drains cleanly.
     let signals = tally_server::TerminationSignals::install().context("cannot catch SIGINT and SIGTERM")?;
@@ -132,4 +133,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tally_server::serve(engine, listeners, &config, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the open-files limit to the hard limit, and lowers `max_connections` where three
+/// doors at that limit, plus the files kept for the store, would not fit: a flood of
+/// connections must wait at the doors, never take the descriptors the store needs to flush.
+fn fit_connections_to_open_files(config: &mut ServerConfig) {
+    use tally_server::connections::{RESERVED_FILES, raise_open_files_limit};
+    let soft = match raise_open_files_limit() {
+        Ok((soft, hard)) => {
+            tracing::info!(soft, hard, "open files limit");
+            soft
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open files limit; max_connections is not checked against it");
+            return;
+        }
+    };
+    // Under a small limit the store keeps half of it rather than all of it.
+    let reserve = RESERVED_FILES.min(soft / 2);
+    let fits = usize::try_from((soft - reserve) / 3).unwrap_or(usize::MAX).max(1);
+    if config.max_connections > fits {
+        let message = "max_connections lowered so that three doors and the store fit in the open files limit; raise the hard limit (ulimit -Hn, LimitNOFILE=) to allow more";
+        let (configured, lowered_to) = (config.max_connections, fits);
+        // A limit someone chose is worth a warning; the default fitted to the machine is not.
+        if configured == ServerConfig::default().max_connections {
+            tracing::info!(configured, lowered_to, open_files_limit = soft, "{message}");
+        } else {
+            tracing::warn!(configured, lowered_to, open_files_limit = soft, "{message}");
+        }
+        config.max_connections = fits;
+    }
 }

@@ -11,7 +11,6 @@ use tally_engine::Engine;
 use tally_proto::v1::counter_service_server::CounterServiceServer;
 use tally_proto::v1::namespace_service_server::NamespaceServiceServer;
 use tally_proto::v1::peer_service_server::PeerServiceServer;
-use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{Authenticator, Principal};
@@ -47,7 +46,7 @@ fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> {
 /// Everything but the health service goes through authentication.
 pub async fn serve(
     engine: Engine,
-    listener: TcpListener,
+    listener: crate::connections::Doorkeeper,
     max_message_bytes: usize,
     auth: Arc<Authenticator>,
     tls: Option<crate::tls::Tls>,
@@ -69,11 +68,13 @@ pub async fn serve(
         .max_decoding_message_size(max_message_bytes);
     let peers = PeerServiceServer::new(GrpcPeers::new(engine)).max_decoding_message_size(max_message_bytes);
     let guard = Authenticate(auth);
+    // The door admits connections (with no-delay set: tonic sets it only on listeners it
+    // binds itself).
+    let incoming = futures::stream::unfold(listener, |mut door| async move {
+        let (connection, _) = door.admit().await;
+        Some((Ok::<_, std::io::Error>(connection), door))
+    });
     #[allow(unused_mut)]
-    // A listener handed in keeps the kernel's default, Nagle's algorithm, which holds small
-    // replies back while earlier ones are unacknowledged; tonic sets no-delay only on
-    // listeners it binds itself.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     #[cfg(feature = "tls")]
     if let Some(tls) = &tls {

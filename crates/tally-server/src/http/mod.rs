@@ -22,7 +22,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use tally_core::ErrorCode;
 use tally_engine::Engine;
-use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
@@ -142,7 +141,7 @@ async fn authenticate(
 /// in-flight requests.
 pub async fn serve(
     state: HttpState,
-    listener: TcpListener,
+    listener: crate::connections::Doorkeeper,
     tls: Option<crate::tls::Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -154,12 +153,6 @@ pub async fn serve(
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls; // `Tls::load` never yields one without the feature.
-    // Replies go out at once rather than waiting for earlier ones to be acknowledged (Nagle).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
-        }
-    });
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod batch;
+mod connections;
 mod counters;
 mod errors;
 mod http_routes;

@@ -1,0 +1,253 @@
+//! Admission of connections on the HTTP and gRPC doors: at most `max_connections` open at
+//! once per door, each closed after `idle_timeout` without a byte either way, and accept
+//! errors logged at a bounded rate.
+//!
+//! A door at its limit stops accepting: further connections wait in the kernel's accept queue
+//! (and are refused by it once that is full) instead of taking file descriptors. With the
+//! process's open-files limit raised to its hard limit at start ([`raise_open_files_limit`])
+//! and checked against the doors' limits, a flood of connections cannot take the descriptors
+//! the store needs to flush and compact.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// File descriptors kept for the store, logs and the process itself, beyond the doors' limits
+/// (half the limit where that is less).
+pub const RESERVED_FILES: u64 = 1_024;
+
+/// Raises the soft limit on open files to the hard limit and returns `(soft, hard)` after.
+pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    rlimit::increase_nofile_limit(hard)?;
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+}
+
+/// How one door admits connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// A listener that admits at most [`Admission::max_connections`] at once.
+pub struct Doorkeeper {
+    listener: TcpListener,
+    door: &'static str,
+    admission: Admission,
+    permits: Arc<Semaphore>,
+    open: Arc<AtomicU64>,
+    errors: RateLimitedLog,
+}
+
+impl Doorkeeper {
+    /// Admits connections of `listener` for the door named `door` (a metrics label).
+    pub fn new(listener: TcpListener, door: &'static str, admission: Admission) -> Self {
+        let permits = Arc::new(Semaphore::new(admission.max_connections.max(1)));
+        Self { listener, door, admission, permits, open: Arc::default(), errors: RateLimitedLog::default() }
+    }
+
+    /// The next connection, once the door has room for it. Accept errors (out of file
+    /// descriptors and the like) are logged at most once a second and retried after a pause.
+    pub async fn admit(&mut self) -> (Admitted, SocketAddr) {
+        let permit = match self.permits.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            // The semaphore is never closed.
+            Err(_) => return std::future::pending().await,
+        };
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, door = self.door, "cannot set TCP_NODELAY");
+                    }
+                    let gauge = Gauge::open(self.door, self.open.clone());
+                    return (Admitted::new(stream, permit, gauge, self.admission.idle_timeout), peer);
+                }
+                Err(e) => {
+                    self.errors.warn(self.door, &e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+impl axum::serve::Listener for Doorkeeper {
+    type Io = Admitted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.admit().await
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// `tally_connections{door}`, kept by each connection from admission to close.
+struct Gauge {
+    door: &'static str,
+    open: Arc<AtomicU64>,
+}
+
+impl Gauge {
+    fn open(door: &'static str, open: Arc<AtomicU64>) -> Self {
+        let now = open.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("tally_connections", "door" => door).set(now as f64);
+        Self { door, open }
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        let now = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!("tally_connections", "door" => self.door).set(now as f64);
+    }
+}
+
+/// An admitted connection: holds its place at the door until dropped, and fails its reads and
+/// writes once it has been idle for the door's timeout (so the server closes it).
+pub struct Admitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    _gauge: Gauge,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Admitted {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, gauge: Gauge, idle_timeout: Duration) -> Self {
+        let idle = Box::pin(tokio::time::sleep(idle_timeout));
+        Self { stream, _permit: permit, _gauge: gauge, idle_timeout, idle }
+    }
+
+    /// After an I/O call: progress restarts the idle clock; waiting checks it.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                let deadline = tokio::time::Instant::now() + self.idle_timeout;
+                self.idle.as_mut().reset(deadline);
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connection idle for {:?}", self.idle_timeout),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.watch(cx, polled)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch(cx, polled)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for Admitted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// A warning logged at most once a second, with how many were left out in between.
+#[derive(Default)]
+pub(crate) struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    pub(crate) fn warn(&mut self, door: &'static str, error: &io::Error) {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(door, error = %error, suppressed = self.suppressed, "accept failed");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_door_at_its_limit_admits_the_next_connection_only_when_one_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let admission = Admission { max_connections: 1, idle_timeout: Duration::from_secs(60) };
+        let mut door = Doorkeeper::new(listener, "test", admission);
+        let _first_client = TcpStream::connect(addr).await.expect("connect");
+        let _second_client = TcpStream::connect(addr).await.expect("connect (kernel queue)");
+        let (first, _) = door.admit().await;
+        let mut second = Box::pin(door.admit());
+        assert!(futures::poll!(second.as_mut()).is_pending(), "a second connection while one is open");
+        drop(first);
+        let (_second, _) = second.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_fails_its_read_after_the_timeout() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let admission = Admission { max_connections: 4, idle_timeout: Duration::from_secs(30) };
+        let mut door = Doorkeeper::new(listener, "test", admission);
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (mut admitted, _) = door.admit().await;
+        let mut buf = [0u8; 8];
+        let error = admitted.read(&mut buf).await.expect_err("an idle read fails");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+}

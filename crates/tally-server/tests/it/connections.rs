@@ -1,0 +1,67 @@
+//! How the HTTP and gRPC doors admit connections: `max_connections` each, `idle_timeout`.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::support::{Door, TestServer};
+
+fn addr(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+/// A flood of idle connections waits at its door: it takes neither the door's room for more
+/// than `max_connections` nor anything from the other doors or the store.
+#[tokio::test]
+async fn a_door_at_max_connections_admits_the_next_one_only_when_one_closes() {
+    let config = tally_server::ServerConfig { max_connections: 4, ..TestServer::config() };
+    let s = TestServer::start_with(config).await;
+    s.namespace("flood", "eventual").await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(addr(&s.http)).await.expect("connect"));
+    }
+    let client = reqwest::Client::new();
+    let url = format!("{}/healthz", s.http);
+    let mut waiting = Box::pin(client.get(&url).send());
+    // The door is full: the request's connection waits in the kernel's accept queue.
+    let early = tokio::time::timeout(Duration::from_millis(300), waiting.as_mut()).await;
+    assert!(early.is_err(), "served while the door held 4 connections: {early:?}");
+    // The other doors and the store are untouched by it.
+    assert!(Door::Grpc.add(&s, "flood", "c", 1, None).await.expect("gRPC add").applied);
+    let mut resp = redis::Client::open(s.resp.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("resp");
+    let count: i64 = redis::cmd("INCRBY").arg("flood:c").arg(1).query_async(&mut resp).await.expect("INCRBY");
+    assert_eq!(count, 2);
+    drop(idle.pop());
+    let answer = waiting.await.expect("served once a connection closed");
+    assert!(answer.status().is_success(), "{answer:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_http_or_grpc_connection_is_closed_after_idle_timeout() {
+    let config =
+        tally_server::ServerConfig { idle_timeout: Duration::from_millis(200), ..TestServer::config() };
+    let s = TestServer::start_with(config).await;
+    for door in [&s.http, &s.grpc] {
+        let mut idle = TcpStream::connect(addr(door)).await.expect("connect");
+        let mut buf = [0u8; 64];
+        // gRPC's server speaks first (its HTTP/2 settings); then nothing more comes.
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match idle.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{door}: an idle connection stayed open");
+    }
+    s.stop().await;
+}

@@ -453,7 +453,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     ticker.abort();
     progress.finish_and_clear();
-    report(&args, &latencies, &errors, elapsed);
+    match report(&args, &latencies, &errors, elapsed) {
+        // `tally bench … | head` closed the pipe: what was wanted was printed.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        printed => printed?,
+    }
+    let ok = latencies.values().any(|h| !h.is_empty());
+    anyhow::ensure!(
+        ok || errors.is_empty(),
+        "every request failed ({errors:?}): is the server up, and the namespace there?"
+    );
     Ok(())
 }
 
@@ -470,7 +479,10 @@ fn report(
     latencies: &BTreeMap<Op, Histogram<u64>>,
     errors: &BTreeMap<String, u64>,
     elapsed: Duration,
-) {
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let protocol = format!("{:?}", args.protocol).to_lowercase();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let per_request = per_request(args);
     let ok: u64 = latencies.values().map(|h| h.len() * per_request).sum();
@@ -488,27 +500,27 @@ fn report(
         .collect();
     if args.json {
         let value = json!({
-            "protocol": format!("{:?}", args.protocol).to_lowercase(),
+            "protocol": protocol,
             "connections": args.connections, "concurrency": args.concurrency, "pipeline": args.pipeline, "batch": args.batch,
             "keys": args.keys, "distribution": format!("{:?}", args.distribution).to_lowercase(),
             "tokens": args.tokens, "mix": args.mix,
             "seconds": elapsed.as_secs_f64(), "ok": ok, "errors": errors, "failed": failed,
             "throughput_per_s": throughput, "operations": ops,
         });
-        println!("{value}");
-        return;
+        return writeln!(out, "{value}");
     }
-    println!(
-        "{:?}: {ok} ok, {failed} failed in {:.2}s: {throughput:.0} ops/s ({} connections, {} in flight, pipeline {}, batch {})",
-        args.protocol,
+    writeln!(
+        out,
+        "{protocol}: {ok} ok, {failed} failed in {:.2}s: {throughput:.0} ops/s ({} connections, {} in flight, pipeline {}, batch {})",
         elapsed.as_secs_f64(),
         args.connections,
         args.concurrency,
         args.pipeline,
         args.batch
-    );
+    )?;
     for (op, h) in latencies {
-        println!(
+        writeln!(
+            out,
             "  {:<15} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
             op.name(),
             ms(h, 0.5),
@@ -516,11 +528,12 @@ fn report(
             ms(h, 0.99),
             ms(h, 0.999),
             h.max() as f64 / 1000.0
-        );
+        )?;
     }
     for (code, n) in errors {
-        println!("  errors {code}: {n}");
+        writeln!(out, "  errors {code}: {n}")?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

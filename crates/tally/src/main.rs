@@ -49,6 +49,11 @@ enum Command {
         #[arg(long, default_value = "./tally-data")]
         data_dir: std::path::PathBuf,
     },
+    /// Print a completion script for SHELL (e.g. `tally completions bash > /etc/bash_completion.d/tally`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Opens the store (it must not be in use), compacts it and prints the bytes it occupies.
@@ -84,6 +89,11 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Compact { data_dir } => compact(&data_dir),
+            Command::Completions { shell } => {
+                let mut cli = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cli, "tally", &mut std::io::stdout());
+                Ok(())
+            }
         }
     });
     match result {

@@ -751,3 +751,23 @@ fn regression_a_sigterm_right_after_the_listening_line_drains_cleanly() {
         assert!(status.success(), "round {round}: {status:?}");
     }
 }
+
+/// `tally bench` against a namespace that does not exist ran its whole duration at 100 %
+/// errors and exited 0, so a script took its figures for a measurement.
+#[test]
+fn regression_tally_bench_exits_1_when_every_request_failed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("tally.toml");
+    std::fs::write(&config, "[engine]\nauto_create_namespaces = \"off\"\n").expect("config");
+    let s =
+        Server::start_with(&dir.path().join("data"), &["--config".to_owned(), config.display().to_string()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["bench", "--protocol", "grpc", "--addr", &s.grpc, "--namespace", "missing"])
+        .args(["--connections", "1", "--concurrency", "2", "--duration", "1s", "--quiet"])
+        .output()
+        .expect("tally bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("every request failed"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("grpc: 0 ok"), "{out:?}");
+    s.kill_9();
+}

@@ -9,8 +9,9 @@
 //! A scope is `<access>:<namespace>` with access `read`, `write` or `admin` (each including
 //! the ones before it) and `*` for every namespace. Counter reads need `read`, counter
 //! mutations `write`, creating, updating and deleting a namespace `admin`; listing namespaces
-//! shows those the token can read; metrics, readiness, the OpenAPI document, reflection and
-//! peer traffic need any valid token.
+//! shows those the token can read; metrics, readiness, the OpenAPI document and reflection need
+//! any valid token. The scope `peer` (no namespace) is what peer traffic needs
+//! (`tally.v1.PeerService`): instances send `[auth] peer_token`, which every peer lists with it.
 
 use std::sync::Arc;
 
@@ -90,18 +91,34 @@ impl Scope {
     }
 }
 
+/// The scope of instances' tokens: they may call `PeerService`.
+const PEER_SCOPE: &str = "peer";
+
 /// Who is asking: the token a request was authenticated with, or everyone when auth is off.
 #[derive(Debug, Clone)]
 pub struct Principal {
     name: Arc<str>,
     /// `None`: unrestricted (authentication is off).
     scopes: Option<Arc<[Scope]>>,
+    /// Whether it has the `peer` scope (always, when authentication is off).
+    peer: bool,
 }
 
 impl Principal {
     /// The principal of every request when authentication is off.
     pub fn unrestricted() -> Self {
-        Self { name: Arc::from("anonymous"), scopes: None }
+        Self { name: Arc::from("anonymous"), scopes: None, peer: true }
+    }
+
+    /// `PERMISSION_DENIED` unless this principal is another instance (the `peer` scope).
+    pub fn require_peer(&self) -> Result<(), ApiError> {
+        match self.peer {
+            true => Ok(()),
+            false => Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!("token {:?} is not a peer's: PeerService needs the scope \"peer\"", self.name),
+            )),
+        }
     }
 
     /// Whether this principal may do `access` on `namespace`.
@@ -155,13 +172,16 @@ impl Authenticator {
                 "[auth] token {:?} is listed twice",
                 entry.name
             );
+            let peer = entry.scopes.iter().any(|s| s == PEER_SCOPE);
             let scopes = entry
                 .scopes
                 .iter()
+                .filter(|s| *s != PEER_SCOPE)
                 .map(|s| Scope::parse(s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("[auth] token {:?}: {e}", entry.name))?;
-            let principal = Principal { name: Arc::from(entry.name.as_str()), scopes: Some(scopes.into()) };
+            let name = Arc::from(entry.name.as_str());
+            let principal = Principal { name, scopes: Some(scopes.into()), peer };
             tokens.push((entry.token.as_bytes().to_vec(), principal));
         }
         Ok(Self { enabled: true, tokens })

@@ -43,9 +43,9 @@ impl pb::peer_service_server::PeerService for GrpcPeers {
         &self,
         request: Request<pb::TriggerRollupsRequest>,
     ) -> Result<Response<pb::TriggerRollupsResponse>, Status> {
-        // Any valid token may hand over triggers: they only schedule work that is correct
-        // anywhere. The interceptor has authenticated the call.
-        super::principal(&request).map_err(ApiError::into_status)?;
+        // Only another instance hands over triggers (the scope `peer`): they schedule work that
+        // is correct anywhere, but a client could flood the rollup queues with them.
+        super::principal(&request).and_then(|p| p.require_peer()).map_err(ApiError::into_status)?;
         let r = request.into_inner();
         observe("grpc", "TriggerRollups", async {
             let due = r.due.as_ref().map(timestamp_from_proto).transpose()?.unwrap_or(Timestamp::MIN);

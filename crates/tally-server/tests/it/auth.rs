@@ -15,6 +15,7 @@ use crate::support::TestServer;
 const WRITER: &str = "writer-token-0000001";
 const READER: &str = "reader-token-0000001";
 const ADMIN: &str = "admin-token-00000001";
+const PEER: &str = "peer-token-000000001";
 
 async fn server() -> TestServer {
     let entry = |name: &str, token: &str, scope: &str| TokenEntry {
@@ -29,6 +30,7 @@ async fn server() -> TestServer {
             entry("writer", WRITER, "write:web"),
             entry("reader", READER, "read:*"),
             entry("admin", ADMIN, "admin:*"),
+            entry("peer", PEER, "peer"),
         ],
     };
     let server = TestServer::start_with(ServerConfig { auth, ..TestServer::config() }).await;
@@ -230,5 +232,29 @@ async fn batch_items_outside_the_token_s_scopes_are_refused_one_by_one() {
         .expect("post");
     assert_eq!(unauthenticated.status(), 401);
     assert_eq!((count(&s, "web:c").await, count(&s, "app:c").await), (2, 0));
+    s.stop().await;
+}
+
+/// Any valid token could hand rollup triggers to `PeerService` (even `read:` of a namespace that
+/// does not exist), so a client could flood the rollup queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_peer_service_needs_the_peer_scope() {
+    use tally_proto::v1::peer_service_client::PeerServiceClient;
+    let s = server().await;
+    let mut client = PeerServiceClient::new(s.channel().await);
+    let trigger = |token: &str| {
+        let counter = pb::CounterRef { namespace: "web".to_owned(), counter_name: "c".to_owned() };
+        let mut request =
+            tonic::Request::new(pb::TriggerRollupsRequest { counters: vec![counter], due: None });
+        let value = MetadataValue::try_from(format!("Bearer {token}")).expect("metadata");
+        request.metadata_mut().insert("authorization", value);
+        request
+    };
+    for token in [READER, WRITER, ADMIN] {
+        let status = client.trigger_rollups(trigger(token)).await.expect_err("not a peer");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{token}: {status:?}");
+    }
+    let accepted = client.trigger_rollups(trigger(PEER)).await.expect("a peer").into_inner().accepted;
+    assert_eq!(accepted, 1);
     s.stop().await;
 }

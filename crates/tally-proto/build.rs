@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("tally_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // A request that does not decode is INVALID_ARGUMENT, not INTERNAL (see `codec`).
+    tonic_prost_build::configure().codec_path("crate::codec::StrictCodec").compile_fds(fds)?;
     Ok(())
 }

@@ -237,3 +237,66 @@ async fn regression_a_json_body_with_a_duplicate_field_is_refused_and_changes_no
     assert_eq!(count["count"], 0, "{count}");
     s.stop().await;
 }
+
+/// Sends bytes as they are, for requests no protobuf encoder would make.
+#[derive(Default)]
+struct RawBytes;
+
+struct RawEncoder;
+
+struct AnyReply;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = AnyReply;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> AnyReply {
+        AnyReply
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AnyReply {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, _: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        Ok(Some(()))
+    }
+}
+
+/// Malformed protobuf and strings that are not UTF-8 were answered `INTERNAL`, which tells a
+/// client the add may have been applied; they never are.
+#[tokio::test]
+async fn regression_a_request_that_does_not_decode_is_invalid_argument() {
+    let s = TestServer::start().await;
+    s.namespace("web", "eventual").await;
+    let not_protobuf = vec![0xff, 0xff, 0xff, 0xff];
+    // Field 1 (namespace), length 2, bytes that are not UTF-8.
+    let not_utf8 = vec![0x0a, 0x02, 0xff, 0xfe, 0x12, 0x01, b'c', 0x18, 0x01];
+    for body in [not_protobuf, not_utf8] {
+        let mut grpc = tonic::client::Grpc::new(s.channel().await);
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tally.v1.CounterService/AddCount");
+        let status =
+            grpc.unary(tonic::Request::new(body.clone()), path, RawBytes).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{body:?}: {status:?}");
+    }
+    nothing_written(&s, &["default", "web"]).await;
+    s.stop().await;
+}

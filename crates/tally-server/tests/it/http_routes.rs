@@ -183,3 +183,31 @@ async fn every_exported_metric_has_help_and_build_and_process_metrics_are_there(
     }
     s.stop().await;
 }
+
+/// A request with both `Content-Length` and `Transfer-Encoding`: the HTTP library reads the
+/// body by `Transfer-Encoding` alone, drops `Content-Length` before any handler could see it,
+/// and closes the connection after answering, as RFC 9112 (6.1) allows instead of refusing.
+/// The close is what stops a smuggled request: bytes a proxy in front took for the next request
+/// on this connection are never read as one.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_read_as_chunked_and_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    s.namespace("web", "eventual").await;
+    let mut tcp =
+        tokio::net::TcpStream::connect(s.http.trim_start_matches("http://")).await.expect("connect");
+    // A proxy reading 4 bytes by Content-Length would forward the rest as a second request.
+    let request = "POST /v1/namespaces/web/counters/c/add HTTP/1.1\r\nHost: tally\r\n\
+        Content-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+        c\r\n{\"delta\": 1}\r\n0\r\n\r\n\
+        POST /v1/namespaces/web/counters/c/add HTTP/1.1\r\nHost: tally\r\n\
+        Content-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"delta\": 5}";
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.expect("read until the server closes");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "one answer, then the close: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("connection: close"), "{answer}");
+    let key = tally_core::CounterKey::parse_joined("web:c").expect("key");
+    assert_eq!(s.engine.get_count(&key).await.expect("count").value, 1, "the request after it was not read");
+    s.stop().await;
+}

@@ -3,7 +3,6 @@
 #
 #   bash scripts/test.sh [cargo test arguments…]
 #
-# Without arguments it then runs the TLS tests in a build with the `tls` feature.
 # Starts a single-node Cassandra (scripts/cassandra.sh) for the Cassandra suites, unless
 # TALLY_TEST_CASSANDRA already names a node, and stops it afterwards. The memcached tests
 # start their own memcached processes (Debian's `memcached` package) on free ports.
@@ -25,7 +24,3 @@ if [ -z "${TALLY_TEST_CASSANDRA:-}" ]; then
   export TALLY_TEST_CASSANDRA_RESTART="bash $PWD/scripts/cassandra.sh restart"
 fi
 cargo test --workspace --locked "$@"
-# TLS is an optional feature (its crypto compiles C): its tests run in a build with it on.
-if [ $# -eq 0 ]; then
-  cargo test --locked -p tally-server -p tally --features tally/tls --lib --test blackbox tls
-fi

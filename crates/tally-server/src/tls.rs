@@ -1,9 +1,9 @@
 //! TLS on the three front doors: one certificate chain and key (PEM files named in `[tls]`)
 //! for HTTP, gRPC and the Redis protocol, and the trust roots for calls to peers.
 //!
-//! TLS is the cargo feature `tls` (rustls with the ring provider, which compiles C, so the
-//! default build leaves it out). A build without the feature refuses a configuration that
-//! turns TLS on instead of serving plaintext where TLS was asked for.
+//! TLS is the cargo feature `tls` (rustls with the ring provider), on in the `tally` binary's
+//! default build. A build without the feature refuses a configuration that turns TLS on
+//! instead of serving plaintext where TLS was asked for.
 
 use std::path::PathBuf;
 
@@ -60,7 +60,7 @@ impl Tls {
         _: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
         bail!(
-            "[tls] is set, but this tally was built without TLS: build it with `cargo build --release --features tls`"
+            "[tls] is set, but this tally was built without TLS: build it with the default features (`cargo build --release`)"
         )
     }
 

@@ -27,8 +27,8 @@ pub struct Connection {
     /// Bearer token, for a server with authentication on.
     #[arg(long = "auth-token", global = true, env = "TALLY_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
-    /// PEM CA certificate to trust, for a server with TLS on (`--addr https://…`; needs a
-    /// build with `--features tls`).
+    /// PEM CA certificate to trust, for a server with TLS on (`--addr https://…`; builds made
+    /// with `--no-default-features` have no TLS).
     #[arg(long = "tls-ca", global = true, env = "TALLY_TLS_CA")]
     tls_ca: Option<std::path::PathBuf>,
 }
@@ -117,7 +117,7 @@ impl Connection {
             }
             #[cfg(not(feature = "tls"))]
             anyhow::bail!(
-                "--tls-ca {}: this tally was built without TLS; build it with `--features tls`",
+                "--tls-ca {}: this tally was built without TLS; build it with the default features",
                 ca.display()
             );
         }

@@ -1,4 +1,4 @@
-//! TLS on all three front doors of the real binary (built with `--features tls`), driven by
+//! TLS on all three front doors of the real binary (the default build has TLS), driven by
 //! real clients that trust only a CA this test makes with `openssl`: `curl --cacert`,
 //! `redis-cli --tls --cacert` and Python `grpcio` with that CA as its root.
 

@@ -26,6 +26,8 @@ pub struct FaultyStore {
     half_failing: AtomicBool,
     /// The tokens taken that way, with the mutation each holds.
     orphans: std::sync::Mutex<std::collections::HashMap<(CounterKey, String), Stored>>,
+    /// `fold` calls so far.
+    folds: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -39,7 +41,13 @@ impl FaultyStore {
             failing: AtomicBool::new(false),
             half_failing: AtomicBool::new(false),
             orphans: Default::default(),
+            folds: AtomicUsize::new(0),
         }
+    }
+
+    /// How many times the events were folded (scanned) through this store.
+    pub fn folds(&self) -> usize {
+        self.folds.load(Ordering::SeqCst)
     }
 
     /// Whether an append of a client's token takes the token and then fails with
@@ -117,6 +125,7 @@ impl EventLog for FaultyStore {
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
+        self.folds.fetch_add(1, Ordering::SeqCst);
         self.inner.fold(key, from, until).await
     }
 

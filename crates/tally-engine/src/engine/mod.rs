@@ -319,8 +319,17 @@ impl Engine {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now()).await?;
             return Ok(Mutated { token: None, applied: true });
         }
-        self.check_overflow_in_store(key, &config, delta).await?;
+        if self.window_accepts(&config, token.as_ref()) {
+            self.check_overflow_in_store(key, &config, delta).await?;
+        }
         self.append(key, &config, EventKind::Add(delta), token).await
+    }
+
+    /// Whether the write window accepts a mutation with `token` now (one without a token gets
+    /// the current time). Checked before anything is read for it: a mutation the window refuses
+    /// costs no store read (`append` answers it, as a refusal or as a retry of a taken token).
+    fn window_accepts(&self, config: &NamespaceConfig, token: Option<&IdempotencyToken>) -> bool {
+        token.is_none_or(|t| config.check_window(t.generation_time(), self.inner.clock.now()).is_ok())
     }
 
     /// `AddAndGetCount`: adds `delta` and returns a count that includes this add.
@@ -348,10 +357,29 @@ impl Engine {
             CounterType::Eventual | CounterType::Accurate if self.inner.tails.enabled() => {
                 // Memory checks the add against the exact count in `append` (the store, for a
                 // counter memory is not exact for yet).
-                self.check_overflow_in_store(key, &config, delta).await?;
+                if self.window_accepts(&config, token.as_ref()) {
+                    self.check_overflow_in_store(key, &config, delta).await?;
+                }
                 let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
                 let count = self.count_after_add(key, &config, delta, &mutated, 0).await?;
                 Ok((mutated, count))
+            }
+            CounterType::Eventual if !self.window_accepts(&config, token.as_ref()) => {
+                // Refused, or a retry of a taken token, before anything is read for it.
+                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                let checkpoint = self.checkpoint(key, &config).await?;
+                Ok((
+                    mutated,
+                    Count {
+                        value: checkpoint.count,
+                        counter_type: config.counter_type,
+                        as_of: as_of(checkpoint),
+                    },
+                ))
+            }
+            CounterType::Accurate if !self.window_accepts(&config, token.as_ref()) => {
+                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                Ok((mutated, self.accurate_count(key, &config).await?))
             }
             CounterType::Eventual => {
                 let checkpoint = self.checkpoint(key, &config).await?;

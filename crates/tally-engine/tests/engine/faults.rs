@@ -111,3 +111,27 @@ async fn regression_a_late_retry_of_a_token_whose_event_never_landed_is_refused_
         }
     }
 }
+
+/// An `accurate` add on a shared store read the counter's events (its overflow check) before
+/// the write window refused its `generation_time`: under overload, late requests still cost a
+/// scan each before being refused.
+#[tokio::test]
+async fn regression_a_late_add_is_refused_before_any_store_read() {
+    let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+    let shared = Arc::new(MemoryStore::shared(Arc::new(clock.clone())));
+    let faulty = Arc::new(FaultyStore::new(shared));
+    let t = TestEngine::over_with(faulty.clone(), clock.clone(), EngineOptions::default()).await;
+    let ns = t.namespace("late", CounterType::Accurate).await;
+    let key = CounterKey::new(ns, CounterName::new("c").expect("name"));
+    let late = t.token("late-1");
+    clock.advance(Duration::from_secs(60));
+    let before = faulty.folds();
+    let refused = t.engine.add_count(&key, 1, Some(late)).await.expect_err("too old");
+    assert_eq!(refused.code(), ErrorCode::OutOfRange, "{refused}");
+    assert_eq!(faulty.folds(), before, "the refused add read no events");
+    let old =
+        tally_core::IdempotencyToken::new("late-2", Timestamp::from_millis(START_MILLIS)).expect("token");
+    let refused = t.engine.add_and_get_count(&key, 1, Some(old)).await;
+    assert_eq!(refused.expect_err("too old").code(), ErrorCode::OutOfRange);
+    assert_eq!(faulty.folds(), before, "nor did add-and-get");
+}

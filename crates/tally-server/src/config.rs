@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub grpc: SocketAddr,
     /// Redis protocol (RESP2/RESP3) listen address.
     pub resp: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are also served, on a thread of their own so
+    /// that load on the counter doors cannot starve them; unset: only on the HTTP door.
+    pub ops: Option<SocketAddr>,
     /// Most connections open at once on each door (HTTP, gRPC, RESP); further ones wait to be
     /// accepted.
     pub max_connections: usize,
@@ -151,6 +154,7 @@ impl Default for ServerConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 7080)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 7090)),
             resp: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            ops: None,
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
             resp_max_args: 1024,
@@ -201,6 +205,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TALLY_HTTP", "http"),
     ("TALLY_GRPC", "grpc"),
     ("TALLY_RESP", "resp"),
+    ("TALLY_OPS", "ops"),
     ("TALLY_LOG", "log"),
     ("TALLY_LOG_FORMAT", "log_format"),
 ];
@@ -243,6 +248,7 @@ impl ServerConfig {
             "http" => self.http = value.parse().context("expected an address such as 127.0.0.1:7080")?,
             "grpc" => self.grpc = value.parse().context("expected an address such as 127.0.0.1:7090")?,
             "resp" => self.resp = value.parse().context("expected an address such as 127.0.0.1:7379")?,
+            "ops" => self.ops = Some(value.parse().context("expected an address such as 127.0.0.1:7081")?),
             "log" => self.log = value.to_owned(),
             "log_format" => self.log_format = value.parse()?,
             other => anyhow::bail!("unknown field {other}"),

@@ -28,6 +28,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// Redis protocol.
     pub resp: TcpListener,
+    /// Health, readiness and metrics alone, when configured.
+    pub ops: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -42,7 +44,20 @@ impl Listeners {
         let resp = TcpListener::bind(config.resp)
             .await
             .with_context(|| format!("cannot listen on {} (resp)", config.resp))?;
-        Ok(Self { http, grpc, resp })
+        // A std listener: it is served by the ops thread's own runtime.
+        let ops = match config.ops {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr} (ops)"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { http, grpc, resp, ops })
+    }
+
+    /// The ops listener's address, when there is one.
+    pub fn ops_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.ops.as_ref().map(std::net::TcpListener::local_addr).transpose()
     }
 
     /// The bound addresses: `(http, grpc, resp)`.
@@ -130,6 +145,12 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         auth: auth.clone(),
     };
+    let ops = match listeners.ops {
+        Some(listener) => {
+            Some(crate::http::ops::serve_on_own_thread(state.clone(), listener, shutdown.clone())?)
+        }
+        None => None,
+    };
     let admission = crate::connections::Admission {
         max_connections: config.max_connections,
         idle_timeout: config.idle_timeout,
@@ -173,6 +194,10 @@ pub async fn serve(
         let rolled = engine.rollups().run_due().await;
         tracing::info!(rollups = rolled, pending = engine.rollups().depth(), "drained");
         h.context("http task")?.context("http server")?;
+        if let Some(ops) = ops {
+            let ended = tokio::task::spawn_blocking(move || ops.join()).await.context("ops thread")?;
+            ended.map_err(|_| anyhow::anyhow!("the ops thread panicked"))?.context("ops server")?;
+        }
         g.context("grpc task")?.context("grpc server")?;
         r.context("resp task")?.context("resp server")?;
         anyhow::Ok(())

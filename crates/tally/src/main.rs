@@ -26,7 +26,7 @@ enum Command {
     /// Run the server (embedded store; HTTP on 127.0.0.1:7080, gRPC on 127.0.0.1:7090).
     #[command(after_help = "Environment (overrides the config file; flags override both): \
         TALLY_DATA_DIR, TALLY_STORE, TALLY_CACHE, TALLY_PEERS, TALLY_ADVERTISE, TALLY_HTTP, \
-        TALLY_GRPC, TALLY_RESP, TALLY_LOG (a filter such as info), TALLY_LOG_FORMAT (text or json).")]
+        TALLY_GRPC, TALLY_RESP, TALLY_OPS, TALLY_LOG (a filter such as info), TALLY_LOG_FORMAT (text or json).")]
     Serve(serve::ServeArgs),
     /// AddCount: add DELTA (default 1) to a counter.
     Add(client::AddArgs),

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Redis protocol listen address [default: 127.0.0.1:7379].
     #[arg(long, value_name = "ADDR")]
     resp: Option<SocketAddr>,
+    /// Also serve /healthz, /readyz and /metrics here, on a thread of their own that load on
+    /// the other doors cannot starve [default: none].
+    #[arg(long, value_name = "ADDR")]
+    ops: Option<SocketAddr>,
     /// Log lines as `text` or `json` [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<tally_server::config::LogFormat>,
@@ -89,6 +93,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(resp) = args.resp {
         config.resp = resp;
     }
+    if let Some(ops) = args.ops {
+        config.ops = Some(ops);
+    }
     if let Some(format) = args.log_format {
         config.log_format = format;
     }
@@ -121,7 +128,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         config.store_url.clone()
     };
-    println!("tally listening http={http} grpc={grpc} resp={resp} store={store} cache={}", config.cache_url);
+    let ops = match listeners.ops_addr()? {
+        Some(addr) => format!(" ops={addr}"),
+        None => String::new(),
+    };
+    println!(
+        "tally listening http={http} grpc={grpc} resp={resp}{ops} store={store} cache={}",
+        config.cache_url
+    );
 
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

@@ -7,7 +7,7 @@
 mod counters;
 mod namespaces;
 mod openapi;
-mod ops;
+pub(crate) mod ops;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

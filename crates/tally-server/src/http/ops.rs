@@ -32,6 +32,41 @@ pub async fn ready(State(state): State<HttpState>) -> Response {
     }
 }
 
+/// Most connections the ops listener holds open at once: probes and scrapers, not clients.
+const OPS_MAX_CONNECTIONS: usize = 256;
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` from a thread with a runtime of
+/// its own, so that load on the counter doors (whose tasks share the main runtime's workers)
+/// cannot delay a liveness probe into a restart. The same authentication applies. The thread
+/// ends once `shutdown` fires.
+pub(crate) fn serve_on_own_thread(
+    state: HttpState,
+    listener: std::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("tally-ops".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let admission = crate::connections::Admission {
+                max_connections: OPS_MAX_CONNECTIONS,
+                idle_timeout: std::time::Duration::from_secs(60),
+            };
+            let door = crate::connections::Doorkeeper::new(listener, "ops", admission);
+            let router = axum::Router::new()
+                .route("/healthz", axum::routing::get(health))
+                .route("/readyz", axum::routing::get(ready))
+                .route("/metrics", axum::routing::get(metrics))
+                .fallback(no_route)
+                .layer(axum::middleware::from_fn_with_state(state.auth.clone(), super::authenticate))
+                .with_state(state);
+            axum::serve(door, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+            Ok(())
+        })
+    })
+}
+
 /// Any path not in the route table.
 pub async fn no_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no route for {method} {}; see /openapi.json", uri.path()))

@@ -65,3 +65,26 @@ async fn an_idle_http_or_grpc_connection_is_closed_after_idle_timeout() {
     }
     s.stop().await;
 }
+
+/// Health, readiness and metrics on the ops listener answer while the HTTP door is full.
+#[tokio::test]
+async fn the_ops_listener_answers_while_the_http_door_is_full() {
+    let ops = Some("127.0.0.1:0".parse().expect("addr"));
+    let config = tally_server::ServerConfig { max_connections: 2, ops, ..TestServer::config() };
+    let s = TestServer::start_with(config).await;
+    let ops = s.ops.clone().expect("an ops listener");
+    let _idle = [
+        TcpStream::connect(addr(&s.http)).await.expect("connect"),
+        TcpStream::connect(addr(&s.http)).await.expect("connect"),
+    ];
+    let get = |path: &str| reqwest::get(format!("{ops}{path}"));
+    let health = tokio::time::timeout(Duration::from_secs(10), get("/healthz")).await.expect("in time");
+    assert_eq!(health.expect("healthz").status(), 200);
+    assert_eq!(get("/readyz").await.expect("readyz").status(), 200);
+    let metrics = get("/metrics").await.expect("metrics").text().await.expect("text");
+    // (The gauge's value is not checked: servers of other tests in this process set it too.)
+    assert!(metrics.contains("tally_connections{door=\"http\"}"), "{metrics}");
+    let counter = get("/v1/namespaces").await.expect("a counter route");
+    assert_eq!(counter.status(), 404, "only the operational routes are served there");
+    s.stop().await;
+}

@@ -23,6 +23,8 @@ pub struct TestServer {
     pub grpc: String,
     /// `redis://127.0.0.1:PORT`.
     pub resp: String,
+    /// `http://127.0.0.1:PORT` of the ops listener, when the config asks for one.
+    pub ops: Option<String>,
     pub clock: ManualClock,
     pub engine: Engine,
     pub store: Arc<dyn Store>,
@@ -82,8 +84,10 @@ impl TestServer {
             http: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
             grpc: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
             resp: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            ops: config.ops.map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")),
         };
         let (http, grpc, resp) = listeners.addrs().expect("addrs");
+        let ops = listeners.ops_addr().expect("ops addr").map(|a| format!("http://{a}"));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let (engine, shutdown) = (engine.clone(), shutdown.clone());
@@ -93,6 +97,7 @@ impl TestServer {
             http: format!("http://{http}"),
             grpc: format!("http://{grpc}"),
             resp: format!("redis://{resp}"),
+            ops,
             clock,
             engine,
             store,

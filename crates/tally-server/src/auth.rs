@@ -141,17 +141,27 @@ impl Principal {
     }
 }
 
+/// Who presents a token: the client's address (when known) and the door it came through.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// The client's IP address; `None` where the door cannot tell.
+    pub address: Option<std::net::IpAddr>,
+    /// `http`, `grpc`, `resp` or `ops`, for metrics.
+    pub door: &'static str,
+}
+
 /// The configured tokens.
 #[derive(Debug)]
 pub struct Authenticator {
     enabled: bool,
     tokens: Vec<(Vec<u8>, Principal)>,
+    failures: crate::failed_auth::FailedAttempts,
 }
 
 impl Authenticator {
     /// Everyone may do everything.
     pub fn disabled() -> Self {
-        Self { enabled: false, tokens: Vec::new() }
+        Self { enabled: false, tokens: Vec::new(), failures: Default::default() }
     }
 
     /// Checks and loads `[auth]`.
@@ -184,7 +194,7 @@ impl Authenticator {
             let principal = Principal { name, scopes: Some(scopes.into()), peer };
             tokens.push((entry.token.as_bytes().to_vec(), principal));
         }
-        Ok(Self { enabled: true, tokens })
+        Ok(Self { enabled: true, tokens, failures: Default::default() })
     }
 
     /// Whether requests must carry a token.
@@ -192,11 +202,37 @@ impl Authenticator {
         self.enabled
     }
 
-    /// The principal a presented token stands for.
-    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, ApiError> {
+    /// The principal a presented token stands for. A caller whose address failed too often
+    /// lately is refused `RESOURCE_EXHAUSTED` without a check (see `failed_auth.rs`); every
+    /// failure is counted in `tally_auth_failures_total{door}`.
+    pub fn authenticate(&self, presented: Option<&str>, caller: Caller) -> Result<Principal, ApiError> {
         if !self.enabled {
             return Ok(Principal::unrestricted());
         }
+        let now = std::time::Instant::now();
+        if let Some(address) = caller.address
+            && let Err(wait) = self.failures.check(address, now)
+        {
+            metrics::counter!("tally_auth_throttled_total", "door" => caller.door).increment(1);
+            let message = format!(
+                "{} failed authentications from {address} within {}s: retry in {}s",
+                crate::failed_auth::MAX_FAILURES,
+                crate::failed_auth::WINDOW.as_secs(),
+                wait.as_secs().max(1)
+            );
+            return Err(ApiError::new(ErrorCode::ResourceExhausted, message));
+        }
+        let checked = self.check_token(presented);
+        if checked.is_err() {
+            metrics::counter!("tally_auth_failures_total", "door" => caller.door).increment(1);
+            if let Some(address) = caller.address {
+                self.failures.record(address, now);
+            }
+        }
+        checked
+    }
+
+    fn check_token(&self, presented: Option<&str>) -> Result<Principal, ApiError> {
         let presented = presented.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -214,27 +250,29 @@ impl Authenticator {
         found.cloned().ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the token is not valid"))
     }
 
-    /// Authenticates an `Authorization` header value (`Bearer <token>`).
-    pub fn authenticate_header(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+    /// Authenticates an `Authorization` header value (`Bearer <token>`); a value of another
+    /// shape counts as a failure too.
+    pub fn authenticate_header(&self, header: Option<&str>, caller: Caller) -> Result<Principal, ApiError> {
         if !self.enabled {
             return Ok(Principal::unrestricted());
         }
         let token = match header {
             None => None,
-            Some(value) => Some(
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-                    .map(str::trim)
-                    .ok_or_else(|| {
-                        ApiError::new(
+            Some(value) => {
+                match value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim) {
+                    Some(token) => Some(token),
+                    // Counted and refused like an unknown token, with its own message.
+                    None => {
+                        self.authenticate(Some(""), caller)?;
+                        return Err(ApiError::new(
                             ErrorCode::Unauthenticated,
                             "the authorization header must be `Bearer <token>`",
-                        )
-                    })?,
-            ),
+                        ));
+                    }
+                }
+            }
         };
-        self.authenticate(token)
+        self.authenticate(token, caller)
     }
 }
 
@@ -249,6 +287,8 @@ mod tests {
     fn ns(name: &str) -> Namespace {
         Namespace::new(name).expect("ns")
     }
+
+    const LOCAL: Caller = Caller { address: None, door: "test" };
 
     fn auth() -> Authenticator {
         let entry = |name: &str, token: &str, scopes: &[&str]| TokenEntry {
@@ -271,15 +311,15 @@ mod tests {
     #[test]
     fn scopes_include_weaker_access_and_stop_at_their_namespace() {
         let auth = auth();
-        let ingest = auth.authenticate(Some("ingest-0123456789abcdef")).expect("known");
+        let ingest = auth.authenticate(Some("ingest-0123456789abcdef"), LOCAL).expect("known");
         assert!(ingest.allows(Access::Write, &ns("web")) && ingest.allows(Access::Read, &ns("web")));
         assert!(!ingest.allows(Access::Admin, &ns("web")) && !ingest.allows(Access::Read, &ns("app")));
-        let dash = auth.authenticate_header(Some("Bearer dash-0123456789abcdef")).expect("known");
+        let dash = auth.authenticate_header(Some("Bearer dash-0123456789abcdef"), LOCAL).expect("known");
         assert!(dash.allows(Access::Read, &ns("any")) && !dash.allows(Access::Write, &ns("any")));
         let err = dash.require(Access::Write, &ns("web")).expect_err("read only");
         assert_eq!(err.code, ErrorCode::PermissionDenied);
         assert!(err.message.contains("\"dash\"") && err.message.contains("web"), "{}", err.message);
-        let ops = auth.authenticate(Some("ops-0123456789abcdef")).expect("known");
+        let ops = auth.authenticate(Some("ops-0123456789abcdef"), LOCAL).expect("known");
         assert!(ops.allows(Access::Admin, &ns("web")));
     }
 
@@ -287,10 +327,12 @@ mod tests {
     fn missing_wrong_and_malformed_tokens_are_unauthenticated() {
         let auth = auth();
         for header in [None, Some("Bearer nope-0123456789abcdef"), Some("Basic abc"), Some("Bearer ")] {
-            let err = auth.authenticate_header(header).expect_err("refused");
+            let err = auth.authenticate_header(header, LOCAL).expect_err("refused");
             assert_eq!(err.code, ErrorCode::Unauthenticated, "{header:?}");
         }
-        assert!(Authenticator::disabled().authenticate(None).expect("off").allows(Access::Admin, &ns("x")));
+        assert!(
+            Authenticator::disabled().authenticate(None, LOCAL).expect("off").allows(Access::Admin, &ns("x"))
+        );
     }
 
     #[test]
@@ -310,5 +352,37 @@ mod tests {
             let err = Authenticator::from_config(&section).expect_err(needle).to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    /// Failed AUTHs and 401s were not limited: a client could guess tokens as fast as it could
+    /// send them.
+    #[test]
+    fn regression_failed_authentications_are_limited_per_address() {
+        let entry = TokenEntry {
+            name: "t".into(),
+            token: "valid-0123456789abcdef".into(),
+            scopes: vec!["read:*".into()],
+        };
+        let auth = Authenticator::from_config(&AuthSection {
+            enabled: true,
+            peer_token: String::new(),
+            tokens: vec![entry],
+        })
+        .expect("valid");
+        let guesser = Caller { address: Some(std::net::IpAddr::from([192, 0, 2, 1])), door: "test" };
+        let other = Caller { address: Some(std::net::IpAddr::from([192, 0, 2, 2])), door: "test" };
+        for i in 0..crate::failed_auth::MAX_FAILURES {
+            let err = auth.authenticate(Some(&format!("guess-{i:016}")), guesser).expect_err("wrong");
+            assert_eq!(err.code, ErrorCode::Unauthenticated);
+        }
+        let err = auth.authenticate(Some("valid-0123456789abcdef"), guesser).expect_err("locked out");
+        assert_eq!(err.code, ErrorCode::ResourceExhausted, "{}", err.message);
+        assert!(err.message.contains("192.0.2.1") && err.message.contains("retry in"), "{}", err.message);
+        auth.authenticate(Some("valid-0123456789abcdef"), other).expect("another address is not locked out");
     }
 }

@@ -96,6 +96,17 @@ impl axum::serve::Listener for Doorkeeper {
     }
 }
 
+/// The client's address, as HTTP handlers and middleware see it
+/// (`axum::extract::ConnectInfo<ClientAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Doorkeeper>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Doorkeeper>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// `tally_connections{door}`, kept by each connection from admission to close.
 struct Gauge {
     door: &'static str,

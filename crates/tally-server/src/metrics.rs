@@ -63,6 +63,16 @@ pub fn handle() -> PrometheusHandle {
 /// its help line).
 pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (
+        "tally_auth_failures_total",
+        Kind::Counter,
+        "Failed authentications (missing, malformed or unknown tokens), by door.",
+    ),
+    (
+        "tally_auth_throttled_total",
+        Kind::Counter,
+        "Authentications refused without a check because the client's address failed too often lately, by door.",
+    ),
+    (
         "tally_requests_total",
         Kind::Counter,
         "Requests answered, by transport, operation and code (OK or the error code).",

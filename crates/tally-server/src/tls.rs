@@ -206,6 +206,14 @@ mod imp {
         local: SocketAddr,
     }
 
+    impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+        for crate::connections::ClientAddr
+    {
+        fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+            Self(*stream.remote_addr())
+        }
+    }
+
     impl axum::serve::Listener for TlsListener {
         type Io = TlsStream<Admitted>;
         type Addr = SocketAddr;

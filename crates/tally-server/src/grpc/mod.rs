@@ -28,7 +28,8 @@ struct Authenticate(Arc<Authenticator>);
 impl tonic::service::Interceptor for Authenticate {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let header = request.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-        let principal = self.0.authenticate_header(header).map_err(ApiError::into_status)?;
+        let caller = crate::auth::Caller { address: request.remote_addr().map(|a| a.ip()), door: "grpc" };
+        let principal = self.0.authenticate_header(header, caller).map_err(ApiError::into_status)?;
         request.extensions_mut().insert(principal);
         Ok(request)
     }

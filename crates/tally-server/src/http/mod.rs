@@ -108,7 +108,7 @@ pub fn router(state: HttpState) -> Router {
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // Runs before every handler: a request that fails authentication reaches none.
-        .layer(axum::middleware::from_fn_with_state(state.auth.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state((state.auth.clone(), "http"), authenticate))
         // The limit is enforced by `json_body` so the refusal has the JSON error shape.
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -117,7 +117,7 @@ pub fn router(state: HttpState) -> Router {
 /// Authenticates every request but `/healthz` from its `Authorization` header and attaches the
 /// [`Principal`] that handlers check scopes against.
 async fn authenticate(
-    State(auth): State<Arc<Authenticator>>,
+    State((auth, door)): State<(Arc<Authenticator>, &'static str)>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -126,7 +126,12 @@ async fn authenticate(
     } else {
         let header =
             request.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
-        auth.authenticate_header(header)
+        // Set by the connection-info service every door is served with.
+        let address = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<crate::connections::ClientAddr>>()
+            .map(|info| info.0.0.ip());
+        auth.authenticate_header(header, crate::auth::Caller { address, door })
     };
     match principal {
         Ok(principal) => {
@@ -148,12 +153,14 @@ pub async fn serve(
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
         let listener = tls.http_listener(listener)?;
-        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+        let service = router(state).into_make_service_with_connect_info::<crate::connections::ClientAddr>();
+        axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
         return Ok(());
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls; // `Tls::load` never yields one without the feature.
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    let service = router(state).into_make_service_with_connect_info::<crate::connections::ClientAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 

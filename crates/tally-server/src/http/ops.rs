@@ -59,8 +59,9 @@ pub(crate) fn serve_on_own_thread(
                 .route("/readyz", axum::routing::get(ready))
                 .route("/metrics", axum::routing::get(metrics))
                 .fallback(no_route)
-                .layer(axum::middleware::from_fn_with_state(state.auth.clone(), super::authenticate))
+                .layer(axum::middleware::from_fn_with_state((state.auth.clone(), "ops"), super::authenticate))
                 .with_state(state);
+            let router = router.into_make_service_with_connect_info::<crate::connections::ClientAddr>();
             axum::serve(door, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
             Ok(())
         })

@@ -24,6 +24,8 @@ pub struct Session {
     pub name: Option<Vec<u8>>,
     /// This connection's id, for `CLIENT ID` and `HELLO`.
     pub id: u64,
+    /// The client's address, for limiting failed `AUTH`s.
+    pub address: Option<std::net::IpAddr>,
     /// Set by `QUIT`: close after replying.
     pub closing: bool,
     /// The configured tokens.
@@ -207,7 +209,8 @@ fn authorize(session: &Session, cmd: &str, rest: &[Bytes]) -> Result<(), ApiErro
 /// `AUTH [user] token`: the user name is ignored, as with Redis' default user.
 fn auth(session: &mut Session, token: &Bytes) -> Reply {
     let presented = std::str::from_utf8(token).ok();
-    match session.auth.authenticate(presented.or(Some(""))) {
+    let caller = crate::auth::Caller { address: session.address, door: "resp" };
+    match session.auth.authenticate(presented.or(Some("")), caller) {
         Ok(principal) => {
             session.principal = Some(principal);
             Reply::Simple("OK")

@@ -65,7 +65,7 @@ pub async fn serve(
             p = permits.clone().acquire_owned() => p?,
             () = shutdown.cancelled() => break,
         };
-        let (socket, _) = tokio::select! {
+        let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -78,7 +78,7 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let (engine, shutdown, auth) = (engine.clone(), shutdown.clone(), options.auth.clone());
-        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let client = Client { id: ids.fetch_add(1, Ordering::Relaxed), address: Some(peer.ip()) };
         let door = door.clone();
         let open = door.connections.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("tally_connections", "door" => "resp").set(open as f64);
@@ -90,11 +90,11 @@ pub async fn serve(
                 #[cfg(feature = "tls")]
                 Some(tls) => match tls.accept_resp(socket).await {
                     Ok(stream) => {
-                        connection(engine, stream, id, options.limits, auth, door.clone(), shutdown).await
+                        connection(engine, stream, client, options.limits, auth, door.clone(), shutdown).await
                     }
                     Err(e) => Err(e),
                 },
-                _ => connection(engine, socket, id, options.limits, auth, door.clone(), shutdown).await,
+                _ => connection(engine, socket, client, options.limits, auth, door.clone(), shutdown).await,
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "resp connection ended");
@@ -109,18 +109,26 @@ pub async fn serve(
     Ok(())
 }
 
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    id: u64,
+    address: Option<std::net::IpAddr>,
+}
+
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     engine: Engine,
     mut socket: S,
-    id: u64,
+    client: Client,
     limits: Limits,
     auth: Arc<Authenticator>,
     door: Arc<DoorState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let principal = (!auth.enabled()).then(Principal::unrestricted);
+    let (id, address) = (client.id, client.address);
     let mut session =
-        Session { resp3: false, name: None, id, closing: false, auth, principal, multi: None, door };
+        Session { resp3: false, name: None, id, address, closing: false, auth, principal, multi: None, door };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {

@@ -258,3 +258,31 @@ async fn regression_peer_service_needs_the_peer_scope() {
     assert_eq!(accepted, 1);
     s.stop().await;
 }
+
+/// After too many failed authentications from one address, that address is refused
+/// `RESOURCE_EXHAUSTED` (HTTP 429) on every door, even with a valid token, until its window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_lock_the_address_out_on_every_door() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let namespaces = format!("{}/v1/namespaces", s.http);
+    for i in 0..tally_server::failed_auth::MAX_FAILURES {
+        let r = http.get(&namespaces).bearer_auth(format!("guess-{i:016}")).send().await.expect("send");
+        assert_eq!(r.status(), 401);
+    }
+    let locked = http.get(&namespaces).bearer_auth(READER).send().await.expect("send");
+    assert_eq!(locked.status(), 429, "a valid token from the same address waits");
+    let body: serde_json::Value = locked.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "RESOURCE_EXHAUSTED", "{body}");
+    let mut client = CounterServiceClient::new(s.channel().await);
+    let mut request = tonic::Request::new(pb::GetCountRequest {
+        namespace: "web".to_owned(),
+        counter_name: "c".to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", MetadataValue::try_from(format!("Bearer {READER}")).expect("v"));
+    let status = client.get_count(request).await.expect_err("locked out on gRPC too");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    s.stop().await;
+}

@@ -165,9 +165,14 @@ impl RollupPipeline {
                 metrics::counter!("tally_count_saturated_total").increment(1);
                 tracing::warn!(counter = %key, "count left the signed 64-bit range and was saturated");
             }
-            // An empty window changes nothing but `until`: not worth a durable write. The next
-            // fold simply starts from the older checkpoint.
-            if fold.events > 0 {
+            // An empty window changes nothing but `until`: not worth a durable write (the next
+            // fold simply starts from the older checkpoint), unless it covers the counter's last
+            // write. Then nothing is left to fold, and only a checkpoint past `last_write` says
+            // so: a `last_write` whose event never landed (a store that writes it first, whose
+            // event write then failed) would otherwise queue this counter again forever, and
+            // its `as_of` would stop moving.
+            let covers_last_write = state.last_write.is_some_and(|last| last < window_end);
+            if fold.events > 0 || covers_last_write {
                 stored = self.store.put_checkpoint(key, current.advance(&fold, window_end)).await?;
                 self.cache.put(key, stored, now, config.cache_ttl).await;
             }

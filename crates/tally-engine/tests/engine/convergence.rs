@@ -150,3 +150,33 @@ async fn after_a_restart_unfolded_counters_are_served_through_the_store_until_fo
     assert_eq!(restarted.engine.get_count(&k).await.expect("get").value, 8);
     assert_eq!(restarted.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(7));
 }
+
+/// A `last_write` whose event never landed (the Cassandra store writes `last_write` first; its
+/// event write can then fail its deadline) made every rollup of the counter fold nothing,
+/// write nothing and queue it again, forever, with its `as_of` stuck.
+#[tokio::test]
+async fn regression_a_last_write_without_its_event_does_not_requeue_the_counter_forever() {
+    use std::sync::Arc;
+    use tally_store::{CounterStore, EventLog};
+    let clock = ManualClock::new(tally_core::Timestamp::from_millis(crate::support::START_MILLIS));
+    let store = Arc::new(tally_store::MemoryStore::shared(Arc::new(clock.clone())));
+    let t = TestEngine::over(store.clone(), clock).await;
+    let ns = t.namespace("orphan", CounterType::Eventual).await;
+    let key = key(&ns, "c");
+    let token = t.token("lost");
+    let written = token.generation_time();
+    t.engine.add_count(&key, 1, Some(token)).await.expect("add");
+    // Leave `last_write` without its event, as a failed second write would.
+    store
+        .delete_events_before(&key, written.saturating_add(Duration::from_micros(1)), 10)
+        .await
+        .expect("delete");
+    assert!(store.counter_state(&key).await.expect("state").has_unfolded_events());
+    let config = NamespaceConfig::default();
+    t.clock.advance(config.immutable_after() + config.coalesce);
+    let rolled = t.engine.rollups().roll_up(&key).await.expect("rollup");
+    let RolledUp::Advanced { checkpoint, requeued } = rolled else { panic!("{rolled:?}") };
+    assert!(!requeued, "nothing is left to fold: the counter is not queued again");
+    assert!(checkpoint.until > written, "the checkpoint moved past the last write: {checkpoint:?}");
+    assert!(!store.counter_state(&key).await.expect("state").has_unfolded_events());
+}

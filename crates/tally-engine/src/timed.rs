@@ -53,6 +53,10 @@ impl EventLog for TimedStore {
         self.inner.exclusive()
     }
 
+    fn stopped(&self) -> Option<String> {
+        self.inner.stopped()
+    }
+
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
         timed("fold", self.inner.fold(key, from, until)).await
     }

@@ -154,6 +154,12 @@ impl GroupCommitter {
         Ok(Self { tx, stats, published })
     }
 
+    /// Whether the writer thread has stopped (it ends only when this handle is dropped, or
+    /// by a panic): every request would be refused.
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// The last commit every read now sees: note it before looking a token up for a [`Claim`].
     pub fn published(&self) -> u64 {
         self.published.current()

@@ -141,6 +141,10 @@ impl EventLog for FjallStore {
         true
     }
 
+    fn stopped(&self) -> Option<String> {
+        self.writer.is_stopped().then(|| "the embedded store's writer thread has stopped".to_owned())
+    }
+
     async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
         let claim = match self.look_up_token(event, window)? {
             Looked::Taken(stored) => return Appended::judge(event, stored),

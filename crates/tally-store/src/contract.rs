@@ -201,6 +201,14 @@ pub trait EventLog: Send + Sync {
         false
     }
 
+    /// Why appends cannot succeed until the process restarts, if that is so (the embedded
+    /// store's writer thread has stopped); `None` while they can. A store that is only
+    /// failing for now (a full disk, a node down) answers `None`: it may heal. Readiness
+    /// reports it, so that a supervisor restarts or drains a process that can no longer write.
+    fn stopped(&self) -> Option<String> {
+        None
+    }
+
     /// Folds the events of `key` with `from <= generation_time < until`, in
     /// `(generation_time, token)` order.
     ///

@@ -28,6 +28,8 @@ pub struct FaultyStore {
     orphans: std::sync::Mutex<std::collections::HashMap<(CounterKey, String), Stored>>,
     /// `fold` calls so far.
     folds: AtomicUsize,
+    /// Whether the store says it can no longer write (`stop_writer`).
+    stopped: AtomicBool,
 }
 
 impl FaultyStore {
@@ -42,7 +44,14 @@ impl FaultyStore {
             half_failing: AtomicBool::new(false),
             orphans: Default::default(),
             folds: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
         }
+    }
+
+    /// From now on the store reports that it can no longer write ([`EventLog::stopped`]), as
+    /// the embedded store does once its writer thread has stopped.
+    pub fn stop_writer(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
     }
 
     /// How many times the events were folded (scanned) through this store.
@@ -89,6 +98,10 @@ impl FaultyStore {
 impl EventLog for FaultyStore {
     fn exclusive(&self) -> bool {
         self.inner.exclusive()
+    }
+
+    fn stopped(&self) -> Option<String> {
+        self.stopped.load(Ordering::SeqCst).then(|| "injected: the writer has stopped".to_owned())
     }
 
     async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {

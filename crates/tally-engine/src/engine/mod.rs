@@ -555,6 +555,12 @@ impl Engine {
         Ok(state.last_write.is_some() || state.checkpoint.is_some())
     }
 
+    /// Why this engine cannot write until the process restarts, if so (see
+    /// [`tally_store::EventLog::stopped`]); readiness reports it.
+    pub fn stopped(&self) -> Option<String> {
+        self.inner.store.stopped()
+    }
+
     /// A guess of how many durable counters the store holds, where it can tell cheaply.
     pub fn approximate_counters(&self) -> Option<u64> {
         self.inner.store.approximate_counters()

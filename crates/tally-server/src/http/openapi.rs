@@ -96,7 +96,7 @@ pub fn spec() -> Value {
             "/healthz": {"get": {"operationId": "Health", "responses": ok_json("Status", "the process is up")}},
             "/readyz": {"get": {"operationId": "Ready", "responses": {
                 "200": {"description": "ready", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
-                "503": {"description": "shutting down", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}}}},
+                "503": {"description": "shutting down, or the store can no longer write until a restart (`status` \"not writable\" with a `reason`)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}}}},
             "/openapi.json": {"get": {"operationId": "OpenApi", "responses": {"200": {"description": "this document"}}}}
         },
         "components": {
@@ -155,7 +155,7 @@ pub fn spec() -> Value {
                 "Namespace": {"type": "object", "properties": {"name": {"type": "string"},
                     "config": {"$ref": "#/components/schemas/NamespaceConfigPatch"}}},
                 "NamespaceList": {"type": "object", "properties": {"namespaces": {"type": "array", "items": {"$ref": "#/components/schemas/Namespace"}}}},
-                "Status": {"type": "object", "properties": {"status": {"type": "string"}}}
+                "Status": {"type": "object", "properties": {"status": {"type": "string"}, "reason": {"type": "string"}}}
             }
         }
     })

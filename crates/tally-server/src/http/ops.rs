@@ -23,12 +23,18 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the server takes traffic; 503 once it is shutting down.
+/// `GET /readyz`: the server takes traffic; 503 once it is shutting down, or once its store
+/// can no longer write until a restart.
 pub async fn ready(State(state): State<HttpState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"}))).into_response()
+    if !state.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"}))).into_response();
+    }
+    match state.engine.stopped() {
+        Some(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not writable", "reason": reason})))
+                .into_response()
+        }
+        None => Json(json!({"status": "ready"})).into_response(),
     }
 }
 

@@ -211,3 +211,24 @@ async fn content_length_with_transfer_encoding_is_read_as_chunked_and_the_connec
     assert_eq!(s.engine.get_count(&key).await.expect("count").value, 1, "the request after it was not read");
     s.stop().await;
 }
+
+/// A stopped writer thread (a panic in it) left `/readyz` saying ready while every write
+/// failed, so no supervisor would restart or drain the process.
+#[tokio::test]
+async fn regression_readyz_is_503_once_the_store_can_no_longer_write() {
+    let (s, faulty) = TestServer::start_faulty().await;
+    let readyz = format!("{}/readyz", s.http);
+    assert_eq!(reqwest::get(&readyz).await.expect("readyz").status(), 200);
+    faulty.stop_writer();
+    let r = reqwest::get(&readyz).await.expect("readyz");
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "not writable", "{body}");
+    assert!(body["reason"].as_str().is_some_and(|r| r.contains("writer")), "{body}");
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", s.http)).await.expect("healthz").status(),
+        200,
+        "still alive"
+    );
+    s.stop().await;
+}

@@ -56,6 +56,18 @@ impl TestServer {
         Self::start_over(store, clock, dir, config).await
     }
 
+    /// Serves over the embedded store wrapped in a `FaultyStore`, for what the doors report
+    /// when the store fails.
+    pub async fn start_faulty() -> (Self, Arc<tally_store::faulty::FaultyStore>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(Timestamp::from_millis(1_764_000_000_000));
+        let store: Arc<dyn Store> = Arc::new(
+            FjallStore::open(dir.path(), Arc::new(clock.clone()), FjallOptions::default()).expect("store"),
+        );
+        let faulty = Arc::new(tally_store::faulty::FaultyStore::new(store));
+        (Self::start_over(faulty.clone(), clock, dir, Self::config()).await, faulty)
+    }
+
     /// Serves over an in-memory store that other instances may write too (as they share
     /// Cassandra), so this instance reads and folds through the store.
     pub async fn start_shared() -> Self {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests drive, on Debian or Ubuntu, where it is missing: curl, redis-tools
 # (redis-cli, redis-benchmark), memcached, systemd (`systemd-analyze verify` checks the unit
-# in deploy/), Maven and OpenJDK 17 (for the Cassandra test
+# in deploy/), strace (a test counts the syncs behind acknowledged adds), Maven and OpenJDK 17 (for the Cassandra test
 # node), and the Python clients grpcio, grpcio-tools and redis-py. scripts/test.sh runs it
 # first, so `bash scripts/test.sh` works on a fresh machine; it changes nothing where all of
 # it is present. Without root it prints the command to run instead of failing halfway.
@@ -12,6 +12,7 @@ command -v curl >/dev/null || missing+=(curl)
 { command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; } || missing+=(redis-tools)
 command -v memcached >/dev/null || missing+=(memcached)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v strace >/dev/null || missing+=(strace)
 command -v mvn >/dev/null || missing+=(maven)
 [ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] || [ -x /usr/lib/jvm/java-17-openjdk-arm64/bin/java ] \
   || missing+=(openjdk-17-jre-headless)

@@ -771,3 +771,61 @@ fn regression_tally_bench_exits_1_when_every_request_failed() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("grpc: 0 ok"), "{out:?}");
     s.kill_9();
 }
+
+/// `kill -9` leaves unsynced writes in the page cache, so the crash tests above pass even if
+/// the store never calls `fdatasync`. This one watches the system calls (`strace`): 40 adds
+/// sent one after another, each acknowledged before the next is sent, so each is its own group
+/// commit, must be covered by at least 40 successful syncs. Without the sync in the commit
+/// path the server makes a handful (at start and shutdown) and this fails.
+#[test]
+fn every_acknowledged_add_was_synced_to_disk_before_its_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("syncs.trace");
+    let mut child = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--resp",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("strace runs (install strace)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect("http=").to_owned();
+    let syncs_so_far = || {
+        std::fs::read_to_string(&trace)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("sync") && l.trim_end().ends_with("= 0"))
+            .count()
+    };
+    let before = syncs_so_far();
+    const ADDS: usize = 40;
+    for i in 0..ADDS {
+        let out = Command::new("curl")
+            .args(["-sf", "-X", "POST", "-H", "content-type: application/json", "--data-binary"])
+            .arg(format!(r#"{{"delta": 1, "idempotency_token": {{"token": "synced-{i}"}}}}"#))
+            .arg(format!("http://{http}/v1/namespaces/default/counters/synced/add"))
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "add {i}: {out:?}");
+    }
+    let during = syncs_so_far() - before;
+    // strace blocks fatal signals while it runs a command: stop the server itself.
+    let server = Command::new("pgrep").args(["-P", &child.id().to_string()]).output().expect("pgrep");
+    let server = String::from_utf8_lossy(&server.stdout).trim().to_owned();
+    assert!(Command::new("kill").args(["-TERM", &server]).status().expect("kill").success(), "{server:?}");
+    assert!(child.wait().expect("strace exits with the server").success());
+    assert!(during >= ADDS, "{during} successful syncs for {ADDS} acknowledged adds, each its own commit");
+}

@@ -43,6 +43,15 @@ fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> {
     })
 }
 
+/// The services gRPC reflection lists.
+pub const REFLECTED_SERVICES: &[&str] = &[
+    "tally.v1.CounterService",
+    "tally.v1.NamespaceService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Serves gRPC on `listener` until `shutdown` completes, then finishes in-flight calls.
 /// Everything but the health service goes through authentication.
 pub async fn serve(
@@ -57,12 +66,19 @@ pub async fn serve(
     health.set_serving::<CounterServiceServer<GrpcCounters>>().await;
     health.set_serving::<NamespaceServiceServer<GrpcNamespaces>>().await;
     // Both reflection versions: grpcurl and ghz releases still in use speak only v1alpha.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // They list the services clients call, health included; not PeerService, which only other
+    // instances call.
+    let reflection_of = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for service in REFLECTED_SERVICES {
+            builder = builder.with_service_name(*service);
+        }
+        builder
+    };
+    let reflection = reflection_of().build_v1()?;
+    let reflection_alpha = reflection_of().build_v1alpha()?;
     let counters = CounterServiceServer::new(GrpcCounters::new(engine.clone()))
         .max_decoding_message_size(max_message_bytes);
     let namespaces = NamespaceServiceServer::new(GrpcNamespaces::new(engine.clone()))

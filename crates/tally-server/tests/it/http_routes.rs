@@ -129,6 +129,9 @@ async fn grpc_health_and_reflection_are_served() {
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"tally.v1.CounterService".to_owned()), "{names:?}");
     assert!(names.contains(&"tally.v1.NamespaceService".to_owned()), "{names:?}");
+    // Health is listed; the instances' own PeerService is not.
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("PeerService")), "{names:?}");
     // The older v1alpha protocol, which ghz and older grpcurl releases use.
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;

@@ -14,12 +14,15 @@
 //! - [`routing`] sends rollup triggers to one owner per counter among peers (rendezvous hashing).
 //!
 //! The engine owns no threads until [`Engine::start_background`] is called, and reads time
-//! only through the injected [`tally_core::Clock`], so tests drive it step by step.
+//! only through the injected [`tally_core::Clock`], so tests drive it step by step (only
+//! [`LogLimit`], which spaces repeated warnings, reads the monotonic clock).
+//! [`log_limit`] keeps an outage from flooding the log.
 
 pub mod best_effort;
 pub mod cache;
 mod engine;
 mod error;
+pub mod log_limit;
 pub mod namespaces;
 mod options;
 pub mod retention;
@@ -34,5 +37,6 @@ pub use engine::{
     Background, BatchAdd, Count, CounterPage, Engine, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, Mutated,
 };
 pub use error::{EngineError, EngineResult};
+pub use log_limit::LogLimit;
 pub use options::EngineOptions;
 pub use routing::{LocalTrigger, Rendezvous, RollupRouter};

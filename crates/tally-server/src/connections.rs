@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,14 +47,21 @@ pub struct Doorkeeper {
     admission: Admission,
     permits: Arc<Semaphore>,
     open: Arc<AtomicU64>,
-    errors: RateLimitedLog,
+    errors: tally_engine::LogLimit,
 }
 
 impl Doorkeeper {
     /// Admits connections of `listener` for the door named `door` (a metrics label).
     pub fn new(listener: TcpListener, door: &'static str, admission: Admission) -> Self {
         let permits = Arc::new(Semaphore::new(admission.max_connections.max(1)));
-        Self { listener, door, admission, permits, open: Arc::default(), errors: RateLimitedLog::default() }
+        Self {
+            listener,
+            door,
+            admission,
+            permits,
+            open: Arc::default(),
+            errors: tally_engine::LogLimit::new(Duration::from_secs(1)),
+        }
     }
 
     /// The next connection, once the door has room for it. Accept errors (out of file
@@ -75,7 +82,7 @@ impl Doorkeeper {
                     return (Admitted::new(stream, permit, gauge, self.admission.idle_timeout), peer);
                 }
                 Err(e) => {
-                    self.errors.warn(self.door, &e);
+                    log_accept_error(&self.errors, self.door, &e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -209,23 +216,11 @@ impl tonic::transport::server::Connected for Admitted {
     }
 }
 
-/// A warning logged at most once a second, with how many were left out in between.
-#[derive(Default)]
-pub(crate) struct RateLimitedLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    pub(crate) fn warn(&mut self, door: &'static str, error: &io::Error) {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < Duration::from_secs(1)) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(door, error = %error, suppressed = self.suppressed, "accept failed");
-        self.last = Some(now);
-        self.suppressed = 0;
+/// An accept error, logged at most once a second per door (a flood repeats it thousands of
+/// times a second), with how many were left out in between.
+pub(crate) fn log_accept_error(limit: &tally_engine::LogLimit, door: &'static str, error: &io::Error) {
+    if let Some(left_out) = limit.check() {
+        tracing::warn!(door, error = %error, left_out, "accept failed (left_out: accept errors not logged since the last line)");
     }
 }
 

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::CheckpointCache;
 use crate::error::EngineResult;
+use crate::log_limit::LogLimit;
 use crate::namespaces::NamespaceRegistry;
 use crate::tail::{Plan, Tails};
 use pacer::Pacer;
@@ -79,6 +80,8 @@ pub struct RollupPipeline {
     namespaces: Arc<NamespaceRegistry>,
     batch: usize,
     target_batch_time: Duration,
+    /// Failed rollups are logged at most once per 10 s: a store that is down fails them all.
+    failures_logged: LogLimit,
 }
 
 impl RollupPipeline {
@@ -106,6 +109,7 @@ impl RollupPipeline {
             namespaces,
             batch: batch.max(1),
             target_batch_time,
+            failures_logged: LogLimit::new(Duration::from_secs(10)),
         }
     }
 
@@ -249,7 +253,9 @@ impl RollupPipeline {
             }
             Err(e) => {
                 metrics::counter!("tally_rollups_total", "outcome" => "failed").increment(1);
-                tracing::warn!(counter = %key, error = %e, "rollup failed; retrying later");
+                if let Some(left_out) = self.failures_logged.check() {
+                    tracing::warn!(counter = %key, error = %e, left_out, "rollup failed; retrying later (left_out: failures not logged since the last line)");
+                }
                 // The counter's events are durable; try again after a pause.
                 self.trigger(&key, self.clock.now().saturating_add(Duration::from_secs(1)));
             }

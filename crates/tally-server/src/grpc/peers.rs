@@ -150,6 +150,7 @@ async fn forward(
     mut rx: mpsc::Receiver<(CounterKey, Timestamp)>,
     local: LocalTrigger,
 ) {
+    let warnings = tally_engine::LogLimit::new(Duration::from_secs(10));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let linger = tokio::time::sleep(LINGER);
@@ -181,7 +182,10 @@ async fn forward(
         match client.trigger_rollups(request).await {
             Ok(_) => metrics::counter!("tally_rollup_triggers_forwarded_total").increment(batch.len() as u64),
             Err(status) => {
-                tracing::warn!(%peer, error = %status.message(), counters = batch.len(), "peer did not take rollup triggers; rolling them up here");
+                // A peer that is down fails every batch: one line per 10 s says so.
+                if let Some(left_out) = warnings.check() {
+                    tracing::warn!(%peer, error = %status.message(), counters = batch.len(), left_out, "peer did not take rollup triggers; rolling them up here (left_out: failed batches not logged since the last line)");
+                }
                 metrics::counter!("tally_rollup_triggers_unrouted_total").increment(batch.len() as u64);
                 for (key, due) in &batch {
                     local(key, *due);

@@ -59,7 +59,7 @@ pub async fn serve(
     let ids = AtomicU64::new(1);
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let door = Arc::new(DoorState::new(port, options.max_connections));
-    let mut accept_errors = crate::connections::RateLimitedLog::default();
+    let accept_errors = tally_engine::LogLimit::new(std::time::Duration::from_secs(1));
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p?,
@@ -70,7 +70,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
-                    accept_errors.warn("resp", &e);
+                    crate::connections::log_accept_error(&accept_errors, "resp", &e);
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }

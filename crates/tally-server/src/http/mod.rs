@@ -6,7 +6,7 @@
 
 mod counters;
 mod namespaces;
-mod openapi;
+pub mod openapi;
 pub(crate) mod ops;
 
 use std::sync::Arc;

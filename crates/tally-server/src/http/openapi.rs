@@ -3,14 +3,57 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+/// Every HTTP status an error can have: each code's ([`crate::error::status_of`]), 413 for a
+/// body over the limit and 405 for a known path with another method.
+pub fn error_statuses() -> Vec<u16> {
+    let mut statuses: Vec<u16> =
+        tally_core::ErrorCode::ALL.iter().map(|&c| crate::error::status_of(c).as_u16()).collect();
+    statuses.extend([405, 413]);
+    statuses.sort_unstable();
+    statuses.dedup();
+    statuses
+}
+
 fn error_responses() -> Value {
-    json!({
-        "400": {"$ref": "#/components/responses/Error"},
-        "404": {"$ref": "#/components/responses/Error"},
-        "409": {"$ref": "#/components/responses/Error"},
-        "413": {"$ref": "#/components/responses/Error"},
-        "503": {"$ref": "#/components/responses/Error"}
-    })
+    let error = json!({"$ref": "#/components/responses/Error"});
+    Value::Object(error_statuses().into_iter().map(|s| (s.to_string(), error.clone())).collect())
+}
+
+/// What each operation does, in a line (the `summary` of each).
+const SUMMARIES: &[(&str, &str)] = &[
+    ("AddCount", "Add a delta to a counter, exactly once per idempotency token"),
+    ("AddAndGetCount", "Add a delta and return the count that includes it"),
+    ("GetCount", "Read a counter"),
+    ("ClearCount", "Set a counter to zero as of the token's generation time"),
+    ("ListCounters", "List a namespace's counters with their counts, by pages"),
+    ("BatchAddCount", "Add to many counters at once, each answered on its own"),
+    ("BatchGetCount", "Read many counters at once"),
+    ("PutNamespace", "Create a namespace, or update its settings"),
+    ("GetNamespace", "Read a namespace's settings"),
+    ("DeleteNamespace", "Delete a namespace with all its counters"),
+    ("ListNamespaces", "List the namespaces the token may read"),
+    ("Metrics", "Prometheus metrics"),
+    ("Health", "Liveness: the process is up (no token needed)"),
+    ("Ready", "Readiness: the server takes traffic"),
+    ("OpenApi", "This document"),
+];
+
+/// Adds each operation's summary, and marks `/healthz` as needing no token.
+fn annotate(mut doc: Value) -> Value {
+    let Some(paths) = doc["paths"].as_object_mut() else { return doc };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for operation in item.values_mut() {
+            let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+            if let Some((_, summary)) = SUMMARIES.iter().find(|(op, _)| *op == id) {
+                operation["summary"] = json!(summary);
+            }
+            if path == "/healthz" {
+                operation["security"] = json!([]);
+            }
+        }
+    }
+    doc
 }
 
 fn with_errors(ok: Value) -> Value {
@@ -46,12 +89,17 @@ fn text(description: &str) -> Value {
 
 /// The OpenAPI document.
 pub fn spec() -> Value {
+    annotate(document_body())
+}
+
+fn document_body() -> Value {
     let duration = json!({"type": "string", "description": "a duration such as 5s, 250ms, 7days"});
     let codes: Vec<&str> = tally_core::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tally", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Distributed counters: AddCount, AddAndGetCount, GetCount, ClearCount, their batches, and namespaces."},
+                 "description": "Distributed counters: AddCount, AddAndGetCount, GetCount, ClearCount, their batches, and namespaces. With authentication on (`[auth]`), every operation but /healthz needs a bearer token whose scopes cover it (401 without one, 403 outside its scopes, 429 after too many failed attempts from one address)."},
+        "security": [{"bearer": []}],
         "paths": {
             "/v1/namespaces/{ns}/counters/{counter}/add": {"post": {
                 "operationId": "AddCount", "parameters": counter_params(), "requestBody": body("AddBody"),
@@ -100,7 +148,9 @@ pub fn spec() -> Value {
             "/openapi.json": {"get": {"operationId": "OpenApi", "responses": {"200": {"description": "this document"}}}}
         },
         "components": {
-            "responses": {"Error": {"description": "the request was refused or failed; nothing was written unless the code is UNAVAILABLE",
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "one of the tokens in [auth]; needed only when authentication is on"}},
+            "responses": {"Error": {"description": "the request was refused or failed; nothing was written unless the code is UNAVAILABLE or INTERNAL (retry a mutation with the same token)",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {

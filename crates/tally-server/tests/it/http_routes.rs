@@ -235,3 +235,27 @@ async fn regression_readyz_is_503_once_the_store_can_no_longer_write() {
     );
     s.stop().await;
 }
+
+/// The OpenAPI document missed the 401, 403, 405, 429 and 504 answers, the bearer scheme and
+/// the operations' summaries.
+#[tokio::test]
+async fn regression_openapi_lists_every_error_status_the_bearer_scheme_and_summaries() {
+    let doc = tally_server::http::openapi::spec();
+    let statuses: Vec<String> =
+        tally_server::http::openapi::error_statuses().iter().map(u16::to_string).collect();
+    for needed in ["400", "401", "403", "404", "405", "409", "413", "429", "500", "503", "504"] {
+        assert!(statuses.iter().any(|s| s == needed), "{needed} missing from {statuses:?}");
+    }
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("item") {
+            assert!(operation["summary"].is_string(), "{method} {path} has no summary");
+            if path.starts_with("/v1/") {
+                for status in &statuses {
+                    assert!(operation["responses"][status].is_object(), "{method} {path} lacks {status}");
+                }
+            }
+        }
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], serde_json::json!([]));
+}

@@ -26,5 +26,8 @@ pub mod server;
 pub mod tls;
 
 pub use config::ServerConfig;
+
+/// The commit this server was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = env!("TALLY_COMMIT");
 pub use error::ApiError;
 pub use server::{Listeners, TerminationSignals, open_engine, serve};

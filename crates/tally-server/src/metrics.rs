@@ -170,7 +170,7 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (
         "tally_build_info",
         Kind::Gauge,
-        "Always 1; the labels name the version and the enabled build features.",
+        "Always 1; the labels name the version, the commit and the enabled build features.",
     ),
     ("process_resident_memory_bytes", Kind::Gauge, "Resident memory of the process."),
     ("process_cpu_seconds_total", Kind::Gauge, "CPU time the process used, user and system."),
@@ -197,7 +197,8 @@ fn describe() {
         }
     }
     let features = if cfg!(feature = "tls") { "tls" } else { "" };
-    metrics::gauge!("tally_build_info", "version" => env!("CARGO_PKG_VERSION"), "features" => features)
+    let (version, commit) = (env!("CARGO_PKG_VERSION"), crate::COMMIT);
+    metrics::gauge!("tally_build_info", "version" => version, "commit" => commit, "features" => features)
         .set(1.0);
     record_process();
 }

@@ -69,8 +69,28 @@ fn compact(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tally --version`: the version, the commit and the features this binary was built with.
+fn version() -> &'static str {
+    let features: Vec<&str> = [("tls", cfg!(feature = "tls")), ("mimalloc", cfg!(feature = "mimalloc"))]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+    let text = format!(
+        "{} (commit {}, features: {})",
+        env!("CARGO_PKG_VERSION"),
+        tally_server::COMMIT,
+        if features.is_empty() { "none".to_owned() } else { features.join(", ") }
+    );
+    // Once per process, for clap, which keeps it for the program's life.
+    Box::leak(text.into_boxed_str())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = <Cli as clap::CommandFactory>::command().version(version());
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -76,3 +76,18 @@ fn completions_are_generated_for_each_shell() {
     let bad = Command::new(env!("CARGO_BIN_EXE_tally")).args(["completions", "tcsh"]).output().expect("runs");
     assert!(!bad.status.success(), "an unknown shell is refused");
 }
+
+#[test]
+fn version_names_the_commit_and_the_features() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tally")).arg("--version").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repository())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let commit = if head.is_empty() { "unknown".to_owned() } else { head };
+    let expected = format!("tally {} (commit {commit}, features: tls, mimalloc)", env!("CARGO_PKG_VERSION"));
+    assert_eq!(text.trim(), expected);
+}

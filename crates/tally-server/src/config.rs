@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub resp_max_args: usize,
     /// Largest request body (HTTP) or message (gRPC), in bytes.
     pub max_body_bytes: usize,
+    /// Web origins (`https://dash.example.com`) whose pages may call the HTTP API from a
+    /// browser (CORS); `*` for any. Empty: no CORS headers, browsers keep pages out.
+    pub cors_origins: Vec<String>,
     /// How long a shutdown may take to finish in-flight requests and rollups.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -159,6 +162,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             resp_max_args: 1024,
             max_body_bytes: 64 * 1024,
+            cors_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             log: "info,fjall=warn,lsm_tree=warn".to_owned(),
             log_format: LogFormat::Text,
@@ -278,6 +282,7 @@ impl ServerConfig {
             anyhow::ensure!(value > 0, "{name} = 0: it must be at least 1");
         }
         anyhow::ensure!(!self.idle_timeout.is_zero(), "idle_timeout = 0s: it must be at least 1ms");
+        crate::http::cors_layer(&self.cors_origins)?;
         if !self.peers.is_empty() {
             anyhow::ensure!(
                 self.peers.contains(&self.advertise),

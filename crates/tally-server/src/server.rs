@@ -144,6 +144,7 @@ pub async fn serve(
         metrics,
         max_body_bytes: config.max_body_bytes,
         auth: auth.clone(),
+        cors: crate::http::cors_layer(&config.cors_origins)?,
     };
     let ops = match listeners.ops {
         Some(listener) => {

@@ -81,12 +81,49 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Who may do what.
     pub auth: Arc<Authenticator>,
+    /// The CORS answers, when `cors_origins` names any.
+    pub cors: Option<tower_http::cors::CorsLayer>,
+}
+
+/// The CORS answers for `origins` (see `cors_origins`); `None` when the list is empty. An
+/// origin that is not `*` or a `scheme://host[:port]` is refused, naming it.
+pub fn cors_layer(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let parsed = origins
+            .iter()
+            .map(|o| {
+                let uri: axum::http::Uri =
+                    o.parse().map_err(|e| anyhow::anyhow!("cors_origins: {o:?}: {e}"))?;
+                anyhow::ensure!(
+                    uri.scheme().is_some() && uri.host().is_some() && uri.path() == "/" && !o.ends_with('/'),
+                    "cors_origins: {o:?} is not an origin such as https://dash.example.com"
+                );
+                HeaderValue::from_str(o).map_err(|e| anyhow::anyhow!("cors_origins: {o:?}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(parsed)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
 }
 
 /// The router over every route in [`ROUTES`].
 pub fn router(state: HttpState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    let cors = state.cors.clone();
+    let router = Router::new()
         .route("/v1/namespaces/{ns}/counters/{counter}/add", post(counters::add_count))
         .route("/v1/namespaces/{ns}/counters/{counter}/add-and-get", post(counters::add_and_get_count))
         .route(COUNTER, get(counters::get_count))
@@ -111,7 +148,12 @@ pub fn router(state: HttpState) -> Router {
         .layer(axum::middleware::from_fn_with_state((state.auth.clone(), "http"), authenticate))
         // The limit is enforced by `json_body` so the refusal has the JSON error shape.
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so that a browser's preflight is answered before authentication.
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// Authenticates every request but `/healthz` from its `Authorization` header and attaches the

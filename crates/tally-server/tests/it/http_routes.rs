@@ -259,3 +259,46 @@ async fn regression_openapi_lists_every_error_status_the_bearer_scheme_and_summa
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert_eq!(doc["paths"]["/healthz"]["get"]["security"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn cors_answers_the_configured_origins_only() {
+    let cors_origins = vec!["https://dash.example.com".to_owned()];
+    let s = TestServer::start_with(tally_server::ServerConfig { cors_origins, ..TestServer::config() }).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/namespaces", s.http);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://dash.example.com")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{preflight:?}");
+    let allowed = preflight.headers()["access-control-allow-origin"].to_str().expect("ascii");
+    assert_eq!(allowed, "https://dash.example.com");
+    let get = client.get(&url).header("origin", "https://dash.example.com").send().await.expect("get");
+    assert_eq!(get.headers()["access-control-allow-origin"], "https://dash.example.com");
+    let other = client.get(&url).header("origin", "https://evil.example").send().await.expect("get");
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "{other:?}");
+    s.stop().await;
+    // Without the setting, no CORS headers at all.
+    let plain = TestServer::start().await;
+    let r = client
+        .get(format!("{}/v1/namespaces", plain.http))
+        .header("origin", "https://dash.example.com")
+        .send();
+    assert!(r.await.expect("get").headers().get("access-control-allow-origin").is_none());
+    plain.stop().await;
+}
+
+#[test]
+fn cors_origins_that_are_not_origins_are_refused_at_start() {
+    for bad in ["dash.example.com", "https://dash.example.com/path", "https://dash.example.com/"] {
+        let config = tally_server::ServerConfig { cors_origins: vec![bad.to_owned()], ..Default::default() };
+        let error = config.check().expect_err(bad).to_string();
+        assert!(error.contains(bad), "{error}");
+    }
+    let any = tally_server::ServerConfig { cors_origins: vec!["*".to_owned()], ..Default::default() };
+    assert!(any.check().is_ok());
+}

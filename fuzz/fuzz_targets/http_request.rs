@@ -42,6 +42,7 @@ fn state() -> &'static HttpState {
                 metrics: tally_server::metrics::handle(),
                 max_body_bytes: 4096,
                 auth: Arc::new(Authenticator::disabled()),
+                cors: None,
             }
         })
     })

@@ -228,12 +228,16 @@ pub(crate) fn log_accept_error(limit: &tally_engine::LogLimit, door: &'static st
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_door_at_its_limit_admits_the_next_connection_only_when_one_closes() {
+    /// A door on port 0, and its address.
+    async fn door(max_connections: usize, idle_timeout: Duration) -> (Doorkeeper, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let admission = Admission { max_connections: 1, idle_timeout: Duration::from_secs(60) };
-        let mut door = Doorkeeper::new(listener, "test", admission);
+        (Doorkeeper::new(listener, "test", Admission { max_connections, idle_timeout }), addr)
+    }
+
+    #[tokio::test]
+    async fn a_door_at_its_limit_admits_the_next_connection_only_when_one_closes() {
+        let (mut door, addr) = door(1, Duration::from_secs(60)).await;
         let _first_client = TcpStream::connect(addr).await.expect("connect");
         let _second_client = TcpStream::connect(addr).await.expect("connect (kernel queue)");
         let (first, _) = door.admit().await;
@@ -246,10 +250,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_fails_its_read_after_the_timeout() {
         use tokio::io::AsyncReadExt;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let admission = Admission { max_connections: 4, idle_timeout: Duration::from_secs(30) };
-        let mut door = Doorkeeper::new(listener, "test", admission);
+        let (mut door, addr) = door(4, Duration::from_secs(30)).await;
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (mut admitted, _) = door.admit().await;
         let mut buf = [0u8; 8];

@@ -706,20 +706,15 @@ fn logs_and_config_checks_serve_operators() {
     }
 }
 
+/// `tally serve` with every door on port 0; the data directory follows.
+const SERVE_ON_PORT_0: [&str; 8] =
+    ["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--data-dir"];
+
 /// `tally serve` on port 0 over `data_dir` with `extra` flags, its logs (at `log`) to
 /// `stderr`; returns once it has printed its listening line.
 fn serve_on_port_0(data_dir: &Path, extra: &[&str], log: &str, stderr: Stdio) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--resp",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(SERVE_ON_PORT_0)
         .arg(data_dir)
         .args(extra)
         .env("TALLY_LOG", log)
@@ -785,16 +780,7 @@ fn every_acknowledged_add_was_synced_to_disk_before_its_answer() {
         .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
         .arg(&trace)
         .arg(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--resp",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(SERVE_ON_PORT_0)
         .arg(dir.path().join("data"))
         .env("TALLY_LOG", "warn")
         .stdout(Stdio::piped())

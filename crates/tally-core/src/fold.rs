@@ -26,6 +26,7 @@ impl Checkpoint {
     /// Counts saturate at the `i64` bounds instead of wrapping; [`Fold::overflowed`] tells
     /// whether that happened.
     pub fn advance(self, fold: &Fold, until: Timestamp) -> Self {
+        debug_assert!(until >= self.until, "a checkpoint never moves backwards: {until} < {}", self.until);
         Self { count: fold.apply_to(self.count), until }
     }
 }

@@ -28,6 +28,9 @@ pub enum EngineError {
         /// The engine's `max_in_flight`.
         limit: usize,
     },
+    /// The store shed the operation unwritten: it had waited too long to be taken up.
+    #[error("{0}")]
+    StoreOverloaded(String),
     /// The built-in namespace cannot be deleted.
     #[error("namespace default is built in and cannot be deleted")]
     DefaultNamespaceIsPermanent,
@@ -132,7 +135,7 @@ impl EngineError {
                 ErrorCode::OutOfRange
             }
             Self::CommitTooLate(_) => ErrorCode::DeadlineExceeded,
-            Self::Overloaded { .. } => ErrorCode::ResourceExhausted,
+            Self::Overloaded { .. } | Self::StoreOverloaded(_) => ErrorCode::ResourceExhausted,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -146,6 +149,7 @@ impl From<StoreError> for EngineError {
             StoreError::DeadlinePassed { .. } => Self::CommitTooLate(e.to_string()),
             StoreError::NamespaceExists(ns) => Self::NamespaceExists(ns),
             StoreError::NamespaceNotFound(ns) => Self::NamespaceNotFound(ns),
+            StoreError::Overloaded { .. } => Self::StoreOverloaded(e.to_string()),
             StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
             StoreError::Corrupt(_) => Self::Internal(e.to_string()),
         }

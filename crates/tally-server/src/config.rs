@@ -144,6 +144,9 @@ pub struct StoreSection {
     pub max_batch: usize,
     /// Block cache size in bytes.
     pub cache_bytes: u64,
+    /// How long a write may wait for the writer before it is shed (`RESOURCE_EXHAUSTED`).
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -195,7 +198,7 @@ impl Default for EngineSection {
 impl Default for StoreSection {
     fn default() -> Self {
         let o = FjallOptions::default();
-        Self { max_batch: o.max_batch, cache_bytes: o.cache_bytes }
+        Self { max_batch: o.max_batch, cache_bytes: o.cache_bytes, max_queue_wait: o.max_queue_wait }
     }
 }
 
@@ -282,6 +285,10 @@ impl ServerConfig {
             anyhow::ensure!(value > 0, "{name} = 0: it must be at least 1");
         }
         anyhow::ensure!(!self.idle_timeout.is_zero(), "idle_timeout = 0s: it must be at least 1ms");
+        anyhow::ensure!(
+            !self.store.max_queue_wait.is_zero(),
+            "[store] max_queue_wait = 0s: it must be at least 1ms (every write would be shed)"
+        );
         crate::http::cors_layer(&self.cors_origins)?;
         if !self.peers.is_empty() {
             anyhow::ensure!(
@@ -337,7 +344,11 @@ impl ServerConfig {
 
     /// The embedded store's options.
     pub fn store_options(&self) -> FjallOptions {
-        FjallOptions { max_batch: self.store.max_batch, cache_bytes: self.store.cache_bytes }
+        FjallOptions {
+            max_batch: self.store.max_batch,
+            cache_bytes: self.store.cache_bytes,
+            max_queue_wait: self.store.max_queue_wait,
+        }
     }
 }
 

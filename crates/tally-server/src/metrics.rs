@@ -63,6 +63,11 @@ pub fn handle() -> PrometheusHandle {
 /// its help line).
 pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (
+        "tally_store_shed_total",
+        Kind::Counter,
+        "Writes the embedded store shed unwritten because they waited longer than [store] max_queue_wait.",
+    ),
+    (
         "tally_auth_failures_total",
         Kind::Counter,
         "Failed authentications (missing, malformed or unknown tokens), by door.",

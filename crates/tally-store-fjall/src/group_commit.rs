@@ -40,7 +40,21 @@ pub(crate) enum Op {
     Exclusive(ExclusiveOp),
 }
 
+/// A request as it waits in the writer's queue: since when it waits.
+pub(crate) struct Queued {
+    op: Op,
+    /// Real (monotonic) time, not the store's clock: what is measured is how long a request
+    /// really waited, which a test's manual clock does not move.
+    since: Instant,
+}
+
 impl Op {
+    /// Whether it is a write of events, which the writer sheds when it waited too long.
+    /// Checkpoints and namespaces are never shed: rollups and the control plane stay live.
+    fn is_append(&self) -> bool {
+        matches!(self, Op::Shared(SharedOp::Append { .. } | SharedOp::AppendBatch { .. }))
+    }
+
     /// Answers the request with `error` without running it.
     fn refuse(self, error: &StoreError) {
         fn send<T>(reply: Reply<T>, error: &StoreError) {
@@ -132,7 +146,7 @@ impl WriterStats {
 
 /// The handle that sends requests to the writer thread. The thread stops when it is dropped.
 pub(crate) struct GroupCommitter {
-    tx: mpsc::Sender<Op>,
+    tx: mpsc::Sender<Queued>,
     pub stats: Arc<WriterStats>,
     published: Arc<Published>,
 }
@@ -142,14 +156,21 @@ impl GroupCommitter {
         handles: Arc<Handles>,
         presence: Arc<Presence>,
         clock: Arc<dyn Clock>,
-        max_batch: usize,
+        options: &crate::FjallOptions,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let recent = RecentState::new(RECENT_STATE_ENTRIES, RECENT_TOKENS);
         let published = recent.tokens.published();
-        let writer =
-            Writer { handles, presence, clock, max_batch: max_batch.max(1), stats: stats.clone(), recent };
+        let writer = Writer {
+            handles,
+            presence,
+            clock,
+            max_batch: options.max_batch.max(1),
+            max_queue_wait: options.max_queue_wait,
+            stats: stats.clone(),
+            recent,
+        };
         std::thread::Builder::new().name("tally-writer".into()).spawn(move || writer.run(rx))?;
         Ok(Self { tx, stats, published })
     }
@@ -169,7 +190,7 @@ impl GroupCommitter {
     pub async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("embedded store writer has stopped".into());
-        self.tx.send(make(reply)).await.map_err(|_| stopped())?;
+        self.tx.send(Queued { op: make(reply), since: Instant::now() }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -179,22 +200,25 @@ struct Writer {
     presence: Arc<Presence>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
+    /// Appends that waited longer than this are shed unwritten.
+    max_queue_wait: Duration,
     stats: Arc<WriterStats>,
     recent: RecentState,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         let stats = self.stats.clone();
         let presence = self.presence.clone();
         while let Some(first) = rx.blocking_recv() {
-            let mut ops = vec![first];
-            while ops.len() < self.max_batch {
+            let mut queued = vec![first];
+            while queued.len() < self.max_batch {
                 match rx.try_recv() {
-                    Ok(op) => ops.push(op),
+                    Ok(op) => queued.push(op),
                     Err(_) => break,
                 }
             }
+            let ops = self.shed_late_appends(queued);
             metrics::histogram!("tally_group_commit_batch_requests").record(ops.len() as f64);
             self.stats.requests.fetch_add(ops.len() as u64, Ordering::Relaxed);
             // After a failed write the database is closed; each batch first tries to reopen it
@@ -225,6 +249,27 @@ impl Writer {
             }
             self.finish(batch);
         }
+    }
+
+    /// Refuses, unwritten, the appends that waited longer than `max_queue_wait`: the writer is
+    /// behind its load, and their clients are better told now to back off than answered late.
+    fn shed_late_appends(&self, queued: Vec<Queued>) -> Vec<Op> {
+        let now = Instant::now();
+        let mut ops = Vec::with_capacity(queued.len());
+        let mut shed = 0u64;
+        for Queued { op, since } in queued {
+            let waited = now.saturating_duration_since(since);
+            if op.is_append() && waited > self.max_queue_wait {
+                op.refuse(&StoreError::Overloaded { waited });
+                shed += 1;
+            } else {
+                ops.push(op);
+            }
+        }
+        if shed > 0 {
+            metrics::counter!("tally_store_shed_total").increment(shed);
+        }
+        ops
     }
 
     /// Commits a batch; afterwards the writer remembers what it wrote, or, if the commit
@@ -363,6 +408,8 @@ struct Batch<'a> {
     /// derived once per counter per commit, not once per add.
     last_writes: HashMap<Vec<u8>, Timestamp>,
     acks: Vec<Ack>,
+    /// Requests applied to this batch; each must have exactly one ack.
+    requests: usize,
 }
 
 impl<'a> Batch<'a> {
@@ -375,6 +422,7 @@ impl<'a> Batch<'a> {
             overlay: Default::default(),
             last_writes: HashMap::new(),
             acks: Vec::new(),
+            requests: 0,
         }
     }
 
@@ -436,6 +484,7 @@ impl<'a> Batch<'a> {
     }
 
     fn apply(&mut self, op: SharedOp, clock: &dyn Clock, recent: &mut RecentState) {
+        self.requests += 1;
         match op {
             SharedOp::Append { event, deadline, claim, reply } => {
                 let result = self.append(&event, deadline, claim, clock, recent);
@@ -603,6 +652,8 @@ impl<'a> Batch<'a> {
             }
             result.err()
         };
+        // Every request of the batch gets its answer, exactly once.
+        debug_assert_eq!(self.acks.len(), self.requests, "a request of the batch was not answered");
         for ack in self.acks {
             ack(failure.as_ref());
         }

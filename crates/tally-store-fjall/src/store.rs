@@ -26,11 +26,16 @@ pub struct FjallOptions {
     /// Block cache size in bytes. Default 64 MiB: enough for the hot checkpoints of a million
     /// counters without crowding the rest of the process.
     pub cache_bytes: u64,
+    /// How long a write may wait for the writer thread before it is shed unwritten
+    /// (`StoreError::Overloaded`). Default 1 s: well inside the 5 s a write window allows, so
+    /// that under overload the writer spends itself on requests that can still be answered in
+    /// time, and their clients hear early that they should back off.
+    pub max_queue_wait: Duration,
 }
 
 impl Default for FjallOptions {
     fn default() -> Self {
-        Self { max_batch: 4096, cache_bytes: 64 << 20 }
+        Self { max_batch: 4096, cache_bytes: 64 << 20, max_queue_wait: Duration::from_secs(1) }
     }
 }
 
@@ -52,9 +57,8 @@ impl FjallStore {
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: FjallOptions) -> StoreResult<Self> {
         let handles = Arc::new(Handles::open(path, options.cache_bytes)?);
         let presence = Arc::new(load_presence(&*handles.get()?)?);
-        let writer =
-            GroupCommitter::start(handles.clone(), presence.clone(), clock.clone(), options.max_batch)
-                .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        let writer = GroupCommitter::start(handles.clone(), presence.clone(), clock.clone(), &options)
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { handles, clock, presence, writer })
     }
 
@@ -384,6 +388,25 @@ mod tests {
             token: IdempotencyToken::new(token, Timestamp::from_micros(micros)).expect("token"),
             kind: EventKind::Add(1),
         }
+    }
+
+    /// A writer behind its load sheds the appends that waited past `max_queue_wait`, unwritten,
+    /// and keeps taking checkpoints (rollups stay live). With a wait of 1 ns every append has
+    /// waited too long by the time the writer takes it.
+    #[tokio::test]
+    async fn appends_that_waited_past_max_queue_wait_are_shed_unwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = FjallOptions { max_queue_wait: Duration::from_nanos(1), ..FjallOptions::default() };
+        let store = FjallStore::open(dir.path(), Arc::new(SystemClock), options).expect("open");
+        let event = add("shed", SystemClock.now().as_micros());
+        let shed = store.append(&event, Timestamp::MAX, WINDOW).await.expect_err("shed");
+        assert!(matches!(shed, StoreError::Overloaded { .. }), "{shed:?}");
+        let shed = store.append_new(&event, Timestamp::MAX).await.expect_err("shed");
+        assert!(matches!(shed, StoreError::Overloaded { .. }), "{shed:?}");
+        let fold = store.fold(&event.key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
+        assert_eq!(fold.events, 0, "nothing was written");
+        let checkpoint = Checkpoint { count: 0, until: Timestamp::from_micros(1) };
+        assert_eq!(store.put_checkpoint(&event.key, checkpoint).await.expect("not shed"), checkpoint);
     }
 
     /// The interleaving the conformance suite's races can only hope to hit: a caller finds

@@ -37,6 +37,15 @@ pub enum StoreError {
     /// `update_namespace` on a name that does not exist.
     #[error("namespace {0} does not exist")]
     NamespaceNotFound(Namespace),
+    /// The request waited longer than the store allows for it to be taken up (the store is
+    /// behind its load), so it was shed without being written.
+    #[error(
+        "the store is overloaded: the request waited {waited:?} to be written, longer than it may; it was not written: retry with backoff"
+    )]
+    Overloaded {
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// The store cannot serve the request now; it may have been applied or not.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -947,7 +947,9 @@ fn finished(result: &StoreResult<Appended>) -> Finished {
     match result {
         Ok(Appended::New) => Finished::Written,
         Ok(Appended::Duplicate { .. })
-        | Err(StoreError::Conflict { .. } | StoreError::DeadlinePassed { .. }) => Finished::NotWritten,
+        | Err(
+            StoreError::Conflict { .. } | StoreError::DeadlinePassed { .. } | StoreError::Overloaded { .. },
+        ) => Finished::NotWritten,
         Err(_) => Finished::Unknown,
     }
 }

@@ -178,6 +178,10 @@ impl RollupPipeline {
             let covers_last_write = state.last_write.is_some_and(|last| last < window_end);
             if fold.events > 0 || covers_last_write {
                 stored = self.store.put_checkpoint(key, current.advance(&fold, window_end)).await?;
+                debug_assert!(
+                    stored.until >= window_end,
+                    "the store kept a checkpoint older than the one just put"
+                );
                 self.cache.put(key, stored, now, config.cache_ttl).await;
             }
             // Memory learns the count at the window's end: the store holds nothing more before

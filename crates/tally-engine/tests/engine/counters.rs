@@ -458,3 +458,32 @@ async fn list_counters_pages_through_a_namespace_with_a_prefix_and_counts() {
         Err(EngineError::NamespaceNotFound(_))
     ));
 }
+
+/// No test listed past one page of the store's scan: a page stops once it has read
+/// `LIST_SCAN_BUDGET` counters, short (here empty) but with where to go on, and paging on finds
+/// every counter beyond the budget once.
+#[tokio::test]
+async fn list_counters_pages_on_past_the_scan_budget() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("wide", CounterType::Eventual).await;
+    let adds: Vec<BatchAdd> = (0..tally_engine::LIST_SCAN_BUDGET + 50)
+        .map(|i| BatchAdd { key: key(&ns, &format!("a:{i:06}")), delta: 1, token: None })
+        .chain((0..5).map(|i| BatchAdd { key: key(&ns, &format!("z:{i}")), delta: 2, token: None }))
+        .collect();
+    for chunk in adds.chunks(1_000) {
+        for result in t.engine.add_batch(chunk).await {
+            result.expect("add");
+        }
+    }
+    let first = t.engine.list_counters(&ns, "z:", None, 100).await.expect("list");
+    assert!(first.counters.is_empty(), "the first page read only a: counters: {:?}", first.counters);
+    let mut after = Some(first.next.expect("a page cut by the budget says where to go on"));
+    let mut listed = Vec::new();
+    while let Some(from) = after {
+        let page = t.engine.list_counters(&ns, "z:", Some(&from), 100).await.expect("list");
+        listed.extend(page.counters.iter().map(|(name, count)| (name.to_string(), count.value)));
+        after = page.next;
+    }
+    let expected: Vec<_> = (0..5).map(|i| (format!("z:{i}"), 2)).collect();
+    assert_eq!(listed, expected);
+}

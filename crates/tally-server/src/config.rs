@@ -167,7 +167,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             cors_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
-            log: "info,fjall=warn,lsm_tree=warn".to_owned(),
+            log: "info,fjall=warn,lsm_tree=warn,scylla=warn".to_owned(),
             log_format: LogFormat::Text,
             engine: EngineSection::default(),
             store: StoreSection::default(),

@@ -142,30 +142,38 @@ pub struct Admitted {
     _permit: OwnedSemaphorePermit,
     _gauge: Gauge,
     idle_timeout: Duration,
+    /// When the connection last made progress.
+    active: tokio::time::Instant,
+    /// Fires at the earliest time the connection can have been idle long enough. It is not
+    /// moved on every read and write (a timer update each time): when it fires, it is set
+    /// again from `active` if the connection made progress meanwhile.
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Admitted {
     fn new(stream: TcpStream, permit: OwnedSemaphorePermit, gauge: Gauge, idle_timeout: Duration) -> Self {
         let idle = Box::pin(tokio::time::sleep(idle_timeout));
-        Self { stream, _permit: permit, _gauge: gauge, idle_timeout, idle }
+        let active = tokio::time::Instant::now();
+        Self { stream, _permit: permit, _gauge: gauge, idle_timeout, active, idle }
     }
 
-    /// After an I/O call: progress restarts the idle clock; waiting checks it.
+    /// After an I/O call: progress is noted; waiting checks how long since the last.
     fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match polled {
-            Poll::Ready(result) => {
-                let deadline = tokio::time::Instant::now() + self.idle_timeout;
-                self.idle.as_mut().reset(deadline);
-                Poll::Ready(result)
+        if polled.is_ready() {
+            self.active = tokio::time::Instant::now();
+            return polled;
+        }
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
-            Poll::Pending => match self.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connection idle for {:?}", self.idle_timeout),
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            let idle_until = self.active + self.idle_timeout;
+            if tokio::time::Instant::now() >= idle_until {
+                let message = format!("connection idle for {:?}", self.idle_timeout);
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)));
+            }
+            // Progress since the timer was set: wait out the rest from the last of it.
+            self.idle.as_mut().reset(idle_until);
         }
     }
 }
@@ -245,6 +253,26 @@ mod tests {
         assert!(futures::poll!(second.as_mut()).is_pending(), "a second connection while one is open");
         drop(first);
         let (_second, _) = second.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_keeps_a_connection_open_and_the_timeout_counts_from_the_last_of_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut door, addr) = door(4, Duration::from_secs(30)).await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (mut admitted, _) = door.admit().await;
+        let mut buf = [0u8; 8];
+        tokio::time::advance(Duration::from_secs(20)).await;
+        client.write_all(b"a").await.expect("write");
+        assert_eq!(admitted.read(&mut buf).await.expect("read"), 1);
+        // 45 s after the start, 25 s after the last byte: still open.
+        let mut read = Box::pin(admitted.read(&mut buf));
+        assert!(futures::poll!(read.as_mut()).is_pending());
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert!(futures::poll!(read.as_mut()).is_pending(), "closed 25 s after the last byte");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let error = read.await.expect_err("idle for 35 s");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test(start_paused = true)]

@@ -337,3 +337,34 @@ mod tests {
         assert_eq!(named.apply_to(&base).idempotency_window, Duration::from_secs(30));
     }
 }
+
+/// The stored form of a namespace's settings: both stores keep the serde JSON of
+/// [`NamespaceConfig`], so renaming a field or changing how a duration is written would make
+/// every stored namespace unreadable. These bytes are pinned.
+#[cfg(test)]
+mod stored_form {
+    use super::*;
+
+    const STORED: &str = r#"{"counter_type":"accurate","accept_limit":"5s","clock_skew":"1s","coalesce":"1s","retention":"7days","cache_ttl":"1m","best_effort_ttl":"30s","idempotency_window":"10m"}"#;
+
+    fn pinned() -> NamespaceConfig {
+        NamespaceConfig {
+            counter_type: CounterType::Accurate,
+            best_effort_ttl: Some(Duration::from_secs(30)),
+            ..NamespaceConfig::default()
+        }
+    }
+
+    #[test]
+    fn namespace_settings_are_stored_as_these_bytes() {
+        assert_eq!(serde_json::to_string(&pinned()).expect("encode"), STORED);
+        assert_eq!(serde_json::from_str::<NamespaceConfig>(STORED).expect("decode"), pinned());
+    }
+
+    #[test]
+    fn settings_stored_before_idempotency_window_existed_still_read() {
+        let older = r#"{"counter_type":"eventual","accept_limit":"5s","clock_skew":"1s","coalesce":"1s","retention":"7days","cache_ttl":"1m","best_effort_ttl":null}"#;
+        let config: NamespaceConfig = serde_json::from_str(older).expect("decode");
+        assert_eq!(config, NamespaceConfig::default(), "the missing setting takes its default");
+    }
+}

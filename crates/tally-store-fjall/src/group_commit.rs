@@ -113,8 +113,10 @@ pub(crate) struct BatchAppend {
 }
 
 /// A client's token to take with its event.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Claim {
+    /// The token's key in the `tokens` keyspace, made once by the caller that looked it up.
+    pub key: Vec<u8>,
     /// How long it stays taken.
     pub window: Duration,
     /// The caller found the token free in a read made after this commit was published
@@ -401,8 +403,8 @@ struct Batch<'a> {
     ks: &'a Keyspaces,
     stats: &'a WriterStats,
     presence: &'a Presence,
-    /// The writes, applied at commit in key order (see [`Batch::commit`]).
-    writes: Vec<(Space, Vec<u8>, Vec<u8>)>,
+    writes: fjall::OwnedWriteBatch,
+    written: usize,
     overlay: Overlay,
     /// The greatest generation time appended per counter (by state key): `last_write` is
     /// derived once per counter per commit, not once per add.
@@ -418,7 +420,8 @@ impl<'a> Batch<'a> {
             ks,
             stats,
             presence,
-            writes: Vec::new(),
+            writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
+            written: 0,
             overlay: Default::default(),
             last_writes: HashMap::new(),
             acks: Vec::new(),
@@ -427,16 +430,12 @@ impl<'a> Batch<'a> {
     }
 
     fn keyspace(&self, space: Space) -> &'a Keyspace {
-        Self::space(self.ks, space)
-    }
-
-    fn space(ks: &Keyspaces, space: Space) -> &Keyspace {
         match space {
-            Space::Events => &ks.events,
-            Space::LastWrite => &ks.last_write,
-            Space::Checkpoints => &ks.checkpoints,
-            Space::Namespaces => &ks.namespaces,
-            Space::Tokens => &ks.tokens,
+            Space::Events => &self.ks.events,
+            Space::LastWrite => &self.ks.last_write,
+            Space::Checkpoints => &self.ks.checkpoints,
+            Space::Namespaces => &self.ks.namespaces,
+            Space::Tokens => &self.ks.tokens,
         }
     }
 
@@ -468,9 +467,12 @@ impl<'a> Batch<'a> {
             self.presence.insert(kind, &key);
         }
         if lookup {
-            self.overlay[space.index()].insert(key.clone(), value.clone());
+            self.writes.insert(self.keyspace(space), key.clone(), value.clone());
+            self.overlay[space.index()].insert(key, value);
+        } else {
+            self.writes.insert(self.keyspace(space), key, value);
         }
-        self.writes.push((space, key, value));
+        self.written += 1;
     }
 
     /// Queues the reply; it is sent after the commit, turned into the commit's error if that fails.
@@ -493,7 +495,7 @@ impl<'a> Batch<'a> {
             SharedOp::AppendBatch { appends, reply } => {
                 let results = appends
                     .iter()
-                    .map(|a| self.append(&a.event, a.deadline, a.claim, clock, recent))
+                    .map(|a| self.append(&a.event, a.deadline, a.claim.clone(), clock, recent))
                     .collect();
                 self.ack(reply, Ok(results));
             }
@@ -522,9 +524,8 @@ impl<'a> Batch<'a> {
     ) -> StoreResult<Appended> {
         let now = clock.now();
         // The writer is the only thread that takes tokens, so its check and its take are one step.
-        let token_key = claim.map(|c| (codec::token_key(&event.key, event.token.token()), c));
-        if let Some((token_key, claim)) = &token_key
-            && let Some(taken) = self.taken_token(token_key, claim.checked, recent)?
+        if let Some(claim) = &claim
+            && let Some(taken) = self.taken_token(&claim.key, claim.checked, recent)?
         {
             let taken = codec::decode_token_value(&taken)?;
             if taken.until > now {
@@ -537,11 +538,11 @@ impl<'a> Batch<'a> {
         let time = event.token.generation_time();
         let key = codec::event_key(&event.key, time, event.token.token());
         self.put(Space::Events, key, codec::event_value(event.kind), false);
-        if let Some((token_key, claim)) = token_key {
+        if let Some(claim) = claim {
             let stored = Stored { generation_time: time, kind: event.kind };
             let until = now.saturating_add(claim.window);
             let value = codec::token_value(&codec::TakenToken { stored, until });
-            self.put(Space::Tokens, token_key, value, true);
+            self.put(Space::Tokens, claim.key, value, true);
         }
         self.last_writes
             .entry(codec::counter_prefix(&event.key))
@@ -631,20 +632,11 @@ impl<'a> Batch<'a> {
         let failure = if let Some(e) = failed {
             tracing::error!(error = %e, "group commit could not be completed; its requests are answered unavailable");
             Some(e)
-        } else if self.writes.is_empty() {
+        } else if self.written == 0 {
             None
         } else {
             let started = Instant::now();
-            // In key order: each memtable insert then searches the skiplist near the last one,
-            // through nodes still in the CPU cache, instead of from a random place. Stable, so
-            // two writes of one key keep their order.
-            let mut writes = self.writes;
-            writes.sort_by(|a, b| (a.0.index(), &a.1).cmp(&(b.0.index(), &b.1)));
-            let mut batch = self.ks.db.batch().durability(Some(PersistMode::SyncData));
-            for (space, key, value) in writes {
-                batch.insert(Self::space(self.ks, space), key, value);
-            }
-            let result = batch.commit().map_err(unavailable);
+            let result = self.writes.commit().map_err(unavailable);
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             metrics::histogram!("tally_group_commit_seconds").record(started.elapsed().as_secs_f64());
             if let Err(e) = &result {

@@ -13,7 +13,7 @@ use tally_store::{
 };
 
 use crate::group_commit::{self, ExclusiveOp, GroupCommitter, Op, SharedOp};
-use crate::handles::{Handles, unavailable};
+use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
 use crate::presence::{Presence, StateKind};
 
@@ -98,22 +98,27 @@ impl FjallStore {
     fn look_up_token(&self, event: &Event, window: Duration) -> StoreResult<Looked> {
         // Noted before the read: every commit up to it is visible to the read.
         let checked = self.writer.published();
+        let key = codec::token_key(&event.key, event.token.token());
         // A database closed after a failed write is reopened by the writer alone: until then
         // the writer looks the token up itself (or refuses the append).
-        if self.handles.get().is_err() {
-            return Ok(Looked::Free(group_commit::Claim { window, checked: None }));
-        }
-        Ok(match self.read_token(&event.key, event.token.token())? {
+        let Ok(ks) = self.handles.get() else {
+            return Ok(Looked::Free(group_commit::Claim { key, window, checked: None }));
+        };
+        Ok(match self.token_in(&ks, &key)? {
             Some(stored) => Looked::Taken(stored),
-            None => Looked::Free(group_commit::Claim { window, checked: Some(checked) }),
+            None => Looked::Free(group_commit::Claim { key, window, checked: Some(checked) }),
         })
     }
 
     /// The mutation a token holds, if taken now.
     fn read_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {
+        self.token_in(&*self.handles.get()?, &codec::token_key(key, token))
+    }
+
+    /// The mutation the token under `token_key` holds in `ks`, if taken now.
+    fn token_in(&self, ks: &Keyspaces, token_key: &[u8]) -> StoreResult<Option<Stored>> {
         // One point read, usually answered by the memtable or a table's filter.
-        let stored = self.handles.get()?.tokens.get(codec::token_key(key, token)).map_err(unavailable)?;
-        let Some(value) = stored else { return Ok(None) };
+        let Some(value) = ks.tokens.get(token_key).map_err(unavailable)? else { return Ok(None) };
         let taken = codec::decode_token_value(&value)?;
         Ok((taken.until > self.clock.now()).then_some(taken.stored))
     }

@@ -1,6 +1,7 @@
-//! Admission of connections on the HTTP and gRPC doors: at most `max_connections` open at
-//! once per door, each closed after `idle_timeout` without a byte either way, and accept
-//! errors logged at a bounded rate.
+//! Admission of connections on every door: at most `max_connections` open at once per door,
+//! HTTP and gRPC connections closed after `idle_timeout` without a byte either way (Redis
+//! clients keep idle pooled connections, as Redis allows), and accept errors logged at a
+//! bounded rate.
 //!
 //! A door at its limit stops accepting: further connections wait in the kernel's accept queue
 //! (and are refused by it once that is full) instead of taking file descriptors. With the
@@ -36,8 +37,17 @@ pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
 pub struct Admission {
     /// Most connections open at once.
     pub max_connections: usize,
-    /// A connection with no byte read or written for this long is closed.
-    pub idle_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// How many connections a door holds now and has admitted since it opened.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    /// Open now.
+    pub open: AtomicU64,
+    /// Admitted in all.
+    pub total: AtomicU64,
 }
 
 /// A listener that admits at most [`Admission::max_connections`] at once.
@@ -46,7 +56,7 @@ pub struct Doorkeeper {
     door: &'static str,
     admission: Admission,
     permits: Arc<Semaphore>,
-    open: Arc<AtomicU64>,
+    counts: Arc<ConnectionCounts>,
     errors: tally_engine::LogLimit,
 }
 
@@ -59,9 +69,19 @@ impl Doorkeeper {
             door,
             admission,
             permits,
-            open: Arc::default(),
+            counts: Arc::default(),
             errors: tally_engine::LogLimit::new(Duration::from_secs(1)),
         }
+    }
+
+    /// The door's connection counts, for reports such as the Redis door's `INFO`.
+    pub fn counts(&self) -> Arc<ConnectionCounts> {
+        self.counts.clone()
+    }
+
+    /// How the door admits connections.
+    pub fn admission(&self) -> Admission {
+        self.admission
     }
 
     /// The next connection, once the door has room for it. Accept errors (out of file
@@ -78,7 +98,7 @@ impl Doorkeeper {
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, door = self.door, "cannot set TCP_NODELAY");
                     }
-                    let gauge = Gauge::open(self.door, self.open.clone());
+                    let gauge = Gauge::open(self.door, self.counts.clone());
                     return (Admitted::new(stream, permit, gauge, self.admission.idle_timeout), peer);
                 }
                 Err(e) => {
@@ -114,66 +134,88 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Door
     }
 }
 
-/// `tally_connections{door}`, kept by each connection from admission to close.
+/// The door's counts and `tally_connections{door}`, kept by each connection from admission
+/// to close.
 struct Gauge {
     door: &'static str,
-    open: Arc<AtomicU64>,
+    counts: Arc<ConnectionCounts>,
 }
 
 impl Gauge {
-    fn open(door: &'static str, open: Arc<AtomicU64>) -> Self {
-        let now = open.fetch_add(1, Ordering::Relaxed) + 1;
+    fn open(door: &'static str, counts: Arc<ConnectionCounts>) -> Self {
+        counts.total.fetch_add(1, Ordering::Relaxed);
+        let now = counts.open.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("tally_connections", "door" => door).set(now as f64);
-        Self { door, open }
+        Self { door, counts }
     }
 }
 
 impl Drop for Gauge {
     fn drop(&mut self) {
-        let now = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        let now = self.counts.open.fetch_sub(1, Ordering::Relaxed) - 1;
         metrics::gauge!("tally_connections", "door" => self.door).set(now as f64);
     }
 }
 
-/// An admitted connection: holds its place at the door until dropped, and fails its reads and
-/// writes once it has been idle for the door's timeout (so the server closes it).
+/// An admitted connection: holds its place at the door until dropped, and, where the door
+/// has an idle timeout, fails its reads and writes once idle that long (so the server closes it).
 pub struct Admitted {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     _gauge: Gauge,
-    idle_timeout: Duration,
+    idle: Option<Idle>,
+}
+
+/// The idle clock of a connection.
+struct Idle {
+    timeout: Duration,
     /// When the connection last made progress.
     active: tokio::time::Instant,
     /// Fires at the earliest time the connection can have been idle long enough. It is not
     /// moved on every read and write (a timer update each time): when it fires, it is set
     /// again from `active` if the connection made progress meanwhile.
-    idle: Pin<Box<tokio::time::Sleep>>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Self {
+        Self { timeout, active: tokio::time::Instant::now(), timer: Box::pin(tokio::time::sleep(timeout)) }
+    }
+
+    /// While an I/O call waits: `Ready` once the connection has been idle for the timeout.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let idle_until = self.active + self.timeout;
+            if tokio::time::Instant::now() >= idle_until {
+                return Poll::Ready(());
+            }
+            // Progress since the timer was set: wait out the rest from the last of it.
+            self.timer.as_mut().reset(idle_until);
+        }
+    }
 }
 
 impl Admitted {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, gauge: Gauge, idle_timeout: Duration) -> Self {
-        let idle = Box::pin(tokio::time::sleep(idle_timeout));
-        let active = tokio::time::Instant::now();
-        Self { stream, _permit: permit, _gauge: gauge, idle_timeout, active, idle }
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, gauge: Gauge, idle: Option<Duration>) -> Self {
+        Self { stream, _permit: permit, _gauge: gauge, idle: idle.map(Idle::new) }
     }
 
     /// After an I/O call: progress is noted; waiting checks how long since the last.
     fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let Some(idle) = &mut self.idle else { return polled };
         if polled.is_ready() {
-            self.active = tokio::time::Instant::now();
+            idle.active = tokio::time::Instant::now();
             return polled;
         }
-        loop {
-            if self.idle.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+        match idle.poll_expired(cx) {
+            Poll::Ready(()) => {
+                let message = format!("connection idle for {:?}", idle.timeout);
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)))
             }
-            let idle_until = self.active + self.idle_timeout;
-            if tokio::time::Instant::now() >= idle_until {
-                let message = format!("connection idle for {:?}", self.idle_timeout);
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)));
-            }
-            // Progress since the timer was set: wait out the rest from the last of it.
-            self.idle.as_mut().reset(idle_until);
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -240,6 +282,7 @@ mod tests {
     async fn door(max_connections: usize, idle_timeout: Duration) -> (Doorkeeper, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let idle_timeout = Some(idle_timeout);
         (Doorkeeper::new(listener, "test", Admission { max_connections, idle_timeout }), addr)
     }
 

@@ -156,7 +156,7 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Namespaces made on their first write (auto_create_namespaces).",
     ),
-    ("tally_connections", Kind::Gauge, "Open connections, by door (the Redis door)."),
+    ("tally_connections", Kind::Gauge, "Open connections, by door (http, grpc, resp, ops)."),
     (
         "tally_operations_in_flight",
         Kind::Gauge,

@@ -152,11 +152,15 @@ pub async fn serve(
         }
         None => None,
     };
-    let admission = crate::connections::Admission {
+    // Every door takes `max_connections`; HTTP and gRPC close idle connections, while Redis
+    // clients keep idle pooled connections open, as Redis lets them.
+    let admission = |idle_timeout| crate::connections::Admission {
         max_connections: config.max_connections,
-        idle_timeout: config.idle_timeout,
+        idle_timeout,
     };
-    let door = |listener, name| crate::connections::Doorkeeper::new(listener, name, admission);
+    let door = |listener, name| {
+        crate::connections::Doorkeeper::new(listener, name, admission(Some(config.idle_timeout)))
+    };
     let http = tokio::spawn(crate::http::serve(
         state,
         door(listeners.http, "http"),
@@ -179,12 +183,11 @@ pub async fn serve(
             // A request may hold its arguments at their size limit, up to 1 MiB in total.
             max_request: config.max_body_bytes.max(1 << 20),
         },
-        max_connections: config.max_connections,
         auth,
         tls,
     };
-    let resp =
-        tokio::spawn(crate::resp::serve(engine.clone(), listeners.resp, resp_options, shutdown.clone()));
+    let resp_door = crate::connections::Doorkeeper::new(listeners.resp, "resp", admission(None));
+    let resp = tokio::spawn(crate::resp::serve(engine.clone(), resp_door, resp_options, shutdown.clone()));
 
     shutdown.cancelled().await;
     ready.store(false, Ordering::Relaxed);

@@ -87,7 +87,6 @@ mod imp {
     use rustls::ServerConfig;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio::net::TcpStream;
     use tokio::sync::{Semaphore, mpsc};
     use tokio_rustls::TlsAcceptor;
     use tokio_rustls::server::TlsStream;
@@ -162,7 +161,10 @@ mod imp {
         }
 
         /// Completes the server side of a handshake on a RESP connection, within the timeout.
-        pub async fn accept_resp(&self, socket: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        pub async fn accept_resp<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+            &self,
+            socket: S,
+        ) -> std::io::Result<TlsStream<S>> {
             tokio::time::timeout(HANDSHAKE_TIMEOUT, self.inner.resp.accept(socket))
                 .await
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?

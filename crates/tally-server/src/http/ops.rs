@@ -57,7 +57,7 @@ pub(crate) fn serve_on_own_thread(
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let admission = crate::connections::Admission {
                 max_connections: OPS_MAX_CONNECTIONS,
-                idle_timeout: std::time::Duration::from_secs(60),
+                idle_timeout: Some(std::time::Duration::from_secs(60)),
             };
             let door = crate::connections::Doorkeeper::new(listener, "ops", admission);
             let router = axum::Router::new()

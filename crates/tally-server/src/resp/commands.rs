@@ -43,21 +43,24 @@ pub struct DoorState {
     pub started: std::time::Instant,
     pub port: u16,
     pub max_connections: usize,
-    pub connections: std::sync::atomic::AtomicUsize,
-    pub connections_total: std::sync::atomic::AtomicU64,
+    /// Kept by the door's admission (`connections.rs`).
+    pub connections: Arc<crate::connections::ConnectionCounts>,
     pub commands_total: std::sync::atomic::AtomicU64,
     pub cursors: super::scan::Cursors,
 }
 
 impl DoorState {
     /// The state of a door on `port` that takes at most `max_connections` at once.
-    pub fn new(port: u16, max_connections: usize) -> Self {
+    pub fn new(
+        port: u16,
+        max_connections: usize,
+        connections: Arc<crate::connections::ConnectionCounts>,
+    ) -> Self {
         Self {
             started: std::time::Instant::now(),
             port,
             max_connections,
-            connections: Default::default(),
-            connections_total: Default::default(),
+            connections,
             commands_total: Default::default(),
             cursors: super::scan::Cursors::default(),
         }

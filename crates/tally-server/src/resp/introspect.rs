@@ -108,7 +108,7 @@ pub fn info(engine: &Engine, session: &Session, sections: &[Bytes]) -> String {
     section(
         "clients",
         vec![
-            kv("connected_clients", door.connections.load(Ordering::Relaxed).to_string()),
+            kv("connected_clients", door.connections.open.load(Ordering::Relaxed).to_string()),
             kv("maxclients", door.max_connections.to_string()),
             kv("blocked_clients", "0".into()),
         ],
@@ -116,7 +116,7 @@ pub fn info(engine: &Engine, session: &Session, sections: &[Bytes]) -> String {
     section(
         "stats",
         vec![
-            kv("total_connections_received", door.connections_total.load(Ordering::Relaxed).to_string()),
+            kv("total_connections_received", door.connections.total.load(Ordering::Relaxed).to_string()),
             kv("total_commands_processed", door.commands_total.load(Ordering::Relaxed).to_string()),
             kv("rejected_connections", "0".into()),
             kv("expired_keys", "0".into()),

@@ -22,12 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use tally_engine::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use commands::{DoorState, Session};
+
+use crate::connections::Doorkeeper;
 
 use crate::auth::{Authenticator, Principal};
 pub use parser::Limits;
@@ -38,52 +38,34 @@ use reply::Reply;
 pub struct RespOptions {
     /// Request bounds.
     pub limits: Limits,
-    /// Most connections at once; further ones wait in the kernel's accept queue.
-    pub max_connections: usize,
     /// Who may do what; connections start unauthenticated when it is enabled.
     pub auth: Arc<Authenticator>,
     /// TLS for every connection, when configured.
     pub tls: Option<crate::tls::Tls>,
 }
 
-/// Serves RESP on `listener` until `shutdown` fires, then lets open connections finish the
+/// Serves RESP on the connections `doorkeeper` admits until `shutdown` fires, then lets open connections finish the
 /// requests they have read and closes them.
 pub async fn serve(
     engine: Engine,
-    listener: TcpListener,
+    mut doorkeeper: Doorkeeper,
     options: RespOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let permits = Arc::new(Semaphore::new(options.max_connections));
     let tracker = TaskTracker::new();
     let ids = AtomicU64::new(1);
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let door = Arc::new(DoorState::new(port, options.max_connections));
-    let accept_errors = tally_engine::LogLimit::new(std::time::Duration::from_secs(1));
+    let port = axum::serve::Listener::local_addr(&doorkeeper).map(|a| a.port()).unwrap_or(0);
+    let max_connections = doorkeeper.admission().max_connections;
+    let door = Arc::new(DoorState::new(port, max_connections, doorkeeper.counts()));
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p?,
-            () = shutdown.cancelled() => break,
-        };
+        // The door admits at most `max_connections` at once; the rest wait to be accepted.
         let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    crate::connections::log_accept_error(&accept_errors, "resp", &e);
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            admitted = doorkeeper.admit() => admitted,
             () = shutdown.cancelled() => break,
         };
         let (engine, shutdown, auth) = (engine.clone(), shutdown.clone(), options.auth.clone());
         let client = Client { id: ids.fetch_add(1, Ordering::Relaxed), address: Some(peer.ip()) };
         let door = door.clone();
-        let open = door.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("tally_connections", "door" => "resp").set(open as f64);
-        door.connections_total.fetch_add(1, Ordering::Relaxed);
-        let _ = socket.set_nodelay(true);
         let tls = options.tls.clone();
         tracker.spawn(async move {
             let ended = match tls {
@@ -99,9 +81,6 @@ pub async fn serve(
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "resp connection ended");
             }
-            let open = door.connections.fetch_sub(1, Ordering::Relaxed) - 1;
-            metrics::gauge!("tally_connections", "door" => "resp").set(open as f64);
-            drop(permit);
         });
     }
     tracker.close();

@@ -319,17 +319,10 @@ impl Engine {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now()).await?;
             return Ok(Mutated { token: None, applied: true });
         }
-        if self.window_accepts(&config, token.as_ref()) {
+        if window_accepts(&config, token.as_ref(), self.inner.clock.now()) {
             self.check_overflow_in_store(key, &config, delta).await?;
         }
         self.append(key, &config, EventKind::Add(delta), token).await
-    }
-
-    /// Whether the write window accepts a mutation with `token` now (one without a token gets
-    /// the current time). Checked before anything is read for it: a mutation the window refuses
-    /// costs no store read (`append` answers it, as a refusal or as a retry of a taken token).
-    fn window_accepts(&self, config: &NamespaceConfig, token: Option<&IdempotencyToken>) -> bool {
-        token.is_none_or(|t| config.check_window(t.generation_time(), self.inner.clock.now()).is_ok())
     }
 
     /// `AddAndGetCount`: adds `delta` and returns a count that includes this add.
@@ -348,6 +341,9 @@ impl Engine {
         let _permit = self.admit()?;
         let config = self.config_for_write(&key.namespace).await?;
         let now = self.inner.clock.now();
+        // A mutation the window refuses is answered by `append` (a refusal, or a retry of a
+        // taken token) before anything is read for it.
+        let late = !window_accepts(&config, token.as_ref(), now);
         match config.counter_type {
             CounterType::BestEffort => {
                 let value = self.inner.best_effort.add(key, delta, config.best_effort_ttl, now).await?;
@@ -357,15 +353,14 @@ impl Engine {
             CounterType::Eventual | CounterType::Accurate if self.inner.tails.enabled() => {
                 // Memory checks the add against the exact count in `append` (the store, for a
                 // counter memory is not exact for yet).
-                if self.window_accepts(&config, token.as_ref()) {
+                if !late {
                     self.check_overflow_in_store(key, &config, delta).await?;
                 }
                 let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
                 let count = self.count_after_add(key, &config, delta, &mutated, 0).await?;
                 Ok((mutated, count))
             }
-            CounterType::Eventual if !self.window_accepts(&config, token.as_ref()) => {
-                // Refused, or a retry of a taken token, before anything is read for it.
+            CounterType::Eventual if late => {
                 let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
                 let checkpoint = self.checkpoint(key, &config).await?;
                 Ok((
@@ -377,7 +372,7 @@ impl Engine {
                     },
                 ))
             }
-            CounterType::Accurate if !self.window_accepts(&config, token.as_ref()) => {
+            CounterType::Accurate if late => {
                 let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
                 Ok((mutated, self.accurate_count(key, &config).await?))
             }
@@ -940,6 +935,13 @@ impl Engine {
         self.inner.cache.clear().await;
         Ok(())
     }
+}
+
+/// Whether the write window accepts a mutation with `token` at `now` (one without a token gets
+/// `now`). Checked before anything is read for the mutation: one the window refuses costs no
+/// store read (`append` answers it, as a refusal or as a retry of a taken token).
+fn window_accepts(config: &NamespaceConfig, token: Option<&IdempotencyToken>, now: Timestamp) -> bool {
+    token.is_none_or(|t| config.check_window(t.generation_time(), now).is_ok())
 }
 
 /// What an append's result says about the store holding the event.

@@ -91,6 +91,15 @@ impl Scope {
     }
 }
 
+/// The token of an `Authorization` header (`Bearer <token>`); `None` without the header.
+fn bearer(header: Option<&str>) -> Result<Option<&str>, ApiError> {
+    let Some(value) = header else { return Ok(None) };
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim);
+    token.map(Some).ok_or_else(|| {
+        ApiError::new(ErrorCode::Unauthenticated, "the authorization header must be `Bearer <token>`")
+    })
+}
+
 /// The scope of instances' tokens: they may call `PeerService`.
 const PEER_SCOPE: &str = "peer";
 
@@ -206,6 +215,15 @@ impl Authenticator {
     /// lately is refused `RESOURCE_EXHAUSTED` without a check (see `failed_auth.rs`); every
     /// failure is counted in `tally_auth_failures_total{door}`.
     pub fn authenticate(&self, presented: Option<&str>, caller: Caller) -> Result<Principal, ApiError> {
+        self.counted(caller, || self.check_token(presented))
+    }
+
+    /// Runs `check` unless `caller`'s address failed too often lately, and counts its failure.
+    fn counted(
+        &self,
+        caller: Caller,
+        check: impl FnOnce() -> Result<Principal, ApiError>,
+    ) -> Result<Principal, ApiError> {
         if !self.enabled {
             return Ok(Principal::unrestricted());
         }
@@ -222,7 +240,7 @@ impl Authenticator {
             );
             return Err(ApiError::new(ErrorCode::ResourceExhausted, message));
         }
-        let checked = self.check_token(presented);
+        let checked = check();
         if checked.is_err() {
             metrics::counter!("tally_auth_failures_total", "door" => caller.door).increment(1);
             if let Some(address) = caller.address {
@@ -253,26 +271,7 @@ impl Authenticator {
     /// Authenticates an `Authorization` header value (`Bearer <token>`); a value of another
     /// shape counts as a failure too.
     pub fn authenticate_header(&self, header: Option<&str>, caller: Caller) -> Result<Principal, ApiError> {
-        if !self.enabled {
-            return Ok(Principal::unrestricted());
-        }
-        let token = match header {
-            None => None,
-            Some(value) => {
-                match value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim) {
-                    Some(token) => Some(token),
-                    // Counted and refused like an unknown token, with its own message.
-                    None => {
-                        self.authenticate(Some(""), caller)?;
-                        return Err(ApiError::new(
-                            ErrorCode::Unauthenticated,
-                            "the authorization header must be `Bearer <token>`",
-                        ));
-                    }
-                }
-            }
-        };
-        self.authenticate(token, caller)
+        self.counted(caller, || self.check_token(bearer(header)?))
     }
 }
 
@@ -330,6 +329,9 @@ mod tests {
             let err = auth.authenticate_header(header, LOCAL).expect_err("refused");
             assert_eq!(err.code, ErrorCode::Unauthenticated, "{header:?}");
         }
+        // A header of another shape says so (the throttling round answered it as an unknown token).
+        let err = auth.authenticate_header(Some("Basic abc"), LOCAL).expect_err("refused");
+        assert!(err.message.contains("Bearer <token>"), "{}", err.message);
         assert!(
             Authenticator::disabled().authenticate(None, LOCAL).expect("off").allows(Access::Admin, &ns("x"))
         );

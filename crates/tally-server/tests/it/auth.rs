@@ -144,11 +144,7 @@ async fn grpc_calls_need_a_token_with_the_scope_and_health_needs_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resp_commands_need_auth_with_the_scope() {
     let s = server().await;
-    let mut c = redis::Client::open(s.resp.clone())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut c = s.redis(false).await;
     let code = |e: redis::RedisError| e.code().unwrap_or("").to_owned();
 
     let refused: redis::RedisResult<i64> = c.incr("web:c", 1).await;
@@ -184,11 +180,7 @@ async fn resp_commands_need_auth_with_the_scope() {
     );
 
     // HELLO 3 AUTH authenticates a fresh connection in one step.
-    let mut fresh = redis::Client::open(s.resp.clone())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut fresh = s.redis(false).await;
     let _: redis::Value = redis::cmd("HELLO")
         .arg(3)
         .arg("AUTH")

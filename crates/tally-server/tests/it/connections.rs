@@ -30,11 +30,7 @@ async fn a_door_at_max_connections_admits_the_next_one_only_when_one_closes() {
     assert!(early.is_err(), "served while the door held 4 connections: {early:?}");
     // The other doors and the store are untouched by it.
     assert!(Door::Grpc.add(&s, "flood", "c", 1, None).await.expect("gRPC add").applied);
-    let mut resp = redis::Client::open(s.resp.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("resp");
+    let mut resp = s.redis(false).await;
     let count: i64 = redis::cmd("INCRBY").arg("flood:c").arg(1).query_async(&mut resp).await.expect("INCRBY");
     assert_eq!(count, 2);
     drop(idle.pop());

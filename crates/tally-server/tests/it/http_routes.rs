@@ -154,11 +154,7 @@ async fn grpc_health_and_reflection_are_served() {
 #[tokio::test]
 async fn every_exported_metric_has_help_and_build_and_process_metrics_are_there() {
     let s = TestServer::start().await;
-    let mut resp = redis::Client::open(s.resp.clone())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut resp = s.redis(false).await;
     let _: i64 = redis::cmd("INCR").arg("m").query_async(&mut resp).await.expect("incr");
     let metrics = reqwest::get(format!("{}/metrics", s.http)).await.expect("get").text().await.expect("text");
     let typed: Vec<&str> = metrics

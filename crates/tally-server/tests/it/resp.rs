@@ -6,11 +6,6 @@ use redis::AsyncCommands;
 
 use crate::support::TestServer;
 
-async fn connect(s: &TestServer, resp3: bool) -> redis::aio::MultiplexedConnection {
-    let url = if resp3 { format!("{}/?protocol=resp3", s.resp) } else { s.resp.clone() };
-    redis::Client::open(url).expect("url").get_multiplexed_async_connection().await.expect("connect")
-}
-
 fn code(e: &redis::RedisError) -> String {
     e.code().unwrap_or_default().to_owned()
 }
@@ -20,7 +15,7 @@ async fn counter_commands_map_onto_the_engine_in_both_protocol_versions() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;
     for resp3 in [false, true] {
-        let mut c = connect(&s, resp3).await;
+        let mut c = s.redis(resp3).await;
         let k = format!("acc:views:{resp3}");
         let n: i64 = c.incr(&k, 1).await.expect("incr");
         assert_eq!(n, 1);
@@ -47,7 +42,7 @@ async fn counter_commands_map_onto_the_engine_in_both_protocol_versions() {
 #[tokio::test]
 async fn keys_without_a_colon_are_in_the_default_namespace() {
     let s = TestServer::start().await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let _: i64 = c.incr("plain", 5).await.expect("incr");
     s.converge().await;
     let v: String = c.get("default:plain").await.expect("get");
@@ -59,7 +54,7 @@ async fn keys_without_a_colon_are_in_the_default_namespace() {
 async fn pipelines_keep_order_and_reads_see_earlier_adds() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let mut pipe = redis::pipe();
     for _ in 0..100 {
         pipe.cmd("INCR").arg("acc:p");
@@ -88,7 +83,7 @@ async fn pipelines_keep_order_and_reads_see_earlier_adds() {
 async fn pipelined_adds_to_one_eventual_counter_all_count_and_answer_in_order() {
     let s = TestServer::start().await;
     s.namespace("ev", "eventual").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let mut pipe = redis::pipe();
     for _ in 0..50 {
         pipe.cmd("INCR").arg("ev:hot");
@@ -108,7 +103,7 @@ async fn pipelined_adds_to_one_eventual_counter_all_count_and_answer_in_order() 
 async fn tally_add_is_idempotent() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let at = s.now().as_millis();
     let first: i64 = redis::cmd("TALLY.ADD")
         .arg("acc:t")
@@ -145,7 +140,7 @@ async fn tally_add_is_idempotent() {
 async fn tally_clear_is_idempotent_and_ordered_by_its_token_time() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let at = s.now().as_millis();
     let add = |delta: i64, token: &str, ms: i64| {
         redis::cmd("TALLY.ADD").arg("acc:c").arg(delta).arg(token).arg(ms).clone()
@@ -171,7 +166,7 @@ async fn tally_clear_is_idempotent_and_ordered_by_its_token_time() {
 async fn bad_input_gets_error_replies_and_changes_nothing() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let e = redis::cmd("INCRBY")
         .arg("acc:b")
         .arg("ten")
@@ -212,7 +207,7 @@ async fn bad_input_gets_error_replies_and_changes_nothing() {
 #[tokio::test]
 async fn connection_commands_that_clients_send_are_answered() {
     let s = TestServer::start().await;
-    let mut c = connect(&s, true).await;
+    let mut c = s.redis(true).await;
     let pong: String = redis::cmd("PING").query_async(&mut c).await.expect("ping");
     assert_eq!(pong, "PONG");
     let echo: String = redis::cmd("ECHO").arg("hi").query_async(&mut c).await.expect("echo");
@@ -292,7 +287,7 @@ async fn any_redis_key_counts_with_no_set_up_when_namespaces_are_made_on_first_w
     let mut config = TestServer::config();
     config.engine.auto_create_namespaces = None; // as served on the embedded store
     let s = TestServer::start_with(config).await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let v: String = c.get("user:1000:visits").await.expect("get before any write");
     assert_eq!(v, "0", "a read makes nothing and answers 0");
     let answers: Vec<i64> = futures::future::join_all((0..3).map(|_| {
@@ -318,7 +313,7 @@ async fn scan_keys_and_exists_list_counter_keys() {
     let s = TestServer::start().await;
     s.namespace("user", "eventual").await;
     s.namespace("page", "accurate").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     for i in 0..30 {
         let _: i64 = c.incr(format!("user:{i}:visits"), 1).await.expect("incr");
     }
@@ -369,7 +364,7 @@ async fn scan_keys_and_exists_list_counter_keys() {
 async fn multi_exec_runs_the_queued_commands_as_a_pipeline() {
     let s = TestServer::start().await;
     s.namespace("tx", "accurate").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let (a, b, got): (i64, i64, String) = redis::pipe()
         .atomic()
         .incr("tx:a", 2)
@@ -397,7 +392,7 @@ async fn multi_exec_runs_the_queued_commands_as_a_pipeline() {
 #[tokio::test]
 async fn command_info_and_config_answer_what_clients_ask() {
     let s = TestServer::start().await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let count: i64 = redis::cmd("COMMAND").arg("COUNT").query_async(&mut c).await.expect("count");
     assert!(count >= 20, "{count}");
     let info: Vec<redis::Value> = redis::cmd("COMMAND")
@@ -447,7 +442,7 @@ async fn command_info_and_config_answer_what_clients_ask() {
 async fn ttl_expire_and_persist_say_that_counters_have_no_per_key_timeout() {
     let s = TestServer::start().await;
     s.namespace("d", "eventual").await;
-    let mut c = connect(&s, false).await;
+    let mut c = s.redis(false).await;
     let _: i64 = c.incr("d:k", 1).await.expect("incr");
     let ttl: i64 = redis::cmd("TTL").arg("d:k").query_async(&mut c).await.expect("ttl");
     assert_eq!(ttl, -1, "exists, no timeout");

@@ -124,6 +124,12 @@ impl TestServer {
         self.task.await.expect("serve task").expect("clean shutdown");
     }
 
+    /// A Redis-protocol connection (RESP2, or RESP3 when `resp3`), unauthenticated.
+    pub async fn redis(&self, resp3: bool) -> redis::aio::MultiplexedConnection {
+        let url = if resp3 { format!("{}/?protocol=resp3", self.resp) } else { self.resp.clone() };
+        redis::Client::open(url).expect("url").get_multiplexed_async_connection().await.expect("connect")
+    }
+
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.grpc.clone()).expect("uri").connect().await.expect("connect")
     }

@@ -83,11 +83,7 @@ async fn tokens_without_a_generation_time_apply_once_on_grpc_and_http() {
 #[tokio::test]
 async fn redis_tally_add_with_a_token_applies_once() {
     let s = TestServer::start().await;
-    let mut c = redis::Client::open(s.resp.clone())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut c = s.redis(false).await;
     let mut answers = Vec::new();
     for _ in 0..3 {
         let applied: i64 = redis::cmd("TALLY.ADD")

@@ -1,6 +1,6 @@
 //! The namespace registry: configurations read from the store, cached in memory.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, RwLock};
 
 use tally_core::{Namespace, NamespaceConfig};

@@ -26,7 +26,7 @@
 //! events it holds; the store keeps every client token for its namespace's idempotency window
 //! and answers the others.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 

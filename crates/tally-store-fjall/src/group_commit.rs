@@ -10,7 +10,7 @@
 //! of values written earlier in the same, not yet committed, batch go through an overlay.
 //! Every reply waits for the commit, so nothing is acknowledged before it is durable.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

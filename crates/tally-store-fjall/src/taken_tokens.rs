@@ -18,7 +18,9 @@
 //! number only after fjall's commit returned, and fjall makes a batch visible to reads only
 //! after its journal write is synced. A token a reader finds is durable, with its event.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,7 +1,7 @@
 //! `Engine::add_batch`: adds that arrive together (`BatchAddCount`, a run of adds in a Redis
 //! pipeline), answered one by one and appended as one unit.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use tally_core::{CounterKey, CounterType, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};

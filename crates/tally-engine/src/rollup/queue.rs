@@ -4,7 +4,9 @@
 //! a counter already queued merges into the queued one, so a busy counter costs one rollup per
 //! coalesce window however many writes it takes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 use tally_core::{CounterKey, Timestamp};

@@ -24,3 +24,8 @@ if [ -z "${TALLY_TEST_CASSANDRA:-}" ]; then
   export TALLY_TEST_CASSANDRA_RESTART="bash $PWD/scripts/cassandra.sh restart"
 fi
 cargo test --workspace --locked "$@"
+
+# The README's install command, in the debug profile (so that it reuses the build above) and
+# into target/ rather than ~/.cargo/bin; the installed binary must run.
+cargo install --path crates/tally --locked --debug --root target/install-check --force --quiet
+target/install-check/bin/tally --version

@@ -46,7 +46,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 
 impl Connection {
     fn bearer(&self) -> anyhow::Result<Bearer> {
@@ -59,11 +59,11 @@ impl Connection {
         Ok(Bearer(value))
     }
 
-    async fn counters(&self) -> anyhow::Result<CounterServiceClient<Authed>> {
+    pub async fn counters(&self) -> anyhow::Result<CounterServiceClient<Authed>> {
         Ok(CounterServiceClient::with_interceptor(self.channel().await?, self.bearer()?))
     }
 
-    async fn namespaces(&self) -> anyhow::Result<NamespaceServiceClient<Authed>> {
+    pub async fn namespaces(&self) -> anyhow::Result<NamespaceServiceClient<Authed>> {
         Ok(NamespaceServiceClient::with_interceptor(self.channel().await?, self.bearer()?))
     }
 
@@ -74,7 +74,7 @@ impl Connection {
 
     /// A refusal or failure of a call, named by its code; a failure that looks like another
     /// protocol answering says which port to use.
-    fn error(&self, status: tonic::Status) -> anyhow::Error {
+    pub fn error(&self, status: tonic::Status) -> anyhow::Error {
         let error = status_error(&status);
         let foreign = [
             "protocol error",

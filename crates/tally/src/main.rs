@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod client;
 mod serve;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,10 @@ enum Command {
     /// Manage namespaces.
     #[command(subcommand)]
     Ns(client::NsCommand),
+    /// Write every namespace and counter (or those of --namespace) as JSON lines, from a running server.
+    Export(transfer::ExportArgs),
+    /// Create the namespaces and add the counts of an export, into a running server.
+    Import(transfer::ImportArgs),
     /// Load generator for the gRPC, HTTP and RESP front doors.
     Bench(bench::BenchArgs),
     /// Run a counter workload while injecting faults, then check every count (RELIABILITY.md).
@@ -106,6 +111,8 @@ fn main() -> ExitCode {
             Command::Clear(args) => client::clear(args).await,
             Command::Ls(args) => client::ls(args).await,
             Command::Ns(command) => client::ns(command).await,
+            Command::Export(args) => transfer::export(args).await,
+            Command::Import(args) => transfer::import(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Compact { data_dir } => compact(&data_dir),

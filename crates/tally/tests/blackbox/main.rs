@@ -13,6 +13,7 @@ mod cluster;
 mod install;
 #[cfg(feature = "tls")]
 mod tls;
+mod transfer;
 
 struct Server {
     child: Child,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod cluster;
+mod examples;
 mod install;
 #[cfg(feature = "tls")]
 mod tls;

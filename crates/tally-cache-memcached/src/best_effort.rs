@@ -50,8 +50,8 @@ impl MemcachedBestEffort {
     }
 }
 
-fn unavailable(key: &CounterKey, failure: &Failure) -> EngineError {
-    EngineError::Unavailable(format!("best_effort counter {key}: {failure}"))
+fn unavailable(key: &CounterKey, failure: Failure) -> EngineError {
+    EngineError::Unavailable(tally_core::Failure::caused_by(format!("best_effort counter {key}"), failure))
 }
 
 fn decode(stored: &[u8]) -> Option<i64> {
@@ -89,12 +89,12 @@ impl BestEffortTable for MemcachedBestEffort {
                 Ok(None) | Err(Failure::Status(Status::NotStored | Status::NotFound | Status::Exists)) => {
                     continue;
                 }
-                Err(f) => return Err(unavailable(key, &f)),
+                Err(f) => return Err(unavailable(key, f)),
             };
             let new = value.data.as_deref().and_then(decode).ok_or_else(|| {
-                EngineError::Unavailable(format!(
-                    "best_effort counter {key}: memcached holds a value that is not a number"
-                ))
+                EngineError::Unavailable(
+                    format!("best_effort counter {key}: memcached holds a value that is not a number").into(),
+                )
             })?;
             let old = new.wrapping_sub(delta);
             if old.checked_add(delta).is_some() {
@@ -103,18 +103,18 @@ impl BestEffortTable for MemcachedBestEffort {
             let undo = async |c: &mut Client| {
                 c.meta_increment(&mkey, false, None, Some(delta.wrapping_neg() as u64), None).await
             };
-            self.pool.run("best_effort_add", undo).await.map_err(|f| unavailable(key, &f))?;
+            self.pool.run("best_effort_add", undo).await.map_err(|f| unavailable(key, f))?;
             return Err(EngineError::Overflow { key: key.clone(), count: old, delta });
         }
-        Err(EngineError::Unavailable(format!(
-            "best_effort counter {key}: kept vanishing under the add; it was not applied"
-        )))
+        Err(EngineError::Unavailable(
+            format!("best_effort counter {key}: kept vanishing under the add; it was not applied").into(),
+        ))
     }
 
     async fn get(&self, key: &CounterKey, _now: Timestamp) -> Result<i64, EngineError> {
         let mkey = self.key(key).await;
         let read = async |c: &mut Client| c.meta_get(&mkey, false, None, Some(&["v"])).await;
-        let value = self.pool.run("best_effort_get", read).await.map_err(|f| unavailable(key, &f))?;
+        let value = self.pool.run("best_effort_get", read).await.map_err(|f| unavailable(key, f))?;
         Ok(value.and_then(|v| v.data).and_then(|d| decode(&d)).unwrap_or(0))
     }
 
@@ -123,13 +123,16 @@ impl BestEffortTable for MemcachedBestEffort {
         let delete = async |c: &mut Client| c.meta_delete(&mkey, false, None, None).await;
         match self.pool.run("best_effort_clear", delete).await {
             Ok(_) | Err(Failure::Status(Status::NotFound)) => Ok(()),
-            Err(f) => Err(unavailable(key, &f)),
+            Err(f) => Err(unavailable(key, f)),
         }
     }
 
     async fn clear_namespace(&self, namespace: &Namespace) -> Result<(), EngineError> {
         self.generation(namespace).advance(&self.pool).await.map_err(|f| {
-            EngineError::Unavailable(format!("clearing best_effort counters of {namespace}: {f}"))
+            EngineError::Unavailable(tally_core::Failure::caused_by(
+                format!("clearing best_effort counters of {namespace}"),
+                f,
+            ))
         })
     }
 

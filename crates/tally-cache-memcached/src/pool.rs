@@ -79,6 +79,8 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl std::error::Error for Failure {}
+
 /// A fixed set of lazily opened connections to one memcached.
 pub struct MemcachedPool {
     options: MemcachedOptions,

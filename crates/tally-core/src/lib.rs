@@ -7,12 +7,14 @@
 //! - [`Checkpoint`] and [`Fold`] are the rollup arithmetic ([`fold`]);
 //! - [`NamespaceConfig`] carries a namespace's counter type and windows ([`namespace_config`]);
 //! - [`Timestamp`] and the [`Clock`] seam keep time injectable ([`time`]);
-//! - [`ErrorCode`] is the one list of error codes every front door maps ([`error_code`]).
+//! - [`ErrorCode`] is the one list of error codes every front door maps ([`error_code`]);
+//! - [`Failure`] is a failure of a layer below, kept with its cause ([`failure`]).
 //!
 //! Constructors validate, so code holding one of these types never re-checks it.
 
 pub mod error_code;
 pub mod event;
+pub mod failure;
 pub mod fold;
 pub mod name;
 pub mod namespace_config;
@@ -21,6 +23,7 @@ pub mod token;
 
 pub use error_code::{ErrorCode, UnknownCode};
 pub use event::{Event, EventKind};
+pub use failure::Failure;
 pub use fold::{Checkpoint, Fold};
 pub use name::{CounterKey, CounterName, NameError, Namespace};
 pub use namespace_config::{ConfigError, CounterType, NamespaceConfig, NamespaceConfigPatch, WindowError};

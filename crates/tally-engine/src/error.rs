@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use tally_core::{
-    ConfigError, CounterKey, CounterType, ErrorCode, EventKind, IdempotencyToken, Namespace, Timestamp,
+    ConfigError, CounterKey, CounterType, ErrorCode, EventKind, Failure, IdempotencyToken, Namespace,
+    Timestamp,
 };
 use tally_store::StoreError;
 
@@ -108,10 +109,11 @@ pub enum EngineError {
     /// The store is unavailable; the mutation may or may not have been applied, so retry it
     /// with the same token.
     #[error("{0}")]
-    Unavailable(String),
-    /// Stored data could not be read.
+    Unavailable(#[source] Failure),
+    /// Stored data could not be read, or a bug: as with `Unavailable`, a mutation may have
+    /// been written.
     #[error("{0}")]
-    Internal(String),
+    Internal(#[source] Failure),
 }
 
 fn describe(kind: EventKind) -> String {
@@ -150,8 +152,8 @@ impl From<StoreError> for EngineError {
             StoreError::NamespaceExists(ns) => Self::NamespaceExists(ns),
             StoreError::NamespaceNotFound(ns) => Self::NamespaceNotFound(ns),
             StoreError::Overloaded { .. } => Self::StoreOverloaded(e.to_string()),
-            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
-            StoreError::Corrupt(_) => Self::Internal(e.to_string()),
+            StoreError::Unavailable(failure) => Self::Unavailable(failure.within("store unavailable")),
+            StoreError::Corrupt(failure) => Self::Internal(failure.within("corrupt data in store")),
         }
     }
 }

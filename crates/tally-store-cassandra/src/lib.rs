@@ -6,6 +6,7 @@
 //! - [`options`]: contact points, keyspace, consistency, timeouts; parsed from a `cassandra://` URL.
 //! - [`store`]: [`CassandraStore`], the storage traits over CQL.
 
+mod driver;
 pub mod layout;
 pub mod options;
 pub mod schema;

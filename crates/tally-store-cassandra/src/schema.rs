@@ -20,6 +20,9 @@
 
 use scylla::client::session::Session;
 
+use tally_store::StoreResult;
+
+use crate::driver::unavailable;
 use crate::layout::{Layout, events_table};
 use crate::options::CassandraOptions;
 
@@ -52,7 +55,7 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
         ),
     ];
     for statement in &ddl {
-        schema_change(session, statement).await?;
+        schema_change(session, statement).await.map_err(|e| e.to_string())?;
     }
     let wanted = [
         ("schema_version", SCHEMA_VERSION),
@@ -101,7 +104,7 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
 }
 
 /// Creates the events table of `slice` if missing and records it in `slices`.
-pub async fn ensure_slice(session: &Session, keyspace: &str, slice: i64) -> Result<(), String> {
+pub async fn ensure_slice(session: &Session, keyspace: &str, slice: i64) -> StoreResult<()> {
     let table = events_table(slice);
     schema_change(
         session,
@@ -116,24 +119,27 @@ pub async fn ensure_slice(session: &Session, keyspace: &str, slice: i64) -> Resu
     session
         .query_unpaged(format!("INSERT INTO {keyspace}.slices (kind, slice) VALUES ('events', ?)"), (slice,))
         .await
-        .map_err(|e| format!("recording slice {slice} in keyspace {keyspace}: {e}"))?;
+        .map_err(|e| unavailable(&format!("recording slice {slice} in keyspace {keyspace}"), e))?;
     Ok(())
 }
 
 /// Drops the events table of `slice` and forgets it.
-pub async fn drop_slice(session: &Session, keyspace: &str, slice: i64) -> Result<(), String> {
+pub async fn drop_slice(session: &Session, keyspace: &str, slice: i64) -> StoreResult<()> {
     session
         .query_unpaged(format!("DELETE FROM {keyspace}.slices WHERE kind = 'events' AND slice = ?"), (slice,))
         .await
-        .map_err(|e| format!("forgetting slice {slice} in keyspace {keyspace}: {e}"))?;
+        .map_err(|e| unavailable(&format!("forgetting slice {slice} in keyspace {keyspace}"), e))?;
     schema_change(session, &format!("DROP TABLE IF EXISTS {keyspace}.{}", events_table(slice))).await
 }
 
-async fn schema_change(session: &Session, statement: &str) -> Result<(), String> {
-    session.query_unpaged(statement, ()).await.map_err(|e| format!("schema change `{statement}`: {e}"))?;
+async fn schema_change(session: &Session, statement: &str) -> StoreResult<()> {
+    session
+        .query_unpaged(statement, ())
+        .await
+        .map_err(|e| unavailable(&format!("schema change `{statement}`"), e))?;
     session
         .await_schema_agreement()
         .await
-        .map_err(|e| format!("schema agreement after `{statement}`: {e}"))?;
+        .map_err(|e| unavailable(&format!("schema agreement after `{statement}`"), e))?;
     Ok(())
 }

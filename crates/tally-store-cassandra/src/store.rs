@@ -19,6 +19,7 @@ use tally_store::{
 };
 use tokio::sync::Mutex;
 
+use crate::driver;
 use crate::layout::{COUNTER_SHARDS, Layout, counter_shard, events_table};
 use crate::options::CassandraOptions;
 use crate::schema;
@@ -108,73 +109,7 @@ impl CassandraStore {
         let p =
             Preparer { session: &session, consistency: options.consistency, timeout: options.read_timeout };
         let w = Preparer { timeout: options.write_timeout, ..p };
-        let fixed = Fixed {
-            ns_insert: w
-                .lwt(&format!("INSERT INTO {ks}.namespaces (name, config) VALUES (?, ?) IF NOT EXISTS"))
-                .await?,
-            ns_update: w
-                .lwt(&format!("UPDATE {ks}.namespaces SET config = ? WHERE name = ? IF EXISTS"))
-                .await?,
-            ns_get: p.serial(&format!("SELECT config FROM {ks}.namespaces WHERE name = ?")).await?,
-            ns_list: p.plain(&format!("SELECT name, config FROM {ks}.namespaces")).await?,
-            ns_delete: w.lwt(&format!("DELETE FROM {ks}.namespaces WHERE name = ? IF EXISTS")).await?,
-            last_write: w
-                .plain(&format!(
-                    "UPDATE {ks}.counters USING TIMESTAMP ? SET last_write = ? \
-                     WHERE namespace = ? AND shard = ? AND counter = ?"
-                ))
-                .await?,
-            checkpoint_put: w
-                .plain(&format!(
-                    "UPDATE {ks}.counters USING TIMESTAMP ? SET checkpoint = ? \
-                     WHERE namespace = ? AND shard = ? AND counter = ?"
-                ))
-                .await?,
-            state_get: p
-                .plain(&format!(
-                    "SELECT last_write, checkpoint FROM {ks}.counters \
-                     WHERE namespace = ? AND shard = ? AND counter = ?"
-                ))
-                .await?,
-            scan_shard: p
-                .plain(&format!(
-                    "SELECT counter, last_write, checkpoint FROM {ks}.counters \
-                     WHERE namespace = ? AND shard = ? AND counter > ? LIMIT ?"
-                ))
-                .await?,
-            scan_namespaces: p.plain(&format!("SELECT DISTINCT namespace, shard FROM {ks}.counters")).await?,
-            delete_shard: w
-                .plain(&format!("DELETE FROM {ks}.counters WHERE namespace = ? AND shard = ?"))
-                .await?,
-            slices_in: p
-                .plain(&format!(
-                    "SELECT slice FROM {ks}.slices WHERE kind = 'events' AND slice >= ? AND slice <= ?"
-                ))
-                .await?,
-            token_take: w
-                .lwt(&format!(
-                    "INSERT INTO {ks}.tokens (namespace, counter, idempotency_token, generation_time, mutation, until) \
-                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
-                ))
-                .await?,
-            token_retake: w
-                .lwt(&format!(
-                    "UPDATE {ks}.tokens USING TTL ? SET generation_time = ?, mutation = ?, until = ? \
-                     WHERE namespace = ? AND counter = ? AND idempotency_token = ? IF until = ?"
-                ))
-                .await?,
-            token_release: w
-                .lwt(&format!(
-                    "DELETE FROM {ks}.tokens WHERE namespace = ? AND counter = ? AND idempotency_token = ? IF until = ?"
-                ))
-                .await?,
-            token_get: p
-                .serial(&format!(
-                    "SELECT generation_time, mutation, until FROM {ks}.tokens \
-                     WHERE namespace = ? AND counter = ? AND idempotency_token = ?"
-                ))
-                .await?,
-        };
+        let fixed = Fixed::prepare(&p, &w, &ks).await.map_err(|e| e.to_string())?;
         Ok(Self {
             session: Arc::new(session),
             keyspace: ks,
@@ -200,9 +135,7 @@ impl CassandraStore {
             return Ok(s.clone());
         }
         if create {
-            schema::ensure_slice(&self.session, &self.keyspace, slice)
-                .await
-                .map_err(StoreError::Unavailable)?;
+            schema::ensure_slice(&self.session, &self.keyspace, slice).await?;
         }
         let t = format!("{}.{}", self.keyspace, events_table(slice));
         let p =
@@ -214,34 +147,34 @@ impl CassandraStore {
                      idempotency_token, mutation) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 ))
                 .await
-                .map_err(StoreError::Unavailable)?,
+                ?,
             identity: p
                 .plain(&format!(
                     "SELECT mutation FROM {t} WHERE namespace = ? AND counter = ? AND time_bucket = ? \
                      AND event_bucket = ? AND generation_time = ? AND idempotency_token = ?"
                 ))
                 .await
-                .map_err(StoreError::Unavailable)?,
+                ?,
             range: p
                 .plain(&format!(
                     "SELECT generation_time, idempotency_token, mutation FROM {t} WHERE namespace = ? AND counter = ? \
                      AND time_bucket IN ? AND event_bucket IN ? AND generation_time >= ? AND generation_time < ?"
                 ))
                 .await
-                .map_err(StoreError::Unavailable)?,
+                ?,
             delete_row: p
                 .plain(&format!(
                     "DELETE FROM {t} WHERE namespace = ? AND counter = ? AND time_bucket = ? \
                      AND event_bucket = ? AND generation_time = ? AND idempotency_token = ? AND mutation = ?"
                 ))
                 .await
-                .map_err(StoreError::Unavailable)?,
+                ?,
             delete_partitions: p
                 .plain(&format!(
                     "DELETE FROM {t} WHERE namespace = ? AND counter = ? AND time_bucket IN ? AND event_bucket IN ?"
                 ))
                 .await
-                .map_err(StoreError::Unavailable)?,
+                ?,
         });
         known.insert(slice, statements.clone());
         Ok(statements)
@@ -258,11 +191,11 @@ impl CassandraStore {
             .session
             .execute_unpaged(&self.fixed.slices_in, (first, last))
             .await
-            .map_err(|e| unavailable("listing event slices", e))?;
-        let rows = result.into_rows_result().map_err(|e| unavailable("listing event slices", e))?;
+            .map_err(|e| driver::unavailable("listing event slices", e))?;
+        let rows = result.into_rows_result().map_err(|e| driver::unavailable("listing event slices", e))?;
         let mut slices = Vec::with_capacity(rows.rows_num());
-        for row in rows.rows::<(i64,)>().map_err(|e| corrupt("slices", e))? {
-            slices.push(row.map_err(|e| corrupt("slices", e))?.0);
+        for row in rows.rows::<(i64,)>().map_err(|e| driver::corrupt("slices", e))? {
+            slices.push(row.map_err(|e| driver::corrupt("slices", e))?.0);
         }
         slices.sort_unstable();
         Ok(slices)
@@ -282,7 +215,7 @@ impl CassandraStore {
         }
         let statements = match self.slice(slice, false).await {
             Ok(statements) => statements,
-            Err(e) if is_missing_table(&e) => return Ok(Vec::new()),
+            Err(e) if driver::is_missing_table(&e) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let values = (
@@ -296,8 +229,8 @@ impl CassandraStore {
         let pager = match self.session.execute_iter(statements.range.clone(), values).await {
             Ok(pager) => pager,
             Err(e) => {
-                let e = unavailable(&format!("reading events of {key}"), e);
-                if is_missing_table(&e) {
+                let e = driver::unavailable(&format!("reading events of {key}"), e);
+                if driver::is_missing_table(&e) {
                     // Dropped by retention (maybe on another instance) since we prepared it.
                     self.slices.lock().await.remove(&slice);
                     return Ok(Vec::new());
@@ -307,12 +240,12 @@ impl CassandraStore {
         };
         let mut stream = pager
             .rows_stream::<(i64, String, String)>()
-            .map_err(|e| corrupt(&format!("events of {key}"), e))?;
+            .map_err(|e| driver::corrupt(&format!("events of {key}"), e))?;
         let mut rows = Vec::new();
         while let Some(row) = stream.next().await {
             let (time, token, mutation) =
-                row.map_err(|e| unavailable(&format!("reading events of {key}"), e))?;
-            let kind = decode_mutation(&mutation).map_err(|e| corrupt(&key.to_string(), e))?;
+                row.map_err(|e| driver::unavailable(&format!("reading events of {key}"), e))?;
+            let kind = decode_mutation(&mutation).map_err(|e| driver::corrupt(&key.to_string(), e))?;
             rows.push(Row4 { time, token, mutation, kind });
         }
         Ok(rows)
@@ -330,7 +263,7 @@ impl CassandraStore {
         self.session
             .execute_unpaged(&statements.delete_partitions, values)
             .await
-            .map_err(|e| unavailable(&format!("deleting events of {key}"), e))
+            .map_err(|e| driver::unavailable(&format!("deleting events of {key}"), e))
             .map(drop)
     }
 
@@ -350,7 +283,7 @@ impl CassandraStore {
         self.session
             .execute_unpaged(&statements.delete_row, values)
             .await
-            .map_err(|e| unavailable(&format!("deleting old events of {key}"), e))
+            .map_err(|e| driver::unavailable(&format!("deleting old events of {key}"), e))
             .map(drop)
     }
 
@@ -361,13 +294,13 @@ impl CassandraStore {
         identity: Identity<'_>,
     ) -> StoreResult<Vec<EventKind>> {
         let result = self.session.execute_unpaged(&statements.identity, identity).await.map_err(|e| {
-            unavailable(&format!("reading event {}:{}/{}", identity.0, identity.1, identity.5), e)
+            driver::unavailable(&format!("reading event {}:{}/{}", identity.0, identity.1, identity.5), e)
         })?;
-        let rows = result.into_rows_result().map_err(|e| unavailable("reading an event", e))?;
+        let rows = result.into_rows_result().map_err(|e| driver::unavailable("reading an event", e))?;
         let mut kinds = Vec::new();
-        for row in rows.rows::<(String,)>().map_err(|e| corrupt("events", e))? {
-            let (mutation,) = row.map_err(|e| corrupt("events", e))?;
-            kinds.push(decode_mutation(&mutation).map_err(|e| corrupt("events", e))?);
+        for row in rows.rows::<(String,)>().map_err(|e| driver::corrupt("events", e))? {
+            let (mutation,) = row.map_err(|e| driver::corrupt("events", e))?;
+            kinds.push(decode_mutation(&mutation).map_err(|e| driver::corrupt("events", e))?);
         }
         Ok(kinds)
     }
@@ -409,7 +342,7 @@ impl CassandraStore {
                 (ns, counter, time_bucket, event_bucket, micros, token, mutation),
             )
             .await
-            .map_err(|e| unavailable(&format!("appending to {key}"), e))?;
+            .map_err(|e| driver::unavailable(&format!("appending to {key}"), e))?;
         Ok(())
     }
 
@@ -421,16 +354,18 @@ impl CassandraStore {
         let time = event.token.generation_time().as_micros();
         let mutation = encode_mutation(event.kind);
         let context = format!("taking token {token:?} of {key}");
-        let failed = |e: &dyn std::fmt::Display| unavailable(&context, e);
         // The TTL only collects rows; a minute past the window keeps clocks out of it.
         let ttl = i32::try_from(window.as_secs().saturating_add(60)).unwrap_or(i32::MAX);
         for _ in 0..3 {
             let now = self.clock.now();
             let until = now.saturating_add(window).as_micros();
             let values = (ns, counter, token, time, mutation.as_str(), until, ttl);
-            let result =
-                self.session.execute_unpaged(&self.fixed.token_take, values).await.map_err(|e| failed(&e))?;
-            if applied(result).map_err(|e| failed(&e))? {
+            let result = self
+                .session
+                .execute_unpaged(&self.fixed.token_take, values)
+                .await
+                .map_err(|e| driver::unavailable(&context, e))?;
+            if applied(result).map_err(|e| driver::unavailable(&context, e))? {
                 return Ok(Taken::Now { until });
             }
             let Some((stored, held_until)) = self.token_row(key, token).await? else {
@@ -444,12 +379,12 @@ impl CassandraStore {
                 .session
                 .execute_unpaged(&self.fixed.token_retake, values)
                 .await
-                .map_err(|e| failed(&e))?;
-            if applied(result).map_err(|e| failed(&e))? {
+                .map_err(|e| driver::unavailable(&context, e))?;
+            if applied(result).map_err(|e| driver::unavailable(&context, e))? {
                 return Ok(Taken::Now { until });
             }
         }
-        Err(StoreError::Unavailable(format!("token {token:?} of {key} is contended; retry")))
+        Err(StoreError::Unavailable(format!("token {token:?} of {key} is contended; retry").into()))
     }
 
     /// Frees a token this append took but did not use (its deadline passed before the event
@@ -467,16 +402,19 @@ impl CassandraStore {
     async fn token_row(&self, key: &CounterKey, token: &str) -> StoreResult<Option<(Stored, Timestamp)>> {
         let values = (key.namespace.as_str(), key.counter.as_str(), token);
         let context = format!("reading token {token:?} of {key}");
-        let failed = |e: &dyn std::fmt::Display| unavailable(&context, e);
-        let result =
-            self.session.execute_unpaged(&self.fixed.token_get, values).await.map_err(|e| failed(&e))?;
-        let rows = result.into_rows_result().map_err(|e| failed(&e))?;
-        let Some(row) = rows.maybe_first_row::<(i64, String, i64)>().map_err(|e| corrupt("tokens", e))?
+        let result = self
+            .session
+            .execute_unpaged(&self.fixed.token_get, values)
+            .await
+            .map_err(|e| driver::unavailable(&context, e))?;
+        let rows = result.into_rows_result().map_err(|e| driver::unavailable(&context, e))?;
+        let Some(row) =
+            rows.maybe_first_row::<(i64, String, i64)>().map_err(|e| driver::corrupt("tokens", e))?
         else {
             return Ok(None);
         };
         let (time, mutation, until) = row;
-        let kind = decode_mutation(&mutation).map_err(|e| corrupt("tokens", e))?;
+        let kind = decode_mutation(&mutation).map_err(|e| driver::corrupt("tokens", e))?;
         let stored = Stored { generation_time: Timestamp::from_micros(time), kind };
         Ok(Some((stored, Timestamp::from_micros(until))))
     }
@@ -566,7 +504,7 @@ impl EventLog for CassandraStore {
         self.session
             .execute_unpaged(&self.fixed.last_write, (time.as_micros(), time.as_micros(), ns, shard, counter))
             .await
-            .map_err(|e| unavailable(&format!("recording the last write of {key}"), e))?;
+            .map_err(|e| driver::unavailable(&format!("recording the last write of {key}"), e))?;
         self.before_deadline(key, deadline)?;
         self.insert_event(&statements, self.identity(event), &encode_mutation(event.kind), key).await?;
         Ok(Appended::New)
@@ -642,9 +580,7 @@ impl EventLog for CassandraStore {
                 continue;
             }
             self.slices.lock().await.remove(&slice);
-            schema::drop_slice(&self.session, &self.keyspace, slice)
-                .await
-                .map_err(StoreError::Unavailable)?;
+            schema::drop_slice(&self.session, &self.keyspace, slice).await?;
             tracing::info!(keyspace = %self.keyspace, slice, table = %events_table(slice), "dropped an expired event slice");
             dropped += 1;
         }
@@ -659,14 +595,16 @@ impl CounterStore for CassandraStore {
             .session
             .execute_unpaged(&self.fixed.state_get, Self::counter_values(key))
             .await
-            .map_err(|e| unavailable(&format!("reading the state of {key}"), e))?;
-        let rows =
-            result.into_rows_result().map_err(|e| unavailable(&format!("reading the state of {key}"), e))?;
+            .map_err(|e| driver::unavailable(&format!("reading the state of {key}"), e))?;
+        let rows = result
+            .into_rows_result()
+            .map_err(|e| driver::unavailable(&format!("reading the state of {key}"), e))?;
         let row = rows
             .maybe_first_row::<(Option<i64>, Option<Vec<u8>>)>()
-            .map_err(|e| corrupt(&format!("state of {key}"), e))?;
+            .map_err(|e| driver::corrupt(&format!("state of {key}"), e))?;
         let Some((last_write, checkpoint)) = row else { return Ok(CounterState::default()) };
-        state_of(last_write, checkpoint.as_deref()).map_err(|e| corrupt(&format!("state of {key}"), e))
+        state_of(last_write, checkpoint.as_deref())
+            .map_err(|e| driver::corrupt(&format!("state of {key}"), e))
     }
 
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
@@ -678,7 +616,7 @@ impl CounterStore for CassandraStore {
                 (checkpoint.until.as_micros(), bytes, ns, shard, counter),
             )
             .await
-            .map_err(|e| unavailable(&format!("writing the checkpoint of {key}"), e))?;
+            .map_err(|e| driver::unavailable(&format!("writing the checkpoint of {key}"), e))?;
         let stored = self.counter_state(key).await?.checkpoint;
         // A concurrent newer checkpoint may have won; with equal `until`s both carry the same count.
         Ok(stored.filter(|s| s.until >= checkpoint.until).unwrap_or(checkpoint))
@@ -697,19 +635,17 @@ impl CounterStore for CassandraStore {
                     .session
                     .execute_iter(self.fixed.scan_namespaces.clone(), ())
                     .await
-                    .map_err(|e| unavailable("listing namespaces with counters", e))?;
+                    .map_err(|e| driver::unavailable("listing namespaces with counters", e))?;
                 let names: BTreeSet<String> = pager
                     .rows_stream::<(String, i32)>()
-                    .map_err(|e| corrupt("counters", e))?
+                    .map_err(|e| driver::corrupt("counters", e))?
                     .map_ok(|(ns, _)| ns)
                     .try_collect()
                     .await
-                    .map_err(|e| unavailable("listing namespaces with counters", e))?;
+                    .map_err(|e| driver::unavailable("listing namespaces with counters", e))?;
                 names
                     .iter()
-                    .map(|n| {
-                        Namespace::new(n).map_err(|e| StoreError::Corrupt(format!("namespace {n:?}: {e}")))
-                    })
+                    .map(|n| Namespace::new(n).map_err(|e| driver::corrupt(&format!("namespace {n:?}"), e)))
                     .collect::<StoreResult<_>>()?
             }
         };
@@ -738,18 +674,20 @@ impl CounterStore for CassandraStore {
                         .session
                         .execute_unpaged(&self.fixed.scan_shard, (ns.as_str(), shard, from.as_str(), ask))
                         .await
-                        .map_err(|e| unavailable(&format!("scanning counters of {ns}"), e))?;
-                    let rows = result.into_rows_result().map_err(|e| unavailable("scanning counters", e))?;
+                        .map_err(|e| driver::unavailable(&format!("scanning counters of {ns}"), e))?;
+                    let rows =
+                        result.into_rows_result().map_err(|e| driver::unavailable("scanning counters", e))?;
                     let got = rows.rows_num();
                     for row in rows
                         .rows::<(String, Option<i64>, Option<Vec<u8>>)>()
-                        .map_err(|e| corrupt("counters", e))?
+                        .map_err(|e| driver::corrupt("counters", e))?
                     {
-                        let (counter, last_write, checkpoint) = row.map_err(|e| corrupt("counters", e))?;
+                        let (counter, last_write, checkpoint) =
+                            row.map_err(|e| driver::corrupt("counters", e))?;
                         let state = state_of(last_write, checkpoint.as_deref())
-                            .map_err(|e| corrupt(&format!("state of {ns}:{counter}"), e))?;
+                            .map_err(|e| driver::corrupt(&format!("state of {ns}:{counter}"), e))?;
                         let name = CounterName::new(&counter)
-                            .map_err(|e| StoreError::Corrupt(format!("counter name {counter:?}: {e}")))?;
+                            .map_err(|e| driver::corrupt(&format!("counter name {counter:?}"), e))?;
                         from = counter;
                         if state.last_write.is_some() {
                             page.push((CounterKey::new(ns.clone(), name), state));
@@ -773,8 +711,8 @@ impl NamespaceStore for CassandraStore {
             .session
             .execute_unpaged(&self.fixed.ns_insert, (name.as_str(), json))
             .await
-            .map_err(|e| unavailable(&format!("creating namespace {name}"), e))?;
-        if applied(result).map_err(|e| unavailable(&format!("creating namespace {name}"), e))? {
+            .map_err(|e| driver::unavailable(&format!("creating namespace {name}"), e))?;
+        if applied(result).map_err(|e| driver::unavailable(&format!("creating namespace {name}"), e))? {
             Ok(())
         } else {
             Err(StoreError::NamespaceExists(name.clone()))
@@ -787,8 +725,8 @@ impl NamespaceStore for CassandraStore {
             .session
             .execute_unpaged(&self.fixed.ns_update, (json, name.as_str()))
             .await
-            .map_err(|e| unavailable(&format!("updating namespace {name}"), e))?;
-        if applied(result).map_err(|e| unavailable(&format!("updating namespace {name}"), e))? {
+            .map_err(|e| driver::unavailable(&format!("updating namespace {name}"), e))?;
+        if applied(result).map_err(|e| driver::unavailable(&format!("updating namespace {name}"), e))? {
             Ok(())
         } else {
             Err(StoreError::NamespaceNotFound(name.clone()))
@@ -800,9 +738,9 @@ impl NamespaceStore for CassandraStore {
             .session
             .execute_unpaged(&self.fixed.ns_get, (name.as_str(),))
             .await
-            .map_err(|e| unavailable(&format!("reading namespace {name}"), e))?;
-        let rows = result.into_rows_result().map_err(|e| unavailable("reading namespace", e))?;
-        match rows.maybe_first_row::<(String,)>().map_err(|e| corrupt("namespaces", e))? {
+            .map_err(|e| driver::unavailable(&format!("reading namespace {name}"), e))?;
+        let rows = result.into_rows_result().map_err(|e| driver::unavailable("reading namespace", e))?;
+        match rows.maybe_first_row::<(String,)>().map_err(|e| driver::corrupt("namespaces", e))? {
             Some((json,)) => decode_config(name.as_str(), &json).map(Some),
             None => Ok(None),
         }
@@ -813,18 +751,18 @@ impl NamespaceStore for CassandraStore {
             .session
             .execute_iter(self.fixed.ns_list.clone(), ())
             .await
-            .map_err(|e| unavailable("listing namespaces", e))?;
+            .map_err(|e| driver::unavailable("listing namespaces", e))?;
         let rows: Vec<(String, String)> = pager
             .rows_stream::<(String, String)>()
-            .map_err(|e| corrupt("namespaces", e))?
+            .map_err(|e| driver::corrupt("namespaces", e))?
             .try_collect()
             .await
-            .map_err(|e| unavailable("listing namespaces", e))?;
+            .map_err(|e| driver::unavailable("listing namespaces", e))?;
         let mut list = rows
             .into_iter()
             .map(|(name, json)| {
-                let ns = Namespace::new(&name)
-                    .map_err(|e| StoreError::Corrupt(format!("namespace {name:?}: {e}")))?;
+                let ns =
+                    Namespace::new(&name).map_err(|e| driver::corrupt(&format!("namespace {name:?}"), e))?;
                 Ok((ns, decode_config(&name, &json)?))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -837,8 +775,9 @@ impl NamespaceStore for CassandraStore {
             .session
             .execute_unpaged(&self.fixed.ns_delete, (name.as_str(),))
             .await
-            .map_err(|e| unavailable(&format!("deleting namespace {name}"), e))?;
-        let existed = applied(result).map_err(|e| unavailable(&format!("deleting namespace {name}"), e))?;
+            .map_err(|e| driver::unavailable(&format!("deleting namespace {name}"), e))?;
+        let existed =
+            applied(result).map_err(|e| driver::unavailable(&format!("deleting namespace {name}"), e))?;
         // Events first, then the counters that list them, so that an interrupted deletion can
         // be repeated and still finds every counter.
         let slices = self.slices_between(Timestamp::MIN, Timestamp::MAX).await?;
@@ -861,9 +800,82 @@ impl NamespaceStore for CassandraStore {
             self.session
                 .execute_unpaged(&self.fixed.delete_shard, (name.as_str(), shard))
                 .await
-                .map_err(|e| unavailable(&format!("deleting counters of {name}"), e))?;
+                .map_err(|e| driver::unavailable(&format!("deleting counters of {name}"), e))?;
         }
         Ok(existed)
+    }
+}
+
+impl Fixed {
+    /// Prepares every statement that names no slice: reads with `p`, writes with `w`.
+    async fn prepare(p: &Preparer<'_>, w: &Preparer<'_>, ks: &str) -> StoreResult<Self> {
+        Ok(Self {
+                ns_insert: w
+                    .lwt(&format!("INSERT INTO {ks}.namespaces (name, config) VALUES (?, ?) IF NOT EXISTS"))
+                    .await?,
+                ns_update: w
+                    .lwt(&format!("UPDATE {ks}.namespaces SET config = ? WHERE name = ? IF EXISTS"))
+                    .await?,
+                ns_get: p.serial(&format!("SELECT config FROM {ks}.namespaces WHERE name = ?")).await?,
+                ns_list: p.plain(&format!("SELECT name, config FROM {ks}.namespaces")).await?,
+                ns_delete: w.lwt(&format!("DELETE FROM {ks}.namespaces WHERE name = ? IF EXISTS")).await?,
+                last_write: w
+                    .plain(&format!(
+                        "UPDATE {ks}.counters USING TIMESTAMP ? SET last_write = ? \
+                         WHERE namespace = ? AND shard = ? AND counter = ?"
+                    ))
+                    .await?,
+                checkpoint_put: w
+                    .plain(&format!(
+                        "UPDATE {ks}.counters USING TIMESTAMP ? SET checkpoint = ? \
+                         WHERE namespace = ? AND shard = ? AND counter = ?"
+                    ))
+                    .await?,
+                state_get: p
+                    .plain(&format!(
+                        "SELECT last_write, checkpoint FROM {ks}.counters \
+                         WHERE namespace = ? AND shard = ? AND counter = ?"
+                    ))
+                    .await?,
+                scan_shard: p
+                    .plain(&format!(
+                        "SELECT counter, last_write, checkpoint FROM {ks}.counters \
+                         WHERE namespace = ? AND shard = ? AND counter > ? LIMIT ?"
+                    ))
+                    .await?,
+                scan_namespaces: p.plain(&format!("SELECT DISTINCT namespace, shard FROM {ks}.counters")).await?,
+                delete_shard: w
+                    .plain(&format!("DELETE FROM {ks}.counters WHERE namespace = ? AND shard = ?"))
+                    .await?,
+                slices_in: p
+                    .plain(&format!(
+                        "SELECT slice FROM {ks}.slices WHERE kind = 'events' AND slice >= ? AND slice <= ?"
+                    ))
+                    .await?,
+                token_take: w
+                    .lwt(&format!(
+                        "INSERT INTO {ks}.tokens (namespace, counter, idempotency_token, generation_time, mutation, until) \
+                         VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                    ))
+                    .await?,
+                token_retake: w
+                    .lwt(&format!(
+                        "UPDATE {ks}.tokens USING TTL ? SET generation_time = ?, mutation = ?, until = ? \
+                         WHERE namespace = ? AND counter = ? AND idempotency_token = ? IF until = ?"
+                    ))
+                    .await?,
+                token_release: w
+                    .lwt(&format!(
+                        "DELETE FROM {ks}.tokens WHERE namespace = ? AND counter = ? AND idempotency_token = ? IF until = ?"
+                    ))
+                    .await?,
+                token_get: p
+                    .serial(&format!(
+                        "SELECT generation_time, mutation, until FROM {ks}.tokens \
+                         WHERE namespace = ? AND counter = ? AND idempotency_token = ?"
+                    ))
+                    .await?,
+            })
     }
 }
 
@@ -876,22 +888,26 @@ struct Preparer<'a> {
 }
 
 impl Preparer<'_> {
-    async fn plain(&self, cql: &str) -> Result<PreparedStatement, String> {
-        let mut statement = self.session.prepare(cql).await.map_err(|e| format!("preparing `{cql}`: {e}"))?;
+    async fn plain(&self, cql: &str) -> StoreResult<PreparedStatement> {
+        let mut statement = self
+            .session
+            .prepare(cql)
+            .await
+            .map_err(|e| driver::unavailable(&format!("preparing `{cql}`"), e))?;
         statement.set_consistency(self.consistency);
         statement.set_request_timeout(Some(self.timeout));
         Ok(statement)
     }
 
     /// A lightweight transaction: linearizable among its kind.
-    async fn lwt(&self, cql: &str) -> Result<PreparedStatement, String> {
+    async fn lwt(&self, cql: &str) -> StoreResult<PreparedStatement> {
         let mut statement = self.plain(cql).await?;
         statement.set_serial_consistency(Some(SerialConsistency::LocalSerial));
         Ok(statement)
     }
 
     /// A read that sees every completed lightweight transaction.
-    async fn serial(&self, cql: &str) -> Result<PreparedStatement, String> {
+    async fn serial(&self, cql: &str) -> StoreResult<PreparedStatement> {
         let mut statement = self.plain(cql).await?;
         statement.set_consistency(Consistency::LocalSerial);
         Ok(statement)
@@ -945,28 +961,11 @@ fn state_of(last_write: Option<i64>, checkpoint: Option<&[u8]>) -> Result<Counte
 }
 
 fn encode_config(config: &NamespaceConfig) -> StoreResult<String> {
-    serde_json::to_string(config).map_err(|e| StoreError::Corrupt(format!("encoding namespace config: {e}")))
+    serde_json::to_string(config).map_err(|e| driver::corrupt("encoding namespace config", e))
 }
 
 fn decode_config(name: &str, json: &str) -> StoreResult<NamespaceConfig> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("config of namespace {name}: {e}")))
-}
-
-/// Whether the error says a table does not exist. Only slices' event tables come and go, and
-/// one that does not exist holds no events: `append` creates it before writing.
-fn is_missing_table(e: &StoreError) -> bool {
-    // Cassandra says "unconfigured table X" when executing and "table X does not exist" when
-    // preparing.
-    matches!(e, StoreError::Unavailable(m)
-        if m.contains("unconfigured table events_") || (m.contains("table events_") && m.contains("does not exist")))
-}
-
-fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("{context}: {e}"))
-}
-
-fn corrupt(context: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{context}: {e}"))
+    serde_json::from_str(json).map_err(|e| driver::corrupt(&format!("config of namespace {name}"), e))
 }
 
 #[cfg(test)]

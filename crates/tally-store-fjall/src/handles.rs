@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tally_core::Failure;
 use tally_store::{StoreError, StoreResult};
 
 use crate::key_codec as codec;
@@ -28,7 +29,7 @@ const FORMAT_KEY: &str = "format_version";
 const MEMTABLE_BYTES: u64 = 8 << 20;
 
 pub(crate) fn unavailable(e: fjall::Error) -> StoreError {
-    StoreError::Unavailable(format!("embedded store: {e}"))
+    StoreError::Unavailable(Failure::caused_by("embedded store", e))
 }
 
 /// One open database and its keyspaces.
@@ -46,7 +47,10 @@ impl Keyspaces {
     /// Opens (or creates) the database in `path` and checks its format.
     fn open(path: &Path, cache_bytes: u64) -> StoreResult<Self> {
         let db = Database::builder(path).cache_size(cache_bytes).open().map_err(|e| {
-            StoreError::Unavailable(format!("cannot open the embedded store in {}: {e}", path.display()))
+            StoreError::Unavailable(Failure::caused_by(
+                format!("cannot open the embedded store in {}", path.display()),
+                e,
+            ))
         })?;
         let keyspace = |name: &str| {
             db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
@@ -72,11 +76,14 @@ fn check_format(db: &Database, meta: &Keyspace, path: &Path) -> StoreResult<()> 
             if found == Some(codec::FORMAT_VERSION) {
                 Ok(())
             } else {
-                Err(StoreError::Corrupt(format!(
-                    "{} holds on-disk format {found:?}; this build reads format {}",
-                    path.display(),
-                    codec::FORMAT_VERSION
-                )))
+                Err(StoreError::Corrupt(
+                    format!(
+                        "{} holds on-disk format {found:?}; this build reads format {}",
+                        path.display(),
+                        codec::FORMAT_VERSION
+                    )
+                    .into(),
+                ))
             }
         }
         None => {
@@ -110,10 +117,10 @@ impl Handles {
 
     fn closed(&self) -> StoreError {
         let why = self.closed_because.lock().map(|w| w.clone()).unwrap_or_default();
-        StoreError::Unavailable(format!(
-            "embedded store in {} is reopening after a failed write ({why})",
-            self.path.display()
-        ))
+        StoreError::Unavailable(
+            format!("embedded store in {} is reopening after a failed write ({why})", self.path.display())
+                .into(),
+        )
     }
 
     /// The open database, for readers.

@@ -76,7 +76,9 @@ pub fn decode_event_value(bytes: &[u8]) -> Result<EventKind, StoreError> {
     match bytes {
         [ADD, rest @ ..] => Ok(EventKind::Add(i64::from_le_bytes(fixed(rest, "event delta")?))),
         [CLEAR] => Ok(EventKind::Clear),
-        _ => Err(StoreError::Corrupt(format!("event value {bytes:02x?} is neither an add nor a clear"))),
+        _ => {
+            Err(StoreError::Corrupt(format!("event value {bytes:02x?} is neither an add nor a clear").into()))
+        }
     }
 }
 
@@ -117,7 +119,7 @@ pub fn decode_token_value(bytes: &[u8]) -> Result<TakenToken, StoreError> {
 }
 
 fn short_token(bytes: &[u8]) -> StoreError {
-    StoreError::Corrupt(format!("token value {bytes:02x?} is too short"))
+    StoreError::Corrupt(format!("token value {bytes:02x?} is too short").into())
 }
 
 /// Encodes a time (for `last_write`).
@@ -150,7 +152,7 @@ pub fn decode_checkpoint_value(bytes: &[u8]) -> Result<Checkpoint, StoreError> {
 
 /// Decodes a counter prefix (a state key) back into its counter.
 pub fn decode_counter_prefix(bytes: &[u8]) -> Result<CounterKey, StoreError> {
-    let corrupt = || StoreError::Corrupt(format!("counter key {bytes:02x?} is malformed"));
+    let corrupt = || StoreError::Corrupt(format!("counter key {bytes:02x?} is malformed").into());
     let (&ns_len, rest) = bytes.split_first().ok_or_else(corrupt)?;
     let (ns, rest) = rest.split_at_checked(usize::from(ns_len)).ok_or_else(corrupt)?;
     let (len, name) = rest.split_at_checked(2).ok_or_else(corrupt)?;
@@ -178,7 +180,7 @@ pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
 fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], StoreError> {
     bytes
         .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected {N}", bytes.len())))
+        .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected {N}", bytes.len()).into()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tally_core::{Checkpoint, Clock, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
+use tally_core::{
+    Checkpoint, Clock, CounterKey, Event, Failure, Fold, Namespace, NamespaceConfig, Timestamp,
+};
 use tally_store::{
     Appended, BatchAppend, CounterState, CounterStore, EventLog, IdentityCheck, NamespaceStore, StoreError,
     StoreResult, Stored,
@@ -58,7 +60,7 @@ impl FjallStore {
         let handles = Arc::new(Handles::open(path, options.cache_bytes)?);
         let presence = Arc::new(load_presence(&*handles.get()?)?);
         let writer = GroupCommitter::start(handles.clone(), presence.clone(), clock.clone(), &options)
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(Failure::caused_by("cannot start the writer thread", e)))?;
         Ok(Self { handles, clock, presence, writer })
     }
 
@@ -140,7 +142,7 @@ fn load_presence(ks: &crate::handles::Keyspaces) -> StoreResult<Presence> {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("embedded store read task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(Failure::caused_by("embedded store read task failed", e)))?
 }
 
 #[async_trait]
@@ -331,12 +333,16 @@ impl CounterStore for FjallStore {
 
 fn encode_config(config: &NamespaceConfig) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(config)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode namespace config: {e}")))
+        .map_err(|e| StoreError::Corrupt(Failure::caused_by("cannot encode namespace config", e)))
 }
 
 fn decode_config(name: &str, bytes: &[u8]) -> StoreResult<NamespaceConfig> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("stored config of namespace {name:?} does not parse: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Corrupt(Failure::caused_by(
+            format!("stored config of namespace {name:?} does not parse"),
+            e,
+        ))
+    })
 }
 
 #[async_trait]
@@ -364,7 +370,7 @@ impl NamespaceStore for FjallStore {
                 let (k, v) = guard.into_inner().map_err(unavailable)?;
                 let name =
                     std::str::from_utf8(&k).ok().and_then(|s| Namespace::new(s).ok()).ok_or_else(|| {
-                        StoreError::Corrupt(format!("stored namespace name {k:02x?} is invalid"))
+                        StoreError::Corrupt(format!("stored namespace name {k:02x?} is invalid").into())
                     })?;
                 out.push((name.clone(), decode_config(name.as_str(), &v)?));
             }

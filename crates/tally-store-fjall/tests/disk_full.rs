@@ -60,6 +60,18 @@ fn ballast(dir: &Path, leave: u64) -> PathBuf {
     path
 }
 
+/// The kind of the first `std::io::Error` among the causes of `error`, if any.
+fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        next = e.source();
+    }
+    None
+}
+
 fn event(key: &CounterKey, i: u32, now: Timestamp) -> Event {
     Event {
         key: key.clone(),
@@ -92,7 +104,7 @@ async fn a_full_disk_is_unavailable_acknowledges_nothing_unsynced_and_heals_with
     let deadline = Timestamp::MAX;
 
     // Write in concurrent rounds (one group commit each) until the disk is full.
-    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    let (mut acked, mut refused, mut causes) = (Vec::new(), Vec::new(), Vec::new());
     let mut next = 0u32;
     while refused.is_empty() {
         assert!(next < 2_000_000, "2 million events did not fill 2 MiB: is the tmpfs limited?");
@@ -102,11 +114,16 @@ async fn a_full_disk_is_unavailable_acknowledges_nothing_unsynced_and_heals_with
         for (e, answer) in round.into_iter().zip(answers) {
             match answer {
                 Ok(Appended::New) => acked.push(e),
-                Err(StoreError::Unavailable(_)) => refused.push(e),
+                Err(error @ StoreError::Unavailable(_)) => {
+                    refused.push(e);
+                    causes.push(io_kind(&error));
+                }
                 other => panic!("unexpected answer {other:?}"),
             }
         }
     }
+    // The refusal keeps the file system's own error as its cause, not only its words.
+    assert!(causes.contains(&Some(std::io::ErrorKind::StorageFull)), "causes of the refusals: {causes:?}");
     // Free the space; the same store object must come back by itself.
     std::fs::remove_file(&ballast).expect("remove ballast");
     let started = Instant::now();

@@ -50,7 +50,7 @@ async fn a_second_process_cannot_open_the_same_directory() {
     let _first = open(dir.path()).expect("open");
     let err = open(dir.path()).err().expect("second open is refused");
     assert!(
-        matches!(&err, StoreError::Unavailable(m) if m.contains("cannot open the embedded store")),
+        matches!(&err, StoreError::Unavailable(m) if m.context().contains("cannot open the embedded store")),
         "{err}"
     );
 }

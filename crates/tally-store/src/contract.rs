@@ -22,8 +22,13 @@ impl Stored {
     /// time. What a store that takes tokens before writing events writes on a duplicate's
     /// behalf.
     pub fn original(&self, retry: &Event, deadline: Timestamp) -> StoreResult<(Event, Timestamp)> {
-        let token = tally_core::IdempotencyToken::new(retry.token.token(), self.generation_time)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let token =
+            tally_core::IdempotencyToken::new(retry.token.token(), self.generation_time).map_err(|e| {
+                StoreError::Corrupt(tally_core::Failure::caused_by(
+                    format!("the stored token of {}", retry.key),
+                    e,
+                ))
+            })?;
         let shift =
             retry.token.generation_time().as_micros().saturating_sub(self.generation_time.as_micros());
         let deadline = Timestamp::from_micros(deadline.as_micros().saturating_sub(shift));

@@ -1,6 +1,6 @@
 //! What a store can fail with.
 
-use tally_core::{CounterKey, EventKind, IdempotencyToken, Namespace, Timestamp};
+use tally_core::{CounterKey, EventKind, Failure, IdempotencyToken, Namespace, Timestamp};
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -48,8 +48,8 @@ pub enum StoreError {
     },
     /// The store cannot serve the request now; it may have been applied or not.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Failure),
     /// Stored bytes that cannot be decoded.
     #[error("corrupt data in store: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Failure),
 }

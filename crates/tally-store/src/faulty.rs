@@ -119,7 +119,7 @@ impl EventLog for FaultyStore {
             let stored = Stored { generation_time: event.token.generation_time(), kind: event.kind };
             self.orphans().insert(slot, stored);
             return Err(StoreError::Unavailable(
-                "injected: the token was taken, the event not written".to_owned(),
+                "injected: the token was taken, the event not written".into(),
             ));
         }
         self.inner.append(event, deadline, window).await
@@ -162,7 +162,7 @@ impl FaultyStore {
             drop(permit);
         }
         if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected: the sync failed (disk full)".to_owned()));
+            return Err(StoreError::Unavailable("injected: the sync failed (disk full)".into()));
         }
         Ok(())
     }

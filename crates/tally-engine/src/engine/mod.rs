@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tally_core::{
-    Checkpoint, Clock, CounterKey, CounterName, CounterType, Event, EventKind, IdempotencyToken, Namespace,
-    NamespaceConfig, Timestamp, WindowError,
+    Checkpoint, Clock, CounterKey, CounterName, CounterType, Event, EventKind, Failure, IdempotencyToken,
+    Namespace, NamespaceConfig, Timestamp, WindowError,
 };
 use tally_store::{Appended, IdentityCheck, Store, StoreError, StoreResult};
 use tokio_util::sync::CancellationToken;
@@ -987,14 +987,15 @@ fn window_error(key: &CounterKey, token: IdempotencyToken, e: WindowError) -> En
 /// already makes one engine's tokens distinct.
 fn server_token(now: Timestamp, sequence: u64, salt: u64) -> EngineResult<IdempotencyToken> {
     let token = format!("srv-{sequence:016x}-{salt:016x}");
-    IdempotencyToken::new(&token, now).map_err(|e| EngineError::Internal(e.to_string()))
+    IdempotencyToken::new(&token, now)
+        .map_err(|e| EngineError::Internal(Failure::caused_by(format!("server-made token {token:?}"), e)))
 }
 
 /// 64 random bits for [`server_token`].
 fn random_salt() -> EngineResult<u64> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes)
-        .map_err(|e| EngineError::Internal(format!("no randomness for server-made tokens: {e}")))?;
+        .map_err(|e| EngineError::Internal(Failure::caused_by("no randomness for server-made tokens", e)))?;
     Ok(u64::from_le_bytes(bytes))
 }
 

@@ -8,7 +8,8 @@
 //! - [`NamespaceConfig`] carries a namespace's counter type and windows ([`namespace_config`]);
 //! - [`Timestamp`] and the [`Clock`] seam keep time injectable ([`time`]);
 //! - [`ErrorCode`] is the one list of error codes every front door maps ([`error_code`]);
-//! - [`Failure`] is a failure of a layer below, kept with its cause ([`failure`]).
+//! - [`Failure`] is a failure of a layer below, kept with its cause ([`failure`]);
+//! - [`Operation`] names each operation of the API once, for every door ([`operation`]).
 //!
 //! Constructors validate, so code holding one of these types never re-checks it.
 
@@ -18,6 +19,7 @@ pub mod failure;
 pub mod fold;
 pub mod name;
 pub mod namespace_config;
+pub mod operation;
 pub mod time;
 pub mod token;
 
@@ -27,5 +29,6 @@ pub use failure::Failure;
 pub use fold::{Checkpoint, Fold};
 pub use name::{CounterKey, CounterName, NameError, Namespace};
 pub use namespace_config::{ConfigError, CounterType, NamespaceConfig, NamespaceConfigPatch, WindowError};
+pub use operation::{Operation, UnknownOperation};
 pub use time::{Clock, ManualClock, SystemClock, TimeError, Timestamp};
 pub use token::{IdempotencyToken, TokenError};

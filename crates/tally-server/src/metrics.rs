@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tally_core::Operation;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -279,7 +280,7 @@ pub async fn run_upkeep_every(period: Duration, shutdown: CancellationToken, upk
 /// and `tally_request_duration_seconds{transport, operation, code}`.
 pub async fn observe<T>(
     transport: &'static str,
-    operation: &'static str,
+    operation: Operation,
     request: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
     let started = Instant::now();
@@ -293,7 +294,8 @@ pub async fn observe<T>(
 }
 
 /// Records one request that ended with `code` (a code name, or `"OK"`), begun at `started`.
-pub fn record(transport: &'static str, operation: &'static str, code: &'static str, started: Instant) {
+pub fn record(transport: &'static str, operation: Operation, code: &'static str, started: Instant) {
+    let operation = operation.as_str();
     metrics::counter!("tally_requests_total", "transport" => transport, "operation" => operation, "code" => code)
         .increment(1);
     metrics::histogram!("tally_request_duration_seconds", "transport" => transport, "operation" => operation, "code" => code)

@@ -18,6 +18,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
 use serde_json::json;
+use tally_core::Operation;
 use tally_core::Timestamp;
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
@@ -47,12 +48,13 @@ enum Op {
 }
 
 impl Op {
-    fn name(self) -> &'static str {
+    /// The API operation it sends, whose name the report prints.
+    fn operation(self) -> Operation {
         match self {
-            Op::Add => "AddCount",
-            Op::AddAndGet => "AddAndGetCount",
-            Op::Get => "GetCount",
-            Op::Clear => "ClearCount",
+            Op::Add => Operation::AddCount,
+            Op::AddAndGet => Operation::AddAndGetCount,
+            Op::Get => Operation::GetCount,
+            Op::Clear => Operation::ClearCount,
         }
     }
 }
@@ -491,7 +493,7 @@ fn report(
     let ops: serde_json::Map<String, serde_json::Value> = latencies
         .iter()
         .map(|(op, h)| {
-            (op.name().to_owned(), json!({
+            (op.operation().as_str().to_owned(), json!({
                 "requests": h.len() * per_request,
                 "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99), "p999_ms": ms(h, 0.999),
                 "max_ms": h.max() as f64 / 1000.0,
@@ -522,7 +524,7 @@ fn report(
         writeln!(
             out,
             "  {:<15} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
-            op.name(),
+            op.operation().as_str(),
             ms(h, 0.5),
             ms(h, 0.9),
             ms(h, 0.99),

@@ -1,5 +1,6 @@
 //! `tally.v1.CounterService`.
 
+use tally_core::Operation;
 use tally_engine::{Count, Engine, Mutated};
 use tally_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -50,7 +51,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
     ) -> Result<Response<pb::AddCountResponse>, Status> {
         let who = super::principal(&request);
         let r = request.into_inner();
-        observe("grpc", "AddCount", async {
+        observe("grpc", Operation::AddCount, async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
             who?.require(Access::Write, &key.namespace)?;
             let token = token_from_proto(r.idempotency_token.as_ref(), self.engine.now())?;
@@ -68,7 +69,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
     ) -> Result<Response<pb::AddAndGetCountResponse>, Status> {
         let who = super::principal(&request);
         let r = request.into_inner();
-        observe("grpc", "AddAndGetCount", async {
+        observe("grpc", Operation::AddAndGetCount, async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
             who?.require(Access::Write, &key.namespace)?;
             let token = token_from_proto(r.idempotency_token.as_ref(), self.engine.now())?;
@@ -86,7 +87,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
     ) -> Result<Response<pb::GetCountResponse>, Status> {
         let who = super::principal(&request);
         let r = request.into_inner();
-        observe("grpc", "GetCount", async {
+        observe("grpc", Operation::GetCount, async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
             who?.require(Access::Read, &key.namespace)?;
             let (count, counter_type, as_of) = count_fields(&self.engine.get_count(&key).await?);
@@ -103,7 +104,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
     ) -> Result<Response<pb::ClearCountResponse>, Status> {
         let who = super::principal(&request);
         let r = request.into_inner();
-        observe("grpc", "ClearCount", async {
+        observe("grpc", Operation::ClearCount, async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
             who?.require(Access::Write, &key.namespace)?;
             let token = token_from_proto(r.idempotency_token.as_ref(), self.engine.now())?;
@@ -121,7 +122,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
     ) -> Result<Response<pb::BatchAddCountResponse>, Status> {
         let who = super::principal(&request);
         let r = request.into_inner();
-        observe("grpc", "BatchAddCount", async {
+        observe("grpc", Operation::BatchAddCount, async {
             let who = who?;
             batch::check_size(r.adds.len())?;
             let adds = r
@@ -155,7 +156,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
     ) -> Result<Response<pb::BatchGetCountResponse>, Status> {
         let who = super::principal(&request);
         let r = request.into_inner();
-        observe("grpc", "BatchGetCount", async {
+        observe("grpc", Operation::BatchGetCount, async {
             let who = who?;
             batch::check_size(r.gets.len())?;
             let keys = r.gets.iter().map(|g| counter_key(&g.namespace, &g.counter_name)).collect();
@@ -189,7 +190,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
     ) -> Result<Response<pb::ListCountersResponse>, Status> {
         let who = super::principal(&request);
         let r = request.into_inner();
-        observe("grpc", "ListCounters", async {
+        observe("grpc", Operation::ListCounters, async {
             let page = list::Page::parse(&r.namespace, &r.prefix, r.page_size.into(), &r.page_token)?;
             who?.require(Access::Read, &page.namespace)?;
             let listed = page.run(&self.engine).await?;

@@ -1,5 +1,6 @@
 //! `tally.v1.NamespaceService`.
 
+use tally_core::Operation;
 use tally_core::{Namespace, NamespaceConfig};
 use tally_engine::Engine;
 use tally_proto::v1 as pb;
@@ -35,7 +36,7 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         let who = super::principal(&request);
         let r = request.into_inner();
         reply(
-            observe("grpc", "CreateNamespace", async {
+            observe("grpc", Operation::CreateNamespace, async {
                 let name = Namespace::new(&r.name)?;
                 who?.require(Access::Admin, &name)?;
                 let config = patch_from_proto(r.config.as_ref())?.apply_to(&NamespaceConfig::default());
@@ -53,7 +54,7 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         let who = super::principal(&request);
         let r = request.into_inner();
         reply(
-            observe("grpc", "GetNamespace", async {
+            observe("grpc", Operation::GetNamespace, async {
                 let name = Namespace::new(&r.name)?;
                 who?.require(Access::Read, &name)?;
                 Ok(namespace_to_proto(&name, &self.engine.get_namespace(&name).await?))
@@ -68,7 +69,7 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
         let who = super::principal(&request);
         reply(
-            observe("grpc", "ListNamespaces", async {
+            observe("grpc", Operation::ListNamespaces, async {
                 let who = who?;
                 let all = self.engine.list_namespaces().await?;
                 Ok(pb::ListNamespacesResponse {
@@ -90,7 +91,7 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         let who = super::principal(&request);
         let r = request.into_inner();
         reply(
-            observe("grpc", "UpdateNamespace", async {
+            observe("grpc", Operation::UpdateNamespace, async {
                 let name = Namespace::new(&r.name)?;
                 who?.require(Access::Admin, &name)?;
                 let patch = patch_from_proto(r.config.as_ref())?;
@@ -109,7 +110,7 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
         let who = super::principal(&request);
         let r = request.into_inner();
         reply(
-            observe("grpc", "DeleteNamespace", async {
+            observe("grpc", Operation::DeleteNamespace, async {
                 let name = Namespace::new(&r.name)?;
                 who?.require(Access::Admin, &name)?;
                 self.engine.delete_namespace(&name).await?;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tally_core::Operation;
 
 use tally_core::{CounterKey, Timestamp};
 use tally_engine::{Engine, LocalTrigger, Rendezvous, RollupRouter};
@@ -47,7 +48,7 @@ impl pb::peer_service_server::PeerService for GrpcPeers {
         // is correct anywhere, but a client could flood the rollup queues with them.
         super::principal(&request).and_then(|p| p.require_peer()).map_err(ApiError::into_status)?;
         let r = request.into_inner();
-        observe("grpc", "TriggerRollups", async {
+        observe("grpc", Operation::TriggerRollups, async {
             let due = r.due.as_ref().map(timestamp_from_proto).transpose()?.unwrap_or(Timestamp::MIN);
             // Validate the whole batch before queueing any of it.
             let keys = r

@@ -6,6 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use serde::{Deserialize, Serialize};
+use tally_core::Operation;
 use tally_core::{CounterType, ErrorCode, IdempotencyToken, TimeError, Timestamp};
 use tally_engine::{Count, Mutated};
 
@@ -119,7 +120,7 @@ pub async fn add_count(
     WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MutationJson>, ApiError> {
-    observe("http", "AddCount", async {
+    observe("http", Operation::AddCount, async {
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
         let body: AddBody = json_body(body, state.max_body_bytes)?;
@@ -136,7 +137,7 @@ pub async fn add_and_get_count(
     WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AddAndGetJson>, ApiError> {
-    observe("http", "AddAndGetCount", async {
+    observe("http", Operation::AddAndGetCount, async {
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
         let body: AddBody = json_body(body, state.max_body_bytes)?;
@@ -153,7 +154,7 @@ pub async fn get_count(
     Extension(who): Extension<Principal>,
     WirePath((ns, counter)): WirePath<(String, String)>,
 ) -> Result<Json<CountJson>, ApiError> {
-    observe("http", "GetCount", async {
+    observe("http", Operation::GetCount, async {
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Read, &key.namespace)?;
         let count = state.engine.get_count(&key).await?;
@@ -197,7 +198,7 @@ pub async fn list_counters(
     WirePath(ns): WirePath<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<CounterPageJson>, ApiError> {
-    observe("http", "ListCounters", async {
+    observe("http", Operation::ListCounters, async {
         let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
         let page = list::Page::parse(&ns, &q.prefix, q.limit, &q.page_token)?;
         who.require(Access::Read, &page.namespace)?;
@@ -224,7 +225,7 @@ pub async fn clear_count(
     WirePath((ns, counter)): WirePath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MutationJson>, ApiError> {
-    observe("http", "ClearCount", async {
+    observe("http", Operation::ClearCount, async {
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
         let body: ClearBody = json_body(body, state.max_body_bytes)?;
@@ -301,7 +302,7 @@ pub async fn batch_add(
     Extension(who): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchJson<AddAndGetJson>>, ApiError> {
-    observe("http", "BatchAddCount", async {
+    observe("http", Operation::BatchAddCount, async {
         let body: BatchAddBody = json_body(body, state.max_body_bytes)?;
         batch::check_size(body.adds.len())?;
         let names: Vec<_> = body.adds.iter().map(|a| (a.namespace.clone(), a.counter_name.clone())).collect();
@@ -335,7 +336,7 @@ pub async fn batch_get(
     Extension(who): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchJson<CountJson>>, ApiError> {
-    observe("http", "BatchGetCount", async {
+    observe("http", Operation::BatchGetCount, async {
         let body: BatchGetBody = json_body(body, state.max_body_bytes)?;
         batch::check_size(body.gets.len())?;
         let keys = body.gets.iter().map(|g| counter_key(&g.namespace, &g.counter_name)).collect();

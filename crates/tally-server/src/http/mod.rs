@@ -11,6 +11,7 @@ pub(crate) mod ops;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use tally_core::Operation;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -33,8 +34,8 @@ pub struct Route {
     pub method: &'static str,
     /// The path, with `{ns}` and `{counter}` placeholders.
     pub path: &'static str,
-    /// The operation's name, as in gRPC.
-    pub operation: &'static str,
+    /// The operation it serves.
+    pub operation: Operation,
 }
 
 const COUNTER: &str = "/v1/namespaces/{ns}/counters/{counter}";
@@ -47,25 +48,33 @@ const BATCH_GET: &str = "/v1/counters:batchGet";
 
 /// Every route the HTTP front door serves.
 pub const ROUTES: &[Route] = &[
-    Route { method: "POST", path: "/v1/namespaces/{ns}/counters/{counter}/add", operation: "AddCount" },
+    Route {
+        method: "POST",
+        path: "/v1/namespaces/{ns}/counters/{counter}/add",
+        operation: Operation::AddCount,
+    },
     Route {
         method: "POST",
         path: "/v1/namespaces/{ns}/counters/{counter}/add-and-get",
-        operation: "AddAndGetCount",
+        operation: Operation::AddAndGetCount,
     },
-    Route { method: "GET", path: COUNTER, operation: "GetCount" },
-    Route { method: "GET", path: "/v1/namespaces/{ns}/counters", operation: "ListCounters" },
-    Route { method: "POST", path: "/v1/namespaces/{ns}/counters/{counter}/clear", operation: "ClearCount" },
-    Route { method: "POST", path: BATCH_ADD, operation: "BatchAddCount" },
-    Route { method: "POST", path: BATCH_GET, operation: "BatchGetCount" },
-    Route { method: "PUT", path: "/v1/namespaces/{ns}", operation: "PutNamespace" },
-    Route { method: "GET", path: "/v1/namespaces/{ns}", operation: "GetNamespace" },
-    Route { method: "DELETE", path: "/v1/namespaces/{ns}", operation: "DeleteNamespace" },
-    Route { method: "GET", path: "/v1/namespaces", operation: "ListNamespaces" },
-    Route { method: "GET", path: "/metrics", operation: "Metrics" },
-    Route { method: "GET", path: "/healthz", operation: "Health" },
-    Route { method: "GET", path: "/readyz", operation: "Ready" },
-    Route { method: "GET", path: "/openapi.json", operation: "OpenApi" },
+    Route { method: "GET", path: COUNTER, operation: Operation::GetCount },
+    Route { method: "GET", path: "/v1/namespaces/{ns}/counters", operation: Operation::ListCounters },
+    Route {
+        method: "POST",
+        path: "/v1/namespaces/{ns}/counters/{counter}/clear",
+        operation: Operation::ClearCount,
+    },
+    Route { method: "POST", path: BATCH_ADD, operation: Operation::BatchAddCount },
+    Route { method: "POST", path: BATCH_GET, operation: Operation::BatchGetCount },
+    Route { method: "PUT", path: "/v1/namespaces/{ns}", operation: Operation::PutNamespace },
+    Route { method: "GET", path: "/v1/namespaces/{ns}", operation: Operation::GetNamespace },
+    Route { method: "DELETE", path: "/v1/namespaces/{ns}", operation: Operation::DeleteNamespace },
+    Route { method: "GET", path: "/v1/namespaces", operation: Operation::ListNamespaces },
+    Route { method: "GET", path: "/metrics", operation: Operation::Metrics },
+    Route { method: "GET", path: "/healthz", operation: Operation::Health },
+    Route { method: "GET", path: "/readyz", operation: Operation::Ready },
+    Route { method: "GET", path: "/openapi.json", operation: Operation::OpenApi },
 ];
 
 /// What every handler shares.

@@ -6,6 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Serialize;
+use tally_core::Operation;
 use tally_core::{ErrorCode, Namespace, NamespaceConfig, NamespaceConfigPatch};
 
 use super::{HttpState, WirePath, json_body};
@@ -32,7 +33,7 @@ pub async fn put_namespace(
     WirePath(ns): WirePath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<NamespaceJson>), ApiError> {
-    observe("http", "PutNamespace", async {
+    observe("http", Operation::PutNamespace, async {
         let name = Namespace::new(&ns)?;
         who.require(Access::Admin, &name)?;
         let patch: NamespaceConfigPatch = json_body(body, state.max_body_bytes)?;
@@ -58,7 +59,7 @@ pub async fn get_namespace(
     Extension(who): Extension<Principal>,
     WirePath(ns): WirePath<String>,
 ) -> Result<Json<NamespaceJson>, ApiError> {
-    observe("http", "GetNamespace", async {
+    observe("http", Operation::GetNamespace, async {
         let name = Namespace::new(&ns)?;
         who.require(Access::Read, &name)?;
         Ok(Json(namespace_json(&name, state.engine.get_namespace(&name).await?)))
@@ -72,7 +73,7 @@ pub async fn delete_namespace(
     Extension(who): Extension<Principal>,
     WirePath(ns): WirePath<String>,
 ) -> Result<StatusCode, ApiError> {
-    observe("http", "DeleteNamespace", async {
+    observe("http", Operation::DeleteNamespace, async {
         let name = Namespace::new(&ns)?;
         who.require(Access::Admin, &name)?;
         state.engine.delete_namespace(&name).await?;
@@ -86,7 +87,7 @@ pub async fn list_namespaces(
     State(state): State<HttpState>,
     Extension(who): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    observe("http", "ListNamespaces", async {
+    observe("http", Operation::ListNamespaces, async {
         let all = state.engine.list_namespaces().await?;
         let list: Vec<_> = all
             .into_iter()

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use serde_json::{Value, json};
+use tally_core::Operation;
 
 /// Every HTTP status an error can have: each code's ([`crate::error::status_of`]), 413 for a
 /// body over the limit and 405 for a known path with another method.
@@ -20,22 +21,22 @@ fn error_responses() -> Value {
 }
 
 /// What each operation does, in a line (the `summary` of each).
-const SUMMARIES: &[(&str, &str)] = &[
-    ("AddCount", "Add a delta to a counter, exactly once per idempotency token"),
-    ("AddAndGetCount", "Add a delta and return the count that includes it"),
-    ("GetCount", "Read a counter"),
-    ("ClearCount", "Set a counter to zero as of the token's generation time"),
-    ("ListCounters", "List a namespace's counters with their counts, by pages"),
-    ("BatchAddCount", "Add to many counters at once, each answered on its own"),
-    ("BatchGetCount", "Read many counters at once"),
-    ("PutNamespace", "Create a namespace, or update its settings"),
-    ("GetNamespace", "Read a namespace's settings"),
-    ("DeleteNamespace", "Delete a namespace with all its counters"),
-    ("ListNamespaces", "List the namespaces the token may read"),
-    ("Metrics", "Prometheus metrics"),
-    ("Health", "Liveness: the process is up (no token needed)"),
-    ("Ready", "Readiness: the server takes traffic"),
-    ("OpenApi", "This document"),
+const SUMMARIES: &[(Operation, &str)] = &[
+    (Operation::AddCount, "Add a delta to a counter, exactly once per idempotency token"),
+    (Operation::AddAndGetCount, "Add a delta and return the count that includes it"),
+    (Operation::GetCount, "Read a counter"),
+    (Operation::ClearCount, "Set a counter to zero as of the token's generation time"),
+    (Operation::ListCounters, "List a namespace's counters with their counts, by pages"),
+    (Operation::BatchAddCount, "Add to many counters at once, each answered on its own"),
+    (Operation::BatchGetCount, "Read many counters at once"),
+    (Operation::PutNamespace, "Create a namespace, or update its settings"),
+    (Operation::GetNamespace, "Read a namespace's settings"),
+    (Operation::DeleteNamespace, "Delete a namespace with all its counters"),
+    (Operation::ListNamespaces, "List the namespaces the token may read"),
+    (Operation::Metrics, "Prometheus metrics"),
+    (Operation::Health, "Liveness: the process is up (no token needed)"),
+    (Operation::Ready, "Readiness: the server takes traffic"),
+    (Operation::OpenApi, "This document"),
 ];
 
 /// Adds each operation's summary, and marks `/healthz` as needing no token.
@@ -45,7 +46,7 @@ fn annotate(mut doc: Value) -> Value {
         let Some(item) = item.as_object_mut() else { continue };
         for operation in item.values_mut() {
             let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
-            if let Some((_, summary)) = SUMMARIES.iter().find(|(op, _)| *op == id) {
+            if let Some((_, summary)) = SUMMARIES.iter().find(|(op, _)| op.as_str() == id) {
                 operation["summary"] = json!(summary);
             }
             if path == "/healthz" {

@@ -5,6 +5,7 @@
 //! [`super::table`] lists them all.
 
 use std::sync::Arc;
+use tally_core::Operation;
 
 use bytes::Bytes;
 use tally_core::{CounterKey, ErrorCode, IdempotencyToken, Timestamp};
@@ -111,7 +112,7 @@ pub(super) fn upper(arg: &Bytes) -> String {
 }
 
 async fn add_and_get(engine: &Engine, key_arg: &Bytes, delta: Result<i64, ApiError>) -> Reply {
-    let result = observe("resp", "AddAndGetCount", async {
+    let result = observe("resp", Operation::AddAndGetCount, async {
         let key = key(key_arg)?;
         let (_, count) = engine.add_and_get_count(&key, delta?, None).await?;
         Ok(count.value)
@@ -131,10 +132,10 @@ pub enum AddReply {
 
 impl AddReply {
     /// The operation's name in metrics.
-    pub fn operation(self) -> &'static str {
+    pub fn operation(self) -> Operation {
         match self {
-            Self::Count => "AddAndGetCount",
-            Self::Applied => "AddCount",
+            Self::Count => Operation::AddAndGetCount,
+            Self::Applied => Operation::AddCount,
         }
     }
 
@@ -236,7 +237,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
         ("INCRBY", [k, d]) => add_and_get(engine, k, integer(d)).await,
         ("DECRBY", [k, d]) => add_and_get(engine, k, negated(d)).await,
         ("TALLY.ADD", [k, d, t, at @ ..]) if at.len() <= 1 => {
-            let result = observe("resp", "AddCount", async {
+            let result = observe("resp", Operation::AddCount, async {
                 let key = key(k)?;
                 let delta = integer(d)?;
                 let token = token(t, at.first(), engine.now())?;
@@ -246,7 +247,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             result.map_or_else(err, |applied| Reply::Integer(i64::from(applied)))
         }
         ("TALLY.CLEAR", [k, t, at @ ..]) if at.len() <= 1 => {
-            let result = observe("resp", "ClearCount", async {
+            let result = observe("resp", Operation::ClearCount, async {
                 let key = key(k)?;
                 let token = token(t, at.first(), engine.now())?;
                 Ok(engine.clear_count(&key, Some(token)).await?.applied)
@@ -256,14 +257,14 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
         }
         ("GET", [k]) => {
             let result =
-                observe("resp", "GetCount", async { Ok(engine.get_count(&key(k)?).await?.value) }).await;
+                observe("resp", Operation::GetCount, async { Ok(engine.get_count(&key(k)?).await?.value) }).await;
             result.map_or_else(err, |v| Reply::text(v.to_string()))
         }
         ("MGET", keys) if !keys.is_empty() => {
             let mut values = Vec::with_capacity(keys.len());
             for k in keys {
                 let result =
-                    observe("resp", "GetCount", async { Ok(engine.get_count(&key(k)?).await?.value) }).await;
+                    observe("resp", Operation::GetCount, async { Ok(engine.get_count(&key(k)?).await?.value) }).await;
                 match result {
                     Ok(v) => values.push(Reply::text(v.to_string())),
                     Err(e) => return err(e),
@@ -275,7 +276,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             let mut cleared = 0;
             for k in keys {
                 let result =
-                    observe("resp", "ClearCount", async { Ok(engine.clear_count(&key(k)?, None).await?) })
+                    observe("resp", Operation::ClearCount, async { Ok(engine.clear_count(&key(k)?, None).await?) })
                         .await;
                 match result {
                     Ok(m) => cleared += i64::from(m.applied),
@@ -288,7 +289,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             let mut found = 0;
             for k in keys {
                 let result =
-                    observe("resp", "Exists", async { Ok(engine.counter_exists(&key(k)?).await?) }).await;
+                    observe("resp", Operation::Exists, async { Ok(engine.counter_exists(&key(k)?).await?) }).await;
                 match result {
                     Ok(exists) => found += i64::from(exists),
                     Err(e) => return err(e),
@@ -296,9 +297,9 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             }
             Reply::Integer(found)
         }
-        ("TTL" | "PTTL", [k]) => observe("resp", "GetCount", expiry(engine, k)).await.unwrap_or_else(err),
+        ("TTL" | "PTTL", [k]) => observe("resp", Operation::GetCount, expiry(engine, k)).await.unwrap_or_else(err),
         ("EXPIRE" | "PEXPIRE" | "PERSIST", [k, ..]) => {
-            observe("resp", "ClearCount", timeout_change(engine, &cmd, k)).await.unwrap_or_else(err)
+            observe("resp", Operation::ClearCount, timeout_change(engine, &cmd, k)).await.unwrap_or_else(err)
         }
         ("SCAN", [cursor, options @ ..]) => super::scan::scan(engine, session, cursor, options).await,
         ("KEYS", [pattern]) => super::scan::keys(engine, session, pattern).await,

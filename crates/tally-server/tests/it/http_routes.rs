@@ -20,6 +20,12 @@ async fn openapi_describes_exactly_the_served_routes() {
     }
     let served: BTreeSet<_> = ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
     assert_eq!(described, served, "routes and /openapi.json differ");
+    // Each described operation is the route's own, by name, with a summary.
+    for route in ROUTES {
+        let described = &doc["paths"][route.path][route.method.to_lowercase()];
+        assert_eq!(described["operationId"], route.operation.as_str(), "{} {}", route.method, route.path);
+        assert!(described["summary"].as_str().is_some_and(|s| !s.is_empty()), "{}", route.operation);
+    }
     let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
     let all: Vec<&str> = tally_core::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     assert_eq!(codes, &serde_json::json!(all), "the OpenAPI error codes are every ErrorCode");

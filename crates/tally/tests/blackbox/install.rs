@@ -1,7 +1,8 @@
 //! What an operator installs next to the binary: shell completions, and the files in `deploy/`
 //! and the `Dockerfile`, checked with the tools that read them where those run here
 //! (`bash -n` for the completions, `systemd-analyze verify` for the unit, a YAML parser for the
-//! compose file; container images are not built here: there is no container daemon).
+//! compose file and the alert rules; container images are not built here: there is no
+//! container daemon), and the dashboard and alert rules against the metrics the server exports.
 
 use std::path::Path;
 use std::process::Command;
@@ -90,4 +91,75 @@ fn version_names_the_commit_and_the_features() {
     let commit = if head.is_empty() { "unknown".to_owned() } else { head };
     let expected = format!("tally {} (commit {commit}, features: tls, mimalloc)", env!("CARGO_PKG_VERSION"));
     assert_eq!(text.trim(), expected);
+}
+
+/// The metric a name in a query stands for: a histogram's `_bucket`, `_sum` and `_count`
+/// series are the histogram's.
+fn exported_metric(name: &str) -> Option<&'static str> {
+    use tally_server::metrics::{DESCRIBED, Kind};
+    DESCRIBED.iter().find_map(|(metric, kind, _)| {
+        let series_of_it = *metric == name
+            || (matches!(kind, Kind::Histogram)
+                && ["_bucket", "_sum", "_count"].iter().any(|s| name.strip_suffix(s) == Some(*metric)));
+        series_of_it.then_some(*metric)
+    })
+}
+
+/// Every `tally_*` and `process_*` name in `expr`.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("tally_") || word.starts_with("process_") {
+            names.push(word.to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_and_alert_rules_name_only_exported_metrics() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repository().join("deploy/grafana/tally.json")).expect("read"),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().expect("each target has an expr").to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "the dashboard has its panels");
+    // The rules, read by a YAML parser: each has a name, an expression, a severity and a summary.
+    let script = r#"
+import json, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+rules = [r for g in doc["groups"] for r in g["rules"]]
+for r in rules:
+    assert r["alert"] and r["expr"] and r["labels"]["severity"] and r["annotations"]["summary"], r
+print(json.dumps([r["expr"] for r in rules]))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(repository().join("deploy/prometheus/alerts.yaml"))
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rules: Vec<String> = serde_json::from_slice(&out.stdout).expect("the rules' expressions");
+    assert!(rules.len() >= 5, "the alert rules are there");
+    exprs.extend(rules);
+    let mut named = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            assert!(exported_metric(&name).is_some(), "`{name}` in `{expr}` is not a metric tally exports");
+            named.extend(exported_metric(&name));
+        }
+    }
+    for needed in ["tally_requests_total", "tally_checkpoint_age_seconds", "tally_store_shed_total"] {
+        assert!(named.contains(needed), "{needed} is watched");
+    }
+    assert!(
+        exported_metric("tally_requests_totl").is_none()
+            && exported_metric("tally_requests_total_bucket").is_none()
+    );
 }

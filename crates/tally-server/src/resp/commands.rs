@@ -5,15 +5,14 @@
 //! [`super::table`] lists them all.
 
 use std::sync::Arc;
-use tally_core::Operation;
 
 use bytes::Bytes;
-use tally_core::{CounterKey, ErrorCode, IdempotencyToken, Timestamp};
+use tally_core::{CounterKey, ErrorCode, IdempotencyToken, Operation, Timestamp};
 use tally_engine::{BatchAdd, Engine};
 
+use super::command::{Command, Needs};
 use super::reply::Reply;
-use super::table;
-use crate::auth::{Access, Authenticator, Principal};
+use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::metrics::observe;
 
@@ -68,18 +67,16 @@ impl DoorState {
     }
 }
 
-/// Whether the command adds to a counter; consecutive adds of a pipeline run as one batch.
-pub fn is_add(name: &[u8]) -> bool {
-    std::str::from_utf8(name).ok().and_then(|n| table::find(&n.to_ascii_uppercase())).is_some_and(|s| s.add)
-}
-
 /// The reply to a refused request.
 pub fn err(e: ApiError) -> Reply {
     Reply::Error(format!("{} {}", e.code, e.message))
 }
 
-fn arity(cmd: &str) -> Reply {
-    Reply::Error(format!("INVALID_ARGUMENT wrong number of arguments for '{}' command", cmd.to_lowercase()))
+fn arity(command: Command) -> Reply {
+    Reply::Error(format!(
+        "INVALID_ARGUMENT wrong number of arguments for '{}' command",
+        command.name().to_lowercase()
+    ))
 }
 
 pub(super) fn key(arg: &Bytes) -> Result<CounterKey, ApiError> {
@@ -152,19 +149,20 @@ impl AddReply {
 /// them can go to the engine as one batch; a refusal is its reply. `now`: the generation time
 /// of a token given without one.
 pub fn prepare_add(session: &Session, args: &[Bytes], now: Timestamp) -> Result<(BatchAdd, AddReply), Reply> {
-    let Some(name) = args.first() else { return Err(Reply::Error("ERR empty command".into())) };
-    let cmd = upper(name);
-    let rest = &args[1..];
-    authorize(session, &cmd, rest).map_err(err)?;
-    let (k, delta, token, reply) = match (cmd.as_str(), rest) {
-        ("INCR", [k]) => (k, Ok(1), None, AddReply::Count),
-        ("DECR", [k]) => (k, Ok(-1), None, AddReply::Count),
-        ("INCRBY", [k, d]) => (k, integer(d), None, AddReply::Count),
-        ("DECRBY", [k, d]) => (k, negated(d), None, AddReply::Count),
-        ("TALLY.ADD", [k, d, t, at @ ..]) if at.len() <= 1 => {
+    let Some((name, rest)) = args.split_first() else { return Err(Reply::Error("ERR empty command".into())) };
+    let Some(command) = Command::parse(name).filter(|c| c.is_add()) else {
+        return Err(Reply::Error(format!("ERR {} is not an add", String::from_utf8_lossy(name))));
+    };
+    authorize(session, command, rest).map_err(err)?;
+    let (k, delta, token, reply) = match (command, rest) {
+        (Command::Incr, [k]) => (k, Ok(1), None, AddReply::Count),
+        (Command::Decr, [k]) => (k, Ok(-1), None, AddReply::Count),
+        (Command::IncrBy, [k, d]) => (k, integer(d), None, AddReply::Count),
+        (Command::DecrBy, [k, d]) => (k, negated(d), None, AddReply::Count),
+        (Command::TallyAdd, [k, d, t, at @ ..]) if at.len() <= 1 => {
             (k, integer(d), Some(token(t, at.first(), now)), AddReply::Applied)
         }
-        _ => return Err(arity(&cmd)),
+        _ => return Err(arity(command)),
     };
     let refused = |e: ApiError| {
         crate::metrics::record("resp", reply.operation(), e.code.as_str(), std::time::Instant::now());
@@ -184,26 +182,22 @@ fn negated(arg: &Bytes) -> Result<i64, ApiError> {
     })
 }
 
-/// Commands a connection may send before it authenticates.
-const BEFORE_AUTH: [&str; 4] = ["AUTH", "HELLO", "QUIT", "PING"];
-
-/// The access a counter command needs and the arguments that are its keys, from the table.
-fn keys_of<'a>(cmd: &str, rest: &'a [Bytes]) -> Option<(Access, &'a [Bytes])> {
-    table::find(cmd).map(|spec| (spec.access, spec.keys_in(rest)))
+fn unauthenticated() -> ApiError {
+    ApiError::new(ErrorCode::Unauthenticated, "authentication required: send AUTH <token>")
 }
 
-/// `UNAUTHENTICATED` before `AUTH`, `PERMISSION_DENIED` for a key outside the token's scopes;
-/// checked for every key before any of them is touched. Keys that do not parse are left to
-/// the command, which refuses them.
-fn authorize(session: &Session, cmd: &str, rest: &[Bytes]) -> Result<(), ApiError> {
-    let Some(principal) = &session.principal else {
-        if BEFORE_AUTH.contains(&cmd) {
-            return Ok(());
-        }
-        return Err(ApiError::new(ErrorCode::Unauthenticated, "authentication required: send AUTH <token>"));
-    };
-    if let Some((access, keys)) = keys_of(cmd, rest) {
-        for key in keys.iter().filter_map(|k| key(k).ok()) {
+/// What [`Command::needs`] asks: `UNAUTHENTICATED` before `AUTH` (but for the commands that
+/// need nothing), `PERMISSION_DENIED` for a key outside the token's scopes, checked for every
+/// key before any of them is touched. Keys that do not parse are left to the command, which
+/// refuses them.
+fn authorize(session: &Session, command: Command, rest: &[Bytes]) -> Result<(), ApiError> {
+    let needs = command.needs();
+    if needs == Needs::Nothing {
+        return Ok(());
+    }
+    let principal = session.principal.as_ref().ok_or_else(unauthenticated)?;
+    if let Needs::Counters(access, _) = needs {
+        for key in command.keys_in(rest).iter().filter_map(|k| key(k).ok()) {
             principal.require(access, &key.namespace)?;
         }
     }
@@ -225,18 +219,22 @@ fn auth(session: &mut Session, token: &Bytes) -> Reply {
 
 /// Runs one command.
 pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Reply {
-    let Some(name) = args.first() else { return Reply::Error("ERR empty command".into()) };
-    let cmd = upper(name);
-    let rest = &args[1..];
-    if let Err(e) = authorize(session, &cmd, rest) {
+    let Some((name, rest)) = args.split_first() else { return Reply::Error("ERR empty command".into()) };
+    let Some(command) = Command::parse(name) else {
+        if session.principal.is_none() {
+            return err(unauthenticated());
+        }
+        return unknown(name, rest);
+    };
+    if let Err(e) = authorize(session, command, rest) {
         return err(e);
     }
-    match (cmd.as_str(), rest) {
-        ("INCR", [k]) => add_and_get(engine, k, Ok(1)).await,
-        ("DECR", [k]) => add_and_get(engine, k, Ok(-1)).await,
-        ("INCRBY", [k, d]) => add_and_get(engine, k, integer(d)).await,
-        ("DECRBY", [k, d]) => add_and_get(engine, k, negated(d)).await,
-        ("TALLY.ADD", [k, d, t, at @ ..]) if at.len() <= 1 => {
+    match (command, rest) {
+        (Command::Incr, [k]) => add_and_get(engine, k, Ok(1)).await,
+        (Command::Decr, [k]) => add_and_get(engine, k, Ok(-1)).await,
+        (Command::IncrBy, [k, d]) => add_and_get(engine, k, integer(d)).await,
+        (Command::DecrBy, [k, d]) => add_and_get(engine, k, negated(d)).await,
+        (Command::TallyAdd, [k, d, t, at @ ..]) if at.len() <= 1 => {
             let result = observe("resp", Operation::AddCount, async {
                 let key = key(k)?;
                 let delta = integer(d)?;
@@ -246,7 +244,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             .await;
             result.map_or_else(err, |applied| Reply::Integer(i64::from(applied)))
         }
-        ("TALLY.CLEAR", [k, t, at @ ..]) if at.len() <= 1 => {
+        (Command::TallyClear, [k, t, at @ ..]) if at.len() <= 1 => {
             let result = observe("resp", Operation::ClearCount, async {
                 let key = key(k)?;
                 let token = token(t, at.first(), engine.now())?;
@@ -255,12 +253,12 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             .await;
             result.map_or_else(err, |applied| Reply::Integer(i64::from(applied)))
         }
-        ("GET", [k]) => {
+        (Command::Get, [k]) => {
             let result =
                 observe("resp", Operation::GetCount, async { Ok(engine.get_count(&key(k)?).await?.value) }).await;
             result.map_or_else(err, |v| Reply::text(v.to_string()))
         }
-        ("MGET", keys) if !keys.is_empty() => {
+        (Command::MGet, keys) if !keys.is_empty() => {
             let mut values = Vec::with_capacity(keys.len());
             for k in keys {
                 let result =
@@ -272,7 +270,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             }
             Reply::Array(values)
         }
-        ("DEL", keys) if !keys.is_empty() => {
+        (Command::Del, keys) if !keys.is_empty() => {
             let mut cleared = 0;
             for k in keys {
                 let result =
@@ -285,7 +283,7 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             }
             Reply::Integer(cleared)
         }
-        ("EXISTS", keys) if !keys.is_empty() => {
+        (Command::Exists, keys) if !keys.is_empty() => {
             let mut found = 0;
             for k in keys {
                 let result =
@@ -297,41 +295,45 @@ pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Repl
             }
             Reply::Integer(found)
         }
-        ("TTL" | "PTTL", [k]) => observe("resp", Operation::GetCount, expiry(engine, k)).await.unwrap_or_else(err),
-        ("EXPIRE" | "PEXPIRE" | "PERSIST", [k, ..]) => {
-            observe("resp", Operation::ClearCount, timeout_change(engine, &cmd, k)).await.unwrap_or_else(err)
+        (Command::Ttl | Command::PTtl, [k]) => observe("resp", Operation::GetCount, expiry(engine, k)).await.unwrap_or_else(err),
+        (Command::Expire | Command::PExpire | Command::Persist, [k, ..]) => {
+            observe("resp", Operation::ClearCount, timeout_change(engine, command, k)).await.unwrap_or_else(err)
         }
-        ("SCAN", [cursor, options @ ..]) => super::scan::scan(engine, session, cursor, options).await,
-        ("KEYS", [pattern]) => super::scan::keys(engine, session, pattern).await,
-        ("PING", []) => Reply::Simple("PONG"),
-        ("PING", [msg]) | ("ECHO", [msg]) => Reply::Bulk(msg.to_vec()),
-        ("HELLO", rest) => hello(session, rest),
-        ("AUTH", [token] | [_, token]) => auth(session, token),
-        ("SELECT", [db]) if db.as_ref() == b"0" => Reply::Simple("OK"),
-        ("SELECT", [_]) => Reply::Error("ERR DB index is out of range; tally has database 0 only".into()),
-        ("CLIENT", [sub, rest @ ..]) => client(session, &upper(sub), rest),
-        ("COMMAND", rest) => super::introspect::command(rest),
-        ("CONFIG", [sub, params @ ..]) if upper(sub) == "GET" && !params.is_empty() => config_get(params),
-        ("CONFIG", [sub, ..]) if upper(sub) == "SET" => Reply::Error(
+        (Command::Scan, [cursor, options @ ..]) => super::scan::scan(engine, session, cursor, options).await,
+        (Command::Keys, [pattern]) => super::scan::keys(engine, session, pattern).await,
+        (Command::Ping, []) => Reply::Simple("PONG"),
+        (Command::Ping | Command::Echo, [msg]) => Reply::Bulk(msg.to_vec()),
+        (Command::Hello, rest) => hello(session, rest),
+        (Command::Auth, [token] | [_, token]) => auth(session, token),
+        (Command::Select, [db]) if db.as_ref() == b"0" => Reply::Simple("OK"),
+        (Command::Select, [_]) => Reply::Error("ERR DB index is out of range; tally has database 0 only".into()),
+        (Command::Client, [sub, rest @ ..]) => client(session, &upper(sub), rest),
+        (Command::Introspect, rest) => super::introspect::command(rest),
+        (Command::Config, [sub, params @ ..]) if upper(sub) == "GET" && !params.is_empty() => config_get(params),
+        (Command::Config, [sub, ..]) if upper(sub) == "SET" => Reply::Error(
             "ERR CONFIG SET is not supported: tally's settings live in its config file and in namespace settings"
                 .into(),
         ),
-        ("INFO", sections) => Reply::text(super::introspect::info(engine, session, sections)),
-        ("QUIT", _) => {
+        (Command::Info, sections) => Reply::text(super::introspect::info(engine, session, sections)),
+        (Command::Quit, _) => {
             session.closing = true;
             Reply::Simple("OK")
         }
-        (c, _) if table::find(c).is_some() => arity(c),
-        (c, _) => Reply::Error(format!(
-            "ERR unknown command '{}', with args beginning with: {}",
-            c.to_lowercase(),
-            rest.iter()
-                .take(3)
-                .map(|a| format!("'{}'", String::from_utf8_lossy(a)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        )),
+        (command, _) => arity(command),
     }
+}
+
+/// The reply to a command this door does not serve, in Redis' words.
+fn unknown(name: &Bytes, rest: &[Bytes]) -> Reply {
+    Reply::Error(format!(
+        "ERR unknown command '{}', with args beginning with: {}",
+        String::from_utf8_lossy(name).to_lowercase(),
+        rest.iter()
+            .take(3)
+            .map(|a| format!("'{}'", String::from_utf8_lossy(a)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
 }
 
 fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
@@ -409,10 +411,10 @@ async fn expiry(engine: &Engine, k: &Bytes) -> Result<Reply, ApiError> {
 /// `EXPIRE`/`PEXPIRE` are refused (no per-key timeouts: durable counters never expire, and
 /// `best_effort` ones expire by their namespace's `best_effort_ttl`); `PERSIST` answers 0, as
 /// Redis does for a key without a timeout.
-async fn timeout_change(engine: &Engine, cmd: &str, k: &Bytes) -> Result<Reply, ApiError> {
+async fn timeout_change(engine: &Engine, command: Command, k: &Bytes) -> Result<Reply, ApiError> {
     let key = key(k)?;
     let counter_type = engine.counter_type(&key.namespace).await?;
-    if cmd == "PERSIST" {
+    if command == Command::Persist {
         return Ok(Reply::Integer(0));
     }
     let why = match counter_type {
@@ -422,7 +424,7 @@ async fn timeout_change(engine: &Engine, cmd: &str, k: &Bytes) -> Result<Reply, 
         ),
         _ => format!("counters of namespace {} are durable and never expire; DEL clears one", key.namespace),
     };
-    Err(ApiError::new(ErrorCode::FailedPrecondition, format!("{cmd} {key}: {why}")))
+    Err(ApiError::new(ErrorCode::FailedPrecondition, format!("{} {key}: {why}", command.name())))
 }
 
 /// `CONFIG GET`: what `redis-benchmark` and clients ask on connect. Tally persists every

@@ -6,16 +6,17 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tally_engine::Engine;
 
+use super::command::Command;
 use super::commands::{Session, upper};
 use super::reply::Reply;
-use super::table::{COMMANDS, Spec, find};
+use super::table::{COMMANDS, Spec};
 
 /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`, `COMMAND DOCS [name...]`.
 pub fn command(args: &[Bytes]) -> Reply {
     let Some((sub, names)) = args.split_first() else {
         return Reply::Array(COMMANDS.iter().map(info_entry).collect());
     };
-    let named = || names.iter().map(|n| find(&upper(n)));
+    let named = || names.iter().map(|n| Command::parse(n).map(Command::spec));
     match upper(sub).as_str() {
         "COUNT" if names.is_empty() => Reply::Integer(COMMANDS.len() as i64),
         "INFO" if names.is_empty() => Reply::Array(COMMANDS.iter().map(info_entry).collect()),
@@ -34,7 +35,7 @@ pub fn command(args: &[Bytes]) -> Reply {
 fn info_entry(spec: &Spec) -> Reply {
     let (first, last, step) = spec.key_positions();
     Reply::Array(vec![
-        Reply::text(spec.name.to_lowercase()),
+        Reply::text(spec.command.name().to_lowercase()),
         Reply::Integer(spec.arity),
         Reply::Array(spec.flags.iter().map(|f| Reply::Simple(f)).collect()),
         Reply::Integer(first),
@@ -67,7 +68,7 @@ fn docs_entry(spec: &Spec) -> (Reply, Reply) {
         (Reply::text("complexity"), Reply::text("O(1) per key")),
         (Reply::text("arguments"), Reply::Array(arguments)),
     ]);
-    (Reply::text(spec.name.to_lowercase()), doc)
+    (Reply::text(spec.command.name().to_lowercase()), doc)
 }
 
 /// `INFO [section...]`: `server`, `clients`, `stats`, `persistence`, `keyspace` and `tally`

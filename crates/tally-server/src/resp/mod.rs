@@ -9,6 +9,7 @@
 //! order, and a read sees the adds sent before it. A reply to a mutation is written only after
 //! the mutation is durable.
 
+pub mod command;
 pub mod commands;
 mod introspect;
 pub mod parser;
@@ -25,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use command::Command;
 use commands::{DoorState, Session};
 
 use crate::connections::Doorkeeper;
@@ -179,9 +181,12 @@ enum Control {
 }
 
 fn transaction_control(name: &[u8]) -> Option<Control> {
-    [(&b"MULTI"[..], Control::Multi), (b"EXEC", Control::Exec), (b"DISCARD", Control::Discard)]
-        .into_iter()
-        .find_map(|(n, c)| name.eq_ignore_ascii_case(n).then_some(c))
+    match Command::parse(name)? {
+        Command::Multi => Some(Control::Multi),
+        Command::Exec => Some(Control::Exec),
+        Command::Discard => Some(Control::Discard),
+        _ => None,
+    }
 }
 
 /// One request while a transaction is open, or one that opens or closes it.
@@ -215,7 +220,7 @@ async fn transaction(
             // Queued if the table knows the command with this many arguments; refused (and
             // the transaction with it) otherwise, as Redis does.
             let name = commands::upper(&request[0]);
-            match table::find(&name) {
+            match Command::parse(&request[0]).map(Command::spec) {
                 Some(spec) if spec.fits(request.len()) => {
                     if let Some((queued, _)) = session.multi.as_mut() {
                         queued.push(request.to_vec());
@@ -245,7 +250,8 @@ async fn run_plain(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes
     let mut replies = Vec::with_capacity(requests.len());
     let mut i = 0;
     while i < requests.len() {
-        let adds = requests[i..].iter().take_while(|r| commands::is_add(&r[0])).count();
+        let adds =
+            requests[i..].iter().take_while(|r| Command::parse(&r[0]).is_some_and(Command::is_add)).count();
         if adds > 0 {
             replies.extend(run_adds(engine, session, &requests[i..i + adds]).await);
             i += adds;

@@ -87,45 +87,166 @@ pub struct CheckArgs {
     token_only: bool,
 }
 
+/// What the flags ask for, checked: a run's shape before anything starts.
+struct Plan {
+    instances: usize,
+    faults: Vec<Fault>,
+    seed: u64,
+    dir: PathBuf,
+}
+
+impl Plan {
+    fn of(args: &CheckArgs) -> anyhow::Result<Self> {
+        let embedded = args.store == "embedded";
+        if !embedded && !args.store.starts_with("cassandra://") {
+            bail!("--store must be `embedded` or a cassandra:// URL, not {:?}", args.store);
+        }
+        let instances = args.instances.unwrap_or(if embedded { 1 } else { 3 });
+        if embedded && instances != 1 {
+            bail!(
+                "the embedded store serves one instance; use a cassandra:// store for --instances {instances}"
+            );
+        }
+        if instances == 0 || args.clients == 0 || args.counters == 0 {
+            bail!("--instances, --clients and --counters must be at least 1");
+        }
+        let mut faults = args.faults.clone();
+        if faults.is_empty() {
+            faults = vec![Fault::Kill, Fault::PauseTally, Fault::Memcached];
+            if args.cassandra_pid_file.is_some() {
+                faults.push(Fault::PauseCassandra);
+            }
+            if args.cassandra_restart.is_some() {
+                faults.push(Fault::RestartCassandra);
+            }
+        }
+        if faults.contains(&Fault::PauseCassandra) && (embedded || args.cassandra_pid_file.is_none()) {
+            bail!("the pause-cassandra fault needs a cassandra:// store and --cassandra-pid-file");
+        }
+        if faults.contains(&Fault::RestartCassandra) && (embedded || args.cassandra_restart.is_none()) {
+            bail!("the restart-cassandra fault needs a cassandra:// store and --cassandra-restart");
+        }
+        let seed = args.seed.unwrap_or_else(|| now_ms().unsigned_abs());
+        let dir = args.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("tally-check-{}-{seed}", std::process::id()))
+        });
+        Ok(Self { instances, faults, seed, dir })
+    }
+}
+
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
-    let embedded = args.store == "embedded";
-    if !embedded && !args.store.starts_with("cassandra://") {
-        bail!("--store must be `embedded` or a cassandra:// URL, not {:?}", args.store);
-    }
-    let instances = args.instances.unwrap_or(if embedded { 1 } else { 3 });
-    if embedded && instances != 1 {
-        bail!("the embedded store serves one instance; use a cassandra:// store for --instances {instances}");
-    }
-    if instances == 0 || args.clients == 0 || args.counters == 0 {
-        bail!("--instances, --clients and --counters must be at least 1");
-    }
-    let mut faults = args.faults.clone();
-    if faults.is_empty() {
-        faults = vec![Fault::Kill, Fault::PauseTally, Fault::Memcached];
-        if args.cassandra_pid_file.is_some() {
-            faults.push(Fault::PauseCassandra);
-        }
-        if args.cassandra_restart.is_some() {
-            faults.push(Fault::RestartCassandra);
-        }
-    }
-    if faults.contains(&Fault::PauseCassandra) && (embedded || args.cassandra_pid_file.is_none()) {
-        bail!("the pause-cassandra fault needs a cassandra:// store and --cassandra-pid-file");
-    }
-    if faults.contains(&Fault::RestartCassandra) && (embedded || args.cassandra_restart.is_none()) {
-        bail!("the restart-cassandra fault needs a cassandra:// store and --cassandra-restart");
-    }
-    let seed = args.seed.unwrap_or_else(|| now_ms().unsigned_abs());
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("tally-check-{}-{seed}", std::process::id())));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let plan = Plan::of(&args)?;
+    let dir = &plan.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let history_path = dir.join("history.jsonl");
     let history = History::create(&history_path)?;
-
     let memcached = Memcached::start().await?;
-    let endpoints: Vec<Endpoint> = (0..instances)
+    let (endpoints, servers) = start_instances(&args, &plan, memcached.port).await?;
+    create_namespaces(&endpoints[0], args.accept_limit).await?;
+    let shared = Arc::new(Shared {
+        endpoints: endpoints.clone(),
+        counters: counters(&args),
+        history,
+        accept_limit: args.accept_limit,
+        token_only: args.token_only,
+    });
+    println!(
+        "tally check: {} instance(s) on {}, {} clients, {} counters, faults {:?}, for {:?}; work in {}",
+        plan.instances,
+        args.store,
+        args.clients,
+        args.counters,
+        plan.faults,
+        args.duration,
+        dir.display()
+    );
+    let mut targets = Targets {
+        instances: servers,
+        memcached: Some(memcached),
+        cassandra: args
+            .cassandra_pid_file
+            .clone()
+            .map(|pid_file| CassandraNode { pid_file, restart_command: args.cassandra_restart.clone() }),
+    };
+    let began = Instant::now();
+    let injected = run_workload(&args, &plan, shared.clone(), &mut targets, began).await?;
+    let ran = began.elapsed();
+    let last_op = Instant::now();
+    println!(
+        "[{:6.1}s] workload over, every fault healed; waiting for the counts to converge",
+        ran.as_secs_f64()
+    );
+
+    let shared = Arc::into_inner(shared).context("clients still hold the history")?;
+    let ops = shared.history.finish()?;
+    let possible = possible_counts(&ops, shared.counters.len());
+    // Eventual counts are exact within accept_limit + clock_skew + coalesce (defaults 1 s
+    // each); the rest is room for rollups after restarts.
+    let converge_by = last_op + args.accept_limit + Duration::from_secs(45);
+    let (reads, converged) = converge(&endpoints, &shared.counters, &possible, converge_by).await?;
+    let converged_after = converged.then(|| last_op.elapsed().as_secs_f64());
+    let mut report = Report::new(
+        Run {
+            store: args.store.clone(),
+            instances: plan.instances,
+            clients: args.clients,
+            seed: plan.seed,
+            ran,
+        },
+        &ops,
+        injected,
+        &shared.counters,
+        &reads,
+        &possible,
+        converged_after,
+    );
+
+    for instance in &mut targets.instances {
+        instance.kill_9().await?;
+    }
+    if let Some(m) = targets.memcached.as_mut() {
+        m.stop().await?;
+    }
+    if args.dir.is_some() || !report.passed() {
+        report.history = Some(history_path);
+    }
+    publish(&args, &report, dir)
+}
+
+/// Prints the verdict; a failed check keeps its directory and fails the command, a passed
+/// one removes the directory it made.
+fn publish(args: &CheckArgs, report: &Report, dir: &std::path::Path) -> anyhow::Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        report.print();
+    }
+    if !report.passed() {
+        bail!("the check failed; data, server logs and the history are in {}", dir.display());
+    }
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+/// The counts each counter may read, given every operation of the history.
+fn possible_counts(ops: &[Op], counters: usize) -> Vec<Possible> {
+    let mut by_counter: Vec<Vec<&Op>> = vec![Vec::new(); counters];
+    for op in ops {
+        by_counter[op.counter].push(op);
+    }
+    by_counter.iter().map(|ops| model::possible_counts(ops)).collect()
+}
+
+/// Starts every instance on free ports, sharing the store and memcached (and, with several,
+/// routing rollups to each other).
+async fn start_instances(
+    args: &CheckArgs,
+    plan: &Plan,
+    memcached_port: u16,
+) -> anyhow::Result<(Vec<Endpoint>, Vec<Instance>)> {
+    let endpoints: Vec<Endpoint> = (0..plan.instances)
         .map(|_| {
             Ok(Endpoint {
                 http: format!("127.0.0.1:{}", free_port()?),
@@ -138,8 +259,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let mut extra = vec!["--store".to_owned(), args.store.clone()];
-        extra.extend(["--cache".to_owned(), format!("memcached://127.0.0.1:{}", memcached.port)]);
-        if instances > 1 {
+        extra.extend(["--cache".to_owned(), format!("memcached://127.0.0.1:{memcached_port}")]);
+        if plan.instances > 1 {
             extra.extend([
                 "--peers".to_owned(),
                 peers.clone(),
@@ -147,14 +268,19 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
                 endpoint.grpc.clone(),
             ]);
         }
-        let mut instance = Instance::new(&dir.join(format!("instance-{i}")), &extra, endpoint)?;
+        let mut instance = Instance::new(&plan.dir.join(format!("instance-{i}")), &extra, endpoint)?;
         instance.start().await?;
         servers.push(instance);
     }
+    Ok((endpoints, servers))
+}
+
+/// The two namespaces the counters live in; the store must not hold them yet.
+async fn create_namespaces(endpoint: &Endpoint, accept_limit: Duration) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     for (namespace, counter_type) in [("check_accurate", "accurate"), ("check_eventual", "eventual")] {
-        let url = format!("http://{}/v1/namespaces/{namespace}", endpoints[0].http);
-        let body = json!({"counter_type": counter_type, "accept_limit": humantime::format_duration(args.accept_limit).to_string()});
+        let url = format!("http://{}/v1/namespaces/{namespace}", endpoint.http);
+        let body = json!({"counter_type": counter_type, "accept_limit": humantime::format_duration(accept_limit).to_string()});
         let response = http.put(&url).json(&body).send().await.with_context(|| format!("PUT {url}"))?;
         if response.status() != reqwest::StatusCode::CREATED {
             bail!(
@@ -164,35 +290,33 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let counters = (0..args.counters)
+    Ok(())
+}
+
+/// The counters, alternately `accurate` and `eventual`, and whether each also gets clears.
+fn counters(args: &CheckArgs) -> Vec<(Counter, bool)> {
+    (0..args.counters)
         .map(|i| {
             let namespace = if i % 2 == 0 { "check_accurate" } else { "check_eventual" };
             let clears = i % 4 >= 2 && !args.token_only;
             (Counter { namespace: namespace.to_owned(), name: format!("c{i:03}") }, clears)
         })
-        .collect();
-    let shared = Arc::new(Shared {
-        endpoints: endpoints.clone(),
-        counters,
-        history,
-        accept_limit: args.accept_limit,
-        token_only: args.token_only,
-    });
+        .collect()
+}
 
-    println!(
-        "tally check: {} instance(s) on {}, {} clients, {} counters, faults {:?}, for {:?}; work in {}",
-        instances,
-        args.store,
-        args.clients,
-        args.counters,
-        faults,
-        args.duration,
-        dir.display()
-    );
-    let began = Instant::now();
+/// Runs the clients and the nemesis for `--duration`, printing progress every 5 s, and
+/// returns the faults injected once every client has stopped and every fault is healed.
+async fn run_workload(
+    args: &CheckArgs,
+    plan: &Plan,
+    shared: Arc<Shared>,
+    targets: &mut Targets,
+    began: Instant,
+) -> anyhow::Result<Vec<nemesis::Injected>> {
     let stop = CancellationToken::new();
-    let clients: Vec<_> =
-        (0..args.clients).map(|id| tokio::spawn(client(id, seed, shared.clone(), stop.clone()))).collect();
+    let clients: Vec<_> = (0..args.clients)
+        .map(|id| tokio::spawn(client(id, plan.seed, shared.clone(), stop.clone())))
+        .collect();
     let progress = {
         let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
@@ -218,45 +342,32 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             stop.cancel();
         });
     }
-    let mut targets = Targets {
-        instances: servers,
-        memcached: Some(memcached),
-        cassandra: args
-            .cassandra_pid_file
-            .clone()
-            .map(|pid_file| CassandraNode { pid_file, restart_command: args.cassandra_restart.clone() }),
-    };
-    let injected = nemesis::run(&mut targets, &faults, args.fault_interval, seed, began, stop.clone()).await;
+    let injected =
+        nemesis::run(targets, &plan.faults, args.fault_interval, plan.seed, began, stop.clone()).await;
     stop.cancel();
     let injected = injected?;
     for c in clients {
         c.await.context("a client panicked")??;
     }
     let _ = progress.await;
-    let ran = began.elapsed();
-    let last_op = Instant::now();
-    println!(
-        "[{:6.1}s] workload over, every fault healed; waiting for the counts to converge",
-        ran.as_secs_f64()
-    );
+    Ok(injected)
+}
 
-    let shared = Arc::into_inner(shared).context("clients still hold the history")?;
-    let ops = shared.history.finish()?;
-    let mut by_counter: Vec<Vec<&Op>> = vec![Vec::new(); shared.counters.len()];
-    for op in &ops {
-        by_counter[op.counter].push(op);
-    }
-    let possible: Vec<Possible> = by_counter.iter().map(|ops| model::possible_counts(ops)).collect();
-
-    // Eventual counts are exact within accept_limit + clock_skew + coalesce (defaults 1 s
-    // each); the rest is room for rollups after restarts.
-    let converge_by = last_op + args.accept_limit + Duration::from_secs(45);
-    let mut doors = Doors::new(&endpoints)?;
-    let mut reads: Vec<Vec<Option<i64>>> = vec![vec![None; instances]; shared.counters.len()];
-    let mut settled = vec![false; shared.counters.len()];
+/// Reads every counter from every instance, through the doors in turn, until each read is a
+/// count the history allows or `converge_by` passes; returns the last reads and whether they
+/// all settled.
+async fn converge(
+    endpoints: &[Endpoint],
+    counters: &[(Counter, bool)],
+    possible: &[Possible],
+    converge_by: Instant,
+) -> anyhow::Result<(Vec<Vec<Option<i64>>>, bool)> {
+    let mut doors = Doors::new(endpoints)?;
+    let mut reads: Vec<Vec<Option<i64>>> = vec![vec![None; endpoints.len()]; counters.len()];
+    let mut settled = vec![false; counters.len()];
     let mut round = 0usize;
-    let converged_after = loop {
-        for (c, (counter, _)) in shared.counters.iter().enumerate() {
+    loop {
+        for (c, (counter, _)) in counters.iter().enumerate() {
             if settled[c] {
                 continue;
             }
@@ -268,44 +379,12 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
                 reads[c].iter().all(|r| r.is_some_and(|v| model::judge(v, &possible[c]) == Verdict::Ok));
         }
         if settled.iter().all(|s| *s) {
-            break Some(last_op.elapsed().as_secs_f64());
+            return Ok((reads, true));
         }
         if Instant::now() > converge_by {
-            break None;
+            return Ok((reads, false));
         }
         round += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-
-    let mut report = Report::new(
-        Run { store: args.store.clone(), instances, clients: args.clients, seed, ran },
-        &ops,
-        injected,
-        &shared.counters,
-        &reads,
-        &possible,
-        converged_after,
-    );
-
-    for instance in &mut targets.instances {
-        instance.kill_9().await?;
     }
-    if let Some(m) = targets.memcached.as_mut() {
-        m.stop().await?;
-    }
-    if args.dir.is_some() || !report.passed() {
-        report.history = Some(history_path);
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        report.print();
-    }
-    if !report.passed() {
-        bail!("the check failed; data, server logs and the history are in {}", dir.display());
-    }
-    if args.dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    Ok(())
 }

@@ -41,12 +41,19 @@ for name, s in instances.items():
     assert env["TALLY_STORE"].startswith("cassandra://"), env
 print("ok")
 "#;
+    run_python(script, "deploy/compose.yaml");
+}
+
+/// Runs a Python `script` (with PyYAML) on the repository's file `path`; fails the test with
+/// its stderr if the script fails, and returns its stdout.
+fn run_python(script: &str, path: &str) -> Vec<u8> {
     let out = Command::new("python3")
         .args(["-c", script])
-        .arg(repository().join("deploy/compose.yaml"))
+        .arg(repository().join(path))
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 #[test]
@@ -139,13 +146,8 @@ for r in rules:
     assert r["alert"] and r["expr"] and r["labels"]["severity"] and r["annotations"]["summary"], r
 print(json.dumps([r["expr"] for r in rules]))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(repository().join("deploy/prometheus/alerts.yaml"))
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rules: Vec<String> = serde_json::from_slice(&out.stdout).expect("the rules' expressions");
+    let rules: Vec<String> = serde_json::from_slice(&run_python(script, "deploy/prometheus/alerts.yaml"))
+        .expect("the rules' expressions");
     assert!(rules.len() >= 5, "the alert rules are there");
     exprs.extend(rules);
     let mut named = std::collections::BTreeSet::new();

@@ -1,5 +1,11 @@
 //! The connection pool every memcached user shares: timeouts, back-off after a failed
 //! connection, and key generations that let one instance invalidate a family of keys for all.
+//!
+//! Why not `deadpool-memcached` (deadpool's manager for `async-memcached`): what this pool
+//! must do is less pooling than failing fast. After a failed connection every call is skipped
+//! for `backoff`, a cache miss at once; deadpool creates a connection on demand, so while
+//! memcached is down each request would wait out a connection attempt. The few connections
+//! it keeps and the key generations are the rest of this file.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -262,6 +262,10 @@ pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Runs `upkeep` every `period` until `shutdown` fires.
 ///
+/// Why not the exporter's own upkeep (`PrometheusBuilder::install_recorder`): it runs on a
+/// thread of its own for the life of the process, with no way to stop it, where this task
+/// belongs to the server and ends with its shutdown token, as every background task does.
+///
 /// The recorder keeps every histogram sample until an upkeep folds it into its buckets; a
 /// scrape of `/metrics` does one, but a server nobody scrapes would otherwise keep them all:
 /// without this task its memory grew by about 60 MB per million requests, without bound.

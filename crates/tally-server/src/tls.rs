@@ -4,6 +4,11 @@
 //! TLS is the cargo feature `tls` (rustls with the ring provider), on in the `tally` binary's
 //! default build. A build without the feature refuses a configuration that turns TLS on
 //! instead of serving plaintext where TLS was asked for.
+//!
+//! Why not `axum-server` for HTTPS: its own accept loop would bypass the door's admission
+//! ([`crate::connections::Doorkeeper`]: the connection cap, the idle timeout, the accept-error
+//! log), and the three doors share one certificate; so the HTTP door hands axum connections
+//! whose handshake this file already did, through axum's own `Listener` seam.
 
 use std::path::PathBuf;
 

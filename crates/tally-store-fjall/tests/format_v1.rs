@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tally_core::{
-    Checkpoint, CounterKey, CounterName, CounterType, Event, EventKind, IdempotencyToken, ManualClock, Namespace,
-    NamespaceConfig, Timestamp,
+    Checkpoint, CounterKey, CounterName, CounterType, Event, EventKind, IdempotencyToken, ManualClock,
+    Namespace, NamespaceConfig, Timestamp,
 };
 use tally_store::{CounterStore, EventLog, NamespaceStore, Stored};
 use tally_store_fjall::key_codec as codec;
@@ -53,7 +53,10 @@ fn every_key_and_value_kind_is_pinned_bytes() {
     assert_eq!(codec::event_value(EventKind::Clear), [1]);
     assert_eq!(codec::time_value(Timestamp::from_micros(258)), [2, 1, 0, 0, 0, 0, 0, 0]);
     let cp = Checkpoint { count: -1, until: Timestamp::from_micros(1) };
-    assert_eq!(codec::checkpoint_value(cp), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        codec::checkpoint_value(cp),
+        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0]
+    );
     assert_eq!(codec::token_key(&k, "t"), [2, b'n', b's', 0, 2, b'c', b'1', b't']);
     assert_eq!(codec::FORMAT_VERSION, 1);
 }
@@ -82,7 +85,11 @@ async fn a_data_directory_written_by_format_1_opens_and_reads_the_same() {
     let fold = store.fold(&views, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
     assert_eq!((fold.events, fold.apply_to(0)), (2, -3), "two tokenless adds");
     let scanned = store.scan_counters(None, None, 100).await.expect("scan");
-    assert_eq!(scanned.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(), ["shop:orders", "default:home"], "in key order: a namespace's length comes first");
+    assert_eq!(
+        scanned.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
+        ["shop:orders", "default:home"],
+        "in key order: a namespace's length comes first"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -125,10 +132,16 @@ async fn write_the_format_1_fixture() {
     ] {
         store.append(&e, deadline, WINDOW).await.expect("append");
     }
-    store.put_checkpoint(&orders, Checkpoint { count: 10, until: at(-60_000_000) }).await.expect("checkpoint");
+    store
+        .put_checkpoint(&orders, Checkpoint { count: 10, until: at(-60_000_000) })
+        .await
+        .expect("checkpoint");
     let home = key("default", "home");
     for (token, delta) in [("srv-1", -4), ("srv-2", 1)] {
-        store.append_new(&event(&home, token, at(-500_000), EventKind::Add(delta)), deadline).await.expect("append");
+        store
+            .append_new(&event(&home, token, at(-500_000), EventKind::Add(delta)), deadline)
+            .await
+            .expect("append");
     }
     // Everything into tables, so that the journal holds nothing the fixture needs.
     store.compact().expect("compact");

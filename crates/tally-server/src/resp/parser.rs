@@ -3,6 +3,13 @@
 //!
 //! A request is either `*<n>\r\n` followed by `n` bulk strings `$<len>\r\n<bytes>\r\n`, or an
 //! inline line of words (`PING\r\n`), which is what `telnet` and hand-typed input send.
+//!
+//! Why not the `redis-protocol` crate: it decodes whole frames from a buffer and answers
+//! "incomplete" until the bytes are there, so a header `$2000000000` or `*1000000` would be
+//! buffered before anything could refuse it. This door refuses such a header when it reads
+//! it (the argument count and each length against [`Limits`]), which is what lets a client's
+//! request never take more memory than the limits allow; requests are arrays of bulk
+//! strings only, about a hundred lines to frame.
 
 use bytes::{Buf, Bytes, BytesMut};
 

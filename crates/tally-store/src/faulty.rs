@@ -14,7 +14,8 @@ use crate::{
 };
 
 /// Wraps a store. Appends can be held (they wait until released, as on a store slower than
-/// the load) or failed (`Unavailable`, as after a failed sync or a full disk, writing nothing).
+/// the load) or failed (`Unavailable`, as after a failed sync or a full disk, writing nothing;
+/// or after writing, as when the answer is lost).
 /// Everything else passes through.
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
@@ -24,6 +25,8 @@ pub struct FaultyStore {
     failing: AtomicBool,
     /// Take tokens, then fail before writing the event (`take_tokens_then_fail`).
     half_failing: AtomicBool,
+    /// Write the event, then answer `Unavailable` (`fail_after_writing`).
+    failing_after: AtomicBool,
     /// The tokens taken that way, with the mutation each holds.
     orphans: std::sync::Mutex<std::collections::HashMap<(CounterKey, String), Stored>>,
     /// `fold` calls so far.
@@ -42,6 +45,7 @@ impl FaultyStore {
             waiting: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             half_failing: AtomicBool::new(false),
+            failing_after: AtomicBool::new(false),
             orphans: Default::default(),
             folds: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
@@ -66,6 +70,23 @@ impl FaultyStore {
     /// append's behalf and answer `Duplicate`; past it they are refused `DeadlinePassed`.
     pub fn take_tokens_then_fail(&self, failing: bool) {
         self.half_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Whether appends write their event and then fail with `Unavailable` anyway, as when a
+    /// sync succeeded but its answer was lost (a timeout, a broken connection to the node):
+    /// the client cannot tell this from a failure that wrote nothing, and retries.
+    pub fn fail_after_writing(&self, failing: bool) {
+        self.failing_after.store(failing, Ordering::SeqCst);
+    }
+
+    /// The answer of an append that `inner` answered with `written`.
+    fn answer(&self, written: StoreResult<Appended>) -> StoreResult<Appended> {
+        match written {
+            Ok(_) if self.failing_after.load(Ordering::SeqCst) => {
+                Err(StoreError::Unavailable("injected: written, then the answer was lost".into()))
+            }
+            other => other,
+        }
     }
 
     fn orphans(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(CounterKey, String), Stored>> {
@@ -122,12 +143,14 @@ impl EventLog for FaultyStore {
                 "injected: the token was taken, the event not written".into(),
             ));
         }
-        self.inner.append(event, deadline, window).await
+        let written = self.inner.append(event, deadline, window).await;
+        self.answer(written)
     }
 
     async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
         self.inject().await?;
-        self.inner.append_new(event, deadline).await
+        let written = self.inner.append_new(event, deadline).await;
+        self.answer(written)
     }
 
     async fn find_token(&self, key: &CounterKey, token: &str) -> StoreResult<Option<Stored>> {

@@ -438,6 +438,15 @@ impl Engine {
                 let value = self.inner.best_effort.get(key, now).await?;
                 Ok(Count { value, counter_type: config.counter_type, as_of: Some(now) })
             }
+            // On a store only this process writes, an eventual read includes every
+            // acknowledged add: where memory cannot tell (after a failed write whose event may
+            // have landed, after a restart, with memory full) the store's events after the
+            // checkpoint are folded, as for an accurate counter, until a rollup passes them.
+            CounterType::Eventual if self.inner.tails.enabled() => {
+                let count = self.accurate_count(key, &config).await?;
+                self.request_rollup(key, now.saturating_add(config.coalesce));
+                Ok(count)
+            }
             CounterType::Eventual => {
                 let (checkpoint, cached) = self.checkpoint_and_source(key, &config).await?;
                 if !cached {
@@ -693,6 +702,11 @@ impl Engine {
                 Mutated { token: Some(event.token.clone()), applied: true }
             }
             Appended::Duplicate { generation_time } => {
+                // The first attempt may have been written and then failed (its answer lost), so
+                // that nothing asked for its rollup yet; asking again costs nothing (triggers
+                // coalesce, and a rollup with nothing to fold writes nothing).
+                let due = now.saturating_add(config.coalesce).max(first_foldable(generation_time, config));
+                self.request_rollup(&event.key, due);
                 let token = IdempotencyToken::new(event.token.token(), generation_time)
                     .unwrap_or_else(|_| event.token.clone());
                 Mutated { token: Some(token), applied: false }
@@ -753,7 +767,10 @@ impl Engine {
         let now = self.inner.clock.now();
         let exact = match self.local_count(key, config).await? {
             Some(value) => value,
-            None if counter_type == CounterType::Accurate => self.accurate_count(key, config).await?.value,
+            // As for reads: a store only this process writes answers every acknowledged add.
+            None if counter_type == CounterType::Accurate || self.inner.tails.enabled() => {
+                self.accurate_count(key, config).await?.value
+            }
             None => {
                 let checkpoint = self.checkpoint(key, config).await?;
                 let own = if mutated.applied { delta } else { 0 };

@@ -84,6 +84,41 @@ async fn a_failing_store_is_unavailable_counts_nothing_and_recovers_without_rest
     assert_eq!(t.engine.get_count(&key).await.expect("count").value, 12);
 }
 
+/// An add whose event was written but whose answer was lost (`UNAVAILABLE`, as the client
+/// sees it) is retried with its token: it counts once, on a store this process alone writes
+/// (where counts come from the local tail) and on a shared one. Two bugs: on the embedded
+/// store an eventual read left it out until a rollup (memory was unsure of the counter and
+/// the read answered the checkpoint alone), and on a shared store no rollup was asked for (the
+/// failed attempt asked none, the duplicate answer neither), so it waited for the pending scan.
+#[tokio::test]
+async fn regression_an_add_written_before_its_failure_counts_once_and_is_read_at_once_when_retried() {
+    for shared in [false, true] {
+        let clock = ManualClock::new(Timestamp::from_millis(START_MILLIS));
+        let inner = match shared {
+            true => MemoryStore::shared(Arc::new(clock.clone())),
+            false => MemoryStore::new(Arc::new(clock.clone())),
+        };
+        let faulty = Arc::new(FaultyStore::new(Arc::new(inner)));
+        let t = TestEngine::over_with(faulty.clone(), clock, EngineOptions::default()).await;
+        let ns = t.namespace("lost", CounterType::Eventual).await;
+        let key = CounterKey::new(ns, CounterName::new("c").expect("name"));
+        let token = t.token("order-1");
+        faulty.fail_after_writing(true);
+        let lost = t.engine.add_count(&key, 7, Some(token.clone())).await.expect_err("answer lost");
+        assert_eq!(lost.code(), ErrorCode::Unavailable, "shared {shared}: {lost}");
+        faulty.fail_after_writing(false);
+        let retry = t.engine.add_count(&key, 7, Some(token.clone())).await.expect("retried");
+        assert!(!retry.applied, "shared {shared}: the first attempt was written");
+        assert!(!t.engine.add_count(&key, 7, Some(token)).await.expect("again").applied);
+        if !shared {
+            // One process: its reads include every acknowledged add at once.
+            assert_eq!(t.engine.get_count(&key).await.expect("get").value, 7, "counted once, read at once");
+        }
+        t.converge(&tally_core::NamespaceConfig::default()).await;
+        assert_eq!(t.engine.get_count(&key).await.expect("get").value, 7, "shared {shared}: counted once");
+    }
+}
+
 /// A token taken by an append that then failed before its event was written (possible on
 /// Cassandra) must not make a late retry look applied: within the event's deadline the retry
 /// writes it, past it the retry is refused as too old and nothing claims the add counted.

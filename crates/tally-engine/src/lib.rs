@@ -38,5 +38,5 @@ pub use engine::{
 };
 pub use error::{EngineError, EngineResult};
 pub use log_limit::LogLimit;
-pub use options::EngineOptions;
+pub use options::{AutoCreate, EngineOptions};
 pub use routing::{LocalTrigger, Rendezvous, RollupRouter};

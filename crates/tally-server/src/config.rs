@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use tally_core::CounterType;
+pub use tally_engine::AutoCreate;
 use tally_engine::EngineOptions;
 use tally_store_fjall::FjallOptions;
 
@@ -59,44 +59,13 @@ pub struct ServerConfig {
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line).
     pub log_format: LogFormat,
     /// The engine.
-    pub engine: EngineSection,
+    pub engine: EngineOptions,
     /// The embedded store.
     pub store: StoreSection,
     /// Authentication and authorization.
     pub auth: crate::auth::AuthSection,
     /// TLS on the front doors.
     pub tls: crate::tls::TlsSection,
-}
-
-/// `[engine]`: see `EngineOptions` for what each field does and why its default is what it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EngineSection {
-    /// Rollup queues (one worker each).
-    pub rollup_queues: usize,
-    /// Counters one worker rolls up concurrently.
-    pub rollup_batch: usize,
-    /// Distinct counters one queue holds.
-    pub rollup_queue_capacity: usize,
-    /// Batch time above which a worker slows down.
-    #[serde(with = "humantime_serde")]
-    pub rollup_target_batch_time: Duration,
-    /// How often the store is scanned for counters with unfolded events.
-    #[serde(with = "humantime_serde")]
-    pub pending_scan_interval: Duration,
-    /// How often retention runs.
-    #[serde(with = "humantime_serde")]
-    pub retention_interval: Duration,
-    /// Checkpoints kept in the in-process cache.
-    pub cache_capacity: u64,
-    /// Counter operations waiting on the store at once; more are refused (`RESOURCE_EXHAUSTED`).
-    pub max_in_flight: usize,
-    /// Events the local tail holds in memory at most (embedded store).
-    pub local_tail_max_events: usize,
-    /// Namespaces made on their first write: `eventual`, `accurate` or `best_effort` (the
-    /// counter type they get), or `off`. Unset: `eventual` on the embedded store, `off` on
-    /// Cassandra (where namespaces are usually an operator's decision).
-    pub auto_create_namespaces: Option<AutoCreate>,
 }
 
 /// `log_format`.
@@ -120,20 +89,6 @@ impl std::str::FromStr for LogFormat {
             other => anyhow::bail!("log format must be `text` or `json`, not {other:?}"),
         }
     }
-}
-
-/// `[engine] auto_create_namespaces`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AutoCreate {
-    /// Writes to a missing namespace are refused `NOT_FOUND`.
-    Off,
-    /// New namespaces are `best_effort`.
-    BestEffort,
-    /// New namespaces are `eventual`.
-    Eventual,
-    /// New namespaces are `accurate`.
-    Accurate,
 }
 
 /// `[store]`: the embedded store.
@@ -169,28 +124,10 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             log: "info,fjall=warn,lsm_tree=warn,scylla=warn".to_owned(),
             log_format: LogFormat::Text,
-            engine: EngineSection::default(),
+            engine: EngineOptions::default(),
             store: StoreSection::default(),
             auth: crate::auth::AuthSection::default(),
             tls: crate::tls::TlsSection::default(),
-        }
-    }
-}
-
-impl Default for EngineSection {
-    fn default() -> Self {
-        let o = EngineOptions::default();
-        Self {
-            rollup_queues: o.rollup_queues,
-            rollup_batch: o.rollup_batch,
-            rollup_queue_capacity: o.rollup_queue_capacity,
-            rollup_target_batch_time: o.rollup_target_batch_time,
-            pending_scan_interval: o.pending_scan_interval,
-            retention_interval: o.retention_interval,
-            cache_capacity: o.cache_capacity,
-            max_in_flight: o.max_in_flight,
-            local_tail_max_events: o.local_tail_max_events,
-            auto_create_namespaces: None,
         }
     }
 }
@@ -270,13 +207,8 @@ impl ServerConfig {
         crate::auth::Authenticator::from_config(&self.auth).context("[auth]")?;
         crate::tls::Tls::load(&self.tls).context("[tls]")?;
         tracing_filter_is_valid(&self.log)?;
-        let e = &self.engine;
+        self.engine.check().map_err(|e| anyhow::anyhow!("[engine] {e}"))?;
         let positive = [
-            ("rollup_queues", e.rollup_queues),
-            ("rollup_batch", e.rollup_batch),
-            ("rollup_queue_capacity", e.rollup_queue_capacity),
-            ("max_in_flight", e.max_in_flight),
-            ("local_tail_max_events", e.local_tail_max_events),
             ("max_connections", self.max_connections),
             ("resp_max_args", self.resp_max_args),
             ("max_body_bytes", self.max_body_bytes),
@@ -313,33 +245,15 @@ impl ServerConfig {
         out
     }
 
-    /// The engine's options.
+    /// The engine's options as `tally serve` opens it: `[engine]`, with namespaces made on
+    /// their first write (`eventual`) on the embedded store when `auto_create_namespaces` is
+    /// unset.
     pub fn engine_options(&self) -> EngineOptions {
-        let e = &self.engine;
-        EngineOptions {
-            rollup_queues: e.rollup_queues,
-            rollup_batch: e.rollup_batch,
-            rollup_queue_capacity: e.rollup_queue_capacity,
-            rollup_target_batch_time: e.rollup_target_batch_time,
-            pending_scan_interval: e.pending_scan_interval,
-            retention_interval: e.retention_interval,
-            cache_capacity: e.cache_capacity,
-            max_in_flight: e.max_in_flight,
-            local_tail_max_events: e.local_tail_max_events,
-            auto_create_namespaces: self.auto_create_type(),
+        let mut options = self.engine.clone();
+        if options.auto_create_namespaces.is_none() && self.store_url == "embedded" {
+            options.auto_create_namespaces = Some(AutoCreate::Eventual);
         }
-    }
-
-    /// The counter type namespaces made on their first write get, if they are made.
-    pub fn auto_create_type(&self) -> Option<CounterType> {
-        let embedded = self.store_url == "embedded";
-        match self.engine.auto_create_namespaces {
-            None if embedded => Some(CounterType::Eventual),
-            None | Some(AutoCreate::Off) => None,
-            Some(AutoCreate::BestEffort) => Some(CounterType::BestEffort),
-            Some(AutoCreate::Eventual) => Some(CounterType::Eventual),
-            Some(AutoCreate::Accurate) => Some(CounterType::Accurate),
-        }
+        options
     }
 
     /// The embedded store's options.
@@ -366,6 +280,7 @@ fn tracing_filter_is_valid(filter: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tally_core::CounterType;
 
     #[test]
     fn the_shipped_example_parses_and_documents_the_defaults() {
@@ -386,15 +301,15 @@ mod tests {
     #[test]
     fn namespaces_are_made_on_first_write_on_the_embedded_store_unless_turned_off() {
         let embedded = ServerConfig::default();
-        assert_eq!(embedded.auto_create_type(), Some(CounterType::Eventual));
+        assert_eq!(embedded.engine_options().auto_create_type(), Some(CounterType::Eventual));
         let cassandra =
             ServerConfig { store_url: "cassandra://127.0.0.1:9042/tally".into(), ..embedded.clone() };
-        assert_eq!(cassandra.auto_create_type(), None);
+        assert_eq!(cassandra.engine_options().auto_create_type(), None);
         let off = ServerConfig::from_toml("[engine]\nauto_create_namespaces = \"off\"").expect("parses");
-        assert_eq!(off.auto_create_type(), None);
+        assert_eq!(off.engine_options().auto_create_type(), None);
         let accurate =
             ServerConfig::from_toml("[engine]\nauto_create_namespaces = \"accurate\"").expect("parses");
-        assert_eq!(accurate.engine_options().auto_create_namespaces, Some(CounterType::Accurate));
+        assert_eq!(accurate.engine_options().auto_create_type(), Some(CounterType::Accurate));
         let err =
             ServerConfig::from_toml("[engine]\nauto_create_namespaces = \"yes\"").expect_err("bad value");
         assert!(err.to_string().contains("unknown variant `yes`"), "{err}");

@@ -417,16 +417,14 @@ impl Engine {
 
     /// [`Engine::get_count`] once admitted.
     async fn read_count(&self, key: &CounterKey) -> EngineResult<Count> {
-        let config = match (
-            self.inner.namespaces.get(&key.namespace).await,
-            self.inner.options.auto_create_namespaces,
-        ) {
-            // A namespace its first write would make holds nothing yet; reading makes nothing.
-            (Err(EngineError::NamespaceNotFound(_)), Some(counter_type)) => {
-                return Ok(Count { value: 0, counter_type, as_of: None });
-            }
-            (config, _) => config?,
-        };
+        let config =
+            match (self.inner.namespaces.get(&key.namespace).await, self.inner.options.auto_create_type()) {
+                // A namespace its first write would make holds nothing yet; reading makes nothing.
+                (Err(EngineError::NamespaceNotFound(_)), Some(counter_type)) => {
+                    return Ok(Count { value: 0, counter_type, as_of: None });
+                }
+                (config, _) => config?,
+            };
         let now = self.inner.clock.now();
         if config.counter_type.is_durable()
             && let Some(value) = self.local_count(key, &config).await?
@@ -515,7 +513,7 @@ impl Engine {
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let mut page = NamePage::default();
         match self.inner.namespaces.get(namespace).await {
-            Err(EngineError::NamespaceNotFound(_)) if self.inner.options.auto_create_namespaces.is_some() => {
+            Err(EngineError::NamespaceNotFound(_)) if self.inner.options.auto_create_type().is_some() => {
                 return Ok(page);
             }
             found => found?,
@@ -589,7 +587,7 @@ impl Engine {
     /// The namespace a mutation writes to: made on its first write when
     /// `auto_create_namespaces` is set, with that counter type and default settings.
     async fn config_for_write(&self, namespace: &Namespace) -> EngineResult<Arc<NamespaceConfig>> {
-        match self.inner.options.auto_create_namespaces {
+        match self.inner.options.auto_create_type() {
             Some(counter_type) => self.inner.namespaces.get_or_create(namespace, counter_type).await,
             None => self.inner.namespaces.get(namespace).await,
         }

@@ -402,7 +402,10 @@ async fn past_the_local_tail_bound_counts_stay_exact_through_the_store() {
 async fn namespaces_are_made_on_their_first_write_when_auto_create_is_on() {
     let clock = ManualClock::new(Timestamp::from_millis(crate::support::START_MILLIS));
     let store: Arc<dyn tally_store::Store> = Arc::new(MemoryStore::new(Arc::new(clock.clone())));
-    let options = EngineOptions { auto_create_namespaces: Some(CounterType::Accurate), ..Default::default() };
+    let options = EngineOptions {
+        auto_create_namespaces: Some(tally_engine::AutoCreate::Accurate),
+        ..Default::default()
+    };
     let t = TestEngine::over_with(store, clock, options).await;
     let ns = Namespace::new("user").expect("ns");
     let k = key(&ns, "1000:visits");

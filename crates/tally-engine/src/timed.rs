@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tally_core::{Checkpoint, CounterKey, Event, Fold, Namespace, NamespaceConfig, Timestamp};
 use tally_store::{
-    Appended, BatchAppend, CounterState, CounterStore, EventLog, NamespaceStore, Store, StoreResult, Stored,
+    Appended, BatchAppend, CounterState, CounterStore, EventCursor, EventLog, NamespaceStore, Store,
+    StoreResult, Stored,
 };
 
 /// A store whose calls are timed.
@@ -59,6 +60,17 @@ impl EventLog for TimedStore {
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
         timed("fold", self.inner.fold(key, from, until)).await
+    }
+
+    async fn list_events(
+        &self,
+        key: &CounterKey,
+        from: Timestamp,
+        until: Timestamp,
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        timed("list_events", self.inner.list_events(key, from, until, after, limit)).await
     }
 
     async fn delete_events_before(

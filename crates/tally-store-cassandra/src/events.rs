@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use tally_core::{CounterKey, Event, EventKind, Fold, Timestamp};
-use tally_store::{Appended, EventLog, StoreError, StoreResult, Stored};
+use tally_core::{CounterKey, Event, EventKind, Fold, IdempotencyToken, Timestamp};
+use tally_store::{Appended, EventCursor, EventLog, StoreError, StoreResult, Stored};
 
 use crate::codec::{decode_mutation, encode_mutation};
 use crate::driver;
@@ -29,6 +29,41 @@ pub(crate) struct Row4 {
 pub(crate) type Identity<'a> = (&'a str, &'a str, i64, i32, i64, &'a str);
 
 impl CassandraStore {
+    /// Every event row of `key` with `from <= time < until`, in `(time, token, mutation)`
+    /// order. An open-ended range stops at the counter's last write.
+    async fn rows_between(
+        &self,
+        key: &CounterKey,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Vec<Row4>> {
+        let until = if until == Timestamp::MAX {
+            let Some(last_write) = self.last_write_of(key).await? else { return Ok(Vec::new()) };
+            until.min(Timestamp::from_micros(last_write.as_micros().saturating_add(1)))
+        } else {
+            until
+        };
+        if from >= until {
+            return Ok(Vec::new());
+        }
+        // A short window (a rollup's, an accurate read's tail) names its few slices directly; a
+        // table that does not exist holds no events. A long one asks which slices exist.
+        let (first, last) =
+            (self.layout.slice_of(from), self.layout.slice_of(Timestamp::from_micros(until.as_micros() - 1)));
+        let slices = if last.saturating_sub(first) < DIRECT_SLICES {
+            (first..=last).collect()
+        } else {
+            self.slices_between(from, until).await?
+        };
+        let mut rows: Vec<Row4> = futures::stream::iter(slices)
+            .map(|slice| self.events_in_slice(key, slice, from, until))
+            .buffered(FAN_OUT)
+            .try_concat()
+            .await?;
+        rows.sort_unstable_by(|a, b| (a.time, &a.token, &a.mutation).cmp(&(b.time, &b.token, &b.mutation)));
+        Ok(rows)
+    }
+
     /// The statements of `slice`'s table; creates the table first if `create` and it is not
     /// known to exist.
     pub(crate) async fn slice(&self, slice: i64, create: bool) -> StoreResult<Arc<SliceStatements>> {
@@ -290,35 +325,37 @@ impl EventLog for CassandraStore {
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
-        if from >= until {
-            return Ok(Fold::default());
-        }
-        // An open-ended fold (accurate reads) stops at the counter's last write.
-        let until = if until == Timestamp::MAX {
-            let Some(last_write) = self.last_write_of(key).await? else { return Ok(Fold::default()) };
-            until.min(Timestamp::from_micros(last_write.as_micros().saturating_add(1)))
-        } else {
-            until
-        };
-        if from >= until {
-            return Ok(Fold::default());
-        }
-        // A short window (a rollup's, an accurate read's tail) names its few slices directly; a
-        // table that does not exist holds no events. A long one asks which slices exist.
-        let (first, last) =
-            (self.layout.slice_of(from), self.layout.slice_of(Timestamp::from_micros(until.as_micros() - 1)));
-        let slices = if last.saturating_sub(first) < DIRECT_SLICES {
-            (first..=last).collect()
-        } else {
-            self.slices_between(from, until).await?
-        };
-        let mut rows: Vec<Row4> = futures::stream::iter(slices)
-            .map(|slice| self.events_in_slice(key, slice, from, until))
-            .buffered(FAN_OUT)
-            .try_concat()
-            .await?;
-        rows.sort_unstable_by(|a, b| (a.time, &a.token, &a.mutation).cmp(&(b.time, &b.token, &b.mutation)));
+        let rows = self.rows_between(key, from, until).await?;
         Ok(Fold::of(rows.into_iter().map(|r| r.kind)))
+    }
+
+    async fn list_events(
+        &self,
+        key: &CounterKey,
+        from: Timestamp,
+        until: Timestamp,
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        let from = match after {
+            Some(c) => from.max(c.generation_time),
+            None => from,
+        };
+        if from >= until || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The rows of every slice the range spans, sorted: a page reads the whole range from
+        // its cursor on (event tables are partitioned by hour, not ordered by counter).
+        let rows = self.rows_between(key, from, until).await?;
+        rows.into_iter()
+            .filter(|r| after.is_none_or(|c| c.precedes(Timestamp::from_micros(r.time), &r.token)))
+            .take(limit)
+            .map(|r| {
+                let token = IdempotencyToken::new(&r.token, Timestamp::from_micros(r.time))
+                    .map_err(|e| driver::corrupt(&format!("a token of {key}"), e))?;
+                Ok(Event { key: key.clone(), token, kind: r.kind })
+            })
+            .collect()
     }
 
     async fn delete_events_before(

@@ -58,6 +58,17 @@ pub fn event_key(key: &CounterKey, time: Timestamp, token: &str) -> Vec<u8> {
     out
 }
 
+/// The generation time and token of an event key, from the bytes after its counter prefix.
+pub fn decode_event_key_suffix(bytes: &[u8]) -> Result<(Timestamp, &str), StoreError> {
+    let (time, token) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreError::Corrupt(format!("event key suffix {bytes:02x?} is too short").into()))?;
+    let time = Timestamp::from_micros((u64::from_be_bytes(*time) ^ (1 << 63)) as i64);
+    let token = std::str::from_utf8(token)
+        .map_err(|e| StoreError::Corrupt(tally_core::Failure::caused_by("an event key's token", e)))?;
+    Ok((time, token))
+}
+
 /// Encodes what an event does.
 pub fn event_value(kind: EventKind) -> Vec<u8> {
     match kind {

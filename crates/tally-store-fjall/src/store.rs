@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_core::{
-    Checkpoint, Clock, CounterKey, Event, Failure, Fold, Namespace, NamespaceConfig, Timestamp,
+    Checkpoint, Clock, CounterKey, Event, Failure, Fold, IdempotencyToken, Namespace, NamespaceConfig,
+    Timestamp,
 };
 use tally_store::{
-    Appended, BatchAppend, CounterState, CounterStore, EventLog, IdentityCheck, NamespaceStore, StoreError,
-    StoreResult, Stored,
+    Appended, BatchAppend, CounterState, CounterStore, EventCursor, EventLog, IdentityCheck, NamespaceStore,
+    StoreError, StoreResult, Stored,
 };
 
 use crate::group_commit::{self, ExclusiveOp, GroupCommitter, Op, SharedOp};
@@ -250,6 +251,37 @@ impl EventLog for FjallStore {
                 None => return Ok(fold),
             }
         }
+    }
+
+    async fn list_events(
+        &self,
+        key: &CounterKey,
+        from: Timestamp,
+        until: Timestamp,
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        if from >= until || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = match after {
+            Some(c) if c.generation_time >= from => {
+                Bound::Excluded(codec::event_key(key, c.generation_time, &c.token))
+            }
+            _ => Bound::Included(codec::event_bound(key, from)),
+        };
+        let end = Bound::Excluded(codec::event_bound(key, until));
+        let prefix = codec::counter_prefix(key).len();
+        let ks = self.handles.get()?;
+        let mut events = Vec::new();
+        for guard in ks.events.range::<Vec<u8>, _>((start, end)).take(limit) {
+            let (k, v) = guard.into_inner().map_err(unavailable)?;
+            let (time, token) = codec::decode_event_key_suffix(&k[prefix..])?;
+            let token = IdempotencyToken::new(token, time)
+                .map_err(|e| StoreError::Corrupt(Failure::caused_by(format!("a token of {key}"), e)))?;
+            events.push(Event { key: key.clone(), token, kind: codec::decode_event_value(&v)? });
+        }
+        Ok(events)
     }
 
     async fn delete_events_before(

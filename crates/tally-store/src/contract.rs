@@ -36,6 +36,27 @@ impl Stored {
     }
 }
 
+/// Where a page of [`EventLog::list_events`] ends: the last event it listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    /// That event's generation time.
+    pub generation_time: Timestamp,
+    /// That event's token.
+    pub token: String,
+}
+
+impl EventCursor {
+    /// The cursor that resumes after `event`.
+    pub fn after(event: &Event) -> Self {
+        Self { generation_time: event.token.generation_time(), token: event.token.token().to_owned() }
+    }
+
+    /// Whether an event at `(generation_time, token)` comes after this cursor.
+    pub fn precedes(&self, generation_time: Timestamp, token: &str) -> bool {
+        (generation_time, token) > (self.generation_time, self.token.as_str())
+    }
+}
+
 /// What `append` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -219,6 +240,22 @@ pub trait EventLog: Send + Sync {
     ///
     /// Contract: sees every event whose `append` returned `Ok` before the call began.
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold>;
+
+    /// Up to `limit` events of `key` with `from <= generation_time < until`, in
+    /// `(generation_time, token)` order, starting after `after` (exclusive) if given: one page
+    /// of the counter's history, for audit.
+    ///
+    /// Contract: sees every event whose `append` returned `Ok` before the call began, and none
+    /// that retention deleted; paging with the last event of each page visits every event of
+    /// the range exactly once.
+    async fn list_events(
+        &self,
+        key: &CounterKey,
+        from: Timestamp,
+        until: Timestamp,
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
 
     /// Deletes at most `limit` events of `key` with `generation_time < before`, oldest first, and
     /// returns how many it deleted; fewer than `limit` means none are left.

@@ -10,7 +10,8 @@ use tally_core::{Checkpoint, CounterKey, Event, Fold, Namespace, NamespaceConfig
 use tokio::sync::Semaphore;
 
 use crate::{
-    Appended, CounterState, CounterStore, EventLog, NamespaceStore, Store, StoreError, StoreResult, Stored,
+    Appended, CounterState, CounterStore, EventCursor, EventLog, NamespaceStore, Store, StoreError,
+    StoreResult, Stored,
 };
 
 /// Wraps a store. Appends can be held (they wait until released, as on a store slower than
@@ -163,6 +164,17 @@ impl EventLog for FaultyStore {
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {
         self.folds.fetch_add(1, Ordering::SeqCst);
         self.inner.fold(key, from, until).await
+    }
+
+    async fn list_events(
+        &self,
+        key: &CounterKey,
+        from: Timestamp,
+        until: Timestamp,
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        self.inner.list_events(key, from, until, after, limit).await
     }
 
     async fn delete_events_before(

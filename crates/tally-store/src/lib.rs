@@ -19,7 +19,8 @@ mod memory;
 pub mod testsuite;
 
 pub use contract::{
-    Appended, BatchAppend, CounterState, CounterStore, EventLog, IdentityCheck, NamespaceStore, Store, Stored,
+    Appended, BatchAppend, CounterState, CounterStore, EventCursor, EventLog, IdentityCheck, NamespaceStore,
+    Store, Stored,
 };
 pub use error::{StoreError, StoreResult};
 pub use memory::MemoryStore;

@@ -14,7 +14,7 @@ use tally_core::{
     Timestamp,
 };
 
-use crate::contract::{Appended, CounterState, CounterStore, EventLog, NamespaceStore, Stored};
+use crate::contract::{Appended, CounterState, CounterStore, EventCursor, EventLog, NamespaceStore, Stored};
 use crate::error::{StoreError, StoreResult};
 
 /// Events of one counter, keyed by their `(generation_time, token)` order.
@@ -126,6 +126,33 @@ impl EventLog for MemoryStore {
             }
         }
         Ok(fold)
+    }
+
+    async fn list_events(
+        &self,
+        key: &CounterKey,
+        from: Timestamp,
+        until: Timestamp,
+        after: Option<&EventCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        let inner = self.lock();
+        let Some(events) = inner.events.get(key).filter(|_| from < until) else { return Ok(Vec::new()) };
+        let start = match after {
+            Some(c) if c.generation_time >= from => Bound::Excluded((c.generation_time, c.token.clone())),
+            _ => Bound::Included((from, String::new())),
+        };
+        let listed = events
+            .range((start, Bound::Excluded((until, String::new()))))
+            .take(limit)
+            .map(|((time, token), kind)| {
+                let token = IdempotencyToken::new(token, *time).map_err(|e| {
+                    StoreError::Corrupt(tally_core::Failure::caused_by(format!("a token of {key}"), e))
+                })?;
+                Ok(Event { key: key.clone(), token, kind: *kind })
+            })
+            .collect();
+        listed
     }
 
     async fn delete_events_before(

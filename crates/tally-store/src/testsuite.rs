@@ -12,7 +12,7 @@ use tally_core::{
     Namespace, NamespaceConfig, Timestamp,
 };
 
-use crate::{Appended, CounterState, Store, StoreError, Stored};
+use crate::{Appended, CounterState, EventCursor, Store, StoreError, Stored};
 
 /// Generates one `#[tokio::test]` per conformance case for a backend.
 ///
@@ -41,7 +41,8 @@ macro_rules! store_suite {
             racing_conflicting_appends_acknowledge_at_most_one,
             append_new_lands_like_append_without_taking_its_token,
             append_batch_answers_each_append_as_alone,
-            checkpoint_alone_is_the_state_s_checkpoint
+            checkpoint_alone_is_the_state_s_checkpoint,
+            list_events_pages_through_a_range_in_order
         );
     };
     (@cases $make:path; $($case:ident),*) => {$(
@@ -182,6 +183,38 @@ pub async fn fold_orders_by_time_then_token_and_clear_discards_earlier<S: Store>
     // Before the clear's time nothing is cleared.
     let fold = store.fold(&k, Timestamp::MIN, Timestamp::from_micros(200)).await.expect("fold");
     assert_eq!(fold, Fold { sum: 30, cleared: false, events: 1 });
+}
+
+/// `list_events` gives a counter's events in `(generation_time, token)` order, clears
+/// included, within `[from, until)`, and pages through them by cursor: every event once.
+pub async fn list_events_pages_through_a_range_in_order<S: Store>(store: &S, _clock: &ManualClock) {
+    let k = key("ns", "c");
+    append_ok(store, &event(&key("ns", "other"), "x", 150, EventKind::Add(9))).await;
+    let written = [
+        event(&k, "b", 100, EventKind::Add(1)),
+        event(&k, "a", 200, EventKind::Add(2)),
+        event(&k, "c", 200, EventKind::Clear),
+        event(&k, "d", 300, EventKind::Add(-4)),
+        event(&k, "e", 400, EventKind::Add(5)),
+    ];
+    for e in written.iter().rev() {
+        append_ok(store, e).await;
+    }
+    let (from, until) = (Timestamp::from_micros(100), Timestamp::from_micros(400));
+    let mut listed = Vec::new();
+    let mut cursor: Option<EventCursor> = None;
+    loop {
+        let page = store.list_events(&k, from, until, cursor.as_ref(), 2).await.expect("list");
+        assert!(page.len() <= 2, "a page holds at most its limit");
+        let Some(last) = page.last() else { break };
+        cursor = Some(EventCursor::after(last));
+        listed.extend(page);
+    }
+    assert_eq!(listed, written[..4].to_vec(), "in order, `until` excluded, other counters left out");
+    let all = store.list_events(&k, Timestamp::MIN, Timestamp::MAX, None, 100).await.expect("list");
+    assert_eq!(all, written.to_vec());
+    let none = store.list_events(&key("ns", "missing"), Timestamp::MIN, Timestamp::MAX, None, 10).await;
+    assert_eq!(none.expect("list"), Vec::new());
 }
 
 /// `from` is inclusive and `until` exclusive, so adjacent windows never count an event twice.

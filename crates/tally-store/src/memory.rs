@@ -142,7 +142,7 @@ impl EventLog for MemoryStore {
             Some(c) if c.generation_time >= from => Bound::Excluded((c.generation_time, c.token.clone())),
             _ => Bound::Included((from, String::new())),
         };
-        let listed = events
+        events
             .range((start, Bound::Excluded((until, String::new()))))
             .take(limit)
             .map(|((time, token), kind)| {
@@ -151,8 +151,7 @@ impl EventLog for MemoryStore {
                 })?;
                 Ok(Event { key: key.clone(), token, kind: *kind })
             })
-            .collect();
-        listed
+            .collect()
     }
 
     async fn delete_events_before(

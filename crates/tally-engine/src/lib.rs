@@ -34,7 +34,8 @@ mod timed;
 pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};
 pub use engine::{
-    Background, BatchAdd, Count, CounterPage, Engine, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, Mutated,
+    Background, BatchAdd, Count, CounterPage, Engine, EventPage, LIST_SCAN_BUDGET, ListedEvent,
+    MAX_EVENTS_PAGE, MAX_LIST_LIMIT, Mutated,
 };
 pub use error::{EngineError, EngineResult};
 pub use log_limit::LogLimit;

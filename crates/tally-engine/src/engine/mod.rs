@@ -2,8 +2,10 @@
 //!
 //! [`batch`]: adds that arrive together (`BatchAddCount`, a Redis pipeline).
 
+mod audit;
 mod batch;
 
+pub use audit::{EventPage, ListedEvent, MAX_EVENTS_PAGE};
 pub use batch::BatchAdd;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -490,3 +490,32 @@ async fn list_counters_pages_on_past_the_scan_budget() {
     let expected: Vec<_> = (0..5).map(|i| (format!("z:{i}"), 2)).collect();
     assert_eq!(listed, expected);
 }
+
+/// `list_events` gives a counter's history in order, a page at a time, and says which events
+/// a checkpoint has folded: none before the rollup, every one in its window after it.
+#[tokio::test]
+async fn list_events_gives_the_history_in_pages_marking_what_is_folded() {
+    for t in [TestEngine::memory().await, TestEngine::shared_memory().await] {
+        let ns = t.namespace("audit", CounterType::Eventual).await;
+        let k = key(&ns, "c");
+        t.engine.add_count(&k, 3, Some(t.token("a"))).await.expect("add");
+        t.engine.clear_count(&k, Some(t.token("b"))).await.expect("clear");
+        t.engine.add_count(&k, 5, Some(t.token("c"))).await.expect("add");
+        let all = |after| {
+            let k = k.clone();
+            let engine = t.engine.clone();
+            async move { engine.list_events(&k, Timestamp::MIN, Timestamp::MAX, after, 2).await.expect("list") }
+        };
+        let first = all(None).await;
+        let tokens: Vec<_> = first.events.iter().map(|e| e.event.token.token().to_owned()).collect();
+        assert_eq!(tokens, ["a", "b"]);
+        assert_eq!(first.events[1].event.kind, tally_core::EventKind::Clear);
+        assert!(first.events.iter().all(|e| !e.folded), "nothing is folded yet");
+        let second = all(first.next.as_ref()).await;
+        assert_eq!(second.events.len(), 1);
+        assert_eq!(second.events[0].event.kind, tally_core::EventKind::Add(5));
+        assert_eq!(second.next, None, "the range is exhausted");
+        t.converge(&tally_core::NamespaceConfig::default()).await;
+        assert!(all(None).await.events.iter().all(|e| e.folded), "the rollup folded them");
+    }
+}

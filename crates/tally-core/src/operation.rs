@@ -21,6 +21,8 @@ pub enum Operation {
     BatchGetCount,
     /// The counters of a namespace, a page at a time.
     ListCounters,
+    /// A counter's events (its history), a page at a time.
+    ListEvents,
     /// Create a namespace.
     CreateNamespace,
     /// Read a namespace's settings.
@@ -49,7 +51,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 20] = [
         Self::AddCount,
         Self::AddAndGetCount,
         Self::GetCount,
@@ -57,6 +59,7 @@ impl Operation {
         Self::BatchAddCount,
         Self::BatchGetCount,
         Self::ListCounters,
+        Self::ListEvents,
         Self::CreateNamespace,
         Self::GetNamespace,
         Self::ListNamespaces,
@@ -81,6 +84,7 @@ impl Operation {
             Self::BatchAddCount => "BatchAddCount",
             Self::BatchGetCount => "BatchGetCount",
             Self::ListCounters => "ListCounters",
+            Self::ListEvents => "ListEvents",
             Self::CreateNamespace => "CreateNamespace",
             Self::GetNamespace => "GetNamespace",
             Self::ListNamespaces => "ListNamespaces",

@@ -16,6 +16,7 @@ pub mod config;
 pub mod connections;
 pub mod convert;
 pub mod error;
+pub mod events;
 pub mod failed_auth;
 pub mod grpc;
 pub mod http;

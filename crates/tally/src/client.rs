@@ -211,6 +211,25 @@ pub struct LsArgs {
 }
 
 #[derive(Args)]
+pub struct EventsArgs {
+    /// Namespace.
+    namespace: String,
+    /// Counter name.
+    counter: String,
+    /// Events generated at or after this time, RFC 3339 [default: the oldest kept].
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Events generated before this time, RFC 3339 [default: every one].
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// Most events to print; every page is fetched until then [default: all].
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Args)]
 pub struct ClearArgs {
     /// Namespace.
     namespace: String,
@@ -451,6 +470,47 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
         for c in r.counters.iter().take(limit - printed) {
             let value = json!({"counter_name": c.counter_name, "count": c.count, "counter_type": type_text(c.counter_type)});
             print(args.conn.json, value, format!("{} {}", c.counter_name, c.count));
+            printed += 1;
+        }
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    Ok(())
+}
+
+pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
+    let time = |flag: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| Timestamp::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("--{flag} {t:?}: {e}")))
+            .transpose()
+            .map(|t| t.map(convert::timestamp_to_proto))
+    };
+    let (from, to) = (time("from", &args.from)?, time("to", &args.to)?);
+    let mut client = args.conn.counters().await?;
+    let (mut page_token, mut printed) = (String::new(), 0usize);
+    let limit = args.limit.unwrap_or(usize::MAX);
+    while printed < limit {
+        let request = pb::ListEventsRequest {
+            namespace: args.namespace.clone(),
+            counter_name: args.counter.clone(),
+            from,
+            to,
+            page_size: i32::try_from((limit - printed).min(1000)).unwrap_or(1000),
+            page_token: std::mem::take(&mut page_token),
+        };
+        let r = client.list_events(request).await.map_err(|e| args.conn.error(e))?.into_inner();
+        for e in r.events.iter().take(limit - printed) {
+            let time = time_text(e.generation_time.as_ref()).unwrap_or_default();
+            let (kind, what) = match pb::MutationKind::try_from(e.kind) {
+                Ok(pb::MutationKind::Clear) => ("clear", "clear".to_owned()),
+                _ => ("add", format!("add {}", e.delta)),
+            };
+            let folded = if e.folded { "folded" } else { "not folded yet" };
+            let value = json!({"generation_time": time, "token": e.token, "kind": kind,
+                "delta": e.delta, "folded": e.folded});
+            print(args.conn.json, value, format!("{time} {} {what} ({folded})", e.token));
             printed += 1;
         }
         if r.next_page_token.is_empty() {

@@ -37,6 +37,8 @@ enum Command {
     Clear(client::ClearArgs),
     /// ListCounters: the counters of a namespace with their counts.
     Ls(client::LsArgs),
+    /// ListEvents: a counter's events (its history), oldest first.
+    Events(client::EventsArgs),
     /// Manage namespaces.
     #[command(subcommand)]
     Ns(client::NsCommand),
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
             Command::Get(args) => client::get(args).await,
             Command::Clear(args) => client::clear(args).await,
             Command::Ls(args) => client::ls(args).await,
+            Command::Events(args) => client::events(args).await,
             Command::Ns(command) => client::ns(command).await,
             Command::Export(args) => transfer::export(args).await,
             Command::Import(args) => transfer::import(args).await,

@@ -7,11 +7,12 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
 use crate::convert::{
-    counter_key, counter_type_to_proto, timestamp_to_proto, token_from_proto, token_to_proto,
+    counter_key, counter_type_to_proto, timestamp_from_proto, timestamp_to_proto, token_from_proto,
+    token_to_proto,
 };
 use crate::error::ApiError;
 use crate::metrics::observe;
-use crate::{batch, list};
+use crate::{batch, events, list};
 
 /// The counter operations over gRPC.
 pub struct GrpcCounters {
@@ -204,6 +205,49 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
                 .collect();
             let next_page_token = listed.next.map(|n| n.to_string()).unwrap_or_default();
             Ok(pb::ListCountersResponse { counters, next_page_token })
+        })
+        .await
+        .map(Response::new)
+        .map_err(ApiError::into_status)
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let who = super::principal(&request);
+        let r = request.into_inner();
+        observe("grpc", Operation::ListEvents, async {
+            let time = |t: Option<&prost_types::Timestamp>| t.map(timestamp_from_proto).transpose();
+            let asked = events::EventsRequest::parse(
+                &r.namespace,
+                &r.counter_name,
+                time(r.from.as_ref())?,
+                time(r.to.as_ref())?,
+                r.page_size.into(),
+                &r.page_token,
+            )?;
+            who?.require(Access::Read, &asked.key.namespace)?;
+            let page = asked.run(&self.engine).await?;
+            let events = page
+                .events
+                .iter()
+                .map(|listed| {
+                    let (kind, delta) = match listed.event.kind {
+                        tally_core::EventKind::Add(delta) => (pb::MutationKind::Add, delta),
+                        tally_core::EventKind::Clear => (pb::MutationKind::Clear, 0),
+                    };
+                    pb::CounterEvent {
+                        generation_time: Some(timestamp_to_proto(listed.event.token.generation_time())),
+                        token: listed.event.token.token().to_owned(),
+                        kind: kind as i32,
+                        delta,
+                        folded: listed.folded,
+                    }
+                })
+                .collect();
+            let next_page_token = page.next.as_ref().map(events::page_token).unwrap_or_default();
+            Ok(pb::ListEventsResponse { events, next_page_token })
         })
         .await
         .map(Response::new)

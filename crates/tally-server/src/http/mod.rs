@@ -5,6 +5,7 @@
 //! same JSON error shape as every other failure.
 
 mod counters;
+mod events;
 mod namespaces;
 pub mod openapi;
 pub(crate) mod ops;
@@ -60,6 +61,11 @@ pub const ROUTES: &[Route] = &[
     },
     Route { method: "GET", path: COUNTER, operation: Operation::GetCount },
     Route { method: "GET", path: "/v1/namespaces/{ns}/counters", operation: Operation::ListCounters },
+    Route {
+        method: "GET",
+        path: "/v1/namespaces/{ns}/counters/{counter}/events",
+        operation: Operation::ListEvents,
+    },
     Route {
         method: "POST",
         path: "/v1/namespaces/{ns}/counters/{counter}/clear",
@@ -137,6 +143,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/namespaces/{ns}/counters/{counter}/add-and-get", post(counters::add_and_get_count))
         .route(COUNTER, get(counters::get_count))
         .route("/v1/namespaces/{ns}/counters", get(counters::list_counters))
+        .route("/v1/namespaces/{ns}/counters/{counter}/events", get(events::list_events))
         .route("/v1/namespaces/{ns}/counters/{counter}/clear", post(counters::clear_count))
         .route(BATCH_ADD, post(counters::batch_add))
         .route(BATCH_GET, post(counters::batch_get))

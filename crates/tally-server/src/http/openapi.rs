@@ -27,6 +27,7 @@ const SUMMARIES: &[(Operation, &str)] = &[
     (Operation::GetCount, "Read a counter"),
     (Operation::ClearCount, "Set a counter to zero as of the token's generation time"),
     (Operation::ListCounters, "List a namespace's counters with their counts, by pages"),
+    (Operation::ListEvents, "List a counter's events (its history, for audit), by pages"),
     (Operation::BatchAddCount, "Add to many counters at once, each answered on its own"),
     (Operation::BatchGetCount, "Read many counters at once"),
     (Operation::PutNamespace, "Create a namespace, or update its settings"),
@@ -99,7 +100,7 @@ fn document_body() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tally", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Distributed counters: AddCount, AddAndGetCount, GetCount, ClearCount, their batches, and namespaces. With authentication on (`[auth]`), every operation but /healthz needs a bearer token whose scopes cover it (401 without one, 403 outside its scopes, 429 after too many failed attempts from one address)."},
+                 "description": "Distributed counters: AddCount, AddAndGetCount, GetCount, ClearCount, their batches, a counter's events, and namespaces. With authentication on (`[auth]`), every operation but /healthz needs a bearer token whose scopes cover it (401 without one, 403 outside its scopes, 429 after too many failed attempts from one address)."},
         "security": [{"bearer": []}],
         "paths": {
             "/v1/namespaces/{ns}/counters/{counter}/add": {"post": {
@@ -122,6 +123,15 @@ fn document_body() -> Value {
                     {"name": "page_token", "in": "query", "schema": {"type": "string"}, "description": "a previous page's next_page_token"}],
                 "responses": with_errors(ok_json("CounterPage",
                     "durable counters with their counts; a page reads at most 10,000 counters, so it may be short and still have a next_page_token"))}},
+            "/v1/namespaces/{ns}/counters/{counter}/events": {"get": {
+                "operationId": "ListEvents",
+                "parameters": [counter_params()[0].clone(), counter_params()[1].clone(),
+                    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "events generated at or after this time (default: the oldest kept)"},
+                    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "events generated before this time (default: every one)"},
+                    {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}},
+                    {"name": "page_token", "in": "query", "schema": {"type": "string"}, "description": "a previous page's next_page_token"}],
+                "responses": with_errors(ok_json("EventPage",
+                    "the counter's events, oldest first; best_effort counters keep none"))}},
             "/v1/counters:batchAdd": {"post": {
                 "operationId": "BatchAddCount", "requestBody": body("BatchAddBody"),
                 "responses": with_errors(ok_json("BatchAddResults",
@@ -181,6 +191,14 @@ fn document_body() -> Value {
                         "counter_name": {"type": "string"}, "count": {"type": "integer", "format": "int64"},
                         "counter_type": {"$ref": "#/components/schemas/CounterType"},
                         "as_of": {"type": ["string", "null"], "format": "date-time"}}}},
+                    "next_page_token": {"type": ["string", "null"]}}},
+                "EventPage": {"type": "object", "properties": {
+                    "events": {"type": "array", "items": {"type": "object", "properties": {
+                        "generation_time": {"type": "string", "format": "date-time"},
+                        "token": {"type": "string"},
+                        "kind": {"type": "string", "enum": ["add", "clear"]},
+                        "delta": {"type": "integer", "format": "int64", "description": "0 for a clear"},
+                        "folded": {"type": "boolean", "description": "whether the counter's checkpoint covers it"}}}},
                     "next_page_token": {"type": ["string", "null"]}}},
                 "AddAndGet": {"allOf": [{"$ref": "#/components/schemas/Count"}, {"$ref": "#/components/schemas/Mutation"}]},
                 "CounterType": {"type": "string", "enum": ["best_effort", "eventual", "accurate"]},

@@ -119,3 +119,61 @@ async fn list_counters_pages_with_a_prefix_over_grpc_and_http() {
     assert_eq!(bad.status(), 400);
     s.stop().await;
 }
+
+/// `ListEvents` over gRPC and HTTP: the same history, oldest first, clears included, in
+/// pages that resume where the last one stopped; a bad page token is `INVALID_ARGUMENT`.
+#[tokio::test]
+async fn list_events_gives_the_same_history_over_grpc_and_http() {
+    let s = TestServer::start().await;
+    s.namespace("audit", "accurate").await;
+    let now = s.now();
+    Door::Grpc.add(&s, "audit", "c", 3, Some(("t1", now))).await.expect("add");
+    Door::Http.clear(&s, "audit", "c", Some(("t2", now))).await.expect("clear");
+    Door::Grpc.add(&s, "audit", "c", -4, Some(("t3", now))).await.expect("add");
+
+    let mut grpc = tally_proto::v1::counter_service_client::CounterServiceClient::new(s.channel().await);
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = tally_proto::v1::ListEventsRequest {
+            namespace: "audit".into(),
+            counter_name: "c".into(),
+            page_size: 2,
+            page_token,
+            ..Default::default()
+        };
+        let page = grpc.list_events(request).await.expect("ListEvents").into_inner();
+        seen.extend(page.events.iter().map(|e| (e.token.clone(), e.kind, e.delta, e.folded)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let (add, clear) =
+        (tally_proto::v1::MutationKind::Add as i32, tally_proto::v1::MutationKind::Clear as i32);
+    assert_eq!(
+        seen,
+        [
+            ("t1".to_owned(), add, 3, false),
+            ("t2".to_owned(), clear, 0, false),
+            ("t3".to_owned(), add, -4, false)
+        ]
+    );
+
+    let body: serde_json::Value = reqwest::get(format!("{}/v1/namespaces/audit/counters/c/events", s.http))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let tokens: Vec<_> =
+        body["events"].as_array().expect("events").iter().map(|e| e["token"].clone()).collect();
+    assert_eq!(tokens, [serde_json::json!("t1"), serde_json::json!("t2"), serde_json::json!("t3")], "{body}");
+    assert_eq!(body["events"][1]["kind"], serde_json::json!("clear"));
+    assert_eq!(body["next_page_token"], serde_json::json!(null));
+    let bad = reqwest::get(format!("{}/v1/namespaces/audit/counters/c/events?page_token=nope", s.http))
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 400);
+    s.stop().await;
+}

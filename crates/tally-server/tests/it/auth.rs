@@ -278,3 +278,26 @@ async fn failed_authentications_lock_the_address_out_on_every_door() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     s.stop().await;
 }
+
+/// A counter's events show its tokens and deltas: listing them needs the `read` scope of its
+/// namespace, on both doors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_a_counter_s_events_needs_the_read_scope() {
+    let s = server().await;
+    let url = format!("{}/v1/namespaces/app/counters/c/events", s.http);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await.expect("get").status(), 401, "no token");
+    assert_eq!(http.get(&url).bearer_auth(WRITER).send().await.expect("get").status(), 403, "write:web only");
+    assert_eq!(http.get(&url).bearer_auth(READER).send().await.expect("get").status(), 200, "read:*");
+    let mut grpc = CounterServiceClient::new(s.channel().await);
+    let mut request = tonic::Request::new(pb::ListEventsRequest {
+        namespace: "app".into(),
+        counter_name: "c".into(),
+        ..Default::default()
+    });
+    let bearer = MetadataValue::try_from(format!("Bearer {WRITER}")).expect("header");
+    request.metadata_mut().insert("authorization", bearer);
+    let refused = grpc.list_events(request).await.expect_err("outside the scope");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    s.stop().await;
+}

@@ -23,6 +23,8 @@ pub enum Operation {
     ListCounters,
     /// A counter's events (its history), a page at a time.
     ListEvents,
+    /// A counter's checkpoint checked against its kept events.
+    Recount,
     /// Create a namespace.
     CreateNamespace,
     /// Read a namespace's settings.
@@ -51,7 +53,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 20] = [
+    pub const ALL: [Operation; 21] = [
         Self::AddCount,
         Self::AddAndGetCount,
         Self::GetCount,
@@ -60,6 +62,7 @@ impl Operation {
         Self::BatchGetCount,
         Self::ListCounters,
         Self::ListEvents,
+        Self::Recount,
         Self::CreateNamespace,
         Self::GetNamespace,
         Self::ListNamespaces,
@@ -85,6 +88,7 @@ impl Operation {
             Self::BatchGetCount => "BatchGetCount",
             Self::ListCounters => "ListCounters",
             Self::ListEvents => "ListEvents",
+            Self::Recount => "Recount",
             Self::CreateNamespace => "CreateNamespace",
             Self::GetNamespace => "GetNamespace",
             Self::ListNamespaces => "ListNamespaces",

@@ -45,6 +45,10 @@ pub enum EngineError {
         /// The type asked for.
         to: CounterType,
     },
+    /// The namespace's counters keep no events (`best_effort`), so there is no history to
+    /// read or recount.
+    #[error("namespace {0} holds best_effort counters, which keep no events to recount")]
+    NoEvents(Namespace),
     /// A namespace configuration breaks a rule.
     #[error("invalid namespace configuration: {0}")]
     InvalidConfig(#[from] ConfigError),
@@ -129,7 +133,7 @@ impl EngineError {
         match self {
             Self::NamespaceNotFound(_) => ErrorCode::NotFound,
             Self::NamespaceExists(_) | Self::TokenReused { .. } => ErrorCode::AlreadyExists,
-            Self::DefaultNamespaceIsPermanent | Self::CounterTypeIsFixed { .. } => {
+            Self::DefaultNamespaceIsPermanent | Self::CounterTypeIsFixed { .. } | Self::NoEvents(_) => {
                 ErrorCode::FailedPrecondition
             }
             Self::InvalidConfig(_) => ErrorCode::InvalidArgument,

@@ -35,7 +35,7 @@ pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};
 pub use engine::{
     Background, BatchAdd, Count, CounterPage, Engine, EventPage, LIST_SCAN_BUDGET, ListedEvent,
-    MAX_EVENTS_PAGE, MAX_LIST_LIMIT, Mutated,
+    MAX_EVENTS_PAGE, MAX_LIST_LIMIT, Mutated, Recount,
 };
 pub use error::{EngineError, EngineResult};
 pub use log_limit::LogLimit;

@@ -230,6 +230,16 @@ pub struct EventsArgs {
 }
 
 #[derive(Args)]
+pub struct RecountArgs {
+    /// Namespace.
+    namespace: String,
+    /// Counter name.
+    counter: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Args)]
 pub struct ClearArgs {
     /// Namespace.
     namespace: String,
@@ -518,6 +528,42 @@ pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
         }
         page_token = r.next_page_token;
     }
+    Ok(())
+}
+
+/// Prints the checkpoint against the kept events; exits 1 when they differ.
+pub async fn recount(args: RecountArgs) -> anyhow::Result<()> {
+    let mut client = args.conn.counters().await?;
+    let key = format!("{}:{}", args.namespace, args.counter);
+    let request = pb::RecountRequest { namespace: args.namespace, counter_name: args.counter };
+    let r = client.recount(request).await.map_err(|e| args.conn.error(e))?.into_inner();
+    let until = time_text(r.checkpoint_until.as_ref());
+    let oldest = time_text(r.oldest_event.as_ref());
+    let value = json!({"checkpoint_count": r.checkpoint_count, "checkpoint_until": until, "recounted": r.recounted,
+        "events": r.events, "oldest_event": oldest, "cleared": r.cleared, "agrees": r.agrees});
+    let text = match &until {
+        None => format!("{key}: never rolled up; nothing to recount"),
+        Some(until) if r.agrees => format!(
+            "{key}: checkpoint {} as of {until}; the {} kept events before it agree",
+            r.checkpoint_count, r.events
+        ),
+        Some(until) => format!(
+            "{key}: checkpoint {} as of {until}, but the {} kept events before it (oldest {}) fold to {}: \
+             they differ by {}{}",
+            r.checkpoint_count,
+            r.events,
+            oldest.as_deref().unwrap_or("none"),
+            r.recounted,
+            r.checkpoint_count.saturating_sub(r.recounted),
+            if r.cleared {
+                ""
+            } else {
+                " (events retention deleted before the oldest kept would explain it)"
+            }
+        ),
+    };
+    print(args.conn.json, value, text);
+    anyhow::ensure!(r.agrees, "the checkpoint of {key} and its kept events differ");
     Ok(())
 }
 

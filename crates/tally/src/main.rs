@@ -39,6 +39,8 @@ enum Command {
     Ls(client::LsArgs),
     /// ListEvents: a counter's events (its history), oldest first.
     Events(client::EventsArgs),
+    /// Recount: check a counter's checkpoint against the events it covers that are still kept.
+    Recount(client::RecountArgs),
     /// Manage namespaces.
     #[command(subcommand)]
     Ns(client::NsCommand),
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
             Command::Clear(args) => client::clear(args).await,
             Command::Ls(args) => client::ls(args).await,
             Command::Events(args) => client::events(args).await,
+            Command::Recount(args) => client::recount(args).await,
             Command::Ns(command) => client::ns(command).await,
             Command::Export(args) => transfer::export(args).await,
             Command::Import(args) => transfer::import(args).await,

@@ -1,11 +1,12 @@
 //! `Engine::list_events`: a counter's history, a page at a time, each event marked with
-//! whether a checkpoint has folded it.
+//! whether a checkpoint has folded it; and `Engine::recount`: the checkpoint checked against
+//! the events still kept.
 
-use tally_core::{CounterKey, Event, Timestamp};
+use tally_core::{Checkpoint, CounterKey, Event, Timestamp};
 use tally_store::EventCursor;
 
 use super::Engine;
-use crate::error::EngineResult;
+use crate::error::{EngineError, EngineResult};
 
 /// Most events one [`Engine::list_events`] page holds.
 pub const MAX_EVENTS_PAGE: usize = 1_000;
@@ -29,7 +30,52 @@ pub struct EventPage {
     pub next: Option<EventCursor>,
 }
 
+/// A counter's checkpoint against a refold of the events it covers that are still kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recount {
+    /// The checkpoint: the count of every event generated before its `until`.
+    pub checkpoint: Checkpoint,
+    /// The events before `until` that are still kept, folded from zero.
+    pub recounted: i64,
+    /// How many events that fold read.
+    pub events: u64,
+    /// The oldest of them.
+    pub oldest: Option<Timestamp>,
+    /// Whether a clear was among them. Then the events before it do not matter, so the
+    /// recount is exact even if retention deleted some of them.
+    pub cleared: bool,
+}
+
+impl Recount {
+    /// Whether the checkpoint says what the kept events say.
+    pub fn agrees(&self) -> bool {
+        self.recounted == self.checkpoint.count
+    }
+}
+
 impl Engine {
+    /// Refolds the events of `key` that its checkpoint covers and are still kept, and
+    /// reports both counts. It changes nothing. A difference means a lost or doubled event,
+    /// unless retention deleted events before the oldest one kept and no clear came after
+    /// them (then the difference is theirs).
+    pub async fn recount(&self, key: &CounterKey) -> EngineResult<Recount> {
+        let _permit = self.admit()?;
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        if !config.counter_type.is_durable() {
+            return Err(EngineError::NoEvents(key.namespace.clone()));
+        }
+        let checkpoint = self.inner.store.checkpoint(key).await?.unwrap_or(Checkpoint::ZERO);
+        let fold = self.inner.store.fold(key, Timestamp::MIN, checkpoint.until).await?;
+        let oldest = self.inner.store.list_events(key, Timestamp::MIN, checkpoint.until, None, 1).await?;
+        Ok(Recount {
+            checkpoint,
+            recounted: fold.apply_to(0),
+            events: fold.events,
+            oldest: oldest.first().map(|e| e.token.generation_time()),
+            cleared: fold.cleared,
+        })
+    }
+
     /// `ListEvents`: up to `limit` (at most [`MAX_EVENTS_PAGE`]) events of `key` generated in
     /// `[from, until)`, after `after`. What retention deleted is gone; `best_effort` counters
     /// keep no events, and list none.

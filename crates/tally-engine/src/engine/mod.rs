@@ -5,7 +5,7 @@
 mod audit;
 mod batch;
 
-pub use audit::{EventPage, ListedEvent, MAX_EVENTS_PAGE};
+pub use audit::{EventPage, ListedEvent, MAX_EVENTS_PAGE, Recount};
 pub use batch::BatchAdd;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -519,3 +519,36 @@ async fn list_events_gives_the_history_in_pages_marking_what_is_folded() {
         assert!(all(None).await.events.iter().all(|e| e.folded), "the rollup folded them");
     }
 }
+
+/// `recount` refolds what the checkpoint covers from the events still kept: it agrees after
+/// rollups, and tells a checkpoint that does not match them (here one written by hand).
+#[tokio::test]
+async fn recount_checks_the_checkpoint_against_the_kept_events() {
+    let clock = tally_core::ManualClock::new(Timestamp::from_millis(1_764_000_000_000));
+    let store = Arc::new(MemoryStore::new(Arc::new(clock.clone())));
+    let t = TestEngine::over(store.clone(), clock).await;
+    let ns = t.namespace("recount", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    let before = t.engine.recount(&k).await.expect("recount");
+    assert_eq!((before.events, before.recounted, before.oldest), (0, 0, None), "never rolled up");
+    for (token, delta) in [("a", 3), ("b", 4)] {
+        t.engine.add_count(&k, delta, Some(t.token(token))).await.expect("add");
+    }
+    t.converge(&tally_core::NamespaceConfig::default()).await;
+    let after = t.engine.recount(&k).await.expect("recount");
+    assert!(after.agrees() && after.events == 2 && after.checkpoint.count == 7, "{after:?}");
+    assert!(after.oldest.is_some_and(|t| t <= after.checkpoint.until), "{after:?}");
+    // A checkpoint that lost an event: the recount says so, and changes nothing.
+    let wrong = tally_core::Checkpoint {
+        count: 6,
+        until: after.checkpoint.until.saturating_add(Duration::from_micros(1)),
+    };
+    use tally_store::CounterStore;
+    store.put_checkpoint(&k, wrong).await.expect("put");
+    let off = t.engine.recount(&k).await.expect("recount");
+    assert!(!off.agrees() && off.recounted == 7 && off.checkpoint.count == 6, "{off:?}");
+    assert_eq!(store.checkpoint(&k).await.expect("checkpoint"), Some(wrong), "recount changed nothing");
+    let be = t.namespace("fleeting", CounterType::BestEffort).await;
+    let refused = t.engine.recount(&key(&be, "c")).await.expect_err("no events");
+    assert_eq!(refused.code(), tally_core::ErrorCode::FailedPrecondition);
+}

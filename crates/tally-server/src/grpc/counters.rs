@@ -253,4 +253,30 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         .map(Response::new)
         .map_err(ApiError::into_status)
     }
+
+    async fn recount(
+        &self,
+        request: Request<pb::RecountRequest>,
+    ) -> Result<Response<pb::RecountResponse>, Status> {
+        let who = super::principal(&request);
+        let r = request.into_inner();
+        observe("grpc", Operation::Recount, async {
+            let key = counter_key(&r.namespace, &r.counter_name)?;
+            who?.require(Access::Read, &key.namespace)?;
+            let recount = self.engine.recount(&key).await?;
+            let until = recount.checkpoint.until;
+            Ok(pb::RecountResponse {
+                checkpoint_count: recount.checkpoint.count,
+                checkpoint_until: (until > tally_core::Timestamp::MIN).then(|| timestamp_to_proto(until)),
+                recounted: recount.recounted,
+                events: recount.events,
+                oldest_event: recount.oldest.map(timestamp_to_proto),
+                cleared: recount.cleared,
+                agrees: recount.agrees(),
+            })
+        })
+        .await
+        .map(Response::new)
+        .map_err(ApiError::into_status)
+    }
 }

@@ -817,3 +817,33 @@ fn every_acknowledged_add_was_synced_to_disk_before_its_answer() {
     assert!(child.wait().expect("strace exits with the server").success());
     assert!(during >= ADDS, "{during} successful syncs for {ADDS} acknowledged adds, each its own commit");
 }
+
+/// `tally events` and `tally recount` on a counter before and after its rollup: the event is
+/// listed, not folded, then folded; the recount has nothing to check, then agrees.
+#[test]
+fn the_cli_lists_a_counter_s_events_and_recounts_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start(dir.path());
+    let body =
+        r#"{"counter_type": "accurate", "accept_limit": "1s", "clock_skew": "100ms", "coalesce": "100ms"}"#;
+    let (status, _) = s.curl("PUT", "/v1/namespaces/audit", Some(body));
+    assert_eq!(status, 201);
+    let (ok, out) = s.cli(&["add", "audit", "c", "5", "--token", "order-1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = s.cli(&["events", "audit", "c"]);
+    assert!(ok && out.contains("order-1 add 5 (not folded yet)"), "{out}");
+    let (ok, out) = s.cli(&["recount", "audit", "c"]);
+    assert!(ok && out.contains("never rolled up"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out) = s.cli(&["recount", "audit", "c"]);
+        if out.contains("the 1 kept events before it agree") {
+            assert!(ok, "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never rolled up: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out) = s.cli(&["events", "audit", "c", "--json"]);
+    assert!(ok && out.contains(r#""folded":true"#), "{out}");
+}

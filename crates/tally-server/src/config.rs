@@ -44,6 +44,10 @@ pub struct ServerConfig {
     /// An HTTP or gRPC connection with no byte read or written for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// An HTTP/1 request head (request line and headers) must arrive whole within this long of
+    /// its first byte; a connection that trickles one is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
     /// Most arguments in one RESP command.
     pub resp_max_args: usize,
     /// Largest request body (HTTP) or message (gRPC), in bytes.
@@ -118,6 +122,7 @@ impl Default for ServerConfig {
             ops: None,
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(10),
             resp_max_args: 1024,
             max_body_bytes: 64 * 1024,
             cors_origins: Vec::new(),
@@ -217,6 +222,10 @@ impl ServerConfig {
             anyhow::ensure!(value > 0, "{name} = 0: it must be at least 1");
         }
         anyhow::ensure!(!self.idle_timeout.is_zero(), "idle_timeout = 0s: it must be at least 1ms");
+        anyhow::ensure!(
+            !self.header_read_timeout.is_zero(),
+            "header_read_timeout = 0s: it must be at least 1ms"
+        );
         anyhow::ensure!(
             !self.store.max_queue_wait.is_zero(),
             "[store] max_queue_wait = 0s: it must be at least 1ms (every write would be shed)"

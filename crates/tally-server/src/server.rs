@@ -164,6 +164,7 @@ pub async fn serve(
     let http = tokio::spawn(crate::http::serve(
         state,
         door(listeners.http, "http"),
+        config.header_read_timeout,
         tls.clone(),
         shutdown.clone().cancelled_owned(),
     ));

@@ -9,6 +9,7 @@ mod events;
 mod namespaces;
 pub mod openapi;
 pub(crate) mod ops;
+mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -205,21 +206,18 @@ async fn authenticate(
 pub async fn serve(
     state: HttpState,
     listener: crate::connections::Doorkeeper,
+    header_read_timeout: std::time::Duration,
     tls: Option<crate::tls::Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
         let listener = tls.http_listener(listener)?;
-        let service = router(state).into_make_service_with_connect_info::<crate::connections::ClientAddr>();
-        axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
-        return Ok(());
+        return serve::serve_connections(listener, router(state), header_read_timeout, shutdown).await;
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls; // `Tls::load` never yields one without the feature.
-    let service = router(state).into_make_service_with_connect_info::<crate::connections::ClientAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    serve::serve_connections(listener, router(state), header_read_timeout, shutdown).await
 }
 
 /// Path parameters, refused with the JSON error shape (`INVALID_ARGUMENT`) when they do not

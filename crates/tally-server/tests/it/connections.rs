@@ -62,6 +62,46 @@ async fn an_idle_http_or_grpc_connection_is_closed_after_idle_timeout() {
     s.stop().await;
 }
 
+/// A client that trickles a request head a byte at a time (slowloris) keeps the idle clock
+/// running forever; it is closed once `header_read_timeout` passes without a whole head, while
+/// a prompt request on another connection is answered.
+#[tokio::test]
+async fn regression_an_http_request_head_trickled_past_header_read_timeout_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let config = tally_server::ServerConfig {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(60),
+        ..TestServer::config()
+    };
+    let s = TestServer::start_with(config).await;
+    let mut slow = TcpStream::connect(addr(&s.http)).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tally\r\n").await.expect("write");
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 256];
+        loop {
+            // One more header byte every 100 ms: never a whole head, never idle.
+            if slow.write_all(b"X").await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(_)) | Err(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a trickled request head held its connection for 20 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    let r = reqwest::get(format!("{}/healthz", s.http)).await.expect("a prompt request");
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+}
+
 /// Health, readiness and metrics on the ops listener answer while the HTTP door is full.
 #[tokio::test]
 async fn the_ops_listener_answers_while_the_http_door_is_full() {

@@ -321,10 +321,23 @@ pub(crate) struct Tails {
     max_held: usize,
 }
 
+/// Whether the engine keeps local tails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TailMode {
+    /// The store is this process's alone: memory keeps unfolded events, at most `max_held` of
+    /// them; past it, new events are left to the store and their counters served through it
+    /// until folded.
+    Local { max_held: usize },
+    /// Other processes write the store too: every answer says "ask the store".
+    Off,
+}
+
 impl Tails {
-    /// `max_held`: the most events memory holds; past it, new events are left to the store and
-    /// their counters served through it until folded.
-    pub(crate) fn new(enabled: bool, max_held: usize) -> Self {
+    pub(crate) fn new(mode: TailMode) -> Self {
+        let (enabled, max_held) = match mode {
+            TailMode::Local { max_held } => (true, max_held),
+            TailMode::Off => (false, 0),
+        };
         Self {
             enabled,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -593,14 +606,14 @@ mod tests {
     }
 
     fn exact_tails() -> Tails {
-        let tails = Tails::new(true, 1_000);
+        let tails = Tails::new(TailMode::Local { max_held: 1_000 });
         let _ = tails.shard(&key()).tail(&key()).advance(Checkpoint::ZERO);
         tails
     }
 
     #[test]
     fn an_add_loads_the_checkpoint_only_when_the_largest_count_could_overflow() {
-        let tails = Tails::new(true, 1_000);
+        let tails = Tails::new(TailMode::Local { max_held: 1_000 });
         let small = event("small", 1, EventKind::Add(5));
         assert!(matches!(tails.begin(&small, CLIENT), Begin::Append(_)), "no count is near the bounds");
         tails.finish(&small, Finished::Written);
@@ -657,7 +670,7 @@ mod tests {
 
     #[test]
     fn past_its_bound_memory_leaves_events_to_the_store_and_serves_their_counter_from_it() {
-        let tails = Tails::new(true, 2);
+        let tails = Tails::new(TailMode::Local { max_held: 2 });
         tails.shard(&key()).tail(&key());
         written(&tails, &event("a", 10, EventKind::Add(1)));
         written(&tails, &event("b", 11, EventKind::Add(1)));
@@ -675,7 +688,7 @@ mod tests {
     /// process ran: a client sending adds that overflow to ever new counters grew memory.
     #[test]
     fn regression_a_refused_add_leaves_no_empty_tail_behind() {
-        let tails = Tails::new(true, 1_000);
+        let tails = Tails::new(TailMode::Local { max_held: 1_000 });
         let full = Checkpoint { count: i64::MAX, until: Timestamp::from_micros(5) };
         tails.set_checkpoint(&key(), full);
         assert!(matches!(tails.begin(&event("a", 10, EventKind::Add(1)), CLIENT), Begin::Overflow { .. }));

@@ -30,7 +30,7 @@ use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
 use crate::rollup::{RollupPipeline, first_foldable};
 use crate::routing::{LocalTrigger, RollupRouter};
-use crate::tail::{Begin, Finished, Lookup, Origin, Read, Tails};
+use crate::tail::{Begin, Finished, Lookup, Origin, Read, TailMode, Tails};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
@@ -162,7 +162,11 @@ impl Engine {
         // Every store call's latency goes to `tally_store_seconds{operation}`.
         let store: Arc<dyn Store> = Arc::new(crate::timed::TimedStore::new(store));
         let namespaces = Arc::new(NamespaceRegistry::open(store.clone()).await?);
-        let tails = Arc::new(Tails::new(store.exclusive(), options.local_tail_max_events));
+        let mode = match store.exclusive() {
+            true => TailMode::Local { max_held: options.local_tail_max_events },
+            false => TailMode::Off,
+        };
+        let tails = Arc::new(Tails::new(mode));
         let rollups = Arc::new(RollupPipeline::new(
             store.clone(),
             tails.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use tally_core::{CounterKey, Event, EventKind, Fold, IdempotencyToken, Timestamp};
+use tally_core::{CounterKey, Event, EventKind, Fold, Timestamp};
 use tally_store::{Appended, EventCursor, EventLog, StoreError, StoreResult, Stored};
 
 use crate::codec::{decode_mutation, encode_mutation};
@@ -350,11 +350,7 @@ impl EventLog for CassandraStore {
         rows.into_iter()
             .filter(|r| after.is_none_or(|c| c.precedes(Timestamp::from_micros(r.time), &r.token)))
             .take(limit)
-            .map(|r| {
-                let token = IdempotencyToken::new(&r.token, Timestamp::from_micros(r.time))
-                    .map_err(|e| driver::corrupt(&format!("a token of {key}"), e))?;
-                Ok(Event { key: key.clone(), token, kind: r.kind })
-            })
+            .map(|r| tally_store::stored_event(key, Timestamp::from_micros(r.time), &r.token, r.kind))
             .collect()
     }
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_core::{
-    Checkpoint, Clock, CounterKey, Event, Failure, Fold, IdempotencyToken, Namespace, NamespaceConfig,
-    Timestamp,
+    Checkpoint, Clock, CounterKey, Event, Failure, Fold, Namespace, NamespaceConfig, Timestamp,
 };
 use tally_store::{
     Appended, BatchAppend, CounterState, CounterStore, EventCursor, EventLog, IdentityCheck, NamespaceStore,
@@ -277,9 +276,7 @@ impl EventLog for FjallStore {
         for guard in ks.events.range::<Vec<u8>, _>((start, end)).take(limit) {
             let (k, v) = guard.into_inner().map_err(unavailable)?;
             let (time, token) = codec::decode_event_key_suffix(&k[prefix..])?;
-            let token = IdempotencyToken::new(token, time)
-                .map_err(|e| StoreError::Corrupt(Failure::caused_by(format!("a token of {key}"), e)))?;
-            events.push(Event { key: key.clone(), token, kind: codec::decode_event_value(&v)? });
+            events.push(tally_store::stored_event(key, time, token, codec::decode_event_value(&v)?)?);
         }
         Ok(events)
     }

@@ -57,6 +57,19 @@ impl EventCursor {
     }
 }
 
+/// An event as a store reads it back: `token` at `generation_time`, doing `kind` to `key`.
+/// A token that no longer validates is corrupt data.
+pub fn stored_event(
+    key: &CounterKey,
+    generation_time: Timestamp,
+    token: &str,
+    kind: EventKind,
+) -> StoreResult<Event> {
+    let token = tally_core::IdempotencyToken::new(token, generation_time)
+        .map_err(|e| StoreError::Corrupt(tally_core::Failure::caused_by(format!("a token of {key}"), e)))?;
+    Ok(Event { key: key.clone(), token, kind })
+}
+
 /// What `append` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {

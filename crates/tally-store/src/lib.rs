@@ -20,7 +20,7 @@ pub mod testsuite;
 
 pub use contract::{
     Appended, BatchAppend, CounterState, CounterStore, EventCursor, EventLog, IdentityCheck, NamespaceStore,
-    Store, Stored,
+    Store, Stored, stored_event,
 };
 pub use error::{StoreError, StoreResult};
 pub use memory::MemoryStore;

@@ -145,12 +145,7 @@ impl EventLog for MemoryStore {
         events
             .range((start, Bound::Excluded((until, String::new()))))
             .take(limit)
-            .map(|((time, token), kind)| {
-                let token = IdempotencyToken::new(token, *time).map_err(|e| {
-                    StoreError::Corrupt(tally_core::Failure::caused_by(format!("a token of {key}"), e))
-                })?;
-                Ok(Event { key: key.clone(), token, kind: *kind })
-            })
+            .map(|((time, token), kind)| crate::stored_event(key, *time, token, *kind))
             .collect()
     }
 

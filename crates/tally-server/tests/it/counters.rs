@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tally_core::CounterKey;
 
-use crate::support::{DOORS, Door, TestServer};
+use crate::support::{ALL_DOORS, DOORS, Door, TestServer};
 
 #[tokio::test]
 async fn every_operation_on_every_counter_type_through_both_doors() {
@@ -52,6 +52,43 @@ async fn idempotent_retries_count_once_through_both_doors() {
         assert_eq!((clear.applied, again.applied), (true, false));
         assert_eq!(door.get(&s, "acc", &c).await.expect("get"), 0);
     }
+    s.stop().await;
+}
+
+/// The three doors, the Redis protocol included, answer alike: a token counts once and a retry
+/// says so, a clear with a token likewise, a tokenless add counts, and each reads what the
+/// others wrote.
+#[tokio::test]
+async fn a_token_counts_once_and_every_door_reads_the_others_writes() {
+    let s = TestServer::start().await;
+    s.namespace("acc", "accurate").await;
+    for door in ALL_DOORS {
+        let c = format!("{door:?}");
+        let at = s.now();
+        let first = door.add(&s, "acc", &c, 10, Some(("tok-1", at))).await.expect("add");
+        let retry = door.add(&s, "acc", &c, 10, Some(("tok-1", at))).await.expect("retry");
+        assert_eq!((first.applied, retry.applied), (true, false), "{door:?}");
+        assert_eq!(door.get(&s, "acc", &c).await.expect("get"), 10, "{door:?}");
+        let clear = door.clear(&s, "acc", &c, Some(("tok-2", s.now()))).await.expect("clear");
+        let again = door.clear(&s, "acc", &c, Some(("tok-2", s.now()))).await.expect("clear retry");
+        assert_eq!((clear.applied, again.applied), (true, false), "{door:?}");
+        // Later than the clear: at the same time, events order by token, and `srv-` sorts first.
+        s.clock.advance(Duration::from_millis(10));
+        assert!(door.add(&s, "acc", &c, 5, None).await.expect("tokenless add").applied);
+        assert_eq!(door.add_and_get(&s, "acc", &c, 2).await.expect("add-and-get"), 7, "{door:?}");
+    }
+    for writer in ALL_DOORS {
+        let c = format!("shared-{writer:?}");
+        writer.add(&s, "acc", &c, 4, Some(("w", s.now()))).await.expect("add");
+        for reader in ALL_DOORS {
+            assert_eq!(reader.get(&s, "acc", &c).await.expect("get"), 4, "{writer:?} → {reader:?}");
+        }
+    }
+    let other_counter = Door::Resp.add(&s, "acc", "c", 1, Some(("tok-1", s.now()))).await;
+    assert!(other_counter.is_ok(), "a token is per counter: {other_counter:?}");
+    let conflict =
+        Door::Resp.clear(&s, "acc", "Resp", Some(("tok-1", s.now()))).await.expect_err("reused token");
+    assert_eq!(conflict.code, "ALREADY_EXISTS", "{conflict:?}");
     s.stop().await;
 }
 

@@ -178,9 +178,27 @@ pub struct Applied {
 pub enum Door {
     Grpc,
     Http,
+    /// The Redis protocol: `TALLY.ADD`/`TALLY.CLEAR` with a token, `INCRBY`/`DEL` without,
+    /// `GET`. It echoes no token, and lists no namespaces.
+    Resp,
 }
 
+/// The doors whose answers carry the same fields (tokens echoed, namespaces listed).
 pub const DOORS: [Door; 2] = [Door::Grpc, Door::Http];
+/// Every door, for what all three answer alike.
+pub const ALL_DOORS: [Door; 3] = [Door::Grpc, Door::Http, Door::Resp];
+
+fn refused_resp(e: redis::RedisError) -> Refused {
+    Refused {
+        code: e.code().unwrap_or("ERR").to_owned(),
+        message: e.detail().unwrap_or_default().to_owned(),
+        status: None,
+    }
+}
+
+fn resp_key(ns: &str, counter: &str) -> String {
+    format!("{ns}:{counter}")
+}
 
 fn code_name(code: tonic::Code) -> String {
     match tally_server::error::code_of_grpc(code) {
@@ -261,6 +279,33 @@ impl Door {
                 let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
                 Ok(applied_from_json(&v))
             }
+            Door::Resp => {
+                let mut c = s.redis(false).await;
+                let key = resp_key(ns, counter);
+                let applied = match token {
+                    Some((t, at)) => {
+                        let applied: i64 = redis::cmd("TALLY.ADD")
+                            .arg(&key)
+                            .arg(delta)
+                            .arg(t)
+                            .arg(at.as_micros() / 1000)
+                            .query_async(&mut c)
+                            .await
+                            .map_err(refused_resp)?;
+                        applied == 1
+                    }
+                    None => {
+                        let _: i64 = redis::cmd("INCRBY")
+                            .arg(&key)
+                            .arg(delta)
+                            .query_async(&mut c)
+                            .await
+                            .map_err(refused_resp)?;
+                        true
+                    }
+                };
+                Ok(Applied { applied, token: None })
+            }
         }
     }
 
@@ -288,6 +333,15 @@ impl Door {
                     .await?;
                 Ok(v["count"].as_i64().expect("count"))
             }
+            Door::Resp => {
+                let mut c = s.redis(false).await;
+                redis::cmd("INCRBY")
+                    .arg(resp_key(ns, counter))
+                    .arg(delta)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(refused_resp)
+            }
         }
     }
 
@@ -302,6 +356,15 @@ impl Door {
                 let url = format!("{}/v1/namespaces/{ns}/counters/{}", s.http, encode(counter));
                 let v = http_json(reqwest::Client::new().get(url)).await?;
                 Ok(v["count"].as_i64().expect("count"))
+            }
+            Door::Resp => {
+                let mut c = s.redis(false).await;
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(resp_key(ns, counter))
+                    .query_async(&mut c)
+                    .await
+                    .map_err(refused_resp)?;
+                Ok(value.map_or(0, |v| v.parse().expect("an integer")))
             }
         }
     }
@@ -331,6 +394,18 @@ impl Door {
                 let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
                 Ok(applied_from_json(&v))
             }
+            Door::Resp => {
+                let mut c = s.redis(false).await;
+                let key = resp_key(ns, counter);
+                let command = match token {
+                    Some((t, at)) => {
+                        redis::cmd("TALLY.CLEAR").arg(&key).arg(t).arg(at.as_micros() / 1000).clone()
+                    }
+                    None => redis::cmd("DEL").arg(&key).clone(),
+                };
+                let applied: i64 = command.query_async(&mut c).await.map_err(refused_resp)?;
+                Ok(Applied { applied: applied == 1, token: None })
+            }
         }
     }
 
@@ -352,6 +427,7 @@ impl Door {
                     .map(|n| n["name"].as_str().expect("name").to_owned())
                     .collect()
             }
+            Door::Resp => panic!("the Redis protocol lists no namespaces"),
         }
     }
 }

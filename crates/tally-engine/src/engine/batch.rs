@@ -109,7 +109,11 @@ impl Engine {
         let results = self.inner.store.append_batch(&staged.appends).await;
         for ((append, members), result) in staged.appends.iter().zip(&staged.members).zip(results) {
             let event = &append.event;
-            self.inner.tails.finish(event, finished(&result));
+            let outcome = match &configs[members[0]] {
+                Ok(config) => self.settle(event, config, &result, now),
+                Err(_) => finished(&result),
+            };
+            self.inner.tails.finish(event, outcome);
             let answer = match (&configs[members[0]], result) {
                 (Ok(config), Ok(appended)) => Ok(self.appended(event, config, appended, now)),
                 (_, Err(e)) => Err(EngineError::from(e)),

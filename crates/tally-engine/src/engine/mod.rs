@@ -620,12 +620,14 @@ impl Engine {
                     IdentityCheck::KnownNew => store.append_new(&event, deadline).await,
                     IdentityCheck::Claim { window } => store.append(&event, deadline, window).await,
                 };
-                self.inner.tails.finish(&event, finished(&result));
+                self.inner.tails.finish(&event, self.settle(&event, config, &result, now));
                 result?
             }
             Prepared::Untracked => {
                 let deadline = config.commit_deadline(event.token.generation_time());
-                self.inner.store.append(&event, deadline, config.token_window()).await?
+                let result = self.inner.store.append(&event, deadline, config.token_window()).await;
+                self.settle(&event, config, &result, now);
+                result?
             }
         };
         Ok(self.appended(&event, config, appended, now))
@@ -706,16 +708,31 @@ impl Engine {
                 Mutated { token: Some(event.token.clone()), applied: true }
             }
             Appended::Duplicate { generation_time } => {
-                // The first attempt may have been written and then failed (its answer lost), so
-                // that nothing asked for its rollup yet; asking again costs nothing (triggers
-                // coalesce, and a rollup with nothing to fold writes nothing).
-                let due = now.saturating_add(config.coalesce).max(first_foldable(generation_time, config));
-                self.request_rollup(&event.key, due);
                 let token = IdempotencyToken::new(event.token.token(), generation_time)
                     .unwrap_or_else(|_| event.token.clone());
                 Mutated { token: Some(token), applied: false }
             }
         }
+    }
+
+    /// What an append's result says about the event (see [`finished`]); one whose outcome is
+    /// unknown may have been written with its answer lost, so it asks for the rollup that
+    /// would fold it, as a written one does in [`Engine::appended`]: a retry may never come.
+    fn settle(
+        &self,
+        event: &Event,
+        config: &NamespaceConfig,
+        result: &StoreResult<Appended>,
+        now: Timestamp,
+    ) -> Finished {
+        let outcome = finished(result);
+        if outcome == Finished::Unknown {
+            let due = now
+                .saturating_add(config.coalesce)
+                .max(first_foldable(event.token.generation_time(), config));
+            self.request_rollup(&event.key, due);
+        }
+        outcome
     }
 
     /// Registers an event in the local tail before its append: memory recognises a retry and

@@ -148,11 +148,14 @@ impl AddReply {
 /// Parses and authorises an add of a pipeline (a command [`is_add`] accepts) so that a run of
 /// them can go to the engine as one batch; a refusal is its reply. `now`: the generation time
 /// of a token given without one.
-pub fn prepare_add(session: &Session, args: &[Bytes], now: Timestamp) -> Result<(BatchAdd, AddReply), Reply> {
-    let Some((name, rest)) = args.split_first() else { return Err(Reply::Error("ERR empty command".into())) };
-    let Some(command) = Command::parse(name).filter(|c| c.is_add()) else {
-        return Err(Reply::Error(format!("ERR {} is not an add", String::from_utf8_lossy(name))));
-    };
+pub fn prepare_add(
+    session: &Session,
+    command: Command,
+    args: &[Bytes],
+    now: Timestamp,
+) -> Result<(BatchAdd, AddReply), Reply> {
+    debug_assert!(command.is_add(), "{command:?} is not an add");
+    let rest = args.get(1..).unwrap_or_default();
     authorize(session, command, rest).map_err(err)?;
     let (k, delta, token, reply) = match (command, rest) {
         (Command::Incr, [k]) => (k, Ok(1), None, AddReply::Count),
@@ -218,9 +221,10 @@ fn auth(session: &mut Session, token: &Bytes) -> Reply {
 }
 
 /// Runs one command.
-pub async fn run(engine: &Engine, session: &mut Session, args: &[Bytes]) -> Reply {
+/// Runs one command; `command` is what its name parsed to (`None`: not one this door serves).
+pub async fn run(engine: &Engine, session: &mut Session, command: Option<Command>, args: &[Bytes]) -> Reply {
     let Some((name, rest)) = args.split_first() else { return Reply::Error("ERR empty command".into()) };
-    let Some(command) = Command::parse(name) else {
+    let Some(command) = command else {
         if session.principal.is_none() {
             return err(unauthenticated());
         }

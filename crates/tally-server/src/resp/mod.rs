@@ -153,17 +153,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 /// atomically (an add to one counter may land while another fails).
 async fn run_pipeline(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
     session.door.commands_total.fetch_add(requests.len() as u64, Ordering::Relaxed);
+    // Each request's command, parsed once for every step below.
+    let commands: Vec<Option<Command>> = requests.iter().map(|r| Command::parse(&r[0])).collect();
     let mut replies = Vec::with_capacity(requests.len());
     let mut i = 0;
     while i < requests.len() {
-        let control = transaction_control(&requests[i][0]);
-        if session.multi.is_some() || control.is_some() {
-            replies.push(transaction(engine, session, control, &requests[i]).await);
+        if session.multi.is_some() || transaction_control(commands[i]).is_some() {
+            replies.push(transaction(engine, session, commands[i], &requests[i]).await);
             i += 1;
             continue;
         }
-        let plain = requests[i..].iter().take_while(|r| transaction_control(&r[0]).is_none()).count();
-        replies.extend(run_plain(engine, session, &requests[i..i + plain]).await);
+        let plain = commands[i..].iter().take_while(|c| transaction_control(**c).is_none()).count();
+        replies.extend(run_plain(engine, session, &requests[i..i + plain], &commands[i..i + plain]).await);
         i += plain;
         if session.closing {
             break;
@@ -180,8 +181,8 @@ enum Control {
     Discard,
 }
 
-fn transaction_control(name: &[u8]) -> Option<Control> {
-    match Command::parse(name)? {
+fn transaction_control(command: Option<Command>) -> Option<Control> {
+    match command? {
         Command::Multi => Some(Control::Multi),
         Command::Exec => Some(Control::Exec),
         Command::Discard => Some(Control::Discard),
@@ -193,11 +194,11 @@ fn transaction_control(name: &[u8]) -> Option<Control> {
 async fn transaction(
     engine: &Engine,
     session: &mut Session,
-    control: Option<Control>,
+    command: Option<Command>,
     request: &[Bytes],
 ) -> Reply {
     let open = session.multi.is_some();
-    match (control, open) {
+    match (transaction_control(command), open) {
         (Some(Control::Multi), false) => {
             session.multi = Some((Vec::new(), false));
             Reply::Simple("OK")
@@ -214,13 +215,14 @@ async fn transaction(
             if refused {
                 return Reply::Error("EXECABORT Transaction discarded because of previous errors.".into());
             }
-            Reply::Array(run_plain(engine, session, &queued).await)
+            let commands: Vec<Option<Command>> = queued.iter().map(|r| Command::parse(&r[0])).collect();
+            Reply::Array(run_plain(engine, session, &queued, &commands).await)
         }
         (None, _) => {
             // Queued if the table knows the command with this many arguments; refused (and
             // the transaction with it) otherwise, as Redis does.
             let name = commands::upper(&request[0]);
-            match Command::parse(&request[0]).map(Command::spec) {
+            match command.map(Command::spec) {
                 Some(spec) if spec.fits(request.len()) => {
                     if let Some((queued, _)) = session.multi.as_mut() {
                         queued.push(request.to_vec());
@@ -246,17 +248,23 @@ async fn transaction(
 
 /// Runs requests with no transaction control among them; each run of consecutive adds goes
 /// to the engine as one batch.
-async fn run_plain(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
+/// `commands`: each request's command, parsed.
+async fn run_plain(
+    engine: &Engine,
+    session: &mut Session,
+    requests: &[Vec<Bytes>],
+    commands: &[Option<Command>],
+) -> Vec<Reply> {
+    debug_assert_eq!(requests.len(), commands.len(), "one parsed command per request");
     let mut replies = Vec::with_capacity(requests.len());
     let mut i = 0;
     while i < requests.len() {
-        let adds =
-            requests[i..].iter().take_while(|r| Command::parse(&r[0]).is_some_and(Command::is_add)).count();
+        let adds = commands[i..].iter().map_while(|c| c.filter(|c| c.is_add())).count();
         if adds > 0 {
-            replies.extend(run_adds(engine, session, &requests[i..i + adds]).await);
+            replies.extend(run_adds(engine, session, &requests[i..i + adds], &commands[i..i + adds]).await);
             i += adds;
         } else {
-            replies.push(commands::run(engine, session, &requests[i]).await);
+            replies.push(commands::run(engine, session, commands[i], &requests[i]).await);
             i += 1;
             if session.closing {
                 break;
@@ -268,10 +276,20 @@ async fn run_plain(engine: &Engine, session: &mut Session, requests: &[Vec<Bytes
 
 /// Runs consecutive adds as one engine batch: each answers as if sent alone, in order (a
 /// count includes the adds before it in the pipeline), and all share one group commit.
-async fn run_adds(engine: &Engine, session: &Session, requests: &[Vec<Bytes>]) -> Vec<Reply> {
+/// `commands`: their commands, each an add.
+async fn run_adds(
+    engine: &Engine,
+    session: &Session,
+    requests: &[Vec<Bytes>],
+    commands: &[Option<Command>],
+) -> Vec<Reply> {
     let started = std::time::Instant::now();
     let now = engine.now();
-    let prepared = requests.iter().map(|request| commands::prepare_add(session, request, now)).collect();
+    let prepared = requests
+        .iter()
+        .zip(commands.iter().flatten())
+        .map(|(request, &command)| commands::prepare_add(session, command, request, now))
+        .collect();
     let answers = crate::batch::run_prepared(engine, prepared).await;
     answers
         .into_iter()

@@ -112,21 +112,28 @@ pub fn patch_from_proto(c: Option<&pb::NamespaceConfig>) -> Result<NamespaceConf
     })
 }
 
+/// A protobuf config as a whole configuration: the fields it names, defaults for the rest.
+pub fn config_from_proto(c: Option<&pb::NamespaceConfig>) -> Result<NamespaceConfig, ApiError> {
+    Ok(patch_from_proto(c)?.apply_to(&NamespaceConfig::default()))
+}
+
+/// A full configuration as protobuf, every field named.
+pub fn config_to_proto(c: &NamespaceConfig) -> pb::NamespaceConfig {
+    pb::NamespaceConfig {
+        counter_type: counter_type_to_proto(c.counter_type) as i32,
+        accept_limit: Some(duration_to_proto(c.accept_limit)),
+        clock_skew: Some(duration_to_proto(c.clock_skew)),
+        coalesce: Some(duration_to_proto(c.coalesce)),
+        retention: Some(duration_to_proto(c.retention)),
+        cache_ttl: Some(duration_to_proto(c.cache_ttl)),
+        best_effort_ttl: c.best_effort_ttl.map(duration_to_proto),
+        idempotency_window: Some(duration_to_proto(c.idempotency_window)),
+    }
+}
+
 /// A namespace with its full configuration as protobuf.
 pub fn namespace_to_proto(name: &Namespace, c: &NamespaceConfig) -> pb::Namespace {
-    pb::Namespace {
-        name: name.to_string(),
-        config: Some(pb::NamespaceConfig {
-            counter_type: counter_type_to_proto(c.counter_type) as i32,
-            accept_limit: Some(duration_to_proto(c.accept_limit)),
-            clock_skew: Some(duration_to_proto(c.clock_skew)),
-            coalesce: Some(duration_to_proto(c.coalesce)),
-            retention: Some(duration_to_proto(c.retention)),
-            cache_ttl: Some(duration_to_proto(c.cache_ttl)),
-            best_effort_ttl: c.best_effort_ttl.map(duration_to_proto),
-            idempotency_window: Some(duration_to_proto(c.idempotency_window)),
-        }),
-    }
+    pb::Namespace { name: name.to_string(), config: Some(config_to_proto(c)) }
 }
 
 #[cfg(test)]

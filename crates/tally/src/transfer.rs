@@ -154,11 +154,9 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut counters = args.conn.counters().await?;
     let (mut exported, mut last) = (0u64, None::<String>);
     for n in &listed {
-        let config = convert::patch_from_proto(n.config.as_ref())
-            .map_err(|e| {
-                anyhow::anyhow!("namespace {:?} came with settings this build cannot read: {e}", n.name)
-            })?
-            .apply_to(&NamespaceConfig::default());
+        let config = convert::config_from_proto(n.config.as_ref()).map_err(|e| {
+            anyhow::anyhow!("namespace {:?} came with settings this build cannot read: {e}", n.name)
+        })?;
         let resumed = resume.as_ref().filter(|r| r.namespace == n.name);
         if resumed.is_none() {
             write_line(
@@ -312,11 +310,8 @@ async fn create_namespace(
     name: &str,
     config: &NamespaceConfig,
 ) -> anyhow::Result<()> {
-    let wire = tally_core::Namespace::new(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let request = pb::CreateNamespaceRequest {
-        name: name.to_owned(),
-        config: convert::namespace_to_proto(&wire, config).config,
-    };
+    let request =
+        pb::CreateNamespaceRequest { name: name.to_owned(), config: Some(convert::config_to_proto(config)) };
     let status = match client.create_namespace(request).await {
         Ok(_) => return Ok(()),
         Err(status) if status.code() == tonic::Code::AlreadyExists => status,
@@ -327,9 +322,8 @@ async fn create_namespace(
         .await
         .map_err(|e| conn.error(e))?
         .into_inner();
-    let existing = convert::patch_from_proto(existing.config.as_ref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .apply_to(&NamespaceConfig::default());
+    let existing =
+        convert::config_from_proto(existing.config.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(
         &existing == config,
         "{}: namespace {name:?} exists with other settings ({}); delete it or import into another server",

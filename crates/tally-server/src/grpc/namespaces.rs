@@ -1,7 +1,7 @@
 //! `tally.v1.NamespaceService`.
 
 use tally_core::Operation;
-use tally_core::{Namespace, NamespaceConfig};
+use tally_core::Namespace;
 use tally_engine::Engine;
 use tally_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -39,7 +39,7 @@ impl pb::namespace_service_server::NamespaceService for GrpcNamespaces {
             observe("grpc", Operation::CreateNamespace, async {
                 let name = Namespace::new(&r.name)?;
                 who?.require(Access::Admin, &name)?;
-                let config = patch_from_proto(r.config.as_ref())?.apply_to(&NamespaceConfig::default());
+                let config = crate::convert::config_from_proto(r.config.as_ref())?;
                 let created = self.engine.create_namespace(&name, config).await?;
                 Ok(namespace_to_proto(&name, &created))
             })

@@ -1,7 +1,7 @@
 //! `tally.v1.NamespaceService`.
 
-use tally_core::Operation;
 use tally_core::Namespace;
+use tally_core::Operation;
 use tally_engine::Engine;
 use tally_proto::v1 as pb;
 use tonic::{Request, Response, Status};

@@ -6,6 +6,7 @@ use tally_core::{
     CounterKey, CounterName, CounterType, IdempotencyToken, Namespace, NamespaceConfig, NamespaceConfigPatch,
     Timestamp,
 };
+use tally_proto::time::BadTimestamp;
 use tally_proto::v1 as pb;
 
 use crate::error::ApiError;
@@ -27,23 +28,16 @@ pub fn token(
 
 /// A protobuf timestamp as a domain time.
 pub fn timestamp_from_proto(t: &prost_types::Timestamp) -> Result<Timestamp, ApiError> {
-    if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(ApiError::invalid(format!("timestamp nanos {} is outside 0..1e9", t.nanos)));
-    }
-    let micros = t.seconds.checked_mul(1_000_000).and_then(|s| s.checked_add(i64::from(t.nanos / 1000)));
-    micros.map(Timestamp::from_micros).ok_or_else(|| {
-        ApiError::new(tally_core::ErrorCode::OutOfRange, format!("timestamp {}s is out of range", t.seconds))
+    tally_proto::time::from_proto(t).map_err(|e| match e {
+        BadTimestamp::Nanos(nanos) => ApiError::invalid(format!("timestamp nanos {nanos} is outside 0..1e9")),
+        BadTimestamp::OutOfRange(seconds) => {
+            ApiError::new(tally_core::ErrorCode::OutOfRange, format!("timestamp {seconds}s is out of range"))
+        }
     })
 }
 
 /// A domain time as a protobuf timestamp.
-pub fn timestamp_to_proto(t: Timestamp) -> prost_types::Timestamp {
-    let micros = t.as_micros();
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
+pub use tally_proto::time::to_proto as timestamp_to_proto;
 
 /// An optional protobuf token as a domain token (generated `now` when it has no time).
 pub fn token_from_proto(

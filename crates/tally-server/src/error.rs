@@ -59,29 +59,8 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// The gRPC status code of an error code: the one with the same name.
-pub fn grpc_code(code: ErrorCode) -> tonic::Code {
-    match code {
-        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
-        ErrorCode::NotFound => tonic::Code::NotFound,
-        ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
-        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
-        ErrorCode::OutOfRange => tonic::Code::OutOfRange,
-        ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
-        ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
-        ErrorCode::Unavailable => tonic::Code::Unavailable,
-        ErrorCode::Internal => tonic::Code::Internal,
-        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
-        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
-    }
-}
-
-/// The error code a gRPC status code stands for: the inverse of [`grpc_code`], for clients
-/// of the gRPC door. `None` for the codes Tally never answers (`CANCELLED`, `UNKNOWN`, ...),
-/// which only the transport produces.
-pub fn code_of_grpc(code: tonic::Code) -> Option<ErrorCode> {
-    ErrorCode::ALL.into_iter().find(|c| grpc_code(*c) == code)
-}
+/// Error codes on gRPC, both ways, where every client of the protocol finds them too.
+pub use tally_proto::codes::{error_code as code_of_grpc, grpc_code};
 
 /// The HTTP status of an error code, as in Google's mapping of gRPC codes to HTTP.
 pub fn status_of(code: ErrorCode) -> StatusCode {
@@ -137,19 +116,5 @@ impl From<TokenError> for ApiError {
 impl From<ConfigError> for ApiError {
     fn from(e: ConfigError) -> Self {
         Self::invalid(format!("invalid namespace configuration: {e}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_codes_map_both_ways_for_every_code() {
-        for code in ErrorCode::ALL {
-            assert_eq!(code_of_grpc(grpc_code(code)), Some(code));
-            assert_eq!(format!("{:?}", grpc_code(code)).to_uppercase(), code.as_str().replace('_', ""));
-        }
-        assert_eq!(code_of_grpc(tonic::Code::Cancelled), None);
     }
 }

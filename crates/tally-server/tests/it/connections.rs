@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::support::{Door, TestServer};
+use crate::support::{Door, TestServer, Through};
 
 fn addr(url: &str) -> &str {
     url.trim_start_matches("http://")

@@ -8,7 +8,7 @@ use serde_json::json;
 use tally_core::{CounterKey, Namespace};
 use tally_store::CounterState;
 
-use crate::support::{DOORS, Door, Refused, TestServer};
+use crate::support::{ALL_DOORS, Door, Refused, TestServer, Through};
 
 /// Asserts the store holds no counter and only the namespaces `namespaces`.
 async fn nothing_written(s: &TestServer, namespaces: &[&str]) {
@@ -27,19 +27,19 @@ fn expect(
     what: &str,
 ) -> Refused {
     let refused = result.expect_err(what);
-    assert_eq!(refused.code, code, "{door:?} {what}: {}", refused.message);
-    if let Door::Http = door {
-        assert_eq!(refused.status, Some(status), "{what}");
+    assert_eq!(refused.code().map(|c| c.as_str()), Some(code), "{door:?} {what}: {refused}");
+    if let (Door::Http, Refused::Refused { http_status, .. }) = (door, &refused) {
+        assert_eq!(*http_status, Some(status), "{what}");
     }
     refused
 }
 
 #[tokio::test]
-async fn bad_names_and_unknown_namespaces_are_refused_over_both_doors() {
+async fn bad_names_and_unknown_namespaces_are_refused_over_every_door() {
     let s = TestServer::start().await;
     let long_ns = "n".repeat(65);
     let long_counter = "c".repeat(257);
-    for door in DOORS {
+    for door in ALL_DOORS {
         let r = expect(
             door.add(&s, "bad ns!", "c", 1, None).await,
             "INVALID_ARGUMENT",
@@ -47,7 +47,7 @@ async fn bad_names_and_unknown_namespaces_are_refused_over_both_doors() {
             door,
             "invalid namespace",
         );
-        assert!(r.message.contains("namespace \"bad ns!\" contains ' '"), "{}", r.message);
+        assert!(r.message().contains("namespace \"bad ns!\" contains ' '"), "{}", r.message());
         let r = expect(
             door.add(&s, &long_ns, "c", 1, None).await,
             "INVALID_ARGUMENT",
@@ -55,7 +55,7 @@ async fn bad_names_and_unknown_namespaces_are_refused_over_both_doors() {
             door,
             "long namespace",
         );
-        assert!(r.message.contains("namespace is 65 bytes long; the limit is 64 bytes"), "{}", r.message);
+        assert!(r.message().contains("namespace is 65 bytes long; the limit is 64 bytes"), "{}", r.message());
         let r = expect(
             door.add(&s, "default", "a\tb", 1, None).await,
             "INVALID_ARGUMENT",
@@ -63,7 +63,7 @@ async fn bad_names_and_unknown_namespaces_are_refused_over_both_doors() {
             door,
             "control char",
         );
-        assert!(r.message.contains("counter name"), "{}", r.message);
+        assert!(r.message().contains("counter name"), "{}", r.message());
         let r = expect(
             door.get(&s, "default", &long_counter).await,
             "INVALID_ARGUMENT",
@@ -71,10 +71,10 @@ async fn bad_names_and_unknown_namespaces_are_refused_over_both_doors() {
             door,
             "long counter",
         );
-        assert!(r.message.contains("counter name is 257 bytes long"), "{}", r.message);
+        assert!(r.message().contains("counter name is 257 bytes long"), "{}", r.message());
         let r =
             expect(door.add(&s, "nowhere", "c", 1, None).await, "NOT_FOUND", 404, door, "unknown namespace");
-        assert_eq!(r.message, "namespace nowhere does not exist");
+        assert_eq!(r.message(), "namespace nowhere does not exist");
         expect(door.get(&s, "nowhere", "c").await, "NOT_FOUND", 404, door, "unknown namespace read");
     }
     nothing_written(&s, &["default"]).await;
@@ -82,9 +82,9 @@ async fn bad_names_and_unknown_namespaces_are_refused_over_both_doors() {
 }
 
 #[tokio::test]
-async fn window_violations_are_refused_over_both_doors() {
+async fn window_violations_are_refused_over_every_door() {
     let s = TestServer::start().await;
-    for door in DOORS {
+    for door in ALL_DOORS {
         let old = s.now().saturating_sub(Duration::from_secs(6));
         let r = expect(
             door.add(&s, "default", "c", 1, Some(("t", old))).await,
@@ -93,7 +93,11 @@ async fn window_violations_are_refused_over_both_doors() {
             door,
             "too old",
         );
-        assert!(r.message.contains("is too old") && r.message.contains("accept_limit 5s"), "{}", r.message);
+        assert!(
+            r.message().contains("is too old") && r.message().contains("accept_limit 5s"),
+            "{}",
+            r.message()
+        );
         let future = s.now().saturating_add(Duration::from_secs(2));
         let r = expect(
             door.clear(&s, "default", "c", Some(("t", future))).await,
@@ -103,9 +107,9 @@ async fn window_violations_are_refused_over_both_doors() {
             "future",
         );
         assert!(
-            r.message.contains("too far in the future") && r.message.contains("clock_skew 1s"),
+            r.message().contains("too far in the future") && r.message().contains("clock_skew 1s"),
             "{}",
-            r.message
+            r.message()
         );
     }
     nothing_written(&s, &["default"]).await;
@@ -116,11 +120,11 @@ async fn window_violations_are_refused_over_both_doors() {
 async fn overflow_and_reused_tokens_are_refused_and_change_nothing() {
     let s = TestServer::start().await;
     s.namespace("acc", "accurate").await;
-    for door in DOORS {
+    for door in ALL_DOORS {
         let c = format!("{door:?}");
         door.add(&s, "acc", &c, i64::MAX, Some(("max", s.now()))).await.expect("add max");
         let r = expect(door.add(&s, "acc", &c, 1, None).await, "OUT_OF_RANGE", 400, door, "overflow");
-        assert!(r.message.contains("would overflow the signed 64-bit range"), "{}", r.message);
+        assert!(r.message().contains("would overflow the signed 64-bit range"), "{}", r.message());
         let at = s.now();
         door.add(&s, "acc", &c, -5, Some(("reused", at))).await.expect("add");
         let r = expect(
@@ -131,9 +135,9 @@ async fn overflow_and_reused_tokens_are_refused_and_change_nothing() {
             "reuse",
         );
         assert!(
-            r.message.contains("was already used") && r.message.contains("an add of -5"),
+            r.message().contains("was already used") && r.message().contains("an add of -5"),
             "{}",
-            r.message
+            r.message()
         );
         assert_eq!(door.get(&s, "acc", &c).await.expect("get"), i64::MAX - 5);
     }
@@ -141,11 +145,11 @@ async fn overflow_and_reused_tokens_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn oversized_requests_are_refused_over_both_doors() {
+async fn oversized_requests_are_refused_over_every_door() {
     let s = TestServer::start().await;
     // The test server's limit is 4096 bytes; a 5000-byte token name fills the message.
     let big = "x".repeat(5000);
-    for door in DOORS {
+    for door in [Door::Grpc, Door::Http] {
         let r = expect(
             door.add(&s, "default", "c", 1, Some((&big, s.now()))).await,
             "OUT_OF_RANGE",
@@ -153,8 +157,13 @@ async fn oversized_requests_are_refused_over_both_doors() {
             door,
             "big",
         );
-        assert!(r.message.contains("4096"), "{}", r.message);
+        assert!(r.message().contains("4096"), "{}", r.message());
     }
+    // The Redis protocol refuses it as Redis does an oversized argument: `-ERR Protocol
+    // error`, before reading it, and closes the connection.
+    let r = Door::Resp.add(&s, "default", "c", 1, Some((&big, s.now()))).await.expect_err("big");
+    assert!(matches!(r, Refused::Protocol { .. }) && r.wrote_nothing(), "{r:?}");
+    assert!(r.message().contains("Protocol error") && r.message().contains("4096"), "{}", r.message());
     nothing_written(&s, &["default"]).await;
     s.stop().await;
 }

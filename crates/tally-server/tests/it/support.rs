@@ -1,17 +1,15 @@
 //! `TestServer`: the real serve loop on port-0 listeners over the embedded store in a temp
-//! directory, with a manual clock; and `Door`, one client API over gRPC and over HTTP.
+//! directory, with a manual clock; and `Through`, the counter calls through any of its doors.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use tally_client::Token;
 use tally_core::{Clock, ManualClock, Timestamp};
 use tally_engine::{Engine, LocalBestEffort, LocalCache};
-use tally_proto::v1 as pb;
-use tally_proto::v1::counter_service_client::CounterServiceClient;
-use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
 use tally_server::config::AutoCreate;
-use tally_server::{Listeners, ServerConfig, convert};
+use tally_server::{Listeners, ServerConfig};
 use tally_store::Store;
 use tally_store_fjall::{FjallOptions, FjallStore};
 use tokio::net::TcpListener;
@@ -158,290 +156,87 @@ impl TestServer {
     }
 }
 
-/// A refusal as both doors report it: the code name and the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub code: String,
-    pub message: String,
-    /// The HTTP status, for HTTP.
-    pub status: Option<u16>,
-}
-
-/// What a mutation answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub applied: bool,
-    pub token: Option<(String, Timestamp)>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum Door {
-    Grpc,
-    Http,
-    /// The Redis protocol: `TALLY.ADD`/`TALLY.CLEAR` with a token, `INCRBY`/`DEL` without,
-    /// `GET`. It echoes no token, and lists no namespaces.
-    Resp,
-}
+/// A refusal, as `tally-client` reports it for every door.
+pub use tally_client::ClientError as Refused;
+pub use tally_client::{Applied, Door};
 
 /// The doors whose answers carry the same fields (tokens echoed, namespaces listed).
 pub const DOORS: [Door; 2] = [Door::Grpc, Door::Http];
 /// Every door, for what all three answer alike.
-pub const ALL_DOORS: [Door; 3] = [Door::Grpc, Door::Http, Door::Resp];
+pub const ALL_DOORS: [Door; 3] = Door::ALL;
 
-fn refused_resp(e: redis::RedisError) -> Refused {
-    Refused {
-        code: e.code().unwrap_or("ERR").to_owned(),
-        message: e.detail().unwrap_or_default().to_owned(),
-        status: None,
+impl TestServer {
+    /// A client of one of this server's doors.
+    pub async fn client(&self, door: Door) -> tally_client::Client {
+        let addr = match door {
+            Door::Grpc => &self.grpc,
+            Door::Http => &self.http,
+            Door::Resp => &self.resp,
+        };
+        let options = tally_client::ConnectOptions::default();
+        tally_client::Client::connect(door, addr, &options).await.expect("connect")
     }
 }
 
-fn resp_key(ns: &str, counter: &str) -> String {
-    format!("{ns}:{counter}")
-}
-
-fn code_name(code: tonic::Code) -> String {
-    match tally_server::error::code_of_grpc(code) {
-        Some(code) => code.as_str().to_owned(),
-        None => format!("{code:?}").to_uppercase(),
-    }
-}
-
-fn refused_grpc(s: tonic::Status) -> Refused {
-    Refused { code: code_name(s.code()), message: s.message().to_owned(), status: None }
-}
-
-fn proto_token((token, at): (&str, Timestamp)) -> pb::IdempotencyToken {
-    pb::IdempotencyToken { token: token.to_owned(), generation_time: Some(convert::timestamp_to_proto(at)) }
-}
-
-fn json_token((token, at): (&str, Timestamp)) -> Value {
-    json!({"token": token, "generation_time": at.to_string()})
-}
-
-async fn http_json(request: reqwest::RequestBuilder) -> Result<Value, Refused> {
-    let r = request.send().await.expect("http request");
-    let status = r.status().as_u16();
-    let body: Value = if status == 204 { Value::Null } else { r.json().await.expect("json body") };
-    if (200..300).contains(&status) {
-        Ok(body)
-    } else {
-        Err(Refused {
-            code: body["error"]["code"].as_str().expect("error code").to_owned(),
-            message: body["error"]["message"].as_str().expect("error message").to_owned(),
-            status: Some(status),
-        })
-    }
-}
-
-fn applied_from_json(v: &Value) -> Applied {
-    let token = v["idempotency_token"].as_object().map(|t| {
-        let time = Timestamp::parse_rfc3339(t["generation_time"].as_str().expect("time")).expect("rfc3339");
-        (t["token"].as_str().expect("token").to_owned(), time)
-    });
-    Applied { applied: v["applied"].as_bool().expect("applied"), token }
-}
-
-impl Door {
-    pub async fn add(
+/// The four counter calls through a door of a [`TestServer`], by `tally-client`: on the Redis
+/// protocol `TALLY.ADD`/`TALLY.CLEAR` with a token, `INCRBY`/`DEL` without, `GET`. It echoes
+/// no token, and lists no namespaces.
+pub trait Through {
+    async fn add(
         self,
         s: &TestServer,
         ns: &str,
         counter: &str,
         delta: i64,
         token: Option<(&str, Timestamp)>,
-    ) -> Result<Applied, Refused> {
-        match self {
-            Door::Grpc => {
-                let mut c = CounterServiceClient::new(s.channel().await);
-                let idempotency_token = token.map(proto_token);
-                let request = pb::AddCountRequest {
-                    namespace: ns.into(),
-                    counter_name: counter.into(),
-                    delta,
-                    idempotency_token,
-                };
-                let r = c.add_count(request).await.map_err(refused_grpc)?.into_inner();
-                Ok(Applied {
-                    applied: r.applied,
-                    token: r.idempotency_token.map(|t| {
-                        (
-                            t.token,
-                            convert::timestamp_from_proto(&t.generation_time.expect("generation time"))
-                                .expect("valid time"),
-                        )
-                    }),
-                })
-            }
-            Door::Http => {
-                let body = json!({"delta": delta, "idempotency_token": token.map(json_token)});
-                let url = format!("{}/v1/namespaces/{ns}/counters/{}/add", s.http, encode(counter));
-                let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
-                Ok(applied_from_json(&v))
-            }
-            Door::Resp => {
-                let mut c = s.redis(false).await;
-                let key = resp_key(ns, counter);
-                let applied = match token {
-                    Some((t, at)) => {
-                        let applied: i64 = redis::cmd("TALLY.ADD")
-                            .arg(&key)
-                            .arg(delta)
-                            .arg(t)
-                            .arg(at.as_micros() / 1000)
-                            .query_async(&mut c)
-                            .await
-                            .map_err(refused_resp)?;
-                        applied == 1
-                    }
-                    None => {
-                        let _: i64 = redis::cmd("INCRBY")
-                            .arg(&key)
-                            .arg(delta)
-                            .query_async(&mut c)
-                            .await
-                            .map_err(refused_resp)?;
-                        true
-                    }
-                };
-                Ok(Applied { applied, token: None })
-            }
-        }
-    }
-
-    pub async fn add_and_get(
-        self,
-        s: &TestServer,
-        ns: &str,
-        counter: &str,
-        delta: i64,
-    ) -> Result<i64, Refused> {
-        match self {
-            Door::Grpc => {
-                let mut c = CounterServiceClient::new(s.channel().await);
-                let request = pb::AddAndGetCountRequest {
-                    namespace: ns.into(),
-                    counter_name: counter.into(),
-                    delta,
-                    idempotency_token: None,
-                };
-                Ok(c.add_and_get_count(request).await.map_err(refused_grpc)?.into_inner().count)
-            }
-            Door::Http => {
-                let url = format!("{}/v1/namespaces/{ns}/counters/{}/add-and-get", s.http, encode(counter));
-                let v = http_json(reqwest::Client::new().post(url).body(json!({"delta": delta}).to_string()))
-                    .await?;
-                Ok(v["count"].as_i64().expect("count"))
-            }
-            Door::Resp => {
-                let mut c = s.redis(false).await;
-                redis::cmd("INCRBY")
-                    .arg(resp_key(ns, counter))
-                    .arg(delta)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(refused_resp)
-            }
-        }
-    }
-
-    pub async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, Refused> {
-        match self {
-            Door::Grpc => {
-                let mut c = CounterServiceClient::new(s.channel().await);
-                let request = pb::GetCountRequest { namespace: ns.into(), counter_name: counter.into() };
-                Ok(c.get_count(request).await.map_err(refused_grpc)?.into_inner().count)
-            }
-            Door::Http => {
-                let url = format!("{}/v1/namespaces/{ns}/counters/{}", s.http, encode(counter));
-                let v = http_json(reqwest::Client::new().get(url)).await?;
-                Ok(v["count"].as_i64().expect("count"))
-            }
-            Door::Resp => {
-                let mut c = s.redis(false).await;
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(resp_key(ns, counter))
-                    .query_async(&mut c)
-                    .await
-                    .map_err(refused_resp)?;
-                Ok(value.map_or(0, |v| v.parse().expect("an integer")))
-            }
-        }
-    }
-
-    pub async fn clear(
+    ) -> Result<Applied, Refused>;
+    async fn add_and_get(self, s: &TestServer, ns: &str, counter: &str, delta: i64) -> Result<i64, Refused>;
+    async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, Refused>;
+    async fn clear(
         self,
         s: &TestServer,
         ns: &str,
         counter: &str,
         token: Option<(&str, Timestamp)>,
-    ) -> Result<Applied, Refused> {
-        match self {
-            Door::Grpc => {
-                let mut c = CounterServiceClient::new(s.channel().await);
-                let idempotency_token = token.map(proto_token);
-                let request = pb::ClearCountRequest {
-                    namespace: ns.into(),
-                    counter_name: counter.into(),
-                    idempotency_token,
-                };
-                let r = c.clear_count(request).await.map_err(refused_grpc)?.into_inner();
-                Ok(Applied { applied: r.applied, token: None })
-            }
-            Door::Http => {
-                let body = json!({"idempotency_token": token.map(json_token)});
-                let url = format!("{}/v1/namespaces/{ns}/counters/{}/clear", s.http, encode(counter));
-                let v = http_json(reqwest::Client::new().post(url).body(body.to_string())).await?;
-                Ok(applied_from_json(&v))
-            }
-            Door::Resp => {
-                let mut c = s.redis(false).await;
-                let key = resp_key(ns, counter);
-                let command = match token {
-                    Some((t, at)) => {
-                        redis::cmd("TALLY.CLEAR").arg(&key).arg(t).arg(at.as_micros() / 1000).clone()
-                    }
-                    None => redis::cmd("DEL").arg(&key).clone(),
-                };
-                let applied: i64 = command.query_async(&mut c).await.map_err(refused_resp)?;
-                Ok(Applied { applied: applied == 1, token: None })
-            }
-        }
-    }
-
-    pub async fn namespaces(self, s: &TestServer) -> Vec<String> {
-        match self {
-            Door::Grpc => {
-                let mut c = NamespaceServiceClient::new(s.channel().await);
-                let r = c.list_namespaces(pb::ListNamespacesRequest {}).await.expect("list").into_inner();
-                r.namespaces.into_iter().map(|n| n.name).collect()
-            }
-            Door::Http => {
-                let v = http_json(reqwest::Client::new().get(format!("{}/v1/namespaces", s.http)))
-                    .await
-                    .expect("list");
-                v["namespaces"]
-                    .as_array()
-                    .expect("list")
-                    .iter()
-                    .map(|n| n["name"].as_str().expect("name").to_owned())
-                    .collect()
-            }
-            Door::Resp => panic!("the Redis protocol lists no namespaces"),
-        }
-    }
+    ) -> Result<Applied, Refused>;
+    async fn namespaces(self, s: &TestServer) -> Vec<String>;
 }
 
-/// Percent-encodes a path segment.
-pub fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+fn token((token, at): (&str, Timestamp)) -> Token {
+    Token::at(token, at)
+}
+
+impl Through for Door {
+    async fn add(
+        self,
+        s: &TestServer,
+        ns: &str,
+        counter: &str,
+        delta: i64,
+        t: Option<(&str, Timestamp)>,
+    ) -> Result<Applied, Refused> {
+        s.client(self).await.add(ns, counter, delta, t.map(token).as_ref()).await
+    }
+
+    async fn add_and_get(self, s: &TestServer, ns: &str, counter: &str, delta: i64) -> Result<i64, Refused> {
+        s.client(self).await.add_and_get(ns, counter, delta, None).await
+    }
+
+    async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, Refused> {
+        s.client(self).await.get(ns, counter).await
+    }
+
+    async fn clear(
+        self,
+        s: &TestServer,
+        ns: &str,
+        counter: &str,
+        t: Option<(&str, Timestamp)>,
+    ) -> Result<Applied, Refused> {
+        s.client(self).await.clear(ns, counter, t.map(token).as_ref()).await
+    }
+
+    async fn namespaces(self, s: &TestServer) -> Vec<String> {
+        s.client(self).await.namespaces().await.expect("list namespaces")
+    }
 }

@@ -9,7 +9,7 @@ use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 use tally_server::convert;
 
-use crate::support::{Door, TestServer};
+use crate::support::{Door, TestServer, Through};
 
 async fn grpc_add(
     s: &TestServer,

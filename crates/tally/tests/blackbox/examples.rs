@@ -51,3 +51,8 @@ fn the_go_example_runs_with_grpc_go() {
 fn the_java_example_runs_with_grpc_java() {
     run_example("java", false);
 }
+
+#[test]
+fn the_rust_example_runs_with_tally_client() {
+    run_example("rust", true);
+}

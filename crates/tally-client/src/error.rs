@@ -73,6 +73,34 @@ impl ClientError {
         }
     }
 
+    /// A short name for the kind of failure, for counting them: the code's name for a
+    /// refusal (`NOT_FOUND`, ...), else `PROTOCOL_ERROR`, `NO_ANSWER`, `TIMED_OUT`,
+    /// `UNSUPPORTED` or `CONFIG`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientError::Refused { code, .. } => code.as_str(),
+            ClientError::Protocol { .. } => "PROTOCOL_ERROR",
+            ClientError::NoAnswer { .. } => "NO_ANSWER",
+            ClientError::TimedOut { .. } => "TIMED_OUT",
+            ClientError::Unsupported { .. } => "UNSUPPORTED",
+            ClientError::Config(_) => "CONFIG",
+        }
+    }
+
+    /// A gRPC status as an error: one of Tally's codes is a refusal; any other (`CANCELLED`,
+    /// `UNKNOWN`, ...) comes from the transport, or from something that is not a Tally door.
+    pub fn from_grpc(status: &tonic::Status) -> Self {
+        match tally_proto::codes::error_code(status.code()) {
+            Some(code) => {
+                ClientError::Refused { code, message: status.message().to_owned(), http_status: None }
+            }
+            None => ClientError::NoAnswer {
+                door: Door::Grpc,
+                message: format!("{:?}: {}", status.code(), status.message()),
+            },
+        }
+    }
+
     /// The message alone, without the code.
     pub fn message(&self) -> String {
         match self {

@@ -187,16 +187,8 @@ fn item_error(e: pb::ItemError) -> ClientError {
     }
 }
 
-/// A gRPC status as an error: a Tally code is a refusal; any other (`CANCELLED`, `UNKNOWN`,
-/// ...) comes from the transport or from something that is not a Tally door.
 fn refused(status: tonic::Status) -> ClientError {
-    match tally_proto::codes::error_code(status.code()) {
-        Some(code) => ClientError::Refused { code, message: status.message().to_owned(), http_status: None },
-        None => ClientError::NoAnswer {
-            door: Door::Grpc,
-            message: format!("{:?}: {}", status.code(), status.message()),
-        },
-    }
+    ClientError::from_grpc(&status)
 }
 
 /// An error with its chain of causes, which tonic's transport errors keep apart.

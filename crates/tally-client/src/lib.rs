@@ -42,7 +42,8 @@ pub use grpc::{Authed, Bearer, GrpcDoor};
 pub use tally_core::{ErrorCode, Timestamp};
 
 /// One of the server's front doors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Door {
     /// gRPC, `tally.v1` (port 7090 by default).
     Grpc,

@@ -18,18 +18,9 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
 use serde_json::json;
+use tally_client::{Add, Client, ConnectOptions, Door, Token};
 use tally_core::Operation;
 use tally_core::Timestamp;
-use tally_proto::v1 as pb;
-use tally_proto::v1::counter_service_client::CounterServiceClient;
-use tonic::transport::Channel;
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    Http,
-    Resp,
-}
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Keys {
@@ -61,9 +52,9 @@ impl Op {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Front door to drive.
-    #[arg(long, value_enum, default_value = "grpc")]
-    protocol: Protocol,
+    /// Front door to drive: grpc, http or resp.
+    #[arg(long, default_value = "grpc")]
+    protocol: Door,
     /// Server address [default: 127.0.0.1:7090 (gRPC), 127.0.0.1:7080 (HTTP), 127.0.0.1:7379 (RESP)].
     #[arg(long)]
     addr: Option<String>,
@@ -73,7 +64,7 @@ pub struct BenchArgs {
     /// Requests (RESP: pipelines) in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// RESP only: commands per pipeline.
+    /// RESP only: adds per pipeline (with `--mix add=1`).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
     /// gRPC and HTTP only: adds per `BatchAddCount` request (with `--mix add=1`); 1 sends
@@ -133,14 +124,6 @@ fn parse_mix(text: &str) -> anyhow::Result<Vec<(Op, u32)>> {
     Ok(mix)
 }
 
-/// One connection of the chosen protocol.
-#[derive(Clone)]
-enum Client {
-    Grpc(CounterServiceClient<Channel>),
-    Http(reqwest::Client, Arc<str>),
-    Resp(redis::aio::MultiplexedConnection),
-}
-
 struct Picker {
     rng: SmallRng,
     zipf: Option<Zipf<f64>>,
@@ -173,168 +156,45 @@ fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
-fn proto_token(name: String) -> pb::IdempotencyToken {
-    pb::IdempotencyToken {
-        token: name,
-        generation_time: Some(tally_server::convert::timestamp_to_proto(now())),
+/// Sends one request: one operation, or with several, one batch of adds (a `BatchAddCount`,
+/// a `batchAdd` or a Redis pipeline). A failure is named by [`ClientError::name`]; in a batch,
+/// by its first refused add.
+async fn send(
+    client: &Client,
+    ns: &str,
+    ops: &[(Op, u64)],
+    token: Option<String>,
+) -> Result<(), &'static str> {
+    let name = |i: usize| format!("k{}", ops[i].1);
+    let token_of = |i: usize| token.as_ref().map(|t| Token::at(format!("{t}-{i}"), now()));
+    if ops.len() > 1 {
+        let (names, tokens): (Vec<_>, Vec<_>) = (0..ops.len()).map(|i| (name(i), token_of(i))).unzip();
+        let adds: Vec<Add<'_>> = names
+            .iter()
+            .zip(&tokens)
+            .map(|(counter, token)| Add { namespace: ns, counter, delta: 1, token: token.as_ref() })
+            .collect();
+        let results = client.batch_add(&adds).await.map_err(|e| e.name())?;
+        return results.into_iter().find_map(Result::err).map_or(Ok(()), |e| Err(e.name()));
     }
-}
-
-/// Sends one request (RESP: one pipeline of `ops`); returns the error code on failure.
-async fn send(client: &mut Client, ns: &str, ops: &[(Op, u64)], token: Option<String>) -> Result<(), String> {
-    match client {
-        Client::Grpc(c) if ops.len() > 1 => {
-            let adds = ops
-                .iter()
-                .enumerate()
-                .map(|(i, (_, key))| pb::AddCountRequest {
-                    namespace: ns.to_owned(),
-                    counter_name: format!("k{key}"),
-                    delta: 1,
-                    idempotency_token: token.as_ref().map(|t| proto_token(format!("{t}-{i}"))),
-                })
-                .collect();
-            let results = c
-                .batch_add_count(pb::BatchAddCountRequest { adds })
-                .await
-                .map_err(|s| crate::client::grpc_code_name(s.code()))?;
-            match results.into_inner().results.into_iter().find_map(|r| match r.result {
-                Some(pb::batch_add_count_result::Result::Error(e)) => Some(e.code),
-                _ => None,
-            }) {
-                Some(code) => Err(code),
-                None => Ok(()),
-            }
-        }
-        Client::Http(c, base) if ops.len() > 1 => {
-            let adds: Vec<_> = ops
-                .iter()
-                .enumerate()
-                .map(|(i, (_, key))| {
-                    let token = token.as_ref().map(|t| json!({"token": format!("{t}-{i}"), "generation_time": now().to_string()}));
-                    json!({"namespace": ns, "counter_name": format!("k{key}"), "delta": 1, "idempotency_token": token})
-                })
-                .collect();
-            let r = c
-                .post(format!("{base}/v1/counters:batchAdd"))
-                .body(json!({ "adds": adds }).to_string())
-                .send()
-                .await
-                .map_err(|e| format!("transport: {e}"))?;
-            if !r.status().is_success() {
-                return Err(format!("HTTP {}", r.status().as_u16()));
-            }
-            let body: serde_json::Value = r.json().await.map_err(|e| format!("transport: {e}"))?;
-            let refused = body["results"]
-                .as_array()
-                .and_then(|items| items.iter().find_map(|i| i["error"]["code"].as_str()));
-            refused.map_or(Ok(()), |code| Err(code.to_owned()))
-        }
-        Client::Grpc(c) => {
-            let (op, key) = ops[0];
-            let counter_name = format!("k{key}");
-            let namespace = ns.to_owned();
-            let token = token.map(proto_token);
-            let r = match op {
-                Op::Add => c
-                    .add_count(pb::AddCountRequest {
-                        namespace,
-                        counter_name,
-                        delta: 1,
-                        idempotency_token: token,
-                    })
-                    .await
-                    .map(|_| ()),
-                Op::AddAndGet => c
-                    .add_and_get_count(pb::AddAndGetCountRequest {
-                        namespace,
-                        counter_name,
-                        delta: 1,
-                        idempotency_token: token,
-                    })
-                    .await
-                    .map(|_| ()),
-                Op::Get => c.get_count(pb::GetCountRequest { namespace, counter_name }).await.map(|_| ()),
-                Op::Clear => c
-                    .clear_count(pb::ClearCountRequest { namespace, counter_name, idempotency_token: token })
-                    .await
-                    .map(|_| ()),
-            };
-            r.map_err(|s| crate::client::grpc_code_name(s.code()))
-        }
-        Client::Http(c, base) => {
-            let (op, key) = ops[0];
-            let url = format!("{base}/v1/namespaces/{ns}/counters/k{key}");
-            let token = token.map(|t| json!({"token": t, "generation_time": now().to_string()}));
-            let request = match op {
-                Op::Add => c
-                    .post(format!("{url}/add"))
-                    .body(json!({"delta": 1, "idempotency_token": token}).to_string()),
-                Op::AddAndGet => c
-                    .post(format!("{url}/add-and-get"))
-                    .body(json!({"delta": 1, "idempotency_token": token}).to_string()),
-                Op::Get => c.get(url),
-                Op::Clear => {
-                    c.post(format!("{url}/clear")).body(json!({"idempotency_token": token}).to_string())
-                }
-            };
-            let r = request.send().await.map_err(|e| format!("transport: {e}"))?;
-            if r.status().is_success() {
-                r.bytes().await.map(|_| ()).map_err(|e| format!("transport: {e}"))
-            } else {
-                Err(format!("HTTP {}", r.status().as_u16()))
-            }
-        }
-        Client::Resp(c) => {
-            let mut pipe = redis::pipe();
-            for (i, (op, key)) in ops.iter().enumerate() {
-                let k = format!("{ns}:k{key}");
-                match (op, &token) {
-                    (Op::Add, Some(t)) => {
-                        pipe.cmd("TALLY.ADD").arg(k).arg(1).arg(format!("{t}-{i}")).arg(now().as_millis())
-                    }
-                    (Op::Add | Op::AddAndGet, _) => pipe.cmd("INCR").arg(k),
-                    (Op::Get, _) => pipe.cmd("GET").arg(k),
-                    (Op::Clear, _) => pipe.cmd("DEL").arg(k),
-                };
-            }
-            pipe.query_async::<Vec<redis::Value>>(c)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.code().unwrap_or("transport").to_owned())
-        }
-    }
+    let (counter, token) = (name(0), token.map(|t| Token::at(t, now())));
+    let result = match ops[0].0 {
+        Op::Add => client.add(ns, &counter, 1, token.as_ref()).await.map(drop),
+        Op::AddAndGet => client.add_and_get(ns, &counter, 1, token.as_ref()).await.map(drop),
+        Op::Get => client.get(ns, &counter).await.map(drop),
+        Op::Clear => client.clear(ns, &counter, token.as_ref()).await.map(drop),
+    };
+    result.map_err(|e| e.name())
 }
 
 async fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Client>> {
+    let addr = args.addr.as_deref().unwrap_or(args.protocol.default_addr());
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
-        clients.push(match args.protocol {
-            Protocol::Grpc => {
-                let addr = args.addr.clone().unwrap_or_else(|| "127.0.0.1:7090".into());
-                let uri = if addr.contains("://") { addr } else { format!("http://{addr}") };
-                let channel = Channel::from_shared(uri.clone())?
-                    .connect()
-                    .await
-                    .with_context(|| format!("cannot reach {uri}"))?;
-                Client::Grpc(CounterServiceClient::new(channel))
-            }
-            Protocol::Http => {
-                let addr = args.addr.clone().unwrap_or_else(|| "127.0.0.1:7080".into());
-                let base = if addr.contains("://") { addr } else { format!("http://{addr}") };
-                let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
-                Client::Http(client, base.into())
-            }
-            Protocol::Resp => {
-                let addr = args.addr.clone().unwrap_or_else(|| "127.0.0.1:7379".into());
-                let url = if addr.contains("://") { addr } else { format!("redis://{addr}") };
-                let conn = redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await
-                    .with_context(|| format!("cannot reach {url}"))?;
-                Client::Resp(conn)
-            }
-        });
+        let client = Client::connect(args.protocol, addr, &ConnectOptions::default())
+            .await
+            .with_context(|| format!("cannot reach {addr} ({})", args.protocol))?;
+        clients.push(client);
     }
     Ok(clients)
 }
@@ -349,13 +209,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.keys > 0, "--keys must be at least 1");
     anyhow::ensure!(args.pipeline >= 1, "--pipeline must be at least 1");
     anyhow::ensure!(
-        args.pipeline == 1 || args.protocol == Protocol::Resp,
-        "--pipeline applies to --protocol resp only"
+        args.pipeline == 1 || (args.protocol == Door::Resp && mix.iter().all(|(op, _)| *op == Op::Add)),
+        "--pipeline applies to --protocol resp with --mix add=1"
     );
     anyhow::ensure!(
         args.batch >= 1
-            && (args.batch == 1
-                || (args.protocol != Protocol::Resp && mix.iter().all(|(op, _)| *op == Op::Add))),
+            && (args.batch == 1 || (args.protocol != Door::Resp && mix.iter().all(|(op, _)| *op == Op::Add))),
         "--batch applies to --protocol grpc or http with --mix add=1"
     );
     anyhow::ensure!(args.batch <= 1000, "--batch is at most 1000 (the server's limit)");
@@ -380,7 +239,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.concurrency.max(1) {
-        let mut client = clients[w % clients.len()].clone();
+        let client = clients[w % clients.len()].clone();
         let (sent, ns, mix) = (sent.clone(), args.namespace.clone(), mix.clone());
         let zipf = match args.distribution {
             Keys::Zipf => {
@@ -409,7 +268,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 seq += 1;
                 let token = tokens.then(|| format!("bench-{w}-{seq}-{}", started.elapsed().as_nanos()));
                 let t0 = Instant::now();
-                let outcome = send(&mut client, &ns, &ops, token).await;
+                let outcome = send(&client, &ns, &ops, token).await;
                 let micros = t0.elapsed().as_micros() as u64;
                 match outcome {
                     Ok(()) => {
@@ -418,7 +277,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         });
                         let _ = h.record(micros.max(1));
                     }
-                    Err(code) => *result.errors.entry(code).or_default() += 1,
+                    Err(name) => *result.errors.entry(name.to_owned()).or_default() += 1,
                 }
             }
             result
@@ -471,8 +330,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Counter operations per request: the RESP pipeline, or the adds of a batch.
 fn per_request(args: &BenchArgs) -> u64 {
     match args.protocol {
-        Protocol::Resp => args.pipeline as u64,
-        Protocol::Grpc | Protocol::Http => args.batch as u64,
+        Door::Resp => args.pipeline as u64,
+        Door::Grpc | Door::Http => args.batch as u64,
     }
 }
 
@@ -484,7 +343,7 @@ fn report(
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let protocol = format!("{:?}", args.protocol).to_lowercase();
+    let protocol = args.protocol.as_str();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let per_request = per_request(args);
     let ok: u64 = latencies.values().map(|h| h.len() * per_request).sum();

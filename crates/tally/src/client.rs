@@ -5,12 +5,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
+use tally_client::{Client, ClientError, ConnectOptions, Door, ErrorCode};
 use tally_core::{CounterType, Timestamp};
 use tally_proto::v1 as pb;
 use tally_proto::v1::counter_service_client::CounterServiceClient;
 use tally_proto::v1::namespace_service_client::NamespaceServiceClient;
 use tally_server::convert;
-use tonic::transport::Channel;
 
 /// The gRPC address `tally serve` listens on by default.
 const DEFAULT_ADDR: &str = "http://127.0.0.1:7090";
@@ -33,38 +33,37 @@ pub struct Connection {
     tls_ca: Option<std::path::PathBuf>,
 }
 
-/// Adds `authorization: Bearer <token>` to every call when a token is given.
-#[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+pub use tally_client::Authed;
 
 impl Connection {
-    fn bearer(&self) -> anyhow::Result<Bearer> {
-        let value = self
-            .auth_token
-            .as_ref()
-            .map(|t| tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")))
-            .transpose()
-            .context("--auth-token must be printable ASCII")?;
-        Ok(Bearer(value))
+    /// The gRPC door through `tally-client`, which connects (with the bearer token and TLS)
+    /// and reads refusals back.
+    async fn door(&self) -> anyhow::Result<tally_client::GrpcDoor> {
+        let tls_ca_pem = match &self.tls_ca {
+            Some(ca) if cfg!(not(feature = "tls")) => anyhow::bail!(
+                "--tls-ca {}: this tally was built without TLS; build it with the default features",
+                ca.display()
+            ),
+            Some(ca) => {
+                Some(std::fs::read(ca).with_context(|| format!("cannot read --tls-ca {}", ca.display()))?)
+            }
+            None => None,
+        };
+        let options =
+            ConnectOptions { auth_token: self.auth_token.clone(), tls_ca_pem, ..ConnectOptions::default() };
+        let client = Client::connect(Door::Grpc, &self.addr, &options).await.map_err(|e| match e {
+            ClientError::Config(message) => anyhow::anyhow!("bad --addr or --auth-token: {message}"),
+            other => anyhow::Error::new(other),
+        })?;
+        Ok(client.grpc().expect("a gRPC client").clone())
     }
 
     pub async fn counters(&self) -> anyhow::Result<CounterServiceClient<Authed>> {
-        Ok(CounterServiceClient::with_interceptor(self.channel().await?, self.bearer()?))
+        Ok(self.door().await?.counters())
     }
 
     pub async fn namespaces(&self) -> anyhow::Result<NamespaceServiceClient<Authed>> {
-        Ok(NamespaceServiceClient::with_interceptor(self.channel().await?, self.bearer()?))
+        Ok(self.door().await?.namespaces_service())
     }
 
     /// `--addr` as a URL: `host:port` alone means `http://host:port`.
@@ -75,7 +74,7 @@ impl Connection {
     /// A refusal or failure of a call, named by its code; a failure that looks like another
     /// protocol answering says which port to use.
     pub fn error(&self, status: tonic::Status) -> anyhow::Error {
-        let error = status_error(&status);
+        let error = ClientError::from_grpc(&status);
         let foreign = [
             "protocol error",
             "invalid compression flag",
@@ -85,13 +84,14 @@ impl Connection {
             "invalid HTTP",
             "transport error",
         ];
-        let looks_foreign =
-            // A Redis port closes the connection on the HTTP/2 preface: the call is cancelled.
-            matches!(
-                status.code(),
-                tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
-            )
-                && foreign.iter().any(|f| status.message().contains(f));
+        // A Redis port closes the connection on the HTTP/2 preface: the call is cancelled.
+        let transport_like = matches!(
+            error,
+            ClientError::NoAnswer { .. }
+                | ClientError::Refused { code: ErrorCode::Internal | ErrorCode::Unavailable, .. }
+        );
+        let looks_foreign = transport_like && foreign.iter().any(|f| status.message().contains(f));
+        let error = anyhow::Error::new(error);
         if looks_foreign {
             return error.context(format!(
                 "{} does not answer gRPC: is it tally's HTTP port (7080 by default) or Redis port (7379)? \
@@ -100,32 +100,6 @@ impl Connection {
             ));
         }
         error
-    }
-
-    async fn channel(&self) -> anyhow::Result<Channel> {
-        #[allow(unused_mut)]
-        let mut endpoint =
-            Channel::from_shared(self.url()).with_context(|| format!("bad --addr {:?}", self.addr))?;
-        if let Some(ca) = &self.tls_ca {
-            #[cfg(feature = "tls")]
-            {
-                let pem =
-                    std::fs::read(ca).with_context(|| format!("cannot read --tls-ca {}", ca.display()))?;
-                let tls = tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem));
-                endpoint = endpoint.tls_config(tls).context("--tls-ca")?;
-            }
-            #[cfg(not(feature = "tls"))]
-            anyhow::bail!(
-                "--tls-ca {}: this tally was built without TLS; build it with the default features",
-                ca.display()
-            );
-        }
-        endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach a tally server at {}", self.url()))
     }
 }
 
@@ -356,19 +330,6 @@ fn token_json(t: Option<&pb::IdempotencyToken>) -> serde_json::Value {
         serde_json::Value::Null,
         |t| json!({"token": t.token, "generation_time": time_text(t.generation_time.as_ref())}),
     )
-}
-
-/// A gRPC error as `CODE: message`, with the same code names as the HTTP API.
-fn status_error(status: &tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", grpc_code_name(status.code()), status.message())
-}
-
-/// The wire name of a gRPC status code: Tally's error code, or the transport's own.
-pub fn grpc_code_name(code: tonic::Code) -> String {
-    match tally_server::error::code_of_grpc(code) {
-        Some(code) => code.as_str().to_owned(),
-        None => format!("{code:?}").to_uppercase(),
-    }
 }
 
 fn print(json_out: bool, value: serde_json::Value, text: String) {

@@ -7,18 +7,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde::Serialize;
 
-/// A front door of the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Door {
-    Grpc,
-    Http,
-    Resp,
-}
-
-impl Door {
-    pub const ALL: [Door; 3] = [Door::Grpc, Door::Http, Door::Resp];
-}
+pub use tally_client::Door;
 
 /// A counter mutation the checker sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

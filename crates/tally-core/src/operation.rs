@@ -25,6 +25,8 @@ pub enum Operation {
     ListEvents,
     /// A counter's checkpoint checked against its kept events.
     Recount,
+    /// A counter's adds per time bucket.
+    GetCountSeries,
     /// Create a namespace.
     CreateNamespace,
     /// Read a namespace's settings.
@@ -53,7 +55,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 21] = [
+    pub const ALL: [Operation; 22] = [
         Self::AddCount,
         Self::AddAndGetCount,
         Self::GetCount,
@@ -63,6 +65,7 @@ impl Operation {
         Self::ListCounters,
         Self::ListEvents,
         Self::Recount,
+        Self::GetCountSeries,
         Self::CreateNamespace,
         Self::GetNamespace,
         Self::ListNamespaces,
@@ -89,6 +92,7 @@ impl Operation {
             Self::ListCounters => "ListCounters",
             Self::ListEvents => "ListEvents",
             Self::Recount => "Recount",
+            Self::GetCountSeries => "GetCountSeries",
             Self::CreateNamespace => "CreateNamespace",
             Self::GetNamespace => "GetNamespace",
             Self::ListNamespaces => "ListNamespaces",

@@ -49,6 +49,17 @@ pub enum EngineError {
     /// read or recount.
     #[error("namespace {0} holds best_effort counters, which keep no events to recount")]
     NoEvents(Namespace),
+    /// A time range or step that cannot be read (empty, too fine, too many buckets).
+    #[error("{0}")]
+    InvalidRange(String),
+    /// The range holds more events than one request may read.
+    #[error("counter {key} has more than {limit} events in the range; ask for a shorter one")]
+    RangeTooLarge {
+        /// The counter.
+        key: CounterKey,
+        /// The most events one request reads.
+        limit: u64,
+    },
     /// A namespace configuration breaks a rule.
     #[error("invalid namespace configuration: {0}")]
     InvalidConfig(#[from] ConfigError),
@@ -136,7 +147,8 @@ impl EngineError {
             Self::DefaultNamespaceIsPermanent | Self::CounterTypeIsFixed { .. } | Self::NoEvents(_) => {
                 ErrorCode::FailedPrecondition
             }
-            Self::InvalidConfig(_) => ErrorCode::InvalidArgument,
+            Self::InvalidConfig(_) | Self::InvalidRange(_) => ErrorCode::InvalidArgument,
+            Self::RangeTooLarge { .. } => ErrorCode::OutOfRange,
             Self::TokenTooOld { .. } | Self::TokenInFuture { .. } | Self::Overflow { .. } => {
                 ErrorCode::OutOfRange
             }

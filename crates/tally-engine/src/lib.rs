@@ -34,8 +34,9 @@ mod timed;
 pub use best_effort::{BestEffortTable, LocalBestEffort};
 pub use cache::{CheckpointCache, LocalCache};
 pub use engine::{
-    Background, BatchAdd, Count, CounterPage, Engine, EventPage, LIST_SCAN_BUDGET, ListedEvent,
-    MAX_EVENTS_PAGE, MAX_LIST_LIMIT, Mutated, Recount,
+    Background, BatchAdd, Bucket, Count, CounterPage, Engine, EventPage, LIST_SCAN_BUDGET, ListedEvent,
+    MAX_EVENTS_PAGE, MAX_LIST_LIMIT, MAX_SERIES_BUCKETS, MAX_SERIES_EVENTS, Mutated, Recount, Series,
+    SeriesRange,
 };
 pub use error::{EngineError, EngineResult};
 pub use log_limit::LogLimit;

@@ -76,7 +76,11 @@ pub fn counter_type_from_proto(value: i32) -> Result<Option<CounterType>, ApiErr
     }
 }
 
-fn duration_from_proto(field: &str, d: Option<&prost_types::Duration>) -> Result<Option<Duration>, ApiError> {
+/// An optional protobuf duration, refused when negative or malformed.
+pub fn duration_from_proto(
+    field: &str,
+    d: Option<&prost_types::Duration>,
+) -> Result<Option<Duration>, ApiError> {
     let Some(d) = d else { return Ok(None) };
     if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) {
         return Err(ApiError::invalid(format!("{field} must be a non-negative duration")));
@@ -84,7 +88,8 @@ fn duration_from_proto(field: &str, d: Option<&prost_types::Duration>) -> Result
     Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32)))
 }
 
-fn duration_to_proto(d: Duration) -> prost_types::Duration {
+/// A duration as a protobuf duration.
+pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         nanos: d.subsec_nanos() as i32,

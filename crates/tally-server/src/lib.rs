@@ -23,6 +23,7 @@ pub mod http;
 pub mod list;
 pub mod metrics;
 pub mod resp;
+pub mod series;
 pub mod server;
 pub mod tls;
 

@@ -23,7 +23,7 @@ pub struct Connection {
     addr: String,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
     /// Bearer token, for a server with authentication on.
     #[arg(long = "auth-token", global = true, env = "TALLY_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,

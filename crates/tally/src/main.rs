@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod client;
+mod series;
 mod serve;
 mod transfer;
 
@@ -41,6 +42,8 @@ enum Command {
     Events(client::EventsArgs),
     /// Recount: check a counter's checkpoint against the events it covers that are still kept.
     Recount(client::RecountArgs),
+    /// GetCountSeries: a counter's adds per time bucket, as a sparkline.
+    Series(series::SeriesArgs),
     /// Manage namespaces.
     #[command(subcommand)]
     Ns(client::NsCommand),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             Command::Ls(args) => client::ls(args).await,
             Command::Events(args) => client::events(args).await,
             Command::Recount(args) => client::recount(args).await,
+            Command::Series(args) => series::run(args).await,
             Command::Ns(command) => client::ns(command).await,
             Command::Export(args) => transfer::export(args).await,
             Command::Import(args) => transfer::import(args).await,

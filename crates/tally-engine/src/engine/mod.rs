@@ -4,9 +4,11 @@
 
 mod audit;
 mod batch;
+mod series;
 
 pub use audit::{EventPage, ListedEvent, MAX_EVENTS_PAGE, Recount};
 pub use batch::BatchAdd;
+pub use series::{Bucket, MAX_SERIES_BUCKETS, MAX_SERIES_EVENTS, Series, SeriesRange};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -552,3 +552,42 @@ async fn recount_checks_the_checkpoint_against_the_kept_events() {
     let refused = t.engine.recount(&key(&be, "c")).await.expect_err("no events");
     assert_eq!(refused.code(), tally_core::ErrorCode::FailedPrecondition);
 }
+
+/// `series` sums each bucket's adds from the event log: a clear is counted in its bucket, not
+/// subtracted, so the buckets before it still show what happened; the total is the windowed
+/// count; buckets the checkpoint covers are marked folded.
+#[tokio::test]
+async fn series_sums_adds_per_bucket_and_keeps_what_came_before_a_clear() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("series", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    let start = t.clock.now();
+    let minute = Duration::from_secs(60);
+    for (i, delta) in [(0, 3), (0, 4), (1, 5), (2, -2)] {
+        let at = start.saturating_add(minute * i + Duration::from_millis(u64::from(i) + 1));
+        let token = IdempotencyToken::new(&format!("t{i}:{delta}"), at).expect("token");
+        t.clock.set(at);
+        t.engine.add_count(&k, delta, Some(token)).await.expect("add");
+    }
+    t.clock.advance(Duration::from_millis(1));
+    t.engine.clear_count(&k, None).await.expect("clear");
+    let range =
+        tally_engine::SeriesRange::new(start, start.saturating_add(minute * 4), minute).expect("range");
+    let series = t.engine.series(&k, range).await.expect("series");
+    let sums: Vec<_> = series.buckets.iter().map(|b| (b.added, b.adds, b.clears)).collect();
+    assert_eq!(sums, [(7, 2, 0), (5, 1, 0), (-2, 1, 1), (0, 0, 0)]);
+    assert_eq!(series.total, 10, "the windowed count: what was added in the range");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 0, "the count is the value now");
+    assert!(series.buckets.iter().all(|b| !b.folded && b.retained), "{series:?}");
+    t.converge(&NamespaceConfig::default()).await;
+    let folded = t.engine.series(&k, range).await.expect("series");
+    // The checkpoint now covers the events up to the write window's end, a few seconds ago:
+    // the buckets that ended before it are folded, the one still open is not.
+    let marks: Vec<_> = folded.buckets.iter().map(|b| b.folded).collect();
+    assert_eq!(marks, [true, true, false, false], "{folded:?}");
+    assert_eq!(folded.total, 10, "folding changes no bucket");
+
+    let be = t.namespace("fleeting", CounterType::BestEffort).await;
+    let refused = t.engine.series(&key(&be, "c"), range).await.expect_err("no events");
+    assert_eq!(refused.code(), ErrorCode::FailedPrecondition);
+}

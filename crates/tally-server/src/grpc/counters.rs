@@ -7,12 +7,12 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
 use crate::convert::{
-    counter_key, counter_type_to_proto, timestamp_from_proto, timestamp_to_proto, token_from_proto,
-    token_to_proto,
+    counter_key, counter_type_to_proto, duration_from_proto, duration_to_proto, timestamp_from_proto,
+    timestamp_to_proto, token_from_proto, token_to_proto,
 };
 use crate::error::ApiError;
 use crate::metrics::observe;
-use crate::{batch, events, list};
+use crate::{batch, events, list, series};
 
 /// The counter operations over gRPC.
 pub struct GrpcCounters {
@@ -248,6 +248,48 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
                 .collect();
             let next_page_token = page.next.as_ref().map(events::page_token).unwrap_or_default();
             Ok(pb::ListEventsResponse { events, next_page_token })
+        })
+        .await
+        .map(Response::new)
+        .map_err(ApiError::into_status)
+    }
+
+    async fn get_count_series(
+        &self,
+        request: Request<pb::GetCountSeriesRequest>,
+    ) -> Result<Response<pb::GetCountSeriesResponse>, Status> {
+        let who = super::principal(&request);
+        let r = request.into_inner();
+        observe("grpc", Operation::GetCountSeries, async {
+            let time = |t: Option<&prost_types::Timestamp>| t.map(timestamp_from_proto).transpose();
+            let range = series::AskedRange {
+                from: time(r.from.as_ref())?,
+                to: time(r.to.as_ref())?,
+                last: duration_from_proto("last", r.last.as_ref())?,
+                step: duration_from_proto("step", r.step.as_ref())?,
+            };
+            let asked =
+                series::SeriesRequest::parse(&r.namespace, &r.counter_name, range, self.engine.now())?;
+            who?.require(Access::Read, &asked.key.namespace)?;
+            let series = asked.run(&self.engine).await?;
+            let buckets = series
+                .buckets
+                .iter()
+                .map(|b| pb::SeriesBucket {
+                    start: Some(timestamp_to_proto(b.start)),
+                    added: b.added,
+                    adds: b.adds,
+                    clears: b.clears,
+                    folded: b.folded,
+                    retained: b.retained,
+                })
+                .collect();
+            Ok(pb::GetCountSeriesResponse {
+                buckets,
+                total: series.total,
+                kept_since: Some(timestamp_to_proto(series.kept_since)),
+                step: Some(duration_to_proto(asked.step)),
+            })
         })
         .await
         .map(Response::new)

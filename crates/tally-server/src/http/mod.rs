@@ -9,6 +9,7 @@ mod events;
 mod namespaces;
 pub mod openapi;
 pub(crate) mod ops;
+mod series;
 mod serve;
 
 use std::sync::Arc;
@@ -66,6 +67,11 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         path: "/v1/namespaces/{ns}/counters/{counter}/events",
         operation: Operation::ListEvents,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/namespaces/{ns}/counters/{counter}/series",
+        operation: Operation::GetCountSeries,
     },
     Route {
         method: "POST",
@@ -145,6 +151,7 @@ pub fn router(state: HttpState) -> Router {
         .route(COUNTER, get(counters::get_count))
         .route("/v1/namespaces/{ns}/counters", get(counters::list_counters))
         .route("/v1/namespaces/{ns}/counters/{counter}/events", get(events::list_events))
+        .route("/v1/namespaces/{ns}/counters/{counter}/series", get(series::get_count_series))
         .route("/v1/namespaces/{ns}/counters/{counter}/clear", post(counters::clear_count))
         .route(BATCH_ADD, post(counters::batch_add))
         .route(BATCH_GET, post(counters::batch_get))

@@ -28,6 +28,7 @@ const SUMMARIES: &[(Operation, &str)] = &[
     (Operation::ClearCount, "Set a counter to zero as of the token's generation time"),
     (Operation::ListCounters, "List a namespace's counters with their counts, by pages"),
     (Operation::ListEvents, "List a counter's events (its history, for audit), by pages"),
+    (Operation::GetCountSeries, "A counter's adds per time bucket, from its kept events"),
     (Operation::BatchAddCount, "Add to many counters at once, each answered on its own"),
     (Operation::BatchGetCount, "Read many counters at once"),
     (Operation::PutNamespace, "Create a namespace, or update its settings"),
@@ -132,6 +133,15 @@ fn document_body() -> Value {
                     {"name": "page_token", "in": "query", "schema": {"type": "string"}, "description": "a previous page's next_page_token"}],
                 "responses": with_errors(ok_json("EventPage",
                     "the counter's events, oldest first; best_effort counters keep none"))}},
+            "/v1/namespaces/{ns}/counters/{counter}/series": {"get": {
+                "operationId": "GetCountSeries",
+                "parameters": [counter_params()[0].clone(), counter_params()[1].clone(),
+                    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "start of the range (default: `last` before `to`)"},
+                    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "end of the range (default: now)"},
+                    {"name": "last", "in": "query", "schema": {"type": "string"}, "description": "instead of from: how far back from `to`, e.g. `1h` (default 1h)"},
+                    {"name": "step", "in": "query", "schema": {"type": "string"}, "description": "bucket length, e.g. `1m` (default 1m; at least 1ms, at most 10,000 buckets)"}],
+                "responses": with_errors(ok_json("Series",
+                    "the counter's adds per bucket, from the events still kept; best_effort counters keep none (FAILED_PRECONDITION); more than 5,000,000 events in the range is OUT_OF_RANGE"))}},
             "/v1/counters:batchAdd": {"post": {
                 "operationId": "BatchAddCount", "requestBody": body("BatchAddBody"),
                 "responses": with_errors(ok_json("BatchAddResults",
@@ -192,6 +202,17 @@ fn document_body() -> Value {
                         "counter_type": {"$ref": "#/components/schemas/CounterType"},
                         "as_of": {"type": ["string", "null"], "format": "date-time"}}}},
                     "next_page_token": {"type": ["string", "null"]}}},
+                "Series": {"type": "object", "properties": {
+                    "buckets": {"type": "array", "items": {"type": "object", "properties": {
+                        "start": {"type": "string", "format": "date-time"},
+                        "added": {"type": "integer", "format": "int64", "description": "the sum of the deltas of the adds in the bucket; clears are counted, not subtracted"},
+                        "adds": {"type": "integer"},
+                        "clears": {"type": "integer"},
+                        "folded": {"type": "boolean", "description": "the checkpoint covers the whole bucket"},
+                        "retained": {"type": "boolean", "description": "the whole bucket is within the namespace's retention"}}}},
+                    "total": {"type": "integer", "format": "int64", "description": "the sum of the buckets: how much was added in the range"},
+                    "kept_since": {"type": "string", "format": "date-time", "description": "events before it may have been deleted by retention"},
+                    "step": {"type": "string"}}},
                 "EventPage": {"type": "object", "properties": {
                     "events": {"type": "array", "items": {"type": "object", "properties": {
                         "generation_time": {"type": "string", "format": "date-time"},

@@ -214,3 +214,75 @@ async fn list_events_gives_the_same_history_over_grpc_and_http() {
     assert_eq!(bad.status(), 400);
     s.stop().await;
 }
+
+/// `GetCountSeries` over gRPC and HTTP: the same buckets, a clear counted in its bucket and
+/// not subtracted, the total as the windowed count; a bad step is `INVALID_ARGUMENT`, a
+/// `best_effort` counter `FAILED_PRECONDITION`.
+#[tokio::test]
+async fn get_count_series_gives_the_same_buckets_over_grpc_and_http() {
+    let s = TestServer::start().await;
+    s.namespace("series", "eventual").await;
+    let start = s.now();
+    for (i, delta) in [(0u64, 2), (0, 3), (1, 4)] {
+        let at = start.saturating_add(Duration::from_secs(60 * i) + Duration::from_millis(i + 1));
+        s.clock.set(at);
+        Door::Grpc.add(&s, "series", "c", delta, Some((&format!("t{i}-{delta}"), at))).await.expect("add");
+    }
+    s.clock.advance(Duration::from_millis(5));
+    Door::Http.clear(&s, "series", "c", None).await.expect("clear");
+
+    let mut grpc = tally_proto::v1::counter_service_client::CounterServiceClient::new(s.channel().await);
+    let request = tally_proto::v1::GetCountSeriesRequest {
+        namespace: "series".into(),
+        counter_name: "c".into(),
+        from: Some(tally_server::convert::timestamp_to_proto(start)),
+        to: Some(tally_server::convert::timestamp_to_proto(start.saturating_add(Duration::from_secs(180)))),
+        step: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        last: None,
+    };
+    let series = grpc.get_count_series(request).await.expect("GetCountSeries").into_inner();
+    let buckets: Vec<_> = series.buckets.iter().map(|b| (b.added, b.adds, b.clears)).collect();
+    assert_eq!(buckets, [(5, 2, 0), (4, 1, 1), (0, 0, 0)]);
+    assert_eq!(series.total, 9);
+    assert_eq!(Door::Grpc.get(&s, "series", "c").await.expect("get"), 0, "the count is the value now");
+
+    let url = format!(
+        "{}/v1/namespaces/series/counters/c/series?from={}&to={}&step=1m",
+        s.http,
+        start,
+        start.saturating_add(Duration::from_secs(180))
+    );
+    let body: serde_json::Value = reqwest::get(&url).await.expect("get").json().await.expect("json");
+    let http: Vec<_> = body["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| {
+            (
+                b["added"].as_i64().expect("added"),
+                b["adds"].as_u64().expect("adds"),
+                b["clears"].as_u64().expect("clears"),
+            )
+        })
+        .collect();
+    assert_eq!(http, buckets, "{body}");
+    assert_eq!((body["total"].as_i64(), body["step"].as_str()), (Some(9), Some("1m")), "{body}");
+    let last = reqwest::get(format!("{}/v1/namespaces/series/counters/c/series?last=10m&step=1m", s.http))
+        .await
+        .expect("get")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    assert_eq!(last["buckets"].as_array().map(Vec::len), Some(10), "{last}");
+    assert_eq!(last["total"].as_i64(), Some(9), "{last}");
+
+    let bad = reqwest::get(format!("{}/v1/namespaces/series/counters/c/series?step=1us", s.http))
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 400);
+    s.namespace("fleeting", "best_effort").await;
+    let refused =
+        reqwest::get(format!("{}/v1/namespaces/fleeting/counters/c/series", s.http)).await.expect("get");
+    assert_eq!(refused.status(), 400, "FAILED_PRECONDITION");
+    s.stop().await;
+}

@@ -847,3 +847,27 @@ fn the_cli_lists_a_counter_s_events_and_recounts_it() {
     let (ok, out) = s.cli(&["events", "audit", "c", "--json"]);
     assert!(ok && out.contains(r#""folded":true"#), "{out}");
 }
+
+/// `tally series` draws the last ten minutes of a counter minute by minute: the adds of this
+/// minute are the peak, the total is what was added, and `--json` gives the buckets.
+#[test]
+fn the_cli_draws_a_counter_s_series_as_a_sparkline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start(dir.path());
+    let (status, _) = s.curl("PUT", "/v1/namespaces/traffic", Some(r#"{"counter_type": "eventual"}"#));
+    assert_eq!(status, 201);
+    for delta in ["4", "3"] {
+        let (ok, out) = s.cli(&["add", "traffic", "visits", delta]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = s.cli(&["series", "traffic", "visits", "--last", "10m", "--step", "1m"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("traffic:visits  10 buckets of 1m, total added 7"), "{out}");
+    let spark = out.lines().nth(1).expect("a sparkline line");
+    assert_eq!(spark.chars().count(), 10, "{out}");
+    assert!(spark.ends_with('█') && spark.starts_with('▁'), "the adds are in the last minute: {out}");
+    let (ok, out) = s.cli(&["series", "traffic", "visits", "--last", "10m", "--json"]);
+    assert!(ok && out.contains(r#""total":7"#) && out.contains(r#""adds":2"#), "{out}");
+    let (ok, out) = s.cli(&["series", "traffic", "visits", "--step", "1us"]);
+    assert!(!ok && out.contains("INVALID_ARGUMENT") && out.contains("under the smallest of 1ms"), "{out}");
+}

@@ -3,7 +3,7 @@
 # (redis-cli, redis-benchmark), memcached, systemd (`systemd-analyze verify` checks the unit
 # in deploy/), strace (a test counts the syncs behind acknowledged adds), Maven and OpenJDK 17
 # (for the Cassandra test node), protoc, Node.js and a JDK (the client examples in
-# examples/), and the Python clients grpcio, grpcio-tools and redis-py. Go 1.26 or newer (the
+# examples/), Chromium (a headless browser loads the dashboard at /ui), and the Python clients grpcio, grpcio-tools and redis-py. Go 1.26 or newer (the
 # Go example's go.mod) must be installed already: Debian's is older. scripts/test.sh runs it
 # first, so `bash scripts/test.sh` works on a fresh machine; it changes nothing where all of
 # it is present. Without root it prints the command to run instead of failing halfway.
@@ -19,6 +19,7 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 { command -v node >/dev/null && command -v npm >/dev/null; } || missing+=(nodejs npm)
+command -v chromium >/dev/null || missing+=(chromium)
 [ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ] || [ -x /usr/lib/jvm/java-17-openjdk-arm64/bin/java ] \
   || missing+=(openjdk-17-jre-headless)
 if [ ${#missing[@]} -gt 0 ]; then

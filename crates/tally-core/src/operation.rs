@@ -51,11 +51,15 @@ pub enum Operation {
     Metrics,
     /// The OpenAPI document.
     OpenApi,
+    /// The dashboard's page.
+    Ui,
+    /// The dashboard's script.
+    UiScript,
 }
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 22] = [
+    pub const ALL: [Operation; 24] = [
         Self::AddCount,
         Self::AddAndGetCount,
         Self::GetCount,
@@ -78,6 +82,8 @@ impl Operation {
         Self::Ready,
         Self::Metrics,
         Self::OpenApi,
+        Self::Ui,
+        Self::UiScript,
     ];
 
     /// The operation's name: the gRPC method's, where it has one.
@@ -105,6 +111,8 @@ impl Operation {
             Self::Ready => "Ready",
             Self::Metrics => "Metrics",
             Self::OpenApi => "OpenApi",
+            Self::Ui => "Ui",
+            Self::UiScript => "UiScript",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod openapi;
 pub(crate) mod ops;
 mod series;
 mod serve;
+mod ui;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -84,6 +85,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/v1/namespaces/{ns}", operation: Operation::GetNamespace },
     Route { method: "DELETE", path: "/v1/namespaces/{ns}", operation: Operation::DeleteNamespace },
     Route { method: "GET", path: "/v1/namespaces", operation: Operation::ListNamespaces },
+    Route { method: "GET", path: "/ui", operation: Operation::Ui },
+    Route { method: "GET", path: "/ui/app.js", operation: Operation::UiScript },
     Route { method: "GET", path: "/metrics", operation: Operation::Metrics },
     Route { method: "GET", path: "/healthz", operation: Operation::Health },
     Route { method: "GET", path: "/readyz", operation: Operation::Ready },
@@ -162,6 +165,8 @@ pub fn router(state: HttpState) -> Router {
                 .delete(namespaces::delete_namespace),
         )
         .route("/v1/namespaces", get(namespaces::list_namespaces))
+        .route("/ui", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::health))
         .route("/readyz", get(ops::ready))
@@ -180,14 +185,16 @@ pub fn router(state: HttpState) -> Router {
     }
 }
 
-/// Authenticates every request but `/healthz` from its `Authorization` header and attaches the
+/// Authenticates every request but `/healthz` and the dashboard's page from its `Authorization` header and attaches the
 /// [`Principal`] that handlers check scopes against.
 async fn authenticate(
     State((auth, door)): State<(Arc<Authenticator>, &'static str)>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let principal = if request.uri().path() == "/healthz" {
+    // Health, and the dashboard's static files (which hold no data; its API calls carry the
+    // token), need none.
+    let principal = if matches!(request.uri().path(), "/healthz" | "/ui" | "/ui/app.js") {
         Ok(Principal::unrestricted())
     } else {
         let header =

@@ -39,9 +39,11 @@ const SUMMARIES: &[(Operation, &str)] = &[
     (Operation::Health, "Liveness: the process is up (no token needed)"),
     (Operation::Ready, "Readiness: the server takes traffic"),
     (Operation::OpenApi, "This document"),
+    (Operation::Ui, "The dashboard (no token needed: the page holds no data)"),
+    (Operation::UiScript, "The dashboard's script"),
 ];
 
-/// Adds each operation's summary, and marks `/healthz` as needing no token.
+/// Adds each operation's summary, and marks `/healthz` and the dashboard as needing no token.
 fn annotate(mut doc: Value) -> Value {
     let Some(paths) = doc["paths"].as_object_mut() else { return doc };
     for (path, item) in paths.iter_mut() {
@@ -51,7 +53,7 @@ fn annotate(mut doc: Value) -> Value {
             if let Some((_, summary)) = SUMMARIES.iter().find(|(op, _)| op.as_str() == id) {
                 operation["summary"] = json!(summary);
             }
-            if path == "/healthz" {
+            if matches!(path.as_str(), "/healthz" | "/ui" | "/ui/app.js") {
                 operation["security"] = json!([]);
             }
         }
@@ -166,7 +168,9 @@ fn document_body() -> Value {
             "/readyz": {"get": {"operationId": "Ready", "responses": {
                 "200": {"description": "ready", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
                 "503": {"description": "shutting down, or the store can no longer write until a restart (`status` \"not writable\" with a `reason`)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}}}},
-            "/openapi.json": {"get": {"operationId": "OpenApi", "responses": {"200": {"description": "this document"}}}}
+            "/openapi.json": {"get": {"operationId": "OpenApi", "responses": {"200": {"description": "this document"}}}},
+            "/ui": {"get": {"operationId": "Ui", "responses": {"200": {"description": "the dashboard page (HTML)"}}}},
+            "/ui/app.js": {"get": {"operationId": "UiScript", "responses": {"200": {"description": "the dashboard's script"}}}}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

@@ -65,6 +65,14 @@ async fn http_requests_need_a_token_with_the_scope() {
     use reqwest::Method as M;
 
     assert_eq!(call(M::GET, "/healthz", None).await.expect("healthz").status(), 200);
+    // The dashboard's page and script hold no data: served without a token, with a policy
+    // that lets them load nothing but this server's script and API.
+    for path in ["/ui", "/ui/app.js"] {
+        let r = call(M::GET, path, None).await.expect("dashboard");
+        assert_eq!(r.status(), 200, "{path}");
+        let policy = r.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+        assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"), "{policy}");
+    }
     for path in ["/metrics", "/readyz", "/openapi.json", "/v1/namespaces"] {
         let r = call(M::GET, path, None).await.expect("request");
         assert_eq!(status_and_code(r).await, (401, "UNAUTHENTICATED".to_owned()), "{path}");

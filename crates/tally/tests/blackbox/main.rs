@@ -15,6 +15,7 @@ mod install;
 #[cfg(feature = "tls")]
 mod tls;
 mod transfer;
+mod ui;
 
 struct Server {
     child: Child,

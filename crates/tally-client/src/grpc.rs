@@ -92,7 +92,8 @@ impl GrpcDoor {
     }
 
     pub(crate) async fn get(&self, namespace: &str, counter: &str) -> Result<i64, ClientError> {
-        let request = pb::GetCountRequest { namespace: namespace.into(), counter_name: counter.into() };
+        let request =
+            pb::GetCountRequest { namespace: namespace.into(), counter_name: counter.into(), window: None };
         Ok(self.counters().get_count(request).await.map_err(refused)?.into_inner().count)
     }
 

@@ -394,7 +394,7 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let mut client = args.conn.counters().await?;
     let key = format!("{}:{}", args.namespace, args.counter);
-    let request = pb::GetCountRequest { namespace: args.namespace, counter_name: args.counter };
+    let request = pb::GetCountRequest { namespace: args.namespace, counter_name: args.counter, window: None };
     let r = client.get_count(request).await.map_err(|e| args.conn.error(e))?.into_inner();
     let as_of = time_text(r.as_of.as_ref());
     let value = json!({"count": r.count, "counter_type": type_text(r.counter_type), "as_of": as_of});

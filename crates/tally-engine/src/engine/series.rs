@@ -15,7 +15,7 @@ use std::time::Duration;
 use tally_core::{CounterKey, EventKind, Timestamp};
 use tally_store::EventCursor;
 
-use super::Engine;
+use super::{Count, Engine};
 use crate::error::{EngineError, EngineResult};
 
 /// Most buckets one series holds.
@@ -158,6 +158,19 @@ impl Engine {
         }
         let total = buckets.iter().fold(0i64, |sum, b| sum.saturating_add(b.added));
         Ok(Series { buckets, total, kept_since })
+    }
+}
+
+impl Engine {
+    /// The windowed count: how much was added to `key` in the `window` before now, the total
+    /// of its series over that one bucket (clears are not subtracted). `as_of` is `None`: it
+    /// is not a checkpoint's count.
+    pub async fn windowed_count(&self, key: &CounterKey, window: Duration) -> EngineResult<Count> {
+        let now = self.inner.clock.now();
+        let range = SeriesRange::new(now.saturating_sub(window), now, window)?;
+        let series = self.series(key, range).await?;
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        Ok(Count { value: series.total, counter_type: config.counter_type, as_of: None })
     }
 }
 

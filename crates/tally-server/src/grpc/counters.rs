@@ -90,8 +90,13 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         let r = request.into_inner();
         observe("grpc", Operation::GetCount, async {
             let key = counter_key(&r.namespace, &r.counter_name)?;
+            let window = duration_from_proto("window", r.window.as_ref())?;
             who?.require(Access::Read, &key.namespace)?;
-            let (count, counter_type, as_of) = count_fields(&self.engine.get_count(&key).await?);
+            let count = match window {
+                Some(window) => self.engine.windowed_count(&key, window).await?,
+                None => self.engine.get_count(&key).await?,
+            };
+            let (count, counter_type, as_of) = count_fields(&count);
             Ok(pb::GetCountResponse { count, counter_type, as_of })
         })
         .await
@@ -160,6 +165,11 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         observe("grpc", Operation::BatchGetCount, async {
             let who = who?;
             batch::check_size(r.gets.len())?;
+            if let Some(i) = r.gets.iter().position(|g| g.window.is_some()) {
+                return Err(ApiError::invalid(format!(
+                    "gets[{i}] has a window: BatchGetCount reads counts only; ask GetCount for a windowed count"
+                )));
+            }
             let keys = r.gets.iter().map(|g| counter_key(&g.namespace, &g.counter_name)).collect();
             let results = batch::get(&self.engine, &who, keys)
                 .await

@@ -153,14 +153,34 @@ pub async fn get_count(
     State(state): State<HttpState>,
     Extension(who): Extension<Principal>,
     WirePath((ns, counter)): WirePath<(String, String)>,
+    query: Result<Query<CountQuery>, QueryRejection>,
 ) -> Result<Json<CountJson>, ApiError> {
     observe("http", Operation::GetCount, async {
+        let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
         let key = counter_key(&ns, &counter)?;
+        let window = q
+            .window
+            .map(|w| {
+                humantime::parse_duration(&w).map_err(|e| ApiError::invalid(format!("window {w:?}: {e}")))
+            })
+            .transpose()?;
         who.require(Access::Read, &key.namespace)?;
-        let count = state.engine.get_count(&key).await?;
+        let count = match window {
+            Some(window) => state.engine.windowed_count(&key, window).await?,
+            None => state.engine.get_count(&key).await?,
+        };
         Ok(Json(count_json(ns, counter, count)))
     })
     .await
+}
+
+/// The query of `GET /v1/namespaces/{ns}/counters/{counter}`: `window` (a duration such as
+/// `1h`) asks for the windowed count.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountQuery {
+    #[serde(default)]
+    window: Option<String>,
 }
 
 /// The query of `GET /v1/namespaces/{ns}/counters`.

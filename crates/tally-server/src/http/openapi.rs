@@ -113,7 +113,9 @@ fn document_body() -> Value {
                 "operationId": "AddAndGetCount", "parameters": counter_params(), "requestBody": body("AddBody"),
                 "responses": with_errors(ok_json("AddAndGet", "the count including this add"))}},
             "/v1/namespaces/{ns}/counters/{counter}": {"get": {
-                "operationId": "GetCount", "parameters": counter_params(),
+                "operationId": "GetCount",
+                "parameters": [counter_params()[0].clone(), counter_params()[1].clone(),
+                    {"name": "window", "in": "query", "schema": {"type": "string"}, "description": "a duration such as `1h`: answer the windowed count instead, how much was added in that window before now (clears not subtracted; as_of null)"}],
                 "responses": with_errors(ok_json("Count", "the count"))}},
             "/v1/namespaces/{ns}/counters/{counter}/clear": {"post": {
                 "operationId": "ClearCount", "parameters": counter_params(), "requestBody": body("ClearBody"),

@@ -278,6 +278,7 @@ async fn failed_authentications_lock_the_address_out_on_every_door() {
     let mut request = tonic::Request::new(pb::GetCountRequest {
         namespace: "web".to_owned(),
         counter_name: "c".to_owned(),
+        window: None,
     });
     request
         .metadata_mut()

@@ -53,8 +53,8 @@ async fn batch_add_over_grpc_answers_each_item_in_order_and_refuses_only_bad_one
 
     let gets = ["a", "b", "never"]
         .iter()
-        .map(|c| pb::GetCountRequest { namespace: "ev".into(), counter_name: (*c).into() })
-        .chain([pb::GetCountRequest { namespace: "missing".into(), counter_name: "a".into() }])
+        .map(|c| pb::GetCountRequest { namespace: "ev".into(), counter_name: (*c).into(), window: None })
+        .chain([pb::GetCountRequest { namespace: "missing".into(), counter_name: "a".into(), window: None }])
         .collect();
     let read =
         client.batch_get_count(pb::BatchGetCountRequest { gets }).await.expect("batch get").into_inner();

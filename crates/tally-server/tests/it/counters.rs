@@ -219,7 +219,7 @@ async fn list_events_gives_the_same_history_over_grpc_and_http() {
 /// not subtracted, the total as the windowed count; a bad step is `INVALID_ARGUMENT`, a
 /// `best_effort` counter `FAILED_PRECONDITION`.
 #[tokio::test]
-async fn get_count_series_gives_the_same_buckets_over_grpc_and_http() {
+async fn get_count_series_and_windowed_counts_agree_over_grpc_and_http() {
     let s = TestServer::start().await;
     s.namespace("series", "eventual").await;
     let start = s.now();

@@ -38,8 +38,12 @@ pub struct Op {
     pub counter: usize,
     pub mutation: Mutation,
     pub token: String,
-    /// The token's `generation_time`, in Unix milliseconds.
+    /// The token's `generation_time`, in Unix milliseconds: also when the operation was
+    /// first sent.
     pub time_ms: i64,
+    /// When the client stopped trying (Unix milliseconds): the acknowledgement, the refusal,
+    /// or giving up.
+    pub completed_ms: i64,
     pub door: Door,
     pub outcome: Outcome,
     pub attempts: u32,
@@ -49,9 +53,24 @@ pub struct Op {
     pub last_error: Option<String>,
 }
 
-/// Every finished operation, in memory for the model and as JSON lines on disk.
+/// A count read while the workload ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Read {
+    /// Index into the run's counters.
+    pub counter: usize,
+    pub instance: usize,
+    pub door: Door,
+    /// When the read was sent and when its answer came (Unix milliseconds).
+    pub invoked_ms: i64,
+    pub completed_ms: i64,
+    pub value: i64,
+}
+
+/// Every finished operation and every read made while the workload ran, in memory for the
+/// model and as JSON lines on disk (reads as `{"read": ...}`).
 pub struct History {
     ops: Mutex<Vec<Op>>,
+    reads: Mutex<Vec<Read>>,
     log: Mutex<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -59,7 +78,22 @@ impl History {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
         let file =
             std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self { ops: Mutex::new(Vec::new()), log: Mutex::new(std::io::BufWriter::new(file)) })
+        Ok(Self {
+            ops: Mutex::new(Vec::new()),
+            reads: Mutex::new(Vec::new()),
+            log: Mutex::new(std::io::BufWriter::new(file)),
+        })
+    }
+
+    pub fn record_read(&self, read: Read) {
+        if let Ok(mut log) = self.log.lock()
+            && let Ok(line) = serde_json::to_string(&serde_json::json!({ "read": &read }))
+        {
+            let _ = writeln!(log, "{line}");
+        }
+        if let Ok(mut reads) = self.reads.lock() {
+            reads.push(read);
+        }
     }
 
     pub fn record(&self, op: Op) {
@@ -82,10 +116,12 @@ impl History {
         self.ops.lock().map(|o| o.iter().filter(|op| op.outcome == Outcome::Acked).count()).unwrap_or(0)
     }
 
-    /// Flushes the log and hands over the operations.
-    pub fn finish(self) -> anyhow::Result<Vec<Op>> {
+    /// Flushes the log and hands over the operations and the reads.
+    pub fn finish(self) -> anyhow::Result<(Vec<Op>, Vec<Read>)> {
         let mut log = self.log.into_inner().map_err(|_| anyhow::anyhow!("history log lock poisoned"))?;
         log.flush().context("cannot write the history log")?;
-        self.ops.into_inner().map_err(|_| anyhow::anyhow!("history lock poisoned"))
+        let ops = self.ops.into_inner().map_err(|_| anyhow::anyhow!("history lock poisoned"))?;
+        let reads = self.reads.into_inner().map_err(|_| anyhow::anyhow!("history lock poisoned"))?;
+        Ok((ops, reads))
     }
 }

@@ -3,13 +3,17 @@
 //! Clients ([`workload`]) send adds and clears with idempotency tokens through all three front doors, each
 //! retried with the same token until it is acknowledged or definitely refused, and log how
 //! every operation ended ([`history`]). Meanwhile the [`nemesis`] kills and pauses Tally
-//! instances, restarts memcached and pauses or restarts the Cassandra node. Then every fault
-//! is healed, the checker waits for the counts to converge, and reads every counter from every
-//! instance against the [`model`]: nothing lost, nothing counted twice ([`report`]).
+//! instances, restarts memcached and pauses or restarts the Cassandra node, and readers read
+//! the add-only counters throughout, each read judged by [`live`] against the operations
+//! around it (no transient duplicate; where the counter type promises it, never behind an
+//! acknowledged add and never backwards). Then every fault is healed, the checker waits for
+//! the counts to converge, and reads every counter from every instance against the [`model`]:
+//! nothing lost, nothing counted twice ([`report`]).
 
 mod cluster;
 mod doors;
 mod history;
+mod live;
 mod model;
 mod nemesis;
 mod report;
@@ -31,7 +35,10 @@ use history::{Door, History, Op};
 use model::{Possible, Verdict};
 use nemesis::{Fault, Targets};
 use report::{Report, Run};
-use workload::{Shared, client, now_ms};
+use workload::{Shared, client, now_ms, reader};
+
+/// Readers reading counters while the clients write.
+const READERS: usize = 2;
 
 /// Options of `tally check`.
 #[derive(Args)]
@@ -178,8 +185,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     );
 
     let shared = Arc::into_inner(shared).context("clients still hold the history")?;
-    let ops = shared.history.finish()?;
+    let (ops, live_reads) = shared.history.finish()?;
     let possible = possible_counts(&ops, shared.counters.len());
+    let live = judge_live(&ops, &live_reads, &shared.counters, plan.instances);
     // Eventual counts are exact within accept_limit + clock_skew + coalesce (defaults 1 s
     // each); the rest is room for rollups after restarts.
     let converge_by = last_op + args.accept_limit + Duration::from_secs(45);
@@ -200,6 +208,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         &possible,
         converged_after,
     );
+    report.judge_live(live_reads.len(), live);
 
     for instance in &mut targets.instances {
         instance.kill_9().await?;
@@ -237,6 +246,28 @@ fn possible_counts(ops: &[Op], counters: usize) -> Vec<Possible> {
         by_counter[op.counter].push(op);
     }
     by_counter.iter().map(|ops| model::possible_counts(ops)).collect()
+}
+
+/// Judges the reads made while the workload ran, counter by counter (the add-only ones).
+/// `accurate` reads include every acknowledged add wherever they are served; `eventual` ones
+/// only on one instance.
+fn judge_live(
+    ops: &[Op],
+    reads: &[history::Read],
+    counters: &[(Counter, bool)],
+    instances: usize,
+) -> Vec<live::LiveProblem> {
+    let mut problems = Vec::new();
+    for (c, (counter, clears)) in counters.iter().enumerate() {
+        if *clears {
+            continue;
+        }
+        let ops: Vec<&Op> = ops.iter().filter(|op| op.counter == c).collect();
+        let reads: Vec<&history::Read> = reads.iter().filter(|r| r.counter == c).collect();
+        let read_your_acks = counter.namespace == "check_accurate" || instances == 1;
+        problems.extend(live::judge(&ops, &reads, live::Promises { read_your_acks }));
+    }
+    problems
 }
 
 /// Starts every instance on free ports, sharing the store and memcached (and, with several,
@@ -316,6 +347,7 @@ async fn run_workload(
     let stop = CancellationToken::new();
     let clients: Vec<_> = (0..args.clients)
         .map(|id| tokio::spawn(client(id, plan.seed, shared.clone(), stop.clone())))
+        .chain((0..READERS).map(|id| tokio::spawn(reader(id, plan.seed, shared.clone(), stop.clone()))))
         .collect();
     let progress = {
         let (shared, stop) = (shared.clone(), stop.clone());

@@ -71,6 +71,7 @@ mod tests {
             mutation,
             token: token.to_owned(),
             time_ms,
+            completed_ms: time_ms + 1,
             door: Door::Http,
             outcome,
             attempts: 1,

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::doors::Counter;
 use super::history::{Door, Op, Outcome};
+use super::live::{Broken, LiveProblem};
 use super::model::{self, Possible, Verdict};
 use super::nemesis::{Fault, Injected};
 
@@ -60,13 +61,28 @@ pub struct Report {
     /// Seconds after the last operation until every counter read right on every instance.
     converged_after_s: Option<f64>,
     problems: Vec<Finding>,
+    /// Reads of the add-only counters made while the workload ran.
+    live_reads: usize,
+    /// How many of them broke each rule (see `live`).
+    live_broken: BTreeMap<Broken, usize>,
+    /// The first twenty that broke one.
+    live_problems: Vec<LiveProblem>,
     /// The operation log, kept when --dir was given or the check failed.
     pub history: Option<PathBuf>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.acked > 0 && self.ok == self.counters_checked
+        self.acked > 0 && self.ok == self.counters_checked && self.live_broken.is_empty()
+    }
+
+    /// Adds the verdict on the reads made while the workload ran.
+    pub fn judge_live(&mut self, reads: usize, problems: Vec<LiveProblem>) {
+        self.live_reads = reads;
+        for p in &problems {
+            *self.live_broken.entry(p.broken).or_default() += 1;
+        }
+        self.live_problems = problems.into_iter().take(20).collect();
     }
 
     pub fn print(&self) {
@@ -88,6 +104,19 @@ impl Report {
             "counters checked {} on every instance: ok {}, lost {}, duplicated {}, wrong {}, unreadable {}",
             self.counters_checked, self.ok, self.lost, self.duplicated, self.wrong, self.unreadable
         );
+        println!(
+            "reads while running {}: transient duplicates {}, behind an acknowledged add {}, backwards {}",
+            self.live_reads,
+            self.live_broken.get(&Broken::TransientDuplicate).unwrap_or(&0),
+            self.live_broken.get(&Broken::BehindAnAck).unwrap_or(&0),
+            self.live_broken.get(&Broken::Backwards).unwrap_or(&0),
+        );
+        for p in &self.live_problems {
+            println!(
+                "  counter {} read {} through {} of instance {} at {} ms: {:?} (bound {})",
+                p.counter, p.read, p.door, p.instance, p.invoked_ms, p.broken, p.bound
+            );
+        }
         match self.converged_after_s {
             Some(s) => println!("converged {s:.1} s after the last operation"),
             None => println!("did not converge"),
@@ -137,6 +166,9 @@ impl Report {
             unreadable: 0,
             converged_after_s: converged_after,
             problems: Vec::new(),
+            live_reads: 0,
+            live_broken: BTreeMap::new(),
+            live_problems: Vec::new(),
             history: None,
         };
         for op in ops {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::doors::{Answer, Counter, Doors, Endpoint, Mutate};
-use super::history::{Door, History, Mutation, Op, Outcome};
+use super::history::{Door, History, Mutation, Op, Outcome, Read};
 
 /// What the clients share.
 pub struct Shared {
@@ -67,7 +67,7 @@ async fn perform(
         let backoff = 20 * u64::from(attempts.min(10));
         tokio::time::sleep(Duration::from_millis(rng.random_range(backoff / 2..=backoff))).await;
     };
-    Op { counter, mutation, token, time_ms, door, outcome, attempts, last_error }
+    Op { counter, mutation, token, time_ms, completed_ms: now_ms(), door, outcome, attempts, last_error }
 }
 
 /// One client: operations one after another until `stop`.
@@ -92,6 +92,34 @@ pub async fn client(
         let op = perform(&mut doors, &shared, &mut rng, (counter, mutation, token, now_ms(), door)).await;
         shared.history.record(op);
         seq += 1;
+    }
+    Ok(())
+}
+
+/// One reader: while the clients run, reads the counters that get no clears, one after
+/// another from a random instance through each door in turn, and logs every answer for
+/// [`super::live`] to judge.
+pub async fn reader(
+    id: usize,
+    seed: u64,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut doors = Doors::new(&shared.endpoints)?;
+    let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(0x5EAD).wrapping_add(id as u64));
+    let watched: Vec<usize> = (0..shared.counters.len()).filter(|c| !shared.counters[*c].1).collect();
+    let mut seq = 0usize;
+    while !stop.is_cancelled() && !watched.is_empty() {
+        let counter = watched[rng.random_range(0..watched.len())];
+        let instance = rng.random_range(0..shared.endpoints.len());
+        let door = Door::ALL[(seq + id) % Door::ALL.len()];
+        let invoked_ms = now_ms();
+        if let Ok(value) = doors.get(door, instance, &shared.counters[counter].0).await {
+            let completed_ms = now_ms();
+            shared.history.record_read(Read { counter, instance, door, invoked_ms, completed_ms, value });
+        }
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..=20))).await;
     }
     Ok(())
 }

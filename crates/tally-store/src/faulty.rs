@@ -17,6 +17,8 @@ use crate::{
 /// Wraps a store. Appends can be held (they wait until released, as on a store slower than
 /// the load) or failed (`Unavailable`, as after a failed sync or a full disk, writing nothing;
 /// or after writing, as when the answer is lost).
+/// It can also pose as a store that reclaims whole time slices (`reclaim_by_slices`), as the
+/// Cassandra store does, recording each bound retention asks to drop before.
 /// Everything else passes through.
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
@@ -34,6 +36,9 @@ pub struct FaultyStore {
     folds: AtomicUsize,
     /// Whether the store says it can no longer write (`stop_writer`).
     stopped: AtomicBool,
+    /// Whether it reclaims by slices (`reclaim_by_slices`), and the bounds asked for so far.
+    by_slices: AtomicBool,
+    slice_drops: std::sync::Mutex<Vec<Timestamp>>,
 }
 
 impl FaultyStore {
@@ -50,7 +55,22 @@ impl FaultyStore {
             orphans: Default::default(),
             folds: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            by_slices: AtomicBool::new(false),
+            slice_drops: Default::default(),
         }
+    }
+
+    /// From now on the store says it reclaims whole time slices: retention asks it once per
+    /// pass to drop everything before one bound ([`EventLog::drop_slices_before`]), which it
+    /// records ([`FaultyStore::slice_drops`]) and carries out by deleting every counter's events
+    /// before the bound, as dropping the slices would.
+    pub fn reclaim_by_slices(&self) {
+        self.by_slices.store(true, Ordering::SeqCst);
+    }
+
+    /// The bounds retention asked to drop slices before, in order.
+    pub fn slice_drops(&self) -> Vec<Timestamp> {
+        self.slice_drops.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     /// From now on the store reports that it can no longer write ([`EventLog::stopped`]), as
@@ -184,6 +204,32 @@ impl EventLog for FaultyStore {
         limit: usize,
     ) -> StoreResult<usize> {
         self.inner.delete_events_before(key, before, limit).await
+    }
+
+    fn reclaims_whole_slices(&self) -> bool {
+        self.by_slices.load(Ordering::SeqCst) || self.inner.reclaims_whole_slices()
+    }
+
+    async fn drop_slices_before(&self, before: Timestamp) -> StoreResult<usize> {
+        if !self.by_slices.load(Ordering::SeqCst) {
+            return self.inner.drop_slices_before(before).await;
+        }
+        if let Ok(mut drops) = self.slice_drops.lock() {
+            drops.push(before);
+        }
+        let (mut deleted, mut after) = (0usize, None::<CounterKey>);
+        loop {
+            let page = self.inner.scan_counters(None, after.as_ref(), 1_000).await?;
+            for (key, _) in &page {
+                deleted += self.inner.delete_events_before(key, before, usize::MAX).await?;
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == 1_000 => after = Some(last.clone()),
+                _ => break,
+            }
+        }
+        // One slice, if it held anything.
+        Ok(usize::from(deleted > 0))
     }
 }
 

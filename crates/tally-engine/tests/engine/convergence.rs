@@ -180,3 +180,63 @@ async fn regression_a_last_write_without_its_event_does_not_requeue_the_counter_
     assert!(checkpoint.until > written, "the checkpoint moved past the last write: {checkpoint:?}");
     assert!(!store.counter_state(&key).await.expect("state").has_unfolded_events());
 }
+
+/// On a store that reclaims whole time slices (Cassandra), retention asks once per pass to
+/// drop everything before the oldest time any counter still needs: an unfolded counter holds
+/// the bound back to its checkpoint, a counter of a namespace this instance does not know
+/// forbids dropping anything, and once every counter is folded the bound is the retention
+/// cutoff.
+#[tokio::test]
+async fn retention_by_slices_drops_only_what_every_counter_has_folded() {
+    let clock = ManualClock::new(tally_core::Timestamp::from_millis(1_764_000_000_000));
+    let memory = std::sync::Arc::new(tally_store::MemoryStore::new(std::sync::Arc::new(clock.clone())));
+    let faulty = std::sync::Arc::new(tally_store::faulty::FaultyStore::new(memory.clone()));
+    faulty.reclaim_by_slices();
+    let t = TestEngine::over(faulty.clone(), clock).await;
+    let ns = tally_core::Namespace::new("short").expect("ns");
+    let config = NamespaceConfig {
+        counter_type: CounterType::Accurate,
+        retention: Duration::from_secs(60),
+        idempotency_window: Duration::from_secs(60),
+        ..Default::default()
+    };
+    t.engine.create_namespace(&ns, config.clone()).await.expect("create");
+    let k = key(&ns, "c");
+    for _ in 0..5 {
+        t.engine.add_count(&k, 2, None).await.expect("add");
+    }
+    t.clock.advance(Duration::from_secs(120));
+    let report = t.engine.run_retention().await.expect("retention");
+    assert_eq!((report.awaiting_rollup, report.slices_dropped, report.events_deleted), (1, 0, 0));
+    assert_eq!(faulty.slice_drops(), [tally_core::Timestamp::MIN], "the unfolded counter needs everything");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 10);
+
+    t.engine.rollups().run_due().await;
+    // Slices hold every namespace's events: the default namespace's 7 days hold them all back.
+    let report = t.engine.run_retention().await.expect("retention");
+    let week = t.clock.now().saturating_sub(NamespaceConfig::default().retention);
+    assert_eq!((report.awaiting_rollup, report.slices_dropped), (0, 0));
+    assert_eq!(faulty.slice_drops().last(), Some(&week), "the longest retention bounds the drop");
+
+    t.clock.advance(NamespaceConfig::default().retention + Duration::from_secs(3600));
+    use tally_store::CounterStore;
+    let folded = memory.checkpoint(&k).await.expect("checkpoint").expect("rolled up").until;
+    let report = t.engine.run_retention().await.expect("retention");
+    assert_eq!((report.awaiting_rollup, report.slices_dropped, report.events_deleted), (0, 1, 0));
+    assert_eq!(faulty.slice_drops().last(), Some(&folded), "nothing past the counter's checkpoint");
+    let left = memory.fold(&k, tally_core::Timestamp::MIN, tally_core::Timestamp::MAX).await.expect("fold");
+    assert_eq!(left.events, 0, "the slice went with its events");
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 10, "the checkpoint keeps the count");
+
+    // A counter of a namespace this instance has not loaded (made elsewhere a moment ago):
+    // no slice may go this pass.
+    let stranger = tally_core::CounterKey::parse_joined("elsewhere:c").expect("key");
+    let token = tally_core::IdempotencyToken::new("x", t.clock.now()).expect("token");
+    let event = tally_core::Event { key: stranger, token, kind: tally_core::EventKind::Add(1) };
+    use tally_store::EventLog;
+    memory.append_new(&event, tally_core::Timestamp::MAX).await.expect("append");
+    let drops = faulty.slice_drops().len();
+    let report = t.engine.run_retention().await.expect("retention");
+    assert_eq!(report.slices_dropped, 0);
+    assert_eq!(faulty.slice_drops().len(), drops, "no drop asked for");
+}

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 mod cluster;
 mod examples;
 mod install;
+mod power_loss;
 #[cfg(feature = "tls")]
 mod tls;
 mod transfer;

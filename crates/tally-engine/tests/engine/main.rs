@@ -6,4 +6,5 @@ mod crash;
 mod faults;
 mod model;
 mod namespaces;
+mod simulation;
 mod support;

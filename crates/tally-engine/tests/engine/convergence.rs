@@ -69,9 +69,11 @@ async fn checkpoints_never_move_backwards_across_instances_with_skewed_clocks() 
     assert_eq!(stored.count, 1);
 }
 
-#[tokio::test]
-async fn retention_deletes_only_folded_events() {
-    let t = TestEngine::memory().await;
+/// An `accurate` namespace that keeps events a minute, five adds of 2 to one counter, and two
+/// minutes later: the counter and the namespace's settings.
+async fn five_adds_of_two_past_a_minute_of_retention(
+    t: &TestEngine,
+) -> (tally_core::CounterKey, NamespaceConfig) {
     let ns = tally_core::Namespace::new("short").expect("ns");
     let config = NamespaceConfig {
         counter_type: CounterType::Accurate,
@@ -84,8 +86,15 @@ async fn retention_deletes_only_folded_events() {
     for _ in 0..5 {
         t.engine.add_count(&k, 2, None).await.expect("add");
     }
-    // Past retention, but no rollup ran: nothing may be deleted yet.
     t.clock.advance(Duration::from_secs(120));
+    (k, config)
+}
+
+#[tokio::test]
+async fn retention_deletes_only_folded_events() {
+    let t = TestEngine::memory().await;
+    let (k, config) = five_adds_of_two_past_a_minute_of_retention(&t).await;
+    // Past retention, but no rollup ran: nothing may be deleted yet.
     let report = t.engine.run_retention().await.expect("retention");
     assert_eq!(
         report,
@@ -193,19 +202,7 @@ async fn retention_by_slices_drops_only_what_every_counter_has_folded() {
     let faulty = std::sync::Arc::new(tally_store::faulty::FaultyStore::new(memory.clone()));
     faulty.reclaim_by_slices();
     let t = TestEngine::over(faulty.clone(), clock).await;
-    let ns = tally_core::Namespace::new("short").expect("ns");
-    let config = NamespaceConfig {
-        counter_type: CounterType::Accurate,
-        retention: Duration::from_secs(60),
-        idempotency_window: Duration::from_secs(60),
-        ..Default::default()
-    };
-    t.engine.create_namespace(&ns, config.clone()).await.expect("create");
-    let k = key(&ns, "c");
-    for _ in 0..5 {
-        t.engine.add_count(&k, 2, None).await.expect("add");
-    }
-    t.clock.advance(Duration::from_secs(120));
+    let (k, _) = five_adds_of_two_past_a_minute_of_retention(&t).await;
     let report = t.engine.run_retention().await.expect("retention");
     assert_eq!((report.awaiting_rollup, report.slices_dropped, report.events_deleted), (1, 0, 0));
     assert_eq!(faulty.slice_drops(), [tally_core::Timestamp::MIN], "the unfolded counter needs everything");

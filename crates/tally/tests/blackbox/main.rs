@@ -714,6 +714,34 @@ fn logs_and_config_checks_serve_operators() {
 const SERVE_ON_PORT_0: [&str; 8] =
     ["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--data-dir"];
 
+/// `tally serve` on port 0 over `data_dir` under `strace -f -qq -o trace` with `strace_args`;
+/// returns strace's process and the server's listening line.
+fn serve_under_strace(data_dir: &Path, trace: &Path, strace_args: &[&str]) -> (Child, String) {
+    let mut child = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(trace)
+        .args(strace_args)
+        .arg(env!("CARGO_BIN_EXE_tally"))
+        .args(SERVE_ON_PORT_0)
+        .arg(data_dir)
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("strace runs (install strace)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    (child, line)
+}
+
+/// Sends `signal` (`-TERM`, `-9`) to the server strace runs, which must be signalled itself
+/// (strace blocks fatal signals while it runs a command), and waits for strace.
+fn stop_under_strace(strace: &mut Child, signal: &str) -> std::process::ExitStatus {
+    let server = Command::new("pgrep").args(["-P", &strace.id().to_string()]).output().expect("pgrep");
+    let server = String::from_utf8_lossy(&server.stdout).trim().to_owned();
+    assert!(Command::new("kill").args([signal, &server]).status().expect("kill").success(), "{server:?}");
+    strace.wait().expect("strace exits with the server")
+}
+
 /// `tally serve` on port 0 over `data_dir` with `extra` flags, its logs (at `log`) to
 /// `stderr`; returns once it has printed its listening line.
 fn serve_on_port_0(data_dir: &Path, extra: &[&str], log: &str, stderr: Stdio) -> Child {
@@ -780,18 +808,8 @@ fn regression_tally_bench_exits_1_when_every_request_failed() {
 fn every_acknowledged_add_was_synced_to_disk_before_its_answer() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("syncs.trace");
-    let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_tally"))
-        .args(SERVE_ON_PORT_0)
-        .arg(dir.path().join("data"))
-        .env("TALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("strace runs (install strace)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let (mut child, line) =
+        serve_under_strace(&dir.path().join("data"), &trace, &["-e", "trace=fsync,fdatasync"]);
     let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect("http=").to_owned();
     let syncs_so_far = || {
         std::fs::read_to_string(&trace)
@@ -812,11 +830,7 @@ fn every_acknowledged_add_was_synced_to_disk_before_its_answer() {
         assert!(out.status.success(), "add {i}: {out:?}");
     }
     let during = syncs_so_far() - before;
-    // strace blocks fatal signals while it runs a command: stop the server itself.
-    let server = Command::new("pgrep").args(["-P", &child.id().to_string()]).output().expect("pgrep");
-    let server = String::from_utf8_lossy(&server.stdout).trim().to_owned();
-    assert!(Command::new("kill").args(["-TERM", &server]).status().expect("kill").success(), "{server:?}");
-    assert!(child.wait().expect("strace exits with the server").success());
+    assert!(stop_under_strace(&mut child, "-TERM").success(), "strace exits with the server");
     assert!(during >= ADDS, "{during} successful syncs for {ADDS} acknowledged adds, each its own commit");
 }
 

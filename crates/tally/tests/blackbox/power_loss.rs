@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::{SERVE_ON_PORT_0, Server};
+use crate::{Server, serve_under_strace, stop_under_strace};
 
 /// What the trace says about one file.
 #[derive(Debug, Default, Clone)]
@@ -227,19 +227,9 @@ fn every_acknowledged_add_survives_a_power_loss_that_drops_unsynced_writes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let trace = dir.path().join("files.trace");
-    let mut child = Command::new("strace")
-        .args(["-f", "-y", "-qq", "-s", "0", "-o"])
-        .arg(&trace)
-        .args(["-e", "trace=openat,write,writev,pwrite64,pwritev,pwritev2,lseek,fsync,fdatasync,ftruncate,rename,renameat,renameat2,unlink,unlinkat"])
-        .arg(env!("CARGO_BIN_EXE_tally"))
-        .args(SERVE_ON_PORT_0)
-        .arg(&data)
-        .env("TALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("strace runs (install strace)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let syscalls = "trace=openat,write,writev,pwrite64,pwritev,pwritev2,lseek,fsync,fdatasync,ftruncate,\
+                    rename,renameat,renameat2,unlink,unlinkat";
+    let (mut child, line) = serve_under_strace(&data, &trace, &["-y", "-s", "0", "-e", syscalls]);
     let resp = line.split_whitespace().find_map(|w| w.strip_prefix("resp=")).expect("resp=").to_owned();
 
     // Writers add until the server dies under them; each knows the last count acknowledged.
@@ -251,11 +241,7 @@ fn every_acknowledged_add_survives_a_power_loss_that_drops_unsynced_writes() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    // strace blocks fatal signals while it runs a command: kill the server itself.
-    let server = Command::new("pgrep").args(["-P", &child.id().to_string()]).output().expect("pgrep");
-    let server = String::from_utf8_lossy(&server.stdout).trim().to_owned();
-    assert!(Command::new("kill").args(["-9", &server]).status().expect("kill").success(), "{server:?}");
-    let _ = child.wait();
+    stop_under_strace(&mut child, "-9");
     stop.store(true, Ordering::SeqCst);
     let acked: Vec<i64> = writers.into_iter().map(|w| w.join().expect("writer")).collect();
     assert!(acked.iter().all(|a| *a > 0), "every writer had adds acknowledged: {acked:?}");

@@ -48,6 +48,10 @@ pub struct ServerConfig {
     /// its first byte; a connection that trickles one is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// An HTTP request body must arrive whole within this long of its head; a slower one is
+    /// refused (`DEADLINE_EXCEEDED`, HTTP 408) before anything is done.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Most arguments in one RESP command.
     pub resp_max_args: usize,
     /// Largest request body (HTTP) or message (gRPC), in bytes.
@@ -123,6 +127,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             resp_max_args: 1024,
             max_body_bytes: 64 * 1024,
             cors_origins: Vec::new(),
@@ -226,6 +231,7 @@ impl ServerConfig {
             !self.header_read_timeout.is_zero(),
             "header_read_timeout = 0s: it must be at least 1ms"
         );
+        anyhow::ensure!(!self.body_read_timeout.is_zero(), "body_read_timeout = 0s: it must be at least 1ms");
         anyhow::ensure!(
             !self.store.max_queue_wait.is_zero(),
             "[store] max_queue_wait = 0s: it must be at least 1ms (every write would be shed)"

@@ -37,6 +37,20 @@ impl ApiError {
         }
     }
 
+    /// A request body that did not arrive whole within `body_read_timeout`: nothing was done.
+    pub fn body_too_slow(timeout: std::time::Duration) -> Self {
+        Self {
+            http_status: Some(StatusCode::REQUEST_TIMEOUT),
+            ..Self::new(
+                ErrorCode::DeadlineExceeded,
+                format!(
+                    "the request body did not arrive whole within body_read_timeout ({}); nothing was done",
+                    humantime::format_duration(timeout)
+                ),
+            )
+        }
+    }
+
     /// The `error` object of the HTTP error body (and of a refused batch item).
     pub fn body(&self) -> ErrorBody {
         ErrorBody { code: self.code.as_str(), message: self.message.clone() }

@@ -143,6 +143,7 @@ pub async fn serve(
         ready: ready.clone(),
         metrics,
         max_body_bytes: config.max_body_bytes,
+        body_read_timeout: config.body_read_timeout,
         auth: auth.clone(),
         cors: crate::http::cors_layer(&config.cors_origins)?,
     };

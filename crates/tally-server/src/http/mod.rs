@@ -4,6 +4,7 @@
 //! describes them (a test holds the three together). Unknown paths and methods answer the
 //! same JSON error shape as every other failure.
 
+mod body;
 mod counters;
 mod events;
 mod namespaces;
@@ -104,6 +105,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// The request body limit, in bytes.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive whole.
+    pub body_read_timeout: std::time::Duration,
     /// Who may do what.
     pub auth: Arc<Authenticator>,
     /// The CORS answers, when `cors_origins` names any.
@@ -173,6 +176,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // Bodies are read whole, in time and within the limit, before a handler is called.
+        .layer(axum::middleware::from_fn_with_state(
+            body::BodyRules { timeout: state.body_read_timeout, limit },
+            body::read_whole_body,
+        ))
         // Runs before every handler: a request that fails authentication reaches none.
         .layer(axum::middleware::from_fn_with_state((state.auth.clone(), "http"), authenticate))
         // The limit is enforced by `json_body` so the refusal has the JSON error shape.

@@ -102,6 +102,53 @@ async fn regression_an_http_request_head_trickled_past_header_read_timeout_is_cl
     s.stop().await;
 }
 
+/// A request body trickled a byte at a time past `body_read_timeout` is refused
+/// `DEADLINE_EXCEEDED` (HTTP 408, the JSON error shape) before anything is done; until then
+/// such a client held its connection for as long as it kept sending.
+#[tokio::test]
+async fn regression_an_http_body_trickled_past_body_read_timeout_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let config =
+        tally_server::ServerConfig { body_read_timeout: Duration::from_millis(500), ..TestServer::config() };
+    let s = TestServer::start_with(config).await;
+    let body = br#"{"delta": 5}"#;
+    let head = format!(
+        "POST /v1/namespaces/default/counters/slow/add HTTP/1.1\r\nHost: tally\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut slow = TcpStream::connect(addr(&s.http)).await.expect("connect");
+    slow.write_all(head.as_bytes()).await.expect("head");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    for byte in body.iter().cycle().take(200) {
+        // One body byte every 100 ms: 1.2 s for the whole body.
+        let _ = slow.write_all(&[*byte]).await;
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#""code":"DEADLINE_EXCEEDED""#) && answer.contains("body_read_timeout"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "refused before the timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(Door::Grpc.get(&s, "default", "slow").await.expect("get"), 0, "nothing was added");
+    s.stop().await;
+}
+
 /// Health, readiness and metrics on the ops listener answer while the HTTP door is full.
 #[tokio::test]
 async fn the_ops_listener_answers_while_the_http_door_is_full() {

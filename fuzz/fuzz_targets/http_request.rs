@@ -41,6 +41,7 @@ fn state() -> &'static HttpState {
                 ready: Arc::new(AtomicBool::new(true)),
                 metrics: tally_server::metrics::handle(),
                 max_body_bytes: 4096,
+                body_read_timeout: std::time::Duration::from_secs(10),
                 auth: Arc::new(Authenticator::disabled()),
                 cors: None,
             }

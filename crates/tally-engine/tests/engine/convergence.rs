@@ -237,3 +237,24 @@ async fn retention_by_slices_drops_only_what_every_counter_has_folded() {
     assert_eq!(report.slices_dropped, 0);
     assert_eq!(faulty.slice_drops().len(), drops, "no drop asked for");
 }
+
+/// The scans that visit every counter (the pending scan after a restart, retention) go page
+/// by page, 1,000 counters a page: with 2,500 counters on a shared store, each visits all of
+/// them, and after a restart (triggers lost) every counter is found and folded.
+#[tokio::test]
+async fn scans_over_every_counter_go_past_the_first_page() {
+    let t = TestEngine::shared_memory().await;
+    let ns = t.namespace("many", CounterType::Eventual).await;
+    let keys: Vec<_> = (0..2_500).map(|i| key(&ns, &format!("c{i:04}"))).collect();
+    for k in &keys {
+        t.engine.add_count(k, 1, None).await.expect("add");
+    }
+    let restarted = TestEngine::over(t.store.clone(), t.clock.clone()).await;
+    assert_eq!(restarted.engine.rollups().recover_pending().await.expect("scan"), 2_500, "every page");
+    restarted.converge(&NamespaceConfig::default()).await;
+    for k in [&keys[0], &keys[999], &keys[1_000], &keys[2_499]] {
+        assert_eq!(restarted.engine.get_count(k).await.expect("get").value, 1, "{k}");
+    }
+    let report = restarted.engine.run_retention().await.expect("retention");
+    assert_eq!(report.counters, 2_500, "retention visits every page");
+}

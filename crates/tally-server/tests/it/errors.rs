@@ -8,7 +8,7 @@ use serde_json::json;
 use tally_core::{CounterKey, Namespace};
 use tally_store::CounterState;
 
-use crate::support::{ALL_DOORS, Door, Refused, TestServer, Through};
+use crate::support::{ALL_DOORS, ClientError, Door, TestServer, Through};
 
 /// Asserts the store holds no counter and only the namespaces `namespaces`.
 async fn nothing_written(s: &TestServer, namespaces: &[&str]) {
@@ -20,15 +20,15 @@ async fn nothing_written(s: &TestServer, namespaces: &[&str]) {
 }
 
 fn expect(
-    result: Result<impl std::fmt::Debug, Refused>,
+    result: Result<impl std::fmt::Debug, ClientError>,
     code: &str,
     status: u16,
     door: Door,
     what: &str,
-) -> Refused {
+) -> ClientError {
     let refused = result.expect_err(what);
     assert_eq!(refused.code().map(|c| c.as_str()), Some(code), "{door:?} {what}: {refused}");
-    if let (Door::Http, Refused::Refused { http_status, .. }) = (door, &refused) {
+    if let (Door::Http, ClientError::Refused { http_status, .. }) = (door, &refused) {
         assert_eq!(*http_status, Some(status), "{what}");
     }
     refused
@@ -162,7 +162,7 @@ async fn oversized_requests_are_refused_over_every_door() {
     // The Redis protocol refuses it as Redis does an oversized argument: `-ERR Protocol
     // error`, before reading it, and closes the connection.
     let r = Door::Resp.add(&s, "default", "c", 1, Some((&big, s.now()))).await.expect_err("big");
-    assert!(matches!(r, Refused::Protocol { .. }) && r.wrote_nothing(), "{r:?}");
+    assert!(matches!(r, ClientError::Protocol { .. }) && r.wrote_nothing(), "{r:?}");
     assert!(r.message().contains("Protocol error") && r.message().contains("4096"), "{}", r.message());
     nothing_written(&s, &["default"]).await;
     s.stop().await;

@@ -156,9 +156,8 @@ impl TestServer {
     }
 }
 
-/// A refusal, as `tally-client` reports it for every door.
-pub use tally_client::ClientError as Refused;
-pub use tally_client::{Applied, Door};
+/// What a call through any door answers, as `tally-client` reports it.
+pub use tally_client::{Applied, ClientError, Door};
 
 /// The doors whose answers carry the same fields (tokens echoed, namespaces listed).
 pub const DOORS: [Door; 2] = [Door::Grpc, Door::Http];
@@ -189,16 +188,22 @@ pub trait Through {
         counter: &str,
         delta: i64,
         token: Option<(&str, Timestamp)>,
-    ) -> Result<Applied, Refused>;
-    async fn add_and_get(self, s: &TestServer, ns: &str, counter: &str, delta: i64) -> Result<i64, Refused>;
-    async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, Refused>;
+    ) -> Result<Applied, ClientError>;
+    async fn add_and_get(
+        self,
+        s: &TestServer,
+        ns: &str,
+        counter: &str,
+        delta: i64,
+    ) -> Result<i64, ClientError>;
+    async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, ClientError>;
     async fn clear(
         self,
         s: &TestServer,
         ns: &str,
         counter: &str,
         token: Option<(&str, Timestamp)>,
-    ) -> Result<Applied, Refused>;
+    ) -> Result<Applied, ClientError>;
     async fn namespaces(self, s: &TestServer) -> Vec<String>;
 }
 
@@ -214,15 +219,21 @@ impl Through for Door {
         counter: &str,
         delta: i64,
         t: Option<(&str, Timestamp)>,
-    ) -> Result<Applied, Refused> {
+    ) -> Result<Applied, ClientError> {
         s.client(self).await.add(ns, counter, delta, t.map(token).as_ref()).await
     }
 
-    async fn add_and_get(self, s: &TestServer, ns: &str, counter: &str, delta: i64) -> Result<i64, Refused> {
+    async fn add_and_get(
+        self,
+        s: &TestServer,
+        ns: &str,
+        counter: &str,
+        delta: i64,
+    ) -> Result<i64, ClientError> {
         s.client(self).await.add_and_get(ns, counter, delta, None).await
     }
 
-    async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, Refused> {
+    async fn get(self, s: &TestServer, ns: &str, counter: &str) -> Result<i64, ClientError> {
         s.client(self).await.get(ns, counter).await
     }
 
@@ -232,7 +243,7 @@ impl Through for Door {
         ns: &str,
         counter: &str,
         t: Option<(&str, Timestamp)>,
-    ) -> Result<Applied, Refused> {
+    ) -> Result<Applied, ClientError> {
         s.client(self).await.clear(ns, counter, t.map(token).as_ref()).await
     }
 

@@ -394,7 +394,7 @@ async fn converge(
     possible: &[Possible],
     converge_by: Instant,
 ) -> anyhow::Result<(Vec<Vec<Option<i64>>>, bool)> {
-    let mut doors = Doors::new(endpoints)?;
+    let mut doors = Doors::new(endpoints);
     let mut reads: Vec<Vec<Option<i64>>> = vec![vec![None; endpoints.len()]; counters.len()];
     let mut settled = vec![false; counters.len()];
     let mut round = 0usize;

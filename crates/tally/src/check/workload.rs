@@ -77,7 +77,7 @@ pub async fn client(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut doors = Doors::new(&shared.endpoints)?;
+    let mut doors = Doors::new(&shared.endpoints);
     let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(id as u64));
     let mut seq = 0usize;
     while !stop.is_cancelled() {
@@ -105,7 +105,7 @@ pub async fn reader(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut doors = Doors::new(&shared.endpoints)?;
+    let mut doors = Doors::new(&shared.endpoints);
     let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(0x5EAD).wrapping_add(id as u64));
     let watched: Vec<usize> = (0..shared.counters.len()).filter(|c| !shared.counters[*c].1).collect();
     let mut seq = 0usize;

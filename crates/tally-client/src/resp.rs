@@ -35,7 +35,7 @@ impl RespDoor {
         }
         let mut c = self.client.get_multiplexed_async_connection().await.map_err(no_answer)?;
         if let Some(token) = &self.auth_token {
-            redis::cmd("AUTH").arg(token).query_async::<()>(&mut c).await.map_err(|e| self.failed(e))?;
+            redis::cmd("AUTH").arg(token).query_async::<()>(&mut c).await.map_err(failed)?;
         }
         *slot = Some(c.clone());
         Ok(c)
@@ -52,20 +52,12 @@ impl RespDoor {
         match command.query_async(&mut c).await {
             Ok(value) => Ok(value),
             Err(e) => {
-                let error = self.failed(e);
+                let error = failed(e);
                 if matches!(error, ClientError::NoAnswer { .. }) {
                     self.reset().await;
                 }
                 Err(error)
             }
-        }
-    }
-
-    /// An error of the redis crate: a server error is a refusal, anything else no answer.
-    fn failed(&self, e: RedisError) -> ClientError {
-        match e.code() {
-            Some(code) if !e.is_io_error() => server_error(code, e.detail().unwrap_or_default()),
-            _ => no_answer(e),
         }
     }
 
@@ -180,6 +172,14 @@ fn item(tokened: bool, value: Value) -> Result<Applied, ClientError> {
         other => {
             Err(ClientError::NoAnswer { door: Door::Resp, message: format!("an add answered {other:?}") })
         }
+    }
+}
+
+/// An error of the redis crate: a server error is a refusal, anything else no answer.
+fn failed(e: RedisError) -> ClientError {
+    match e.code() {
+        Some(code) if !e.is_io_error() => server_error(code, e.detail().unwrap_or_default()),
+        _ => no_answer(e),
     }
 }
 

@@ -21,8 +21,6 @@ pub struct SeriesRequest {
     pub key: CounterKey,
     /// The buckets.
     pub range: SeriesRange,
-    /// Each bucket's length.
-    pub step: Duration,
 }
 
 /// A request's range as the client wrote it; every part optional.
@@ -53,9 +51,8 @@ impl SeriesRequest {
         }
         let to = asked.to.unwrap_or(now);
         let from = asked.from.unwrap_or_else(|| to.saturating_sub(asked.last.unwrap_or(DEFAULT_SPAN)));
-        let step = asked.step.unwrap_or(DEFAULT_STEP);
-        let range = SeriesRange::new(from, to, step).map_err(ApiError::from)?;
-        Ok(Self { key, range, step })
+        let range = SeriesRange::new(from, to, asked.step.unwrap_or(DEFAULT_STEP)).map_err(ApiError::from)?;
+        Ok(Self { key, range })
     }
 
     /// Reads the series.
@@ -72,7 +69,7 @@ mod tests {
     fn defaults_are_the_last_hour_by_minutes_and_ranges_are_checked() {
         let now = Timestamp::from_micros(10_000 * 1_000_000);
         let r = SeriesRequest::parse("shop", "orders", AskedRange::default(), now).expect("valid");
-        assert_eq!((r.range.buckets(), r.step), (60, DEFAULT_STEP));
+        assert_eq!((r.range.buckets(), r.range.step()), (60, DEFAULT_STEP));
         let last = AskedRange { last: Some(Duration::from_secs(600)), ..AskedRange::default() };
         let day = SeriesRequest::parse("shop", "orders", last, now).expect("valid");
         assert_eq!(day.range.buckets(), 10);

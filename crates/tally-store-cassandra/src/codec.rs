@@ -66,14 +66,14 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(crate) fn checkpoints_round_trip_and_short_bytes_are_corrupt() {
+    fn checkpoints_round_trip_and_short_bytes_are_corrupt() {
         let cp = Checkpoint { count: -42, until: Timestamp::from_micros(1_764_000_000_000_000) };
         assert_eq!(decode_checkpoint(&encode_checkpoint(cp)), Ok(cp));
         assert!(decode_checkpoint(&[1, 2, 3]).is_err());
     }
 
     #[test]
-    pub(crate) fn mutations_round_trip_and_unknown_ones_are_corrupt() {
+    fn mutations_round_trip_and_unknown_ones_are_corrupt() {
         for kind in [EventKind::Add(5), EventKind::Add(i64::MIN), EventKind::Clear] {
             assert_eq!(decode_mutation(&encode_mutation(kind)), Ok(kind));
         }

@@ -130,15 +130,8 @@ impl TokenArgs {
 
     fn to_proto(&self) -> anyhow::Result<Option<pb::IdempotencyToken>> {
         let Some(token) = &self.token else { return Ok(None) };
-        let time = self
-            .generation_time
-            .as_deref()
-            .map(|text| Timestamp::parse_rfc3339(text).map_err(anyhow::Error::msg))
-            .transpose()?;
-        Ok(Some(pb::IdempotencyToken {
-            token: token.clone(),
-            generation_time: time.map(convert::timestamp_to_proto),
-        }))
+        let generation_time = time_flag("generation-time", self.generation_time.as_deref())?;
+        Ok(Some(pb::IdempotencyToken { token: token.clone(), generation_time }))
     }
 }
 
@@ -317,8 +310,19 @@ pub enum NsCommand {
     },
 }
 
-fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
+/// A time from an answer, RFC 3339; `None` when unset or out of range.
+pub(crate) fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
     t.and_then(|t| convert::timestamp_from_proto(t).ok()).map(|t| t.to_string())
+}
+
+/// A time given as `--flag`, RFC 3339, as protobuf; refused naming the flag.
+pub(crate) fn time_flag(flag: &str, text: Option<&str>) -> anyhow::Result<Option<prost_types::Timestamp>> {
+    text.map(|t| {
+        Timestamp::parse_rfc3339(t)
+            .map(convert::timestamp_to_proto)
+            .map_err(|e| anyhow::anyhow!("--{flag} {t:?}: {e}"))
+    })
+    .transpose()
 }
 
 fn type_text(value: i32) -> &'static str {
@@ -452,13 +456,7 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
-    let time = |flag: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(|t| Timestamp::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("--{flag} {t:?}: {e}")))
-            .transpose()
-            .map(|t| t.map(convert::timestamp_to_proto))
-    };
-    let (from, to) = (time("from", &args.from)?, time("to", &args.to)?);
+    let (from, to) = (time_flag("from", args.from.as_deref())?, time_flag("to", args.to.as_deref())?);
     let mut client = args.conn.counters().await?;
     let (mut page_token, mut printed) = (String::new(), 0usize);
     let limit = args.limit.unwrap_or(usize::MAX);

@@ -5,11 +5,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use tally_core::Timestamp;
 use tally_proto::v1 as pb;
 use tally_server::convert;
 
-use crate::client::Connection;
+use crate::client::{Connection, time_flag, time_text};
 
 #[derive(Args)]
 pub struct SeriesArgs {
@@ -51,29 +50,18 @@ pub fn sparkline(values: &[i64]) -> String {
         .collect()
 }
 
-fn time(field: &str, text: Option<&str>) -> anyhow::Result<Option<prost_types::Timestamp>> {
-    text.map(|t| {
-        Timestamp::parse_rfc3339(t)
-            .map(convert::timestamp_to_proto)
-            .map_err(|e| anyhow::anyhow!("--{field} {t:?}: {e}"))
-    })
-    .transpose()
-}
-
 pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
     let mut client = args.conn.counters().await?;
     let request = pb::GetCountSeriesRequest {
         namespace: args.namespace.clone(),
         counter_name: args.counter.clone(),
-        from: time("from", args.from.as_deref())?,
-        to: time("to", args.to.as_deref())?,
+        from: time_flag("from", args.from.as_deref())?,
+        to: time_flag("to", args.to.as_deref())?,
         step: args.step.map(convert::duration_to_proto),
         last: args.last.map(convert::duration_to_proto),
     };
     let r = client.get_count_series(request).await.map_err(|e| args.conn.error(e))?.into_inner();
-    let start = |b: &pb::SeriesBucket| {
-        b.start.as_ref().and_then(|t| convert::timestamp_from_proto(t).ok()).map(|t| t.to_string())
-    };
+    let start = |b: &pb::SeriesBucket| time_text(b.start.as_ref());
     let step =
         r.step.map(|d| Duration::new(d.seconds as u64, d.nanos as u32)).context("the answer has no step")?;
     let step_text = humantime::format_duration(step).to_string();

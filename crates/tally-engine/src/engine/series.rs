@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tally_core::{CounterKey, EventKind, Timestamp};
+use tally_core::{CounterKey, EventKind, NamespaceConfig, Timestamp};
 use tally_store::EventCursor;
 
 use super::{Count, Engine};
@@ -22,8 +22,10 @@ use crate::error::{EngineError, EngineResult};
 pub const MAX_SERIES_BUCKETS: usize = 10_000;
 /// Most events one series reads; a range that holds more is refused (ask for a shorter one).
 pub const MAX_SERIES_EVENTS: u64 = 5_000_000;
-/// Events read from the store at a time.
-const PAGE: usize = 4_096;
+/// Events read from the store at a time. Large: a page of the Cassandra store reads its
+/// whole range from the cursor on (its event tables are partitioned by time slice, not
+/// ordered by counter), so each extra page re-reads the rest of the range.
+const PAGE: usize = 16_384;
 
 /// A checked time range cut into buckets of `step`: `[from, to)`, `to - from` a whole number
 /// of steps.
@@ -58,6 +60,11 @@ impl SeriesRange {
         }
         let to = Timestamp::from_micros(from.as_micros().saturating_add(buckets as i64 * step_micros));
         Ok(Self { from, to, step_micros })
+    }
+
+    /// Each bucket's length.
+    pub fn step(&self) -> Duration {
+        Duration::from_micros(self.step_micros as u64)
     }
 
     /// How many buckets.
@@ -113,12 +120,22 @@ impl Engine {
     pub async fn series(&self, key: &CounterKey, range: SeriesRange) -> EngineResult<Series> {
         let _permit = self.admit()?;
         let config = self.inner.namespaces.get(&key.namespace).await?;
+        self.series_of(key, &config, range).await
+    }
+
+    /// [`Engine::series`] once admitted, with the namespace's settings.
+    async fn series_of(
+        &self,
+        key: &CounterKey,
+        config: &NamespaceConfig,
+        range: SeriesRange,
+    ) -> EngineResult<Series> {
         if !config.counter_type.is_durable() {
             return Err(EngineError::NoEvents(key.namespace.clone()));
         }
-        let checkpoint = self.checkpoint(key, &config).await?;
+        let checkpoint = self.checkpoint(key, config).await?;
         let kept_since = self.inner.clock.now().saturating_sub(config.retention);
-        let step = Duration::from_micros(range.step_micros as u64);
+        let step = range.step();
         let mut buckets: Vec<Bucket> = (0..range.buckets())
             .map(|i| {
                 let start = range.start(i);
@@ -166,10 +183,11 @@ impl Engine {
     /// of its series over that one bucket (clears are not subtracted). `as_of` is `None`: it
     /// is not a checkpoint's count.
     pub async fn windowed_count(&self, key: &CounterKey, window: Duration) -> EngineResult<Count> {
+        let _permit = self.admit()?;
+        let config = self.inner.namespaces.get(&key.namespace).await?;
         let now = self.inner.clock.now();
         let range = SeriesRange::new(now.saturating_sub(window), now, window)?;
-        let series = self.series(key, range).await?;
-        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let series = self.series_of(key, &config, range).await?;
         Ok(Count { value: series.total, counter_type: config.counter_type, as_of: None })
     }
 }

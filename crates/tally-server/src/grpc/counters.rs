@@ -298,7 +298,7 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
                 buckets,
                 total: series.total,
                 kept_since: Some(timestamp_to_proto(series.kept_since)),
-                step: Some(duration_to_proto(asked.step)),
+                step: Some(duration_to_proto(asked.range.step())),
             })
         })
         .await

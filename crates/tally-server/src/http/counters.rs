@@ -123,7 +123,7 @@ pub async fn add_count(
     observe("http", Operation::AddCount, async {
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
-        let body: AddBody = json_body(body, state.max_body_bytes)?;
+        let body: AddBody = json_body(body)?;
         let token = body.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose()?;
         Ok(Json(state.engine.add_count(&key, body.delta, token).await?.into()))
     })
@@ -140,7 +140,7 @@ pub async fn add_and_get_count(
     observe("http", Operation::AddAndGetCount, async {
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
-        let body: AddBody = json_body(body, state.max_body_bytes)?;
+        let body: AddBody = json_body(body)?;
         let token = body.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose()?;
         let (mutated, count) = state.engine.add_and_get_count(&key, body.delta, token).await?;
         Ok(Json(AddAndGetJson { count: count_json(ns, counter, count), mutation: mutated.into() }))
@@ -158,12 +158,7 @@ pub async fn get_count(
     observe("http", Operation::GetCount, async {
         let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
         let key = counter_key(&ns, &counter)?;
-        let window = q
-            .window
-            .map(|w| {
-                humantime::parse_duration(&w).map_err(|e| ApiError::invalid(format!("window {w:?}: {e}")))
-            })
-            .transpose()?;
+        let window = super::query_duration("window", q.window.as_deref())?;
         who.require(Access::Read, &key.namespace)?;
         let count = match window {
             Some(window) => state.engine.windowed_count(&key, window).await?,
@@ -248,7 +243,7 @@ pub async fn clear_count(
     observe("http", Operation::ClearCount, async {
         let key = counter_key(&ns, &counter)?;
         who.require(Access::Write, &key.namespace)?;
-        let body: ClearBody = json_body(body, state.max_body_bytes)?;
+        let body: ClearBody = json_body(body)?;
         let token = body.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose()?;
         Ok(Json(state.engine.clear_count(&key, token).await?.into()))
     })
@@ -323,7 +318,7 @@ pub async fn batch_add(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchJson<AddAndGetJson>>, ApiError> {
     observe("http", Operation::BatchAddCount, async {
-        let body: BatchAddBody = json_body(body, state.max_body_bytes)?;
+        let body: BatchAddBody = json_body(body)?;
         batch::check_size(body.adds.len())?;
         let names: Vec<_> = body.adds.iter().map(|a| (a.namespace.clone(), a.counter_name.clone())).collect();
         let adds = body
@@ -357,7 +352,7 @@ pub async fn batch_get(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchJson<CountJson>>, ApiError> {
     observe("http", Operation::BatchGetCount, async {
-        let body: BatchGetBody = json_body(body, state.max_body_bytes)?;
+        let body: BatchGetBody = json_body(body)?;
         batch::check_size(body.gets.len())?;
         let keys = body.gets.iter().map(|g| counter_key(&g.namespace, &g.counter_name)).collect();
         let answers = batch::get(&state.engine, &who, keys).await;

@@ -4,9 +4,9 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use serde::{Deserialize, Serialize};
-use tally_core::{Operation, Timestamp};
+use tally_core::Operation;
 
-use super::{HttpState, WirePath};
+use super::{HttpState, WirePath, query_time};
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::events::{EventsRequest, kind_and_delta, page_token};
@@ -43,11 +43,6 @@ pub struct EventPageJson {
     next_page_token: Option<String>,
 }
 
-fn time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    text.map(|t| Timestamp::parse_rfc3339(t).map_err(|e| ApiError::invalid(format!("{field} {t:?}: {e}"))))
-        .transpose()
-}
-
 /// `GET /v1/namespaces/{ns}/counters/{counter}/events?from=&to=&page_size=&page_token=`
 pub async fn list_events(
     State(state): State<HttpState>,
@@ -57,7 +52,7 @@ pub async fn list_events(
 ) -> Result<Json<EventPageJson>, ApiError> {
     observe("http", Operation::ListEvents, async {
         let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
-        let (from, to) = (time("from", q.from.as_deref())?, time("to", q.to.as_deref())?);
+        let (from, to) = (query_time("from", q.from.as_deref())?, query_time("to", q.to.as_deref())?);
         let asked = EventsRequest::parse(&ns, &counter, from, to, q.page_size, &q.page_token)?;
         who.require(Access::Read, &asked.key.namespace)?;
         let page = asked.run(&state.engine).await?;

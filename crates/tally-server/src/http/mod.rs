@@ -22,7 +22,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
@@ -183,8 +182,9 @@ pub fn router(state: HttpState) -> Router {
         ))
         // Runs before every handler: a request that fails authentication reaches none.
         .layer(axum::middleware::from_fn_with_state((state.auth.clone(), "http"), authenticate))
-        // The limit is enforced by `json_body` so the refusal has the JSON error shape.
-        .layer(DefaultBodyLimit::max(limit))
+        // `body.rs` read every body whole, within the limit, refusing larger ones in the JSON
+        // error shape; the extractors have nothing left to limit.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state);
     // Outermost, so that a browser's preflight is answered before authentication.
     match cors {
@@ -261,19 +261,27 @@ where
     }
 }
 
+/// A query parameter that is a time, RFC 3339 (`2026-11-30T12:00:00Z`); refused naming the
+/// parameter.
+fn query_time(field: &str, text: Option<&str>) -> Result<Option<tally_core::Timestamp>, ApiError> {
+    text.map(|t| {
+        tally_core::Timestamp::parse_rfc3339(t).map_err(|e| ApiError::invalid(format!("{field} {t:?}: {e}")))
+    })
+    .transpose()
+}
+
+/// A query parameter that is a duration (`1h`, `30s`); refused naming the parameter.
+fn query_duration(field: &str, text: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {
+    text.map(|t| humantime::parse_duration(t).map_err(|e| ApiError::invalid(format!("{field} {t:?}: {e}"))))
+        .transpose()
+}
+
 /// Parses a JSON body; an empty body is `{}`. The content type is not checked, so
-/// `curl -d '{...}'` works without `-H`.
-fn json_body<T: DeserializeOwned + Default>(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::body_too_large(limit)
-        } else {
-            ApiError::invalid(format!("cannot read the request body: {rejection}"))
-        }
-    })?;
+/// `curl -d '{...}'` works without `-H`. The body was read whole by `body.rs`, within
+/// `max_body_bytes`.
+fn json_body<T: DeserializeOwned + Default>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body =
+        body.map_err(|rejection| ApiError::invalid(format!("cannot read the request body: {rejection}")))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

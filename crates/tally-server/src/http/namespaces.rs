@@ -36,7 +36,7 @@ pub async fn put_namespace(
     observe("http", Operation::PutNamespace, async {
         let name = Namespace::new(&ns)?;
         who.require(Access::Admin, &name)?;
-        let patch: NamespaceConfigPatch = json_body(body, state.max_body_bytes)?;
+        let patch: NamespaceConfigPatch = json_body(body)?;
         match state.engine.get_namespace(&name).await {
             Ok(current) => {
                 let updated = state.engine.update_namespace(&name, patch.apply_to(&current)).await?;

@@ -1,14 +1,12 @@
 //! `GET /v1/namespaces/{ns}/counters/{counter}/series`: `GetCountSeries` over HTTP.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use serde::{Deserialize, Serialize};
-use tally_core::{Operation, Timestamp};
+use tally_core::Operation;
 
-use super::{HttpState, WirePath};
+use super::{HttpState, WirePath, query_duration, query_time};
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::metrics::observe;
@@ -49,16 +47,6 @@ pub struct SeriesJson {
     step: String,
 }
 
-fn time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    text.map(|t| Timestamp::parse_rfc3339(t).map_err(|e| ApiError::invalid(format!("{field} {t:?}: {e}"))))
-        .transpose()
-}
-
-fn duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, ApiError> {
-    text.map(|t| humantime::parse_duration(t).map_err(|e| ApiError::invalid(format!("{field} {t:?}: {e}"))))
-        .transpose()
-}
-
 /// `GET /v1/namespaces/{ns}/counters/{counter}/series?from=&to=&last=&step=`
 pub async fn get_count_series(
     State(state): State<HttpState>,
@@ -69,10 +57,10 @@ pub async fn get_count_series(
     observe("http", Operation::GetCountSeries, async {
         let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
         let range = AskedRange {
-            from: time("from", q.from.as_deref())?,
-            to: time("to", q.to.as_deref())?,
-            last: duration("last", q.last.as_deref())?,
-            step: duration("step", q.step.as_deref())?,
+            from: query_time("from", q.from.as_deref())?,
+            to: query_time("to", q.to.as_deref())?,
+            last: query_duration("last", q.last.as_deref())?,
+            step: query_duration("step", q.step.as_deref())?,
         };
         let asked = SeriesRequest::parse(&ns, &counter, range, state.engine.now())?;
         who.require(Access::Read, &asked.key.namespace)?;
@@ -93,7 +81,7 @@ pub async fn get_count_series(
             buckets,
             total: series.total,
             kept_since: series.kept_since.to_string(),
-            step: humantime::format_duration(asked.step).to_string(),
+            step: humantime::format_duration(asked.range.step()).to_string(),
         }))
     })
     .await

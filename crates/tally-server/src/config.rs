@@ -41,15 +41,18 @@ pub struct ServerConfig {
     /// Most connections open at once on each door (HTTP, gRPC, RESP); further ones wait to be
     /// accepted.
     pub max_connections: usize,
-    /// An HTTP or gRPC connection with no byte read or written for this long is closed.
+    /// An HTTP connection with no byte read or written for this long is closed, and so is a
+    /// gRPC connection with no call in flight or answered (frames alone, such as pings, do not
+    /// keep it open).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// An HTTP/1 request head (request line and headers) must arrive whole within this long of
     /// its first byte; a connection that trickles one is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// An HTTP request body must arrive whole within this long of its head; a slower one is
-    /// refused (`DEADLINE_EXCEEDED`, HTTP 408) before anything is done.
+    /// An HTTP request body, or a gRPC request message (to the end of its stream), must arrive
+    /// whole within this long of its head; a slower one is refused (`DEADLINE_EXCEEDED`, HTTP
+    /// 408) before anything is done.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
     /// Most arguments in one RESP command.

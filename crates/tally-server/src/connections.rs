@@ -1,7 +1,7 @@
 //! Admission of connections on every door: at most `max_connections` open at once per door,
-//! HTTP and gRPC connections closed after `idle_timeout` without a byte either way (Redis
-//! clients keep idle pooled connections, as Redis allows), and accept errors logged at a
-//! bounded rate.
+//! HTTP connections closed after `idle_timeout` without a byte either way and gRPC connections
+//! after `idle_timeout` without a call (Redis clients keep idle pooled connections, as Redis
+//! allows), and accept errors logged at a bounded rate.
 //!
 //! A door at its limit stops accepting: further connections wait in the kernel's accept queue
 //! (and are refused by it once that is full) instead of taking file descriptors. With the
@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,8 +37,82 @@ pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
 pub struct Admission {
     /// Most connections open at once.
     pub max_connections: usize,
-    /// A connection with no byte read or written for this long is closed; `None`: never.
+    /// A connection that made no [`Progress`] for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// What keeps a connection from being idle.
+    pub progress: Progress,
+}
+
+/// What counts as progress on a connection, for its idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Any byte read or written. HTTP/1 needs no more: a request head and body that trickle
+    /// in have read timeouts of their own.
+    Bytes,
+    /// A call in flight, or one answered: frames alone (an HTTP/2 `PING`, a `HEADERS` frame
+    /// trickled in pieces, a window update) do not keep the connection open. This is gRPC's
+    /// own servers' `MaxConnectionIdle`. Calls report through the [`Activity`] the
+    /// connection's [`ConnectionInfo`] carries.
+    Calls,
+}
+
+/// The calls of one connection, for an idle clock that counts calls rather than bytes.
+#[derive(Debug)]
+pub struct Activity {
+    since: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// When the last call ended (or the connection opened), in µs after `since`.
+    last_end_micros: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            since: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_end_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks a call in flight until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> CallInFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        CallInFlight(self.clone())
+    }
+
+    /// Since when the connection has had no call in flight; `None` while one is.
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.since + Duration::from_micros(self.last_end_micros.load(Ordering::Acquire)))
+    }
+}
+
+/// A call in flight on a connection whose progress is [`Progress::Calls`].
+#[derive(Debug)]
+pub struct CallInFlight(Arc<Activity>);
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let ended = tokio::time::Instant::now().saturating_duration_since(activity.since);
+        let micros = u64::try_from(ended.as_micros()).unwrap_or(u64::MAX);
+        // Before the count drops: a reader that sees no call in flight sees this end too.
+        activity.last_end_micros.fetch_max(micros, Ordering::AcqRel);
+        let before = activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "a call ended that never began");
+    }
+}
+
+/// What the gRPC door's calls learn of their connection (tonic's connect info): the client's
+/// address, and where a connection counts calls as progress, its [`Activity`].
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The client's address, where the socket still knows it.
+    pub remote: Option<SocketAddr>,
+    /// `Some` where the door's progress is [`Progress::Calls`].
+    pub activity: Option<Arc<Activity>>,
 }
 
 /// How many connections a door holds now and has admitted since it opened.
@@ -99,7 +173,7 @@ impl Doorkeeper {
                         tracing::debug!(error = %e, door = self.door, "cannot set TCP_NODELAY");
                     }
                     let gauge = Gauge::open(self.door, self.counts.clone());
-                    return (Admitted::new(stream, permit, gauge, self.admission.idle_timeout), peer);
+                    return (Admitted::new(stream, permit, gauge, self.admission), peer);
                 }
                 Err(e) => {
                     log_accept_error(&self.errors, self.door, &e);
@@ -169,8 +243,10 @@ pub struct Admitted {
 /// The idle clock of a connection.
 struct Idle {
     timeout: Duration,
-    /// When the connection last made progress.
+    /// When the connection last read or wrote a byte.
     active: tokio::time::Instant,
+    /// Where progress is calls, not bytes: the connection's calls.
+    calls: Option<Arc<Activity>>,
     /// Fires at the earliest time the connection can have been idle long enough. It is not
     /// moved on every read and write (a timer update each time): when it fires, it is set
     /// again from `active` if the connection made progress meanwhile.
@@ -178,8 +254,16 @@ struct Idle {
 }
 
 impl Idle {
-    fn new(timeout: Duration) -> Self {
-        Self { timeout, active: tokio::time::Instant::now(), timer: Box::pin(tokio::time::sleep(timeout)) }
+    fn new(timeout: Duration, calls: Option<Arc<Activity>>) -> Self {
+        let now = tokio::time::Instant::now();
+        Self { timeout, active: now, calls, timer: Box::pin(tokio::time::sleep(timeout)) }
+    }
+
+    /// After an I/O call made progress.
+    fn moved(&mut self) {
+        if self.calls.is_none() {
+            self.active = tokio::time::Instant::now();
+        }
     }
 
     /// While an I/O call waits: `Ready` once the connection has been idle for the timeout.
@@ -188,8 +272,13 @@ impl Idle {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let idle_until = self.active + self.timeout;
-            if tokio::time::Instant::now() >= idle_until {
+            let now = tokio::time::Instant::now();
+            let idle_until = match &self.calls {
+                None => self.active + self.timeout,
+                // A call in flight: look again a whole timeout later.
+                Some(calls) => calls.idle_since().unwrap_or(now) + self.timeout,
+            };
+            if now >= idle_until {
                 return Poll::Ready(());
             }
             // Progress since the timer was set: wait out the rest from the last of it.
@@ -199,15 +288,17 @@ impl Idle {
 }
 
 impl Admitted {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, gauge: Gauge, idle: Option<Duration>) -> Self {
-        Self { stream, _permit: permit, _gauge: gauge, idle: idle.map(Idle::new) }
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, gauge: Gauge, admission: Admission) -> Self {
+        let calls = (admission.progress == Progress::Calls).then(|| Arc::new(Activity::new()));
+        let idle = admission.idle_timeout.map(|timeout| Idle::new(timeout, calls));
+        Self { stream, _permit: permit, _gauge: gauge, idle }
     }
 
     /// After an I/O call: progress is noted; waiting checks how long since the last.
     fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         let Some(idle) = &mut self.idle else { return polled };
         if polled.is_ready() {
-            idle.active = tokio::time::Instant::now();
+            idle.moved();
             return polled;
         }
         match idle.poll_expired(cx) {
@@ -259,10 +350,13 @@ impl AsyncWrite for Admitted {
 }
 
 impl tonic::transport::server::Connected for Admitted {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo {
+            remote: self.stream.peer_addr().ok(),
+            activity: self.idle.as_ref().and_then(|idle| idle.calls.clone()),
+        }
     }
 }
 
@@ -280,10 +374,44 @@ mod tests {
 
     /// A door on port 0, and its address.
     async fn door(max_connections: usize, idle_timeout: Duration) -> (Doorkeeper, SocketAddr) {
+        door_counting(Progress::Bytes, max_connections, idle_timeout).await
+    }
+
+    async fn door_counting(
+        progress: Progress,
+        max_connections: usize,
+        idle_timeout: Duration,
+    ) -> (Doorkeeper, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let idle_timeout = Some(idle_timeout);
-        (Doorkeeper::new(listener, "test", Admission { max_connections, idle_timeout }), addr)
+        let admission = Admission { max_connections, idle_timeout: Some(idle_timeout), progress };
+        (Doorkeeper::new(listener, "test", admission), addr)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn where_calls_are_progress_a_connection_is_idle_only_with_no_call_in_flight() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tonic::transport::server::Connected;
+        let (mut door, addr) = door_counting(Progress::Calls, 4, Duration::from_secs(30)).await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (mut admitted, _) = door.admit().await;
+        let activity = admitted.connect_info().activity.expect("the connection counts calls");
+        let call = activity.begin();
+        let mut buf = [0u8; 8];
+        let mut read = Box::pin(admitted.read(&mut buf));
+        tokio::time::advance(Duration::from_secs(45)).await;
+        assert!(futures::poll!(read.as_mut()).is_pending(), "closed with a call in flight");
+        drop(call);
+        // Bytes are not progress here: a frame 20 s after the call does not move the clock.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        client.write_all(b"p").await.expect("write");
+        assert_eq!(read.await.expect("the byte"), 1);
+        let mut read = Box::pin(admitted.read(&mut buf));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(futures::poll!(read.as_mut()).is_pending(), "closed 25 s after the call ended");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let error = read.await.expect_err("idle for 31 s since the call ended");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]

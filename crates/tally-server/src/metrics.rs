@@ -69,6 +69,11 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Writes the embedded store shed unwritten because they waited longer than [store] max_queue_wait.",
     ),
     (
+        "tally_grpc_messages_late_total",
+        Kind::Counter,
+        "gRPC calls refused DEADLINE_EXCEEDED because their request message did not arrive whole within body_read_timeout.",
+    ),
+    (
         "tally_auth_failures_total",
         Kind::Counter,
         "Failed authentications (missing, malformed or unknown tokens), by door.",

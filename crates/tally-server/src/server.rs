@@ -154,25 +154,29 @@ pub async fn serve(
         None => None,
     };
     // Every door takes `max_connections`; HTTP and gRPC close idle connections, while Redis
-    // clients keep idle pooled connections open, as Redis lets them.
-    let admission = |idle_timeout| crate::connections::Admission {
+    // clients keep idle pooled connections open, as Redis lets them. An HTTP/2 connection to
+    // the gRPC door can stay busy with frames alone (pings, a trickled header block), so there
+    // only calls count as progress.
+    use crate::connections::{Admission, Doorkeeper, Progress};
+    let admission = |idle_timeout, progress| Admission {
         max_connections: config.max_connections,
         idle_timeout,
-    };
-    let door = |listener, name| {
-        crate::connections::Doorkeeper::new(listener, name, admission(Some(config.idle_timeout)))
+        progress,
     };
     let http = tokio::spawn(crate::http::serve(
         state,
-        door(listeners.http, "http"),
+        Doorkeeper::new(listeners.http, "http", admission(Some(config.idle_timeout), Progress::Bytes)),
         config.header_read_timeout,
         tls.clone(),
         shutdown.clone().cancelled_owned(),
     ));
     let grpc = tokio::spawn(crate::grpc::serve(
         engine.clone(),
-        door(listeners.grpc, "grpc"),
-        config.max_body_bytes,
+        Doorkeeper::new(listeners.grpc, "grpc", admission(Some(config.idle_timeout), Progress::Calls)),
+        crate::grpc::GrpcLimits {
+            max_message_bytes: config.max_body_bytes,
+            message_read_timeout: config.body_read_timeout,
+        },
         auth.clone(),
         tls.clone(),
         shutdown.clone().cancelled_owned(),
@@ -188,7 +192,7 @@ pub async fn serve(
         auth,
         tls,
     };
-    let resp_door = crate::connections::Doorkeeper::new(listeners.resp, "resp", admission(None));
+    let resp_door = Doorkeeper::new(listeners.resp, "resp", admission(None, Progress::Bytes));
     let resp = tokio::spawn(crate::resp::serve(engine.clone(), resp_door, resp_options, shutdown.clone()));
 
     shutdown.cancelled().await;

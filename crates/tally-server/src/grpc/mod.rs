@@ -1,6 +1,7 @@
 //! The gRPC front door: `tally.v1.CounterService` and `tally.v1.NamespaceService`, with server
 //! reflection and the standard health service; `tally.v1.PeerService` for rollup routing.
 
+mod calls;
 mod counters;
 mod namespaces;
 mod peers;
@@ -28,7 +29,8 @@ struct Authenticate(Arc<Authenticator>);
 impl tonic::service::Interceptor for Authenticate {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let header = request.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-        let caller = crate::auth::Caller { address: request.remote_addr().map(|a| a.ip()), door: "grpc" };
+        let address = calls::connection_of(request.extensions()).and_then(|c| c.remote).map(|a| a.ip());
+        let caller = crate::auth::Caller { address, door: "grpc" };
         let principal = self.0.authenticate_header(header, caller).map_err(ApiError::into_status)?;
         request.extensions_mut().insert(principal);
         Ok(request)
@@ -52,12 +54,21 @@ pub const REFLECTED_SERVICES: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// Limits on each gRPC call's request.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcLimits {
+    /// Largest request message, in bytes.
+    pub max_message_bytes: usize,
+    /// A request message must arrive whole within this long of the call's headers.
+    pub message_read_timeout: std::time::Duration,
+}
+
 /// Serves gRPC on `listener` until `shutdown` completes, then finishes in-flight calls.
 /// Everything but the health service goes through authentication.
 pub async fn serve(
     engine: Engine,
     listener: crate::connections::Doorkeeper,
-    max_message_bytes: usize,
+    limits: GrpcLimits,
     auth: Arc<Authenticator>,
     tls: Option<crate::tls::Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -80,10 +91,11 @@ pub async fn serve(
     let reflection = reflection_of().build_v1()?;
     let reflection_alpha = reflection_of().build_v1alpha()?;
     let counters = CounterServiceServer::new(GrpcCounters::new(engine.clone()))
-        .max_decoding_message_size(max_message_bytes);
+        .max_decoding_message_size(limits.max_message_bytes);
     let namespaces = NamespaceServiceServer::new(GrpcNamespaces::new(engine.clone()))
-        .max_decoding_message_size(max_message_bytes);
-    let peers = PeerServiceServer::new(GrpcPeers::new(engine)).max_decoding_message_size(max_message_bytes);
+        .max_decoding_message_size(limits.max_message_bytes);
+    let peers =
+        PeerServiceServer::new(GrpcPeers::new(engine)).max_decoding_message_size(limits.max_message_bytes);
     let guard = Authenticate(auth);
     // The door admits connections (with no-delay set: tonic sets it only on listeners it
     // binds itself).
@@ -92,7 +104,8 @@ pub async fn serve(
         Some((Ok::<_, std::io::Error>(connection), door))
     });
     #[allow(unused_mut)]
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .layer(calls::WatchCalls { message_read_timeout: limits.message_read_timeout });
     #[cfg(feature = "tls")]
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc())?;

@@ -58,6 +58,7 @@ pub(crate) fn serve_on_own_thread(
             let admission = crate::connections::Admission {
                 max_connections: OPS_MAX_CONNECTIONS,
                 idle_timeout: Some(std::time::Duration::from_secs(60)),
+                progress: crate::connections::Progress::Bytes,
             };
             let door = crate::connections::Doorkeeper::new(listener, "ops", admission);
             let router = axum::Router::new()

@@ -171,3 +171,115 @@ async fn the_ops_listener_answers_while_the_http_door_is_full() {
     assert_eq!(counter.status(), 404, "only the operational routes are served there");
     s.stop().await;
 }
+
+/// An HTTP/2 connection to the gRPC door, driven by hand: what a gRPC client never sends.
+async fn raw_h2(grpc: &str) -> (h2::client::SendRequest<bytes::Bytes>, h2::client::Connection<TcpStream>) {
+    let tcp = TcpStream::connect(addr(grpc)).await.expect("connect");
+    h2::client::handshake(tcp).await.expect("HTTP/2 handshake")
+}
+
+/// Pings alone kept a gRPC connection open for ever (each one is a byte of progress); the
+/// gRPC door counts calls instead, as gRPC servers' `MaxConnectionIdle` does.
+#[tokio::test]
+async fn regression_a_grpc_connection_kept_busy_with_pings_alone_is_closed_after_idle_timeout() {
+    let config =
+        tally_server::ServerConfig { idle_timeout: Duration::from_millis(300), ..TestServer::config() };
+    let s = TestServer::start_with(config).await;
+    let (_calls, mut connection) = raw_h2(&s.grpc).await;
+    let mut pings = connection.ping_pong().expect("ping handle");
+    let driver = tokio::spawn(connection);
+    let started = std::time::Instant::now();
+    let mut pongs = 0;
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            // A ping every 50 ms: never 300 ms without a frame.
+            match pings.ping(h2::Ping::opaque()).await {
+                Ok(_) => pongs += 1,
+                Err(_) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a connection that only pings stayed open for 20 s ({pongs} pongs)");
+    assert!(pongs >= 3, "the server answered {pongs} pings: the test never kept the connection busy");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", started.elapsed());
+    let _ = driver.await;
+    s.stop().await;
+}
+
+/// While calls keep coming, a gRPC connection stays open past `idle_timeout`.
+#[tokio::test]
+async fn calls_keep_a_grpc_connection_open_past_idle_timeout() {
+    let config =
+        tally_server::ServerConfig { idle_timeout: Duration::from_millis(300), ..TestServer::config() };
+    let s = TestServer::start_with(config).await;
+    let options = tally_client::ConnectOptions::default();
+    let client = tally_client::Client::connect(tally_client::Door::Grpc, addr(&s.grpc), &options)
+        .await
+        .expect("connect");
+    for i in 1..=12 {
+        let count = client.add_and_get("default", "kept", 1, None).await.expect("add on the same connection");
+        assert_eq!(count, i);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+}
+
+/// A gRPC request message trickled past `body_read_timeout` is refused `DEADLINE_EXCEEDED`
+/// and nothing is done; until then such a call held its connection for as long as the client
+/// kept sending.
+#[tokio::test]
+async fn regression_a_grpc_request_message_trickled_past_body_read_timeout_is_refused() {
+    use prost::Message;
+    let config =
+        tally_server::ServerConfig { body_read_timeout: Duration::from_millis(500), ..TestServer::config() };
+    let s = TestServer::start_with(config).await;
+    let (calls, connection) = raw_h2(&s.grpc).await;
+    tokio::spawn(connection);
+    let mut calls = calls.ready().await.expect("ready");
+    let request = http::Request::post(format!("{}/tally.v1.CounterService/AddCount", s.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (answer, mut body) = calls.send_request(request, false).expect("send");
+    let message = tally_proto::v1::AddCountRequest {
+        namespace: "default".into(),
+        counter_name: "trickled".into(),
+        delta: 5,
+        idempotency_token: None,
+    }
+    .encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    framed.extend_from_slice(&message);
+    let started = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        // One byte every 100 ms: the message would be whole after about 3 s.
+        for byte in framed {
+            if body.send_data(bytes::Bytes::from(vec![byte]), false).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let answer =
+        tokio::time::timeout(Duration::from_secs(20), answer).await.expect("answered").expect("answer");
+    let mut code = answer.headers().get("grpc-status").cloned();
+    let mut text = answer.headers().get("grpc-message").cloned();
+    if code.is_none() {
+        let trailers = answer.into_body().trailers().await.expect("trailers").expect("some trailers");
+        code = trailers.get("grpc-status").cloned();
+        text = trailers.get("grpc-message").cloned();
+    }
+    let elapsed = started.elapsed();
+    trickle.abort();
+    assert_eq!(code.as_ref().map(|c| c.to_str().expect("ascii")), Some("4"), "DEADLINE_EXCEEDED; {text:?}");
+    let text = text.map(|t| t.to_str().expect("ascii").to_owned()).unwrap_or_default();
+    assert!(text.contains("message_read_timeout"), "{text}");
+    assert!(elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    let count = Door::Grpc.get(&s, "default", "trickled").await.expect("get");
+    assert_eq!(count, 0, "a refused call changed the count");
+    s.stop().await;
+}

@@ -41,9 +41,8 @@ pub struct ServerConfig {
     /// Most connections open at once on each door (HTTP, gRPC, RESP); further ones wait to be
     /// accepted.
     pub max_connections: usize,
-    /// An HTTP connection with no byte read or written for this long is closed, and so is a
-    /// gRPC connection with no call in flight or answered (frames alone, such as pings, do not
-    /// keep it open).
+    /// An HTTP or gRPC connection with no request in flight or answered for this long is
+    /// closed (bytes alone, such as HTTP/2 pings, do not keep it open).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// An HTTP/1 request head (request line and headers) must arrive whole within this long of

@@ -1,7 +1,6 @@
 //! Admission of connections on every door: at most `max_connections` open at once per door,
-//! HTTP connections closed after `idle_timeout` without a byte either way and gRPC connections
-//! after `idle_timeout` without a call (Redis clients keep idle pooled connections, as Redis
-//! allows), and accept errors logged at a bounded rate.
+//! HTTP and gRPC connections closed after `idle_timeout` without a request (Redis clients
+//! keep idle pooled connections, as Redis allows), and accept errors logged at a bounded rate.
 //!
 //! A door at its limit stops accepting: further connections wait in the kernel's accept queue
 //! (and are refused by it once that is full) instead of taking file descriptors. With the
@@ -46,13 +45,13 @@ pub struct Admission {
 /// What counts as progress on a connection, for its idle timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
-    /// Any byte read or written. HTTP/1 needs no more: a request head and body that trickle
-    /// in have read timeouts of their own.
+    /// Any byte read or written: the ops listener, whose requests are short and unauthenticated
+    /// anyway, and the Redis door (without an idle timeout).
     Bytes,
-    /// A call in flight, or one answered: frames alone (an HTTP/2 `PING`, a `HEADERS` frame
-    /// trickled in pieces, a window update) do not keep the connection open. This is gRPC's
-    /// own servers' `MaxConnectionIdle`. Calls report through the [`Activity`] the
-    /// connection's [`ConnectionInfo`] carries.
+    /// A call (request) in flight, or one answered: frames alone (an HTTP/2 `PING`, a
+    /// `HEADERS` frame trickled in pieces, a window update) do not keep the connection open.
+    /// This is gRPC's own servers' `MaxConnectionIdle`. Calls report through the connection's
+    /// [`Activity`] ([`CountsCalls`]; on gRPC, through its [`ConnectionInfo`]).
     Calls,
 }
 
@@ -102,6 +101,19 @@ impl Drop for CallInFlight {
         activity.last_end_micros.fetch_max(micros, Ordering::AcqRel);
         let before = activity.in_flight.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "a call ended that never began");
+    }
+}
+
+/// A connection that may count its calls as its progress: the HTTP door's connection loop
+/// reports each request through it.
+pub trait CountsCalls {
+    /// The connection's calls, where its door's progress is [`Progress::Calls`].
+    fn calls(&self) -> Option<Arc<Activity>>;
+}
+
+impl CountsCalls for Admitted {
+    fn calls(&self) -> Option<Arc<Activity>> {
+        self.idle.as_ref().and_then(|idle| idle.calls.clone())
     }
 }
 
@@ -353,10 +365,7 @@ impl tonic::transport::server::Connected for Admitted {
     type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        ConnectionInfo {
-            remote: self.stream.peer_addr().ok(),
-            activity: self.idle.as_ref().and_then(|idle| idle.calls.clone()),
-        }
+        ConnectionInfo { remote: self.stream.peer_addr().ok(), activity: self.calls() }
     }
 }
 

@@ -154,9 +154,9 @@ pub async fn serve(
         None => None,
     };
     // Every door takes `max_connections`; HTTP and gRPC close idle connections, while Redis
-    // clients keep idle pooled connections open, as Redis lets them. An HTTP/2 connection to
-    // the gRPC door can stay busy with frames alone (pings, a trickled header block), so there
-    // only calls count as progress.
+    // clients keep idle pooled connections open, as Redis lets them. An HTTP/2 connection can
+    // stay busy with frames alone (pings, a trickled header block), so on those two doors only
+    // calls count as progress.
     use crate::connections::{Admission, Doorkeeper, Progress};
     let admission = |idle_timeout, progress| Admission {
         max_connections: config.max_connections,
@@ -165,7 +165,7 @@ pub async fn serve(
     };
     let http = tokio::spawn(crate::http::serve(
         state,
-        Doorkeeper::new(listeners.http, "http", admission(Some(config.idle_timeout), Progress::Bytes)),
+        Doorkeeper::new(listeners.http, "http", admission(Some(config.idle_timeout), Progress::Calls)),
         config.header_read_timeout,
         tls.clone(),
         shutdown.clone().cancelled_owned(),

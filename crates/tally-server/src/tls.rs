@@ -207,6 +207,12 @@ mod imp {
         }
     }
 
+    impl crate::connections::CountsCalls for TlsStream<Admitted> {
+        fn calls(&self) -> Option<Arc<crate::connections::Activity>> {
+            self.get_ref().0.calls()
+        }
+    }
+
     /// TLS connections for `axum::serve`, handshakes already done.
     pub struct TlsListener {
         incoming: mpsc::Receiver<(TlsStream<Admitted>, SocketAddr)>,

@@ -3,9 +3,10 @@
 //!
 //! Why not `axum::serve`: it gives hyper no timer, so hyper's header-read timeout never runs,
 //! and a client that trickles a request head a byte at a time holds its connection (and its
-//! place under `max_connections`) for as long as it likes: the idle timeout restarts with
-//! every byte. Here an HTTP/1 connection that has not sent a whole request head within
-//! `header_read_timeout` of starting to send one is closed.
+//! place under `max_connections`) for as long as it likes. Here an HTTP/1 connection that has
+//! not sent a whole request head within `header_read_timeout` of starting to send one is
+//! closed, and each request counts as its connection's progress, so that an HTTP/2
+//! connection sending only pings goes idle (see `connections::Progress::Calls`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::connections::ClientAddr;
+use crate::connections::{ClientAddr, CountsCalls};
 
 /// Serves `router` on every connection `listener` admits until `shutdown` completes; then
 /// stops accepting, lets each connection finish the requests it has begun, and returns once
@@ -30,6 +31,7 @@ pub async fn serve_connections<L>(
 ) -> anyhow::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
+    L::Io: CountsCalls,
 {
     let stop = CancellationToken::new();
     let stopping = stop.clone();
@@ -58,11 +60,19 @@ async fn connection<I>(
     header_read_timeout: Duration,
     stop: CancellationToken,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + CountsCalls + Unpin + Send + 'static,
 {
+    let calls = io.calls();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
-        router.clone().oneshot(request)
+        let in_flight = calls.as_ref().map(|calls| calls.begin());
+        let answer = router.clone().oneshot(request);
+        async move {
+            let answer = answer.await;
+            // The call ends when its answer is ready; sending it is the connection's progress.
+            drop(in_flight);
+            answer
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);

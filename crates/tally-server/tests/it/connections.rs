@@ -172,39 +172,43 @@ async fn the_ops_listener_answers_while_the_http_door_is_full() {
     s.stop().await;
 }
 
-/// An HTTP/2 connection to the gRPC door, driven by hand: what a gRPC client never sends.
-async fn raw_h2(grpc: &str) -> (h2::client::SendRequest<bytes::Bytes>, h2::client::Connection<TcpStream>) {
-    let tcp = TcpStream::connect(addr(grpc)).await.expect("connect");
+/// An HTTP/2 connection to a door (the HTTP door speaks it too), driven by hand: what a gRPC
+/// client never sends.
+async fn raw_h2(door: &str) -> (h2::client::SendRequest<bytes::Bytes>, h2::client::Connection<TcpStream>) {
+    let tcp = TcpStream::connect(addr(door)).await.expect("connect");
     h2::client::handshake(tcp).await.expect("HTTP/2 handshake")
 }
 
-/// Pings alone kept a gRPC connection open for ever (each one is a byte of progress); the
-/// gRPC door counts calls instead, as gRPC servers' `MaxConnectionIdle` does.
+/// Pings alone kept an HTTP/2 connection open for ever (each one is a byte of progress); the
+/// gRPC and HTTP doors count calls instead, as gRPC servers' `MaxConnectionIdle` does.
 #[tokio::test]
-async fn regression_a_grpc_connection_kept_busy_with_pings_alone_is_closed_after_idle_timeout() {
+async fn regression_an_http2_connection_kept_busy_with_pings_alone_is_closed_after_idle_timeout() {
     let config =
         tally_server::ServerConfig { idle_timeout: Duration::from_millis(300), ..TestServer::config() };
     let s = TestServer::start_with(config).await;
-    let (_calls, mut connection) = raw_h2(&s.grpc).await;
-    let mut pings = connection.ping_pong().expect("ping handle");
-    let driver = tokio::spawn(connection);
-    let started = std::time::Instant::now();
-    let mut pongs = 0;
-    let closed = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            // A ping every 50 ms: never 300 ms without a frame.
-            match pings.ping(h2::Ping::opaque()).await {
-                Ok(_) => pongs += 1,
-                Err(_) => return,
+    for door in [&s.grpc, &s.http] {
+        let (_calls, mut connection) = raw_h2(door).await;
+        let mut pings = connection.ping_pong().expect("ping handle");
+        let driver = tokio::spawn(connection);
+        let started = std::time::Instant::now();
+        let mut pongs = 0;
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                // A ping every 50 ms: never 300 ms without a frame.
+                match pings.ping(h2::Ping::opaque()).await {
+                    Ok(_) => pongs += 1,
+                    Err(_) => return,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "a connection that only pings stayed open for 20 s ({pongs} pongs)");
-    assert!(pongs >= 3, "the server answered {pongs} pings: the test never kept the connection busy");
-    assert!(started.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", started.elapsed());
-    let _ = driver.await;
+        })
+        .await;
+        assert!(closed.is_ok(), "{door}: a connection that only pings stayed open for 20 s ({pongs} pongs)");
+        assert!(pongs >= 3, "{door}: the server answered {pongs} pings: the connection was never kept busy");
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(250), "{door}: closed too early: {elapsed:?}");
+        let _ = driver.await;
+    }
     s.stop().await;
 }
 

@@ -69,6 +69,11 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Writes the embedded store shed unwritten because they waited longer than [store] max_queue_wait.",
     ),
     (
+        "tally_http_parse_refusals_total",
+        Kind::Counter,
+        "HTTP/1 requests refused before routing because they could not be parsed (malformed, or a head over 64 KiB), by code.",
+    ),
+    (
         "tally_grpc_messages_late_total",
         Kind::Counter,
         "gRPC calls refused DEADLINE_EXCEEDED because their request message did not arrive whole within body_read_timeout.",

@@ -10,6 +10,7 @@ mod events;
 mod namespaces;
 pub mod openapi;
 pub(crate) mod ops;
+mod parse_refusals;
 mod series;
 mod serve;
 mod ui;

@@ -6,7 +6,9 @@
 //! place under `max_connections`) for as long as it likes. Here an HTTP/1 connection that has
 //! not sent a whole request head within `header_read_timeout` of starting to send one is
 //! closed, and each request counts as its connection's progress, so that an HTTP/2
-//! connection sending only pings goes idle (see `connections::Progress::Calls`).
+//! connection sending only pings goes idle (see `connections::Progress::Calls`). What hyper
+//! answers on its own to a request it cannot parse is recast in the JSON error shape
+//! (`parse_refusals.rs`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -75,7 +77,12 @@ async fn connection<I>(
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(super::parse_refusals::MAX_HEAD_BYTES);
+    let io = super::parse_refusals::Recast::new(io);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -304,3 +304,41 @@ fn cors_origins_that_are_not_origins_are_refused_at_start() {
     let any = tally_server::ServerConfig { cors_origins: vec!["*".to_owned()], ..Default::default() };
     assert!(any.check().is_ok());
 }
+
+/// What the HTTP library answers on its own to a request it cannot parse came with an empty
+/// body; it now has the JSON error shape every other refusal has, and changes nothing.
+#[tokio::test]
+async fn regression_requests_the_http_library_cannot_parse_are_refused_in_the_json_error_shape() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    s.namespace("web", "eventual").await;
+    let add = "POST /v1/namespaces/web/counters/c/add HTTP/1.1\r\nHost: tally\r\n\
+        Content-Type: application/json\r\nContent-Length: 12\r\n";
+    let huge = format!("{add}X-Padding: {}\r\n\r\n{{\"delta\": 1}}", "p".repeat(100 << 10));
+    for (request, status, code) in [
+        (format!("{add}Bad Header\r\n\r\n{{\"delta\": 1}}"), "400", "INVALID_ARGUMENT"),
+        (
+            "P@ST /v1/namespaces/web/counters/c/add HTTP/1.1\r\nHost: tally\r\n\r\n".to_owned(),
+            "400",
+            "INVALID_ARGUMENT",
+        ),
+        (huge, "431", "OUT_OF_RANGE"),
+    ] {
+        let mut tcp =
+            tokio::net::TcpStream::connect(s.http.trim_start_matches("http://")).await.expect("connect");
+        // The server may answer and close before it has read all of a huge head.
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an answer: {answer:?}"));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+    let key = tally_core::CounterKey::parse_joined("web:c").expect("key");
+    assert_eq!(s.engine.get_count(&key).await.expect("count").value, 0, "a refused request counted");
+    s.stop().await;
+}

@@ -21,6 +21,9 @@ pub enum EngineError {
     /// The namespace to create exists.
     #[error("namespace {0} already exists")]
     NamespaceExists(Namespace),
+    /// See [`StoreError::NamespaceRecentlyDeleted`].
+    #[error("{0}")]
+    NamespaceRecentlyDeleted(String),
     /// Too many operations are waiting for the store; this one was refused before it started.
     #[error(
         "too many operations are waiting for the store ({limit} in flight); this one was not started: retry with backoff"
@@ -144,9 +147,10 @@ impl EngineError {
         match self {
             Self::NamespaceNotFound(_) => ErrorCode::NotFound,
             Self::NamespaceExists(_) | Self::TokenReused { .. } => ErrorCode::AlreadyExists,
-            Self::DefaultNamespaceIsPermanent | Self::CounterTypeIsFixed { .. } | Self::NoEvents(_) => {
-                ErrorCode::FailedPrecondition
-            }
+            Self::DefaultNamespaceIsPermanent
+            | Self::CounterTypeIsFixed { .. }
+            | Self::NoEvents(_)
+            | Self::NamespaceRecentlyDeleted(_) => ErrorCode::FailedPrecondition,
             Self::InvalidConfig(_) | Self::InvalidRange(_) => ErrorCode::InvalidArgument,
             Self::RangeTooLarge { .. } => ErrorCode::OutOfRange,
             Self::TokenTooOld { .. } | Self::TokenInFuture { .. } | Self::Overflow { .. } => {
@@ -167,6 +171,7 @@ impl From<StoreError> for EngineError {
             StoreError::DeadlinePassed { .. } => Self::CommitTooLate(e.to_string()),
             StoreError::NamespaceExists(ns) => Self::NamespaceExists(ns),
             StoreError::NamespaceNotFound(ns) => Self::NamespaceNotFound(ns),
+            StoreError::NamespaceRecentlyDeleted { .. } => Self::NamespaceRecentlyDeleted(e.to_string()),
             StoreError::Overloaded { .. } => Self::StoreOverloaded(e.to_string()),
             StoreError::Unavailable(failure) => Self::Unavailable(failure.within("store unavailable")),
             StoreError::Corrupt(failure) => Self::Internal(failure.within("corrupt data in store")),

@@ -10,6 +10,7 @@ use tally_store::{CounterState, CounterStore, StoreResult};
 
 use crate::codec::{encode_checkpoint, state_of};
 use crate::driver;
+use crate::incarnations::{Incarnation, Purpose, parse_stored_name};
 use crate::layout::{COUNTER_SHARDS, counter_shard};
 use crate::store::CassandraStore;
 
@@ -18,8 +19,14 @@ impl CassandraStore {
         Ok(self.counter_state(key).await?.last_write)
     }
 
-    pub(crate) fn counter_values(key: &CounterKey) -> (&str, i32, &str) {
-        (key.namespace.as_str(), counter_shard(key.counter.as_str()), key.counter.as_str())
+    /// The key columns of `key`'s row in `counters`: stored namespace, shard and counter.
+    pub(crate) async fn counter_values<'k>(
+        &self,
+        key: &'k CounterKey,
+        purpose: Purpose,
+    ) -> StoreResult<(String, i32, &'k str)> {
+        let stored = self.stored_namespace(&key.namespace, purpose).await?;
+        Ok((stored, counter_shard(key.counter.as_str()), key.counter.as_str()))
     }
 }
 
@@ -28,7 +35,7 @@ impl CounterStore for CassandraStore {
     async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState> {
         let result = self
             .session
-            .execute_unpaged(&self.fixed.state_get, Self::counter_values(key))
+            .execute_unpaged(&self.fixed.state_get, self.counter_values(key, Purpose::Read).await?)
             .await
             .map_err(|e| driver::unavailable(&format!("reading the state of {key}"), e))?;
         let rows = result
@@ -43,7 +50,7 @@ impl CounterStore for CassandraStore {
     }
 
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
-        let (ns, shard, counter) = Self::counter_values(key);
+        let (ns, shard, counter) = self.counter_values(key, Purpose::Write).await?;
         let bytes = encode_checkpoint(checkpoint);
         self.session
             .execute_unpaged(
@@ -63,31 +70,54 @@ impl CounterStore for CassandraStore {
         after: Option<&CounterKey>,
         limit: usize,
     ) -> StoreResult<Vec<(CounterKey, CounterState)>> {
-        let namespaces: Vec<Namespace> = match namespace {
-            Some(ns) => vec![ns.clone()],
-            None => {
-                let pager = self
-                    .session
-                    .execute_iter(self.fixed.scan_namespaces.clone(), ())
-                    .await
-                    .map_err(|e| driver::unavailable("listing namespaces with counters", e))?;
-                let names: BTreeSet<String> = pager
-                    .rows_stream::<(String, i32)>()
-                    .map_err(|e| driver::corrupt("counters", e))?
-                    .map_ok(|(ns, _)| ns)
-                    .try_collect()
-                    .await
-                    .map_err(|e| driver::unavailable("listing namespaces with counters", e))?;
-                names
-                    .iter()
-                    .map(|n| Namespace::new(n).map_err(|e| driver::corrupt(&format!("namespace {n:?}"), e)))
-                    .collect::<StoreResult<_>>()?
-            }
+        let scanned = match namespace {
+            Some(ns) => vec![(ns.clone(), self.stored_namespace(ns, Purpose::Read).await?)],
+            None => self.live_stored_namespaces().await?,
         };
+        self.scan_stored(scanned, after, limit).await
+    }
+}
+
+impl CassandraStore {
+    /// Every namespace with counters under its current incarnation, with its stored name, in
+    /// name order: rows of deleted incarnations (being deleted, or left by a deletion that was
+    /// interrupted) are not scanned.
+    async fn live_stored_namespaces(&self) -> StoreResult<Vec<(Namespace, String)>> {
+        let pager = self
+            .session
+            .execute_iter(self.fixed.scan_namespaces.clone(), ())
+            .await
+            .map_err(|e| driver::unavailable("listing namespaces with counters", e))?;
+        let stored: BTreeSet<String> = pager
+            .rows_stream::<(String, i32)>()
+            .map_err(|e| driver::corrupt("counters", e))?
+            .map_ok(|(ns, _)| ns)
+            .try_collect()
+            .await
+            .map_err(|e| driver::unavailable("listing namespaces with counters", e))?;
+        let mut live = Vec::new();
+        for name in stored {
+            let (ns, incarnation) = parse_stored_name(&name)
+                .ok_or_else(|| driver::corrupt("counters", format!("namespace {name:?}")))?;
+            if self.incarnation(&ns).await? == Incarnation::Live(incarnation) {
+                live.push((ns, name));
+            }
+        }
+        live.sort();
+        Ok(live)
+    }
+
+    /// Counters with a `last_write` in the given stored namespaces, after `after`.
+    pub(crate) async fn scan_stored(
+        &self,
+        namespaces: Vec<(Namespace, String)>,
+        after: Option<&CounterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(CounterKey, CounterState)>> {
         let start =
             after.map(|k| (k.namespace.clone(), counter_shard(k.counter.as_str()), k.counter.as_str()));
         let mut page = Vec::new();
-        for ns in namespaces {
+        for (ns, stored) in namespaces {
             for shard in 0..COUNTER_SHARDS {
                 let mut from = match &start {
                     Some((a_ns, a_shard, a_counter)) => match (&ns, shard).cmp(&(a_ns, *a_shard)) {
@@ -107,7 +137,7 @@ impl CounterStore for CassandraStore {
                     let ask = i32::try_from(want).unwrap_or(i32::MAX);
                     let result = self
                         .session
-                        .execute_unpaged(&self.fixed.scan_shard, (ns.as_str(), shard, from.as_str(), ask))
+                        .execute_unpaged(&self.fixed.scan_shard, (stored.as_str(), shard, from.as_str(), ask))
                         .await
                         .map_err(|e| driver::unavailable(&format!("scanning counters of {ns}"), e))?;
                     let rows =

@@ -11,6 +11,7 @@ use tally_store::{Appended, EventCursor, EventLog, StoreError, StoreResult, Stor
 
 use crate::codec::{decode_mutation, encode_mutation};
 use crate::driver;
+use crate::incarnations::Purpose;
 use crate::layout::events_table;
 use crate::schema;
 use crate::statements::{Preparer, SliceStatements};
@@ -155,8 +156,9 @@ impl CassandraStore {
             Err(e) if driver::is_missing_table(&e) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
+        let stored = self.stored_namespace(&key.namespace, Purpose::Read).await?;
         let values = (
-            key.namespace.as_str(),
+            stored.as_str(),
             key.counter.as_str(),
             buckets,
             self.layout.all_event_buckets(),
@@ -188,11 +190,16 @@ impl CassandraStore {
         Ok(rows)
     }
 
-    /// Deletes every partition of `key` in `slice`.
-    pub(crate) async fn delete_partitions(&self, key: CounterKey, slice: i64) -> StoreResult<()> {
+    /// Deletes every partition of `key`, stored under the namespace name `stored`, in `slice`.
+    pub(crate) async fn delete_partitions(
+        &self,
+        stored: &str,
+        key: CounterKey,
+        slice: i64,
+    ) -> StoreResult<()> {
         let statements = self.slice(slice, false).await?;
         let values = (
-            key.namespace.as_str(),
+            stored,
             key.counter.as_str(),
             self.layout.time_buckets(slice, Timestamp::MIN, Timestamp::MAX),
             self.layout.all_event_buckets(),
@@ -208,8 +215,9 @@ impl CassandraStore {
     pub(crate) async fn delete_row(&self, key: &CounterKey, slice: i64, row: Row4) -> StoreResult<()> {
         let statements = self.slice(slice, false).await?;
         let time = Timestamp::from_micros(row.time);
+        let stored = self.stored_namespace(&key.namespace, Purpose::Read).await?;
         let values = (
-            key.namespace.as_str(),
+            stored.as_str(),
             key.counter.as_str(),
             self.layout.time_bucket(time),
             self.layout.event_bucket(&row.token),
@@ -242,12 +250,12 @@ impl CassandraStore {
         Ok(kinds)
     }
 
-    /// The columns that identify an event: namespace, counter, time bucket, event bucket,
-    /// generation time and token.
-    pub(crate) fn identity<'a>(&self, event: &'a Event) -> Identity<'a> {
+    /// The columns that identify an event: stored namespace, counter, time bucket, event
+    /// bucket, generation time and token.
+    pub(crate) fn identity<'a>(&self, stored: &'a str, event: &'a Event) -> Identity<'a> {
         let (key, time, token) = (&event.key, event.token.generation_time(), event.token.token());
         (
-            key.namespace.as_str(),
+            stored,
             key.counter.as_str(),
             self.layout.time_bucket(time),
             self.layout.event_bucket(token),
@@ -314,13 +322,17 @@ impl EventLog for CassandraStore {
         let time = event.token.generation_time();
         self.before_deadline(key, deadline)?;
         let statements = self.slice(self.layout.slice_of(time), true).await?;
-        let (ns, shard, counter) = Self::counter_values(key);
+        let (ns, shard, counter) = self.counter_values(key, Purpose::Write).await?;
         self.session
-            .execute_unpaged(&self.fixed.last_write, (time.as_micros(), time.as_micros(), ns, shard, counter))
+            .execute_unpaged(
+                &self.fixed.last_write,
+                (time.as_micros(), time.as_micros(), ns.as_str(), shard, counter),
+            )
             .await
             .map_err(|e| driver::unavailable(&format!("recording the last write of {key}"), e))?;
         self.before_deadline(key, deadline)?;
-        self.insert_event(&statements, self.identity(event), &encode_mutation(event.kind), key).await?;
+        let identity = self.identity(&ns, event);
+        self.insert_event(&statements, identity, &encode_mutation(event.kind), key).await?;
         Ok(Appended::New)
     }
 

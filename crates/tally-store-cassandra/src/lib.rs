@@ -7,13 +7,15 @@
 //! - [`store`]: [`CassandraStore`]: opening it, and how it keeps the storage contract; its
 //!   jobs each in a file of their own: `events` (the slices' event tables), `tokens` (clients'
 //!   idempotency tokens), `counters` (`last_write`, checkpoints, the counter scan),
-//!   `namespaces`, `statements` (the prepared statements), `codec` (values in columns) and
+//!   `namespaces`, `incarnations` (which creation of a namespace its rows belong to),
+//!   `statements` (the prepared statements), `codec` (values in columns) and
 //!   `driver` (the driver's errors).
 
 mod codec;
 mod counters;
 mod driver;
 mod events;
+mod incarnations;
 pub mod layout;
 mod namespaces;
 pub mod options;

@@ -3,7 +3,11 @@
 //! Tables:
 //! - `settings (name PRIMARY KEY, value)`: the schema version and the [`Layout`], written once
 //!   with `IF NOT EXISTS` by whichever instance creates the keyspace, read by every other.
-//! - `namespaces (name PRIMARY KEY, config)`: namespace configurations as JSON.
+//! - `namespaces (name PRIMARY KEY, config, incarnation, recreate_after)`: namespace
+//!   configurations as JSON, and which creation of the name is current; every row of a
+//!   namespace's counters is stored under `name#incarnation` (the bare name for incarnation 0,
+//!   namespaces created before schema version 2). A deleted namespace keeps its row without a
+//!   configuration, with the time from which it may be created again (see `incarnations.rs`).
 //! - `counters ((namespace, shard), counter)`: per counter, `last_write` written `USING
 //!   TIMESTAMP` of the event's generation time (so the greatest time wins, whatever the arrival
 //!   order) and `checkpoint` written `USING TIMESTAMP` of its `until` (so a checkpoint never
@@ -27,7 +31,14 @@ use crate::layout::{Layout, events_table};
 use crate::options::CassandraOptions;
 
 /// The schema this code reads and writes. Bump it with a migration when a table changes.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// 2: `namespaces` gained `incarnation` and `recreate_after`. A build that knows only
+/// version 1 would ignore incarnations, so it refuses a keyspace at version 2.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Columns added to tables after version 1: table, column, CQL type.
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("namespaces", "incarnation", "bigint"), ("namespaces", "recreate_after", "bigint")];
 
 /// Creates the keyspace and the fixed tables if missing and returns the layout in force.
 pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Layout, String> {
@@ -39,7 +50,10 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
             options.replication_factor
         ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.settings (name text PRIMARY KEY, value bigint)"),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.namespaces (name text PRIMARY KEY, config text)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.namespaces (name text PRIMARY KEY, config text, \
+             incarnation bigint, recreate_after bigint)"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.counters (namespace text, shard int, counter text, \
              last_write bigint, checkpoint blob, PRIMARY KEY ((namespace, shard), counter))"
@@ -57,6 +71,7 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
     for statement in &ddl {
         schema_change(session, statement).await.map_err(|e| e.to_string())?;
     }
+    add_missing_columns(session, ks).await?;
     let wanted = [
         ("schema_version", SCHEMA_VERSION),
         ("slice_micros", options.layout.slice_micros),
@@ -91,6 +106,17 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
             "keyspace {ks} has schema version {version}; this build knows up to {SCHEMA_VERSION}. Upgrade Tally."
         ));
     }
+    if version < SCHEMA_VERSION {
+        // The columns were added above; from now on older builds refuse the keyspace.
+        session
+            .query_unpaged(
+                format!("UPDATE {ks}.settings SET value = ? WHERE name = 'schema_version'"),
+                (SCHEMA_VERSION,),
+            )
+            .await
+            .map_err(|e| format!("raising the schema version of keyspace {ks}: {e}"))?;
+        tracing::info!(keyspace = %ks, from = version, to = SCHEMA_VERSION, "upgraded the keyspace's schema");
+    }
     let layout = Layout {
         slice_micros: get("slice_micros")?,
         time_bucket_micros: get("time_bucket_micros")?,
@@ -101,6 +127,30 @@ pub async fn ensure(session: &Session, options: &CassandraOptions) -> Result<Lay
         tracing::info!(keyspace = %ks, ?layout, "using the layout the keyspace was created with");
     }
     Ok(layout)
+}
+
+/// Adds the columns of [`ADDED_COLUMNS`] a keyspace made by an older build lacks.
+async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), String> {
+    let rows = session
+        .query_unpaged(
+            "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = ?",
+            (ks,),
+        )
+        .await
+        .map_err(|e| format!("reading the columns of keyspace {ks}: {e}"))?
+        .into_rows_result()
+        .map_err(|e| format!("reading the columns of keyspace {ks}: {e}"))?;
+    let mut present = std::collections::HashSet::new();
+    for row in rows.rows::<(String, String)>().map_err(|e| format!("columns of keyspace {ks}: {e}"))? {
+        present.insert(row.map_err(|e| format!("columns of keyspace {ks}: {e}"))?);
+    }
+    for (table, column, cql_type) in ADDED_COLUMNS {
+        if !present.contains(&((*table).to_owned(), (*column).to_owned())) {
+            let statement = format!("ALTER TABLE {ks}.{table} ADD {column} {cql_type}");
+            schema_change(session, &statement).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the events table of `slice` if missing and records it in `slices`.

@@ -12,7 +12,7 @@ use crate::driver;
 
 /// Prepared statements on the fixed tables.
 pub(crate) struct Fixed {
-    pub(crate) ns_insert: PreparedStatement,
+    pub(crate) ns_create: PreparedStatement,
     pub(crate) ns_update: PreparedStatement,
     pub(crate) ns_get: PreparedStatement,
     pub(crate) ns_list: PreparedStatement,
@@ -43,15 +43,29 @@ impl Fixed {
     /// Prepares every statement that names no slice: reads with `p`, writes with `w`.
     pub(crate) async fn prepare(p: &Preparer<'_>, w: &Preparer<'_>, ks: &str) -> StoreResult<Self> {
         Ok(Self {
-                ns_insert: w
-                    .lwt(&format!("INSERT INTO {ks}.namespaces (name, config) VALUES (?, ?) IF NOT EXISTS"))
+                // A name never used, or deleted with this `recreate_after` (null for none).
+                ns_create: w
+                    .lwt(&format!(
+                        "UPDATE {ks}.namespaces SET config = ?, incarnation = ?, recreate_after = null \
+                         WHERE name = ? IF config = null AND recreate_after = ?"
+                    ))
                     .await?,
                 ns_update: w
-                    .lwt(&format!("UPDATE {ks}.namespaces SET config = ? WHERE name = ? IF EXISTS"))
+                    .lwt(&format!("UPDATE {ks}.namespaces SET config = ? WHERE name = ? IF config != null"))
                     .await?,
-                ns_get: p.serial(&format!("SELECT config FROM {ks}.namespaces WHERE name = ?")).await?,
+                ns_get: p
+                    .serial(&format!(
+                        "SELECT config, incarnation, recreate_after FROM {ks}.namespaces WHERE name = ?"
+                    ))
+                    .await?,
                 ns_list: p.plain(&format!("SELECT name, config FROM {ks}.namespaces")).await?,
-                ns_delete: w.lwt(&format!("DELETE FROM {ks}.namespaces WHERE name = ? IF EXISTS")).await?,
+                // A deleted namespace keeps its row, config null, as the marker of when it may
+                // be created again and of which incarnation's rows are left to delete.
+                ns_delete: w
+                    .lwt(&format!(
+                        "UPDATE {ks}.namespaces SET config = null, recreate_after = ? WHERE name = ? IF config != null"
+                    ))
+                    .await?,
                 last_write: w
                     .plain(&format!(
                         "UPDATE {ks}.counters USING TIMESTAMP ? SET last_write = ? \

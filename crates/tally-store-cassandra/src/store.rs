@@ -47,6 +47,7 @@ pub struct CassandraStore {
     pub(crate) consistency: Consistency,
     pub(crate) fixed: Fixed,
     pub(crate) slices: Mutex<HashMap<i64, Arc<SliceStatements>>>,
+    pub(crate) incarnations: crate::incarnations::Incarnations,
 }
 
 impl CassandraStore {
@@ -74,6 +75,7 @@ impl CassandraStore {
             consistency: options.consistency,
             fixed,
             slices: Mutex::new(HashMap::new()),
+            incarnations: Default::default(),
         })
     }
 

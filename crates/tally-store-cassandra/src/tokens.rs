@@ -8,6 +8,7 @@ use tally_store::{Appended, EventLog, StoreError, StoreResult, Stored};
 
 use crate::codec::{applied, decode_mutation, encode_mutation};
 use crate::driver;
+use crate::incarnations::Purpose;
 use crate::store::CassandraStore;
 
 /// What [`CassandraStore::take_token`] found.
@@ -23,7 +24,8 @@ impl CassandraStore {
     /// window has passed is taken over with a compare-and-set on its `until`.
     pub(crate) async fn take_token(&self, event: &Event, window: Duration) -> StoreResult<Taken> {
         let key = &event.key;
-        let (ns, counter, token) = (key.namespace.as_str(), key.counter.as_str(), event.token.token());
+        let stored = self.stored_namespace(&key.namespace, Purpose::Write).await?;
+        let (ns, counter, token) = (stored.as_str(), key.counter.as_str(), event.token.token());
         let time = event.token.generation_time().as_micros();
         let mutation = encode_mutation(event.kind);
         let context = format!("taking token {token:?} of {key}");
@@ -41,11 +43,11 @@ impl CassandraStore {
             if applied(result).map_err(|e| driver::unavailable(&context, e))? {
                 return Ok(Taken::Now { until });
             }
-            let Some((stored, held_until)) = self.token_row(key, token).await? else {
+            let Some((held, held_until)) = self.token_row(key, token).await? else {
                 continue; // collected by its TTL meanwhile: try again
             };
             if held_until > now {
-                return Ok(Taken::Already(stored));
+                return Ok(Taken::Already(held));
             }
             let values = (ttl, time, mutation.as_str(), until, ns, counter, token, held_until.as_micros());
             let result = self
@@ -65,7 +67,14 @@ impl CassandraStore {
     /// event that was never written, which they then write if their deadline allows.
     pub(crate) async fn release_token(&self, event: &Event, until: i64) {
         let key = &event.key;
-        let values = (key.namespace.as_str(), key.counter.as_str(), event.token.token(), until);
+        let stored = match self.stored_namespace(&key.namespace, Purpose::Read).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(counter = %key, error = %e, "could not free an unused token");
+                return;
+            }
+        };
+        let values = (stored.as_str(), key.counter.as_str(), event.token.token(), until);
         if let Err(e) = self.session.execute_unpaged(&self.fixed.token_release, values).await {
             tracing::warn!(counter = %key, error = %e, "could not free an unused token");
         }
@@ -77,7 +86,8 @@ impl CassandraStore {
         key: &CounterKey,
         token: &str,
     ) -> StoreResult<Option<(Stored, Timestamp)>> {
-        let values = (key.namespace.as_str(), key.counter.as_str(), token);
+        let stored = self.stored_namespace(&key.namespace, Purpose::Read).await?;
+        let values = (stored.as_str(), key.counter.as_str(), token);
         let context = format!("reading token {token:?} of {key}");
         let result = self
             .session
@@ -113,7 +123,8 @@ impl CassandraStore {
             return Ok(answer);
         }
         let statements = self.slice(self.layout.slice_of(stored.generation_time), false).await?;
-        match self.mutations_of(&statements, self.identity(&original)).await?.is_empty() {
+        let namespace = self.stored_namespace(&event.key.namespace, Purpose::Read).await?;
+        match self.mutations_of(&statements, self.identity(&namespace, &original)).await?.is_empty() {
             false => Ok(answer),
             true => Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline }),
         }

@@ -338,6 +338,13 @@ pub trait CounterStore: Send + Sync {
 #[async_trait]
 pub trait NamespaceStore: Send + Sync {
     /// Stores a new namespace; `Err(NamespaceExists)` if the name is taken.
+    ///
+    /// A namespace created again after [`NamespaceStore::delete_namespace`] starts empty: no
+    /// event, state or token of the one deleted shows through, and every write to it is seen,
+    /// whatever time it carries. A store that other processes share may first refuse the name
+    /// with `Err(NamespaceRecentlyDeleted { until })` until every process has forgotten the
+    /// deleted namespace (so that none writes into it after the new one exists); after `until`
+    /// on the store's clock, the same call succeeds.
     async fn create_namespace(&self, name: &Namespace, config: &NamespaceConfig) -> StoreResult<()>;
 
     /// Replaces an existing namespace's configuration; `Err(NamespaceNotFound)` if there is none.
@@ -350,7 +357,9 @@ pub trait NamespaceStore: Send + Sync {
     async fn list_namespaces(&self) -> StoreResult<Vec<(Namespace, NamespaceConfig)>>;
 
     /// Deletes the namespace's configuration and every event and state of its counters.
-    /// Returns whether the namespace existed.
+    /// Returns whether the namespace existed. Writes to its counters made after it returns
+    /// are refused `NamespaceNotFound`, or (by a process sharing the store that has not yet
+    /// noticed) land where no namespace created later sees them.
     async fn delete_namespace(&self, name: &Namespace) -> StoreResult<bool>;
 }
 

@@ -34,9 +34,21 @@ pub enum StoreError {
     /// `create_namespace` on a name that exists.
     #[error("namespace {0} already exists")]
     NamespaceExists(Namespace),
-    /// `update_namespace` on a name that does not exist.
+    /// `update_namespace` on a name that does not exist, or a write to a namespace deleted
+    /// meanwhile.
     #[error("namespace {0} does not exist")]
     NamespaceNotFound(Namespace),
+    /// `create_namespace` on a name deleted so recently that another process sharing the store
+    /// may still write into the deleted namespace; the same call succeeds from `until` on.
+    #[error(
+        "namespace {name} was deleted moments ago; it can be created again from {until}, once every instance has forgotten the deleted one"
+    )]
+    NamespaceRecentlyDeleted {
+        /// The namespace.
+        name: Namespace,
+        /// From when (on the store's clock) it can be created again.
+        until: Timestamp,
+    },
     /// The request waited longer than the store allows for it to be taken up (the store is
     /// behind its load), so it was shed without being written.
     #[error(

@@ -5,6 +5,7 @@
 //! saying so, rather than passing without having run: CI always sets it.
 
 mod conformance;
+mod namespaces;
 mod slices;
 mod support;
 mod tokens;

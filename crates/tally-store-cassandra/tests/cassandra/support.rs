@@ -25,9 +25,15 @@ pub async fn open_with(clock: ManualClock, layout: Layout) -> CassandraStore {
 
 /// [`open_with`], and the keyspace's name.
 pub async fn open_in(clock: ManualClock, layout: Layout) -> (CassandraStore, String) {
+    let keyspace = fresh_keyspace();
+    (open_on(clock, layout, &keyspace).await, keyspace)
+}
+
+/// A store on `keyspace`, as another instance sharing it would open one.
+pub async fn open_on(clock: ManualClock, layout: Layout, keyspace: &str) -> CassandraStore {
     // The suite checks a deadline one second away; the test node (scripts/cassandra.sh) drops
     // writes after one second, so a one-second write timeout keeps the store's promise.
-    let keyspace = fresh_keyspace();
+    let keyspace = keyspace.to_owned();
     let options = CassandraOptions {
         nodes: vec![test_node()],
         keyspace: keyspace.clone(),
@@ -35,5 +41,5 @@ pub async fn open_in(clock: ManualClock, layout: Layout) -> (CassandraStore, Str
         layout,
         ..CassandraOptions::default()
     };
-    (CassandraStore::open(options, Arc::new(clock)).await.expect("open Cassandra store"), keyspace)
+    CassandraStore::open(options, Arc::new(clock)).await.expect("open Cassandra store")
 }

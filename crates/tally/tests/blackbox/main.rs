@@ -13,6 +13,7 @@ mod cluster;
 mod examples;
 mod install;
 mod power_loss;
+mod recreate;
 #[cfg(feature = "tls")]
 mod tls;
 mod transfer;

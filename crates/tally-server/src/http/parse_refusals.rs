@@ -56,8 +56,15 @@ fn refusal(status: u16) -> Option<(ErrorCode, String)> {
     }
 }
 
+/// hyper's refusals are a status line and two or three short headers.
+const MAX_REFUSAL_BYTES: usize = 512;
+
 /// The JSON-shaped answer for `written`, if it is one of hyper's own refusals.
 fn recast(written: &[u8]) -> Option<Vec<u8>> {
+    // Every write passes here: most are told apart by their length or first bytes.
+    if written.len() > MAX_REFUSAL_BYTES || !written.starts_with(b"HTTP/1.1 4") {
+        return None;
+    }
     let head = std::str::from_utf8(written).ok()?.strip_suffix("\r\n\r\n")?;
     let status: u16 = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
     let (code, message) = refusal(status)?;

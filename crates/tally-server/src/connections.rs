@@ -74,9 +74,17 @@ impl Activity {
     }
 
     /// Marks a call in flight until the returned guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> CallInFlight {
+    pub fn begin(self: Arc<Self>) -> CallInFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        CallInFlight(self.clone())
+        CallInFlight(self)
+    }
+
+    /// `answer`, with a call of `activity`'s connection in flight until it is ready (or
+    /// dropped). A call ends when its answer is ready: sending it is the connection's progress.
+    /// `None`: a connection whose progress is not counted in calls.
+    pub async fn during<T>(activity: Option<Arc<Self>>, answer: impl Future<Output = T>) -> T {
+        let _in_flight = activity.map(Self::begin);
+        answer.await
     }
 
     /// Since when the connection has had no call in flight; `None` while one is.

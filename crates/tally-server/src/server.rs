@@ -175,7 +175,7 @@ pub async fn serve(
         Doorkeeper::new(listeners.grpc, "grpc", admission(Some(config.idle_timeout), Progress::Calls)),
         crate::grpc::GrpcLimits {
             max_message_bytes: config.max_body_bytes,
-            message_read_timeout: config.body_read_timeout,
+            body_read_timeout: config.body_read_timeout,
         },
         auth.clone(),
         tls.clone(),

@@ -19,23 +19,20 @@ impl CassandraStore {
         Ok(self.counter_state(key).await?.last_write)
     }
 
-    /// The key columns of `key`'s row in `counters`: stored namespace, shard and counter.
-    pub(crate) async fn counter_values<'k>(
-        &self,
-        key: &'k CounterKey,
-        purpose: Purpose,
-    ) -> StoreResult<(String, i32, &'k str)> {
-        let stored = self.stored_namespace(&key.namespace, purpose).await?;
-        Ok((stored, counter_shard(key.counter.as_str()), key.counter.as_str()))
+    /// The key columns of `key`'s row in `counters`: its namespace's stored name (see
+    /// [`CassandraStore::stored_namespace`]), shard and counter.
+    pub(crate) fn counter_values<'a>(stored: &'a str, key: &'a CounterKey) -> (&'a str, i32, &'a str) {
+        (stored, counter_shard(key.counter.as_str()), key.counter.as_str())
     }
 }
 
 #[async_trait]
 impl CounterStore for CassandraStore {
     async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState> {
+        let stored = self.stored_namespace(&key.namespace, Purpose::Read).await?;
         let result = self
             .session
-            .execute_unpaged(&self.fixed.state_get, self.counter_values(key, Purpose::Read).await?)
+            .execute_unpaged(&self.fixed.state_get, Self::counter_values(&stored, key))
             .await
             .map_err(|e| driver::unavailable(&format!("reading the state of {key}"), e))?;
         let rows = result
@@ -50,7 +47,8 @@ impl CounterStore for CassandraStore {
     }
 
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
-        let (ns, shard, counter) = self.counter_values(key, Purpose::Write).await?;
+        let stored = self.stored_namespace(&key.namespace, Purpose::Write).await?;
+        let (ns, shard, counter) = Self::counter_values(&stored, key);
         let bytes = encode_checkpoint(checkpoint);
         self.session
             .execute_unpaged(

@@ -284,6 +284,33 @@ impl CassandraStore {
     }
 }
 
+impl CassandraStore {
+    /// Writes `event` with a token nobody else can hold (server-made, or just taken), its
+    /// namespace stored as `namespace`. No identity to look up and no other writer of it to
+    /// race: `last_write` first, then the event, so that a stored event is always covered by
+    /// its counter's `last_write`.
+    pub(crate) async fn write_event(
+        &self,
+        namespace: &str,
+        event: &Event,
+        deadline: Timestamp,
+    ) -> StoreResult<Appended> {
+        let key = &event.key;
+        let time = event.token.generation_time();
+        self.before_deadline(key, deadline)?;
+        let statements = self.slice(self.layout.slice_of(time), true).await?;
+        let (ns, shard, counter) = Self::counter_values(namespace, key);
+        self.session
+            .execute_unpaged(&self.fixed.last_write, (time.as_micros(), time.as_micros(), ns, shard, counter))
+            .await
+            .map_err(|e| driver::unavailable(&format!("recording the last write of {key}"), e))?;
+        self.before_deadline(key, deadline)?;
+        let identity = self.identity(namespace, event);
+        self.insert_event(&statements, identity, &encode_mutation(event.kind), key).await?;
+        Ok(Appended::New)
+    }
+}
+
 #[async_trait]
 impl EventLog for CassandraStore {
     async fn append(&self, event: &Event, deadline: Timestamp, window: Duration) -> StoreResult<Appended> {
@@ -297,9 +324,11 @@ impl EventLog for CassandraStore {
                 None => Err(passed),
             };
         }
-        match self.take_token(event, window).await? {
+        // Resolved once for both writes.
+        let namespace = self.stored_namespace(&event.key.namespace, Purpose::Write).await?;
+        match self.take_token(&namespace, event, window).await? {
             Taken::Now { until } => {
-                let written = self.append_new(event, deadline).await;
+                let written = self.write_event(&namespace, event, deadline).await;
                 if matches!(written, Err(StoreError::DeadlinePassed { .. })) {
                     self.release_token(event, until).await;
                 }
@@ -316,24 +345,8 @@ impl EventLog for CassandraStore {
     }
 
     async fn append_new(&self, event: &Event, deadline: Timestamp) -> StoreResult<Appended> {
-        // No identity to look up and no other writer of it to race: `last_write` first, then
-        // the event, so that a stored event is always covered by its counter's `last_write`.
-        let key = &event.key;
-        let time = event.token.generation_time();
-        self.before_deadline(key, deadline)?;
-        let statements = self.slice(self.layout.slice_of(time), true).await?;
-        let (ns, shard, counter) = self.counter_values(key, Purpose::Write).await?;
-        self.session
-            .execute_unpaged(
-                &self.fixed.last_write,
-                (time.as_micros(), time.as_micros(), ns.as_str(), shard, counter),
-            )
-            .await
-            .map_err(|e| driver::unavailable(&format!("recording the last write of {key}"), e))?;
-        self.before_deadline(key, deadline)?;
-        let identity = self.identity(&ns, event);
-        self.insert_event(&statements, identity, &encode_mutation(event.kind), key).await?;
-        Ok(Appended::New)
+        let namespace = self.stored_namespace(&event.key.namespace, Purpose::Write).await?;
+        self.write_event(&namespace, event, deadline).await
     }
 
     async fn fold(&self, key: &CounterKey, from: Timestamp, until: Timestamp) -> StoreResult<Fold> {

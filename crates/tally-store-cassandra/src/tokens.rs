@@ -20,12 +20,12 @@ pub(crate) enum Taken {
 }
 
 impl CassandraStore {
-    /// Takes the event's token for `window`, or finds the mutation that holds it. A token whose
-    /// window has passed is taken over with a compare-and-set on its `until`.
-    pub(crate) async fn take_token(&self, event: &Event, window: Duration) -> StoreResult<Taken> {
+    /// Takes the event's token for `window`, or finds the mutation that holds it, its namespace
+    /// stored as `ns`. A token whose window has passed is taken over with a compare-and-set on
+    /// its `until`.
+    pub(crate) async fn take_token(&self, ns: &str, event: &Event, window: Duration) -> StoreResult<Taken> {
         let key = &event.key;
-        let stored = self.stored_namespace(&key.namespace, Purpose::Write).await?;
-        let (ns, counter, token) = (stored.as_str(), key.counter.as_str(), event.token.token());
+        let (counter, token) = (key.counter.as_str(), event.token.token());
         let time = event.token.generation_time().as_micros();
         let mutation = encode_mutation(event.kind);
         let context = format!("taking token {token:?} of {key}");

@@ -2,7 +2,9 @@
 //! whether a checkpoint has folded it; and `Engine::recount`: the checkpoint checked against
 //! the events still kept.
 
-use tally_core::{Checkpoint, CounterKey, Event, Timestamp};
+use std::sync::Arc;
+
+use tally_core::{Checkpoint, CounterKey, Event, NamespaceConfig, Timestamp};
 use tally_store::EventCursor;
 
 use super::Engine;
@@ -60,10 +62,7 @@ impl Engine {
     /// them (then the difference is theirs).
     pub async fn recount(&self, key: &CounterKey) -> EngineResult<Recount> {
         let _permit = self.admit()?;
-        let config = self.inner.namespaces.get(&key.namespace).await?;
-        if !config.counter_type.is_durable() {
-            return Err(EngineError::NoEvents(key.namespace.clone()));
-        }
+        self.durable_namespace(key).await?;
         let checkpoint = self.inner.store.checkpoint(key).await?.unwrap_or(Checkpoint::ZERO);
         let fold = self.inner.store.fold(key, Timestamp::MIN, checkpoint.until).await?;
         let oldest = self.inner.store.list_events(key, Timestamp::MIN, checkpoint.until, None, 1).await?;
@@ -74,6 +73,16 @@ impl Engine {
             oldest: oldest.first().map(|e| e.token.generation_time()),
             cleared: fold.cleared,
         })
+    }
+
+    /// The settings of `key`'s namespace, refused `NoEvents` where its counters keep no
+    /// events (`best_effort`): what recounts and series read.
+    pub(super) async fn durable_namespace(&self, key: &CounterKey) -> EngineResult<Arc<NamespaceConfig>> {
+        let config = self.inner.namespaces.get(&key.namespace).await?;
+        if !config.counter_type.is_durable() {
+            return Err(EngineError::NoEvents(key.namespace.clone()));
+        }
+        Ok(config)
     }
 
     /// `ListEvents`: up to `limit` (at most [`MAX_EVENTS_PAGE`]) events of `key` generated in

@@ -119,21 +119,22 @@ impl Engine {
     /// `best_effort` counters keep no events and are refused.
     pub async fn series(&self, key: &CounterKey, range: SeriesRange) -> EngineResult<Series> {
         let _permit = self.admit()?;
-        let config = self.inner.namespaces.get(&key.namespace).await?;
-        self.series_of(key, &config, range).await
+        let config = self.durable_namespace(key).await?;
+        // Read before the events: a bucket it covers already holds every event it ever will.
+        let checkpoint = self.checkpoint(key, &config).await?;
+        self.series_of(key, &config, range, checkpoint.until).await
     }
 
-    /// [`Engine::series`] once admitted, with the namespace's settings.
+    /// [`Engine::series`] once admitted, with the namespace's settings (of a durable counter
+    /// type); buckets ending at or before `folded_until` are marked folded.
     async fn series_of(
         &self,
         key: &CounterKey,
         config: &NamespaceConfig,
         range: SeriesRange,
+        folded_until: Timestamp,
     ) -> EngineResult<Series> {
-        if !config.counter_type.is_durable() {
-            return Err(EngineError::NoEvents(key.namespace.clone()));
-        }
-        let checkpoint = self.checkpoint(key, config).await?;
+        debug_assert!(config.counter_type.is_durable(), "{} keeps no events", config.counter_type);
         let kept_since = self.inner.clock.now().saturating_sub(config.retention);
         let step = range.step();
         let mut buckets: Vec<Bucket> = (0..range.buckets())
@@ -144,7 +145,7 @@ impl Engine {
                     added: 0,
                     adds: 0,
                     clears: 0,
-                    folded: start.saturating_add(step) <= checkpoint.until,
+                    folded: start.saturating_add(step) <= folded_until,
                     retained: start >= kept_since,
                 }
             })
@@ -184,10 +185,11 @@ impl Engine {
     /// is not a checkpoint's count.
     pub async fn windowed_count(&self, key: &CounterKey, window: Duration) -> EngineResult<Count> {
         let _permit = self.admit()?;
-        let config = self.inner.namespaces.get(&key.namespace).await?;
+        let config = self.durable_namespace(key).await?;
         let now = self.inner.clock.now();
         let range = SeriesRange::new(now.saturating_sub(window), now, window)?;
-        let series = self.series_of(key, &config, range).await?;
+        // Only the total is answered: no checkpoint is read to mark buckets folded.
+        let series = self.series_of(key, &config, range, Timestamp::MIN).await?;
         Ok(Count { value: series.total, counter_type: config.counter_type, as_of: None })
     }
 }

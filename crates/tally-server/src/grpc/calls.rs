@@ -1,6 +1,6 @@
 //! What every gRPC call goes through before its service: it is counted as its connection's
 //! progress (see [`Progress::Calls`]), and its request message must arrive whole within
-//! `message_read_timeout` of its headers.
+//! `body_read_timeout` of its headers.
 //!
 //! Without the first, an HTTP/2 client that sends only pings, or a header block a frame at a
 //! time, holds its connection (and its place under `max_connections`) forever: every frame is
@@ -14,12 +14,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::connections::{Activity, ConnectionInfo};
+use crate::error::ApiError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tally_core::ErrorCode;
-
-use crate::connections::ConnectionInfo;
-use crate::error::ApiError;
 
 /// The connection a gRPC request came on, under TLS or not.
 pub(crate) fn connection_of(extensions: &http::Extensions) -> Option<&ConnectionInfo> {
@@ -33,21 +31,21 @@ pub(crate) fn connection_of(extensions: &http::Extensions) -> Option<&Connection
 /// The layer: see the module's documentation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WatchCalls {
-    pub message_read_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 impl<S> tower::Layer<S> for WatchCalls {
     type Service = Watched<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Watched { inner, message_read_timeout: self.message_read_timeout }
+        Watched { inner, body_read_timeout: self.body_read_timeout }
     }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Watched<S> {
     inner: S,
-    message_read_timeout: Duration,
+    body_read_timeout: Duration,
 }
 
 type Request = http::Request<tonic::body::Body>;
@@ -56,6 +54,8 @@ impl<S> tower::Service<Request> for Watched<S>
 where
     S: tower::Service<Request> + Send,
     S::Future: Send + 'static,
+    S::Response: 'static,
+    S::Error: 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -66,18 +66,10 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let in_flight = connection_of(request.extensions())
-            .and_then(|connection| connection.activity.as_ref())
-            .map(|activity| activity.begin());
-        let timeout = self.message_read_timeout;
+        let activity = connection_of(request.extensions()).and_then(|c| c.activity.clone());
+        let timeout = self.body_read_timeout;
         let request = request.map(|body| tonic::body::Body::new(Deadlined::new(body, timeout)));
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let answer = answer.await;
-            // The call ends when its answer is ready; sending it is the connection's progress.
-            drop(in_flight);
-            answer
-        })
+        Box::pin(Activity::during(activity, self.inner.call(request)))
     }
 }
 
@@ -95,15 +87,6 @@ impl Deadlined {
     fn new(inner: tonic::body::Body, timeout: Duration) -> Self {
         let deadline = (!inner.is_end_stream()).then(|| Box::pin(tokio::time::sleep(timeout)));
         Self { inner, timeout, deadline, expired: false }
-    }
-
-    fn late(&self) -> tonic::Status {
-        let message = format!(
-            "the request message did not arrive whole within message_read_timeout ({:?}; \
-             the server's body_read_timeout); nothing was done",
-            self.timeout
-        );
-        ApiError::new(ErrorCode::DeadlineExceeded, message).into_status()
     }
 }
 
@@ -133,7 +116,7 @@ impl Body for Deadlined {
                 this.deadline = None;
                 this.expired = true;
                 metrics::counter!("tally_grpc_messages_late_total").increment(1);
-                Poll::Ready(Some(Err(this.late())))
+                Poll::Ready(Some(Err(ApiError::body_too_slow(this.timeout).into_status())))
             }
             Poll::Pending => Poll::Pending,
         }

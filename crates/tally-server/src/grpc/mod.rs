@@ -60,7 +60,7 @@ pub struct GrpcLimits {
     /// Largest request message, in bytes.
     pub max_message_bytes: usize,
     /// A request message must arrive whole within this long of the call's headers.
-    pub message_read_timeout: std::time::Duration,
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Serves gRPC on `listener` until `shutdown` completes, then finishes in-flight calls.
@@ -105,7 +105,7 @@ pub async fn serve(
     });
     #[allow(unused_mut)]
     let mut builder = tonic::transport::Server::builder()
-        .layer(calls::WatchCalls { message_read_timeout: limits.message_read_timeout });
+        .layer(calls::WatchCalls { body_read_timeout: limits.body_read_timeout });
     #[cfg(feature = "tls")]
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc())?;

@@ -194,8 +194,8 @@ pub fn router(state: HttpState) -> Router {
     }
 }
 
-/// Authenticates every request but `/healthz` and the dashboard's page from its `Authorization` header and attaches the
-/// [`Principal`] that handlers check scopes against.
+/// Authenticates every request but `/healthz` and the dashboard's page from its
+/// `Authorization` header and attaches the [`Principal`] that handlers check scopes against.
 async fn authenticate(
     State((auth, door)): State<(Arc<Authenticator>, &'static str)>,
     mut request: axum::extract::Request,

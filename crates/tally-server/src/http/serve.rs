@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::connections::{ClientAddr, CountsCalls};
+use crate::connections::{Activity, ClientAddr, CountsCalls};
 
 /// Serves `router` on every connection `listener` admits until `shutdown` completes; then
 /// stops accepting, lets each connection finish the requests it has begun, and returns once
@@ -67,14 +67,7 @@ async fn connection<I>(
     let calls = io.calls();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
-        let in_flight = calls.as_ref().map(|calls| calls.begin());
-        let answer = router.clone().oneshot(request);
-        async move {
-            let answer = answer.await;
-            // The call ends when its answer is ready; sending it is the connection's progress.
-            drop(in_flight);
-            answer
-        }
+        Activity::during(calls.clone(), router.clone().oneshot(request))
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder

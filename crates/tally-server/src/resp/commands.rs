@@ -220,7 +220,6 @@ fn auth(session: &mut Session, token: &Bytes) -> Reply {
     }
 }
 
-/// Runs one command.
 /// Runs one command; `command` is what its name parsed to (`None`: not one this door serves).
 pub async fn run(engine: &Engine, session: &mut Session, command: Option<Command>, args: &[Bytes]) -> Reply {
     let Some((name, rest)) = args.split_first() else { return Reply::Error("ERR empty command".into()) };

@@ -281,7 +281,7 @@ async fn regression_a_grpc_request_message_trickled_past_body_read_timeout_is_re
     trickle.abort();
     assert_eq!(code.as_ref().map(|c| c.to_str().expect("ascii")), Some("4"), "DEADLINE_EXCEEDED; {text:?}");
     let text = text.map(|t| t.to_str().expect("ascii").to_owned()).unwrap_or_default();
-    assert!(text.contains("message_read_timeout"), "{text}");
+    assert!(text.contains("body_read_timeout"), "{text}");
     assert!(elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3), "{elapsed:?}");
     let count = Door::Grpc.get(&s, "default", "trickled").await.expect("get");
     assert_eq!(count, 0, "a refused call changed the count");

@@ -276,6 +276,25 @@ async fn get_count_series_and_windowed_counts_agree_over_grpc_and_http() {
     assert_eq!(last["buckets"].as_array().map(Vec::len), Some(10), "{last}");
     assert_eq!(last["total"].as_i64(), Some(9), "{last}");
 
+    // The windowed count is the series' total over one bucket: over HTTP and gRPC.
+    let windowed = reqwest::get(format!("{}/v1/namespaces/series/counters/c?window=10m", s.http))
+        .await
+        .expect("get")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    assert_eq!(
+        (windowed["count"].as_i64(), &windowed["as_of"]),
+        (Some(9), &serde_json::Value::Null),
+        "{windowed}"
+    );
+    let asked = tally_proto::v1::GetCountRequest {
+        namespace: "series".into(),
+        counter_name: "c".into(),
+        window: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+    };
+    assert_eq!(grpc.get_count(asked).await.expect("GetCount").into_inner().count, 9);
+
     let bad = reqwest::get(format!("{}/v1/namespaces/series/counters/c/series?step=1us", s.http))
         .await
         .expect("get");
@@ -284,5 +303,8 @@ async fn get_count_series_and_windowed_counts_agree_over_grpc_and_http() {
     let refused =
         reqwest::get(format!("{}/v1/namespaces/fleeting/counters/c/series", s.http)).await.expect("get");
     assert_eq!(refused.status(), 400, "FAILED_PRECONDITION");
+    let refused =
+        reqwest::get(format!("{}/v1/namespaces/fleeting/counters/c?window=1h", s.http)).await.expect("get");
+    assert_eq!(refused.status(), 400, "a windowed count of a best_effort counter");
     s.stop().await;
 }

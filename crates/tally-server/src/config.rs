@@ -279,6 +279,7 @@ impl ServerConfig {
             max_batch: self.store.max_batch,
             cache_bytes: self.store.cache_bytes,
             max_queue_wait: self.store.max_queue_wait,
+            ..FjallOptions::default()
         }
     }
 }

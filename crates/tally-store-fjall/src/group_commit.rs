@@ -9,6 +9,10 @@
 //! check, `last_write = max(...)` and "checkpoints never move backwards" need no locks. Reads
 //! of values written earlier in the same, not yet committed, batch go through an overlay.
 //! Every reply waits for the commit, so nothing is acknowledged before it is durable.
+//!
+//! A commit writes its events as one entry of the `journal` keyspace and stages them in
+//! memory; once enough are staged, the writer moves them into the `events` keyspace in key
+//! order ([`staged`](crate::staged) says why).
 
 use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
 use crate::presence::{Presence, StateKind};
+use crate::staged::{Staged, StagedEvent, journal_value};
 use crate::taken_tokens::{Published, TakenTokens};
 
 /// How many requests may wait for the writer before senders are made to wait.
@@ -69,6 +74,7 @@ impl Op {
             }
             Op::Exclusive(ExclusiveOp::DeleteNamespace { reply, .. }) => send(reply, error),
             Op::Exclusive(ExclusiveOp::DeleteEventsBefore { reply, .. }) => send(reply, error),
+            Op::Exclusive(ExclusiveOp::MoveStaged { reply }) => send(reply, error),
         }
     }
 }
@@ -125,9 +131,23 @@ pub(crate) struct Claim {
     pub checked: Option<u64>,
 }
 
+/// Requests that read or delete committed state in bulk. Each runs after every staged event
+/// is moved into the `events` keyspace, so it sees them there.
 pub(crate) enum ExclusiveOp {
-    DeleteNamespace { name: Namespace, reply: Reply<bool> },
-    DeleteEventsBefore { key: CounterKey, before: Timestamp, limit: usize, reply: Reply<usize> },
+    DeleteNamespace {
+        name: Namespace,
+        reply: Reply<bool>,
+    },
+    DeleteEventsBefore {
+        key: CounterKey,
+        before: Timestamp,
+        limit: usize,
+        reply: Reply<usize>,
+    },
+    /// Only the move: for readers that need every event in the keyspaces (a scan of counters).
+    MoveStaged {
+        reply: Reply<()>,
+    },
 }
 
 /// Counts kept by the writer thread, for metrics and benchmarks.
@@ -154,9 +174,11 @@ pub(crate) struct GroupCommitter {
 }
 
 impl GroupCommitter {
+    /// Starts the writer on the open database `loaded`, whose journal `staged` holds.
     pub fn start(
         handles: Arc<Handles>,
-        presence: Arc<Presence>,
+        loaded: Arc<Keyspaces>,
+        shared: Shared,
         clock: Arc<dyn Clock>,
         options: &crate::FjallOptions,
     ) -> std::io::Result<Self> {
@@ -166,11 +188,12 @@ impl GroupCommitter {
         let published = recent.tokens.published();
         let writer = Writer {
             handles,
-            presence,
+            loaded: Arc::downgrade(&loaded),
+            shared: Shared { stats: stats.clone(), ..shared },
             clock,
             max_batch: options.max_batch.max(1),
             max_queue_wait: options.max_queue_wait,
-            stats: stats.clone(),
+            stage_events: options.stage_events.max(1),
             recent,
         };
         std::thread::Builder::new().name("tally-writer".into()).spawn(move || writer.run(rx))?;
@@ -197,21 +220,32 @@ impl GroupCommitter {
     }
 }
 
+/// What the writer shares with the store's readers.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub stats: Arc<WriterStats>,
+    pub presence: Arc<Presence>,
+    pub staged: Arc<Staged>,
+}
+
 struct Writer {
     handles: Arc<Handles>,
-    presence: Arc<Presence>,
+    /// The database whose journal `shared.staged` holds. Weak: a strong handle would keep a
+    /// closed database open, and its directory locked against the reopening.
+    loaded: std::sync::Weak<Keyspaces>,
+    shared: Shared,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     /// Appends that waited longer than this are shed unwritten.
     max_queue_wait: Duration,
-    stats: Arc<WriterStats>,
+    /// How many staged events make the writer move them.
+    stage_events: usize,
     recent: RecentState,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
-        let stats = self.stats.clone();
-        let presence = self.presence.clone();
+        let shared = self.shared.clone();
         while let Some(first) = rx.blocking_recv() {
             let mut queued = vec![first];
             while queued.len() < self.max_batch {
@@ -222,22 +256,26 @@ impl Writer {
             }
             let ops = self.shed_late_appends(queued);
             metrics::histogram!("tally_group_commit_batch_requests").record(ops.len() as f64);
-            self.stats.requests.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            self.shared.stats.requests.fetch_add(ops.len() as u64, Ordering::Relaxed);
             // After a failed write the database is closed; each batch first tries to reopen it
             // and, until that works, is refused whole.
-            let ks = match self.handles.get_or_reopen() {
+            let ks = match self.handles.get_or_reopen().and_then(|ks| self.stage_journal_of(ks)) {
                 Ok(ks) => ks,
                 Err(e) => {
                     ops.into_iter().for_each(|op| op.refuse(&e));
                     continue;
                 }
             };
-            let mut batch = Batch::new(&ks, &stats, &presence);
+            let mut batch = Batch::new(&ks, &shared, Sync::Data);
             for op in ops {
                 match op {
                     Op::Exclusive(op) => {
-                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &stats, &presence));
-                        self.finish(done);
+                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
+                        let _ = self.finish(done);
+                        if let Err(e) = self.move_staged(&ks) {
+                            Op::Exclusive(op).refuse(&e);
+                            continue;
+                        }
                         if matches!(op, ExclusiveOp::DeleteNamespace { .. }) {
                             // It deletes state the writer may remember.
                             self.recent.clear();
@@ -249,8 +287,49 @@ impl Writer {
                     Op::Shared(op) => batch.apply(op, &*self.clock, &mut self.recent),
                 }
             }
-            self.finish(batch);
+            let _ = self.finish(batch);
+            if self.shared.staged.len() >= self.stage_events {
+                // A failed move is logged, and the database reopened, by `finish`; its events
+                // stay staged (and journaled) for the next one.
+                let _ = self.move_staged(&ks);
+            }
         }
+    }
+
+    /// `ks`, with its journal staged if it is not the database the staged events came from
+    /// (it was reopened after a failed write, from what reached its journal).
+    fn stage_journal_of(&mut self, ks: Arc<Keyspaces>) -> StoreResult<Arc<Keyspaces>> {
+        if !std::sync::Weak::ptr_eq(&self.loaded, &Arc::downgrade(&ks)) {
+            let staged = self.shared.staged.load(&ks.journal)?;
+            tracing::info!(staged, "staged the journal's events again after reopening the embedded store");
+            self.loaded = Arc::downgrade(&ks);
+        }
+        Ok(ks)
+    }
+
+    /// Moves every staged event into the `events` keyspace, in key order, writing each
+    /// counter's `last_write` and deleting the journal entries they came from, in one batch
+    /// that needs no sync of its own (see `staged.rs`).
+    fn move_staged(&mut self, ks: &Keyspaces) -> StoreResult<()> {
+        let moving = self.shared.staged.to_move();
+        if moving.events.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let mut batch = Batch::new(ks, &shared, Sync::Later);
+        for event in &moving.events {
+            batch.raise_last_write(event.key[..event.prefix_len].to_vec(), event.time);
+            batch.put(Space::Events, event.key.clone(), event.value.clone(), false);
+        }
+        for &entry in &moving.journal_entries {
+            batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
+        }
+        self.finish(batch)?;
+        shared.staged.moved(&moving);
+        metrics::counter!("tally_store_staged_events_moved_total").increment(moving.events.len() as u64);
+        metrics::histogram!("tally_store_staged_move_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Refuses, unwritten, the appends that waited longer than `max_queue_wait`: the writer is
@@ -276,15 +355,19 @@ impl Writer {
 
     /// Commits a batch; afterwards the writer remembers what it wrote, or, if the commit
     /// failed, forgets everything (the database is reopened from what reached the journal).
-    fn finish(&mut self, mut batch: Batch<'_>) {
+    fn finish(&mut self, mut batch: Batch<'_>) -> StoreResult<()> {
         let settled = batch.settle_last_writes(&mut self.recent);
         match batch.commit(settled.err()) {
-            Ok(written) => self.recent.remember(written),
+            Ok(written) => {
+                self.recent.remember(written);
+                Ok(())
+            }
             Err(e) => {
                 // Closed first: what the writer remembers is forgotten only once no read can
                 // see the failed batch's writes in memory (see `TakenTokens::forget_all`).
                 self.handles.close(&e);
                 self.recent.clear();
+                Err(e)
             }
         }
     }
@@ -309,6 +392,10 @@ impl Writer {
                 let error = failed(&result);
                 let _ = reply.send(result);
                 error
+            }
+            ExclusiveOp::MoveStaged { reply } => {
+                let _ = reply.send(Ok(()));
+                None
             }
         }
     }
@@ -398,16 +485,28 @@ type Ack = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// Values written by one batch, by key, one map per keyspace.
 type Overlay = [HashMap<Vec<u8>, Vec<u8>>; Space::ALL];
 
+/// Whether a batch's commit is synced before its requests are answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    /// `fdatasync` before any answer: what acknowledges writes.
+    Data,
+    /// Written to the database's journal and synced by the next [`Sync::Data`] commit: for a
+    /// move of staged events, which a crash may undo without losing anything.
+    Later,
+}
+
 /// One group commit in the making.
 struct Batch<'a> {
     ks: &'a Keyspaces,
-    stats: &'a WriterStats,
-    presence: &'a Presence,
+    shared: &'a Shared,
+    sync: Sync,
     writes: fjall::OwnedWriteBatch,
     written: usize,
     overlay: Overlay,
-    /// The greatest generation time appended per counter (by state key): `last_write` is
-    /// derived once per counter per commit, not once per add.
+    /// The events appended, for one journal entry, staged once it is committed.
+    staged: Vec<StagedEvent>,
+    /// The greatest generation time per counter (by state key) of the events a move puts
+    /// into the `events` keyspace: `last_write` is derived once per counter per move.
     last_writes: HashMap<Vec<u8>, Timestamp>,
     acks: Vec<Ack>,
     /// Requests applied to this batch; each must have exactly one ack.
@@ -415,14 +514,19 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(ks: &'a Keyspaces, stats: &'a WriterStats, presence: &'a Presence) -> Self {
+    fn new(ks: &'a Keyspaces, shared: &'a Shared, sync: Sync) -> Self {
+        let durability = match sync {
+            Sync::Data => Some(PersistMode::SyncData),
+            Sync::Later => None,
+        };
         Self {
             ks,
-            stats,
-            presence,
-            writes: ks.db.batch().durability(Some(PersistMode::SyncData)),
+            shared,
+            sync,
+            writes: ks.db.batch().durability(durability),
             written: 0,
             overlay: Default::default(),
+            staged: Vec::new(),
             last_writes: HashMap::new(),
             acks: Vec::new(),
             requests: 0,
@@ -443,7 +547,7 @@ impl<'a> Batch<'a> {
     /// remembers committing, else the database.
     fn get(&self, space: Space, key: &[u8], recent: &mut RecentState) -> StoreResult<Option<Vec<u8>>> {
         if let Some(kind) = space.state_kind()
-            && !self.presence.may_contain(kind, key)
+            && !self.shared.presence.may_contain(kind, key)
         {
             return Ok(None);
         }
@@ -464,7 +568,7 @@ impl<'a> Batch<'a> {
     fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>, lookup: bool) {
         // Before the commit, so that no reader ever finds the state while the filter denies it.
         if let Some(kind) = space.state_kind() {
-            self.presence.insert(kind, &key);
+            self.shared.presence.insert(kind, &key);
         }
         if lookup {
             self.writes.insert(self.keyspace(space), key.clone(), value.clone());
@@ -537,18 +641,22 @@ impl<'a> Batch<'a> {
         }
         let time = event.token.generation_time();
         let key = codec::event_key(&event.key, time, event.token.token());
-        self.put(Space::Events, key, codec::event_value(event.kind), false);
+        let prefix_len = key.len() - 8 - event.token.token().len();
+        debug_assert_eq!(codec::counter_prefix_len(&key), Ok(prefix_len));
+        self.staged.push(StagedEvent { key, value: codec::event_value(event.kind), prefix_len, time });
+        self.written += 1;
         if let Some(claim) = claim {
             let stored = Stored { generation_time: time, kind: event.kind };
             let until = now.saturating_add(claim.window);
             let value = codec::token_value(&codec::TakenToken { stored, until });
             self.put(Space::Tokens, claim.key, value, true);
         }
-        self.last_writes
-            .entry(codec::counter_prefix(&event.key))
-            .and_modify(|t| *t = (*t).max(time))
-            .or_insert(time);
         Ok(Appended::New)
+    }
+
+    /// Notes that a move puts an event of the counter with state key `counter` at `time`.
+    fn raise_last_write(&mut self, counter: Vec<u8>, time: Timestamp) {
+        self.last_writes.entry(counter).and_modify(|t| *t = (*t).max(time)).or_insert(time);
     }
 
     /// The value a client's token holds, if any, where the caller found it free after commit
@@ -571,7 +679,7 @@ impl<'a> Batch<'a> {
         self.get(Space::Tokens, token_key, recent)
     }
 
-    /// Writes each appended counter's `last_write` where this batch raised it: one read (of
+    /// Writes each moved counter's `last_write` where this batch raised it: one read (of
     /// what the writer remembers, else the database) and at most one write per counter.
     fn settle_last_writes(&mut self, recent: &mut RecentState) -> StoreResult<()> {
         for (state_key, time) in std::mem::take(&mut self.last_writes) {
@@ -628,19 +736,30 @@ impl<'a> Batch<'a> {
     /// Commits and answers every request of the batch. Returns what it wrote, or the
     /// commit's error. `failed`: the batch could not be completed; nothing is committed and
     /// every request is answered with this error.
-    fn commit(self, failed: Option<StoreError>) -> Result<Overlay, StoreError> {
+    fn commit(mut self, failed: Option<StoreError>) -> Result<Overlay, StoreError> {
         let failure = if let Some(e) = failed {
             tracing::error!(error = %e, "group commit could not be completed; its requests are answered unavailable");
             Some(e)
         } else if self.written == 0 {
             None
         } else {
+            let journal_entry = (!self.staged.is_empty()).then(|| self.shared.staged.next_sequence());
+            if let Some(sequence) = journal_entry {
+                let entry = journal_value(&self.staged);
+                self.writes.insert(&self.ks.journal, codec::journal_key(sequence).to_vec(), entry);
+            }
             let started = Instant::now();
             let result = self.writes.commit().map_err(unavailable);
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            metrics::histogram!("tally_group_commit_seconds").record(started.elapsed().as_secs_f64());
+            if self.sync == Sync::Data {
+                self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                metrics::histogram!("tally_group_commit_seconds").record(started.elapsed().as_secs_f64());
+            }
             if let Err(e) = &result {
                 tracing::error!(error = %e, "group commit failed; its requests are answered unavailable");
+            }
+            // Staged before any answer, so that a read that begins after an answer finds them.
+            if let (Ok(()), Some(sequence)) = (&result, journal_entry) {
+                self.shared.staged.add(sequence, std::mem::take(&mut self.staged));
             }
             result.err()
         };

@@ -41,6 +41,9 @@ pub(crate) struct Keyspaces {
     pub namespaces: Keyspace,
     /// Clients' tokens, taken for their idempotency window.
     pub tokens: Keyspace,
+    /// Events of recent group commits, one entry per commit, until they move into `events`
+    /// (see `staged.rs`).
+    pub journal: Keyspace,
 }
 
 impl Keyspaces {
@@ -64,6 +67,7 @@ impl Keyspaces {
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,
             tokens: keyspace("tokens")?,
+            journal: keyspace("journal")?,
             db,
         })
     }
@@ -75,6 +79,12 @@ fn check_format(db: &Database, meta: &Keyspace, path: &Path) -> StoreResult<()> 
             let found = <[u8; 4]>::try_from(&*v).map(u32::from_le_bytes).ok();
             if found == Some(codec::FORMAT_VERSION) {
                 Ok(())
+            } else if found == Some(codec::UPGRADES_FROM) {
+                // Format 2 only adds the journal, which a format 1 store has empty. Recorded
+                // before anything is journaled, so that an older build refuses the directory
+                // from now on instead of missing the journal's events.
+                tracing::info!(path = %path.display(), from = codec::UPGRADES_FROM, to = codec::FORMAT_VERSION, "upgrading the embedded store's on-disk format");
+                record_format(db, meta)
             } else {
                 Err(StoreError::Corrupt(
                     format!(
@@ -86,11 +96,13 @@ fn check_format(db: &Database, meta: &Keyspace, path: &Path) -> StoreResult<()> 
                 ))
             }
         }
-        None => {
-            meta.insert(FORMAT_KEY, codec::FORMAT_VERSION.to_le_bytes()).map_err(unavailable)?;
-            db.persist(PersistMode::SyncData).map_err(unavailable)
-        }
+        None => record_format(db, meta),
     }
+}
+
+fn record_format(db: &Database, meta: &Keyspace) -> StoreResult<()> {
+    meta.insert(FORMAT_KEY, codec::FORMAT_VERSION.to_le_bytes()).map_err(unavailable)?;
+    db.persist(PersistMode::SyncData).map_err(unavailable)
 }
 
 /// The current database, closed after a failed write and reopened by the writer.

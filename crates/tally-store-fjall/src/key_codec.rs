@@ -1,4 +1,4 @@
-//! Byte layout of keys and values. Format version 1.
+//! Byte layout of keys and values. Format version 2.
 //!
 //! - counter prefix: `ns_len: u8 | ns | counter_len: u16 BE | counter`. Lengths make
 //!   `("ab","c")` and `("a","bc")` distinct, and a counter's prefix never prefixes another's.
@@ -9,12 +9,19 @@
 //! - token key: `counter prefix | token`; token value:
 //!   `generation_time: i64 LE | until: i64 LE | event value`. The `tokens` keyspace came after
 //!   the first stores of this format; a store without it simply has no token taken.
+//! - journal key (format 2): `sequence: u64 BE`; journal value: the events of one group
+//!   commit, each `key_len: u16 BE | event key | value_len: u8 | event value`, in the order
+//!   they were appended. Format 2 is format 1 plus the `journal` keyspace: a format 1 store
+//!   opens as format 2 with an empty journal, and a build of format 1 refuses a format 2 store
+//!   (it would not see the journal's events).
 
 use tally_core::{Checkpoint, CounterKey, CounterName, EventKind, Namespace, Timestamp};
 use tally_store::{StoreError, Stored};
 
 /// The on-disk format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The older format this code opens, and upgrades by recording [`FORMAT_VERSION`].
+pub const UPGRADES_FROM: u32 = 1;
 
 const ADD: u8 = 0;
 const CLEAR: u8 = 1;
@@ -176,6 +183,61 @@ pub fn decode_counter_prefix(bytes: &[u8]) -> Result<CounterKey, StoreError> {
     Ok(CounterKey::new(ns, name))
 }
 
+/// The key of the journal entry with this sequence number.
+pub fn journal_key(sequence: u64) -> [u8; 8] {
+    sequence.to_be_bytes()
+}
+
+/// Decodes a journal key.
+pub fn decode_journal_key(bytes: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(fixed(bytes, "journal key")?))
+}
+
+/// Appends one event to a journal value being built.
+pub fn push_journal_event(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    // Event keys are at most 1 + 64 + 2 + 256 + 8 + the token's bytes (validated), and
+    // values are 1 or 9 bytes: both fit their length fields.
+    out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(key);
+    out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(value);
+}
+
+/// One event of a journal value: its key and value in the `events` keyspace.
+pub type JournalEvent<'a> = (&'a [u8], &'a [u8]);
+
+/// The events of a journal value, in the order they were appended.
+pub fn decode_journal_value(bytes: &[u8]) -> Result<Vec<JournalEvent<'_>>, StoreError> {
+    let corrupt =
+        || StoreError::Corrupt(format!("journal value of {} bytes is malformed", bytes.len()).into());
+    let mut events = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (len, after) = rest.split_first_chunk::<2>().ok_or_else(corrupt)?;
+        let (key, after) =
+            after.split_at_checked(usize::from(u16::from_be_bytes(*len))).ok_or_else(corrupt)?;
+        let (&value_len, after) = after.split_first().ok_or_else(corrupt)?;
+        let (value, after) = after.split_at_checked(usize::from(value_len)).ok_or_else(corrupt)?;
+        decode_event_value(value)?;
+        events.push((key, value));
+        rest = after;
+    }
+    Ok(events)
+}
+
+/// How long the counter prefix is at the start of `key` (an event or token key).
+pub fn counter_prefix_len(key: &[u8]) -> Result<usize, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("key {key:02x?} has no counter prefix").into());
+    let ns_len = usize::from(*key.first().ok_or_else(corrupt)?);
+    let at = 1 + ns_len;
+    let len: [u8; 2] = key.get(at..at + 2).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    let end = at + 2 + usize::from(u16::from_be_bytes(len));
+    if end > key.len() {
+        return Err(corrupt());
+    }
+    Ok(end)
+}
+
 /// The smallest key greater than every key starting with `prefix`, if there is one.
 pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut out = prefix.to_vec();
@@ -247,6 +309,26 @@ mod tests {
         assert_eq!(decode_token_value(&bytes), Ok(taken));
         assert!(matches!(decode_token_value(&bytes[..12]), Err(StoreError::Corrupt(_))));
         assert_eq!(token_key(&key("n", "c"), "t"), [1, b'n', 0, 1, b'c', b't']);
+    }
+
+    #[test]
+    fn journal_values_round_trip_and_reject_garbage() {
+        let k = key("n", "c");
+        let (a, b) =
+            (event_key(&k, Timestamp::from_micros(1), "a"), event_key(&k, Timestamp::from_micros(2), "b"));
+        let mut value = Vec::new();
+        push_journal_event(&mut value, &a, &event_value(EventKind::Add(3)));
+        push_journal_event(&mut value, &b, &event_value(EventKind::Clear));
+        let decoded = decode_journal_value(&value).expect("decodes");
+        assert_eq!(
+            decoded,
+            [(a.as_slice(), event_value(EventKind::Add(3)).as_slice()), (b.as_slice(), &[1][..])]
+        );
+        assert!(matches!(decode_journal_value(&value[..value.len() - 1]), Err(StoreError::Corrupt(_))));
+        assert_eq!(journal_key(258), [0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(decode_journal_key(&journal_key(258)), Ok(258));
+        assert_eq!(counter_prefix_len(&a), Ok(counter_prefix(&k).len()));
+        assert!(counter_prefix_len(&[5, 1]).is_err());
     }
 
     #[test]

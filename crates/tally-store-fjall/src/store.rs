@@ -18,6 +18,7 @@ use crate::group_commit::{self, ExclusiveOp, GroupCommitter, Op, SharedOp};
 use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
 use crate::presence::{Presence, StateKind};
+use crate::staged::{Merge, Staged};
 
 /// Tuning of the embedded store.
 #[derive(Debug, Clone)]
@@ -33,11 +34,21 @@ pub struct FjallOptions {
     /// that under overload the writer spends itself on requests that can still be answered in
     /// time, and their clients hear early that they should back off.
     pub max_queue_wait: Duration,
+    /// How many acknowledged events wait in the journal and in memory before the writer moves
+    /// them into the `events` keyspace in one sorted batch (see `staged.rs`). Default 32,768:
+    /// a move then takes tens of milliseconds, the events take a few MiB of memory, and the
+    /// larger the move the cheaper each insert (in key order, neighbours share the cache).
+    pub stage_events: usize,
 }
 
 impl Default for FjallOptions {
     fn default() -> Self {
-        Self { max_batch: 4096, cache_bytes: 64 << 20, max_queue_wait: Duration::from_secs(1) }
+        Self {
+            max_batch: 4096,
+            cache_bytes: 64 << 20,
+            max_queue_wait: Duration::from_secs(1),
+            stage_events: 32_768,
+        }
     }
 }
 
@@ -46,6 +57,7 @@ pub struct FjallStore {
     handles: Arc<Handles>,
     clock: Arc<dyn Clock>,
     presence: Arc<Presence>,
+    staged: Arc<Staged>,
     writer: GroupCommitter,
 }
 
@@ -58,10 +70,32 @@ impl FjallStore {
     /// Fails if another process holds the directory, or if it was written in another format.
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: FjallOptions) -> StoreResult<Self> {
         let handles = Arc::new(Handles::open(path, options.cache_bytes)?);
-        let presence = Arc::new(load_presence(&*handles.get()?)?);
-        let writer = GroupCommitter::start(handles.clone(), presence.clone(), clock.clone(), &options)
+        let loaded = handles.get()?;
+        let presence = Arc::new(load_presence(&loaded)?);
+        let staged = Arc::new(Staged::default());
+        let journaled = staged.load(&loaded.journal)?;
+        if journaled > 0 {
+            tracing::info!(
+                events = journaled,
+                "staged the journal's events; they move into the tables on the next scan or once enough gather"
+            );
+        }
+        let shared = group_commit::Shared {
+            stats: Default::default(),
+            presence: presence.clone(),
+            staged: staged.clone(),
+        };
+        let writer = GroupCommitter::start(handles.clone(), loaded, shared, clock.clone(), &options)
             .map_err(|e| StoreError::Unavailable(Failure::caused_by("cannot start the writer thread", e)))?;
-        Ok(Self { handles, clock, presence, writer })
+        Ok(Self { handles, clock, presence, staged, writer })
+    }
+
+    /// Has the writer move every staged event into the `events` keyspace, if any is staged.
+    async fn move_staged(&self) -> StoreResult<()> {
+        if self.staged.len() == 0 {
+            return Ok(());
+        }
+        self.writer.submit(|reply| Op::Exclusive(ExclusiveOp::MoveStaged { reply })).await
     }
 
     /// Requests the writer handled and durable commits it made; their ratio is the mean
@@ -75,10 +109,13 @@ impl FjallStore {
         self.handles.get()?.db.disk_space().map_err(unavailable)
     }
 
-    /// Flushes memtables and compacts every keyspace fully; for measuring size on disk.
-    pub fn compact(&self) -> StoreResult<()> {
+    /// Moves staged events into their tables, flushes memtables and compacts every keyspace
+    /// fully; for measuring size on disk.
+    pub async fn compact(&self) -> StoreResult<()> {
+        self.move_staged().await?;
         let all = self.handles.get()?;
-        for ks in [&all.events, &all.tokens, &all.last_write, &all.checkpoints, &all.namespaces] {
+        for ks in [&all.events, &all.tokens, &all.last_write, &all.checkpoints, &all.namespaces, &all.journal]
+        {
             ks.rotate_memtable_and_wait().map_err(unavailable)?;
             ks.major_compact().map_err(unavailable)?;
         }
@@ -232,10 +269,15 @@ impl EventLog for FjallStore {
         let mut start = Bound::Included(codec::event_bound(key, from));
         let mut fold = Fold::default();
         let ks = self.handles.get()?;
+        // Staged events first, then the keyspace: a move commits before it unstages.
+        let mut staged = self.staged_between(key, &start, &end);
         loop {
             let mut resume_after = None;
             for (n, guard) in ks.events.range::<Vec<u8>, _>((start.clone(), end.clone())).enumerate() {
                 let (k, v) = guard.into_inner().map_err(unavailable)?;
+                for (_, earlier) in staged.before(&k) {
+                    fold.push(codec::decode_event_value(&earlier)?);
+                }
                 fold.push(codec::decode_event_value(&v)?);
                 if n + 1 == FOLD_CHUNK {
                     resume_after = Some(k.to_vec());
@@ -247,7 +289,12 @@ impl EventLog for FjallStore {
                     start = Bound::Excluded(k);
                     tokio::task::yield_now().await;
                 }
-                None => return Ok(fold),
+                None => {
+                    for (_, later) in staged.rest() {
+                        fold.push(codec::decode_event_value(&later)?);
+                    }
+                    return Ok(fold);
+                }
             }
         }
     }
@@ -272,11 +319,26 @@ impl EventLog for FjallStore {
         let end = Bound::Excluded(codec::event_bound(key, until));
         let prefix = codec::counter_prefix(key).len();
         let ks = self.handles.get()?;
-        let mut events = Vec::new();
-        for guard in ks.events.range::<Vec<u8>, _>((start, end)).take(limit) {
-            let (k, v) = guard.into_inner().map_err(unavailable)?;
+        // Staged events first, then the keyspace: a move commits before it unstages.
+        let mut staged = self.staged_between(key, &start, &end);
+        let decode = |k: &[u8], v: &[u8]| {
             let (time, token) = codec::decode_event_key_suffix(&k[prefix..])?;
-            events.push(tally_store::stored_event(key, time, token, codec::decode_event_value(&v)?)?);
+            tally_store::stored_event(key, time, token, codec::decode_event_value(v)?)
+        };
+        let mut events = Vec::new();
+        for guard in ks.events.range::<Vec<u8>, _>((start, end)) {
+            let (k, v) = guard.into_inner().map_err(unavailable)?;
+            for (earlier, value) in staged.before(&k) {
+                events.push(decode(&earlier, &value)?);
+            }
+            events.push(decode(&k, &v)?);
+            if events.len() >= limit {
+                events.truncate(limit);
+                return Ok(events);
+            }
+        }
+        for (later, value) in staged.rest().take(limit - events.len()) {
+            events.push(decode(&later, &value)?);
         }
         Ok(events)
     }
@@ -294,19 +356,27 @@ impl EventLog for FjallStore {
     }
 }
 
+impl FjallStore {
+    /// The staged events of `key` between the bounds of a scan of the `events` keyspace.
+    fn staged_between(&self, key: &CounterKey, start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> Merge {
+        let (start, end) = (start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice));
+        Merge::new(self.staged.range(&codec::counter_prefix(key), start, end))
+    }
+}
+
 #[async_trait]
 impl CounterStore for FjallStore {
     async fn counter_state(&self, key: &CounterKey) -> StoreResult<CounterState> {
         // Two point reads, usually served from the memtable or block cache; not worth a thread hop.
         let state_key = codec::counter_prefix(key);
+        // Staged first: a move writes `last_write` before it unstages.
+        let staged = self.staged.newest(&state_key);
         let last_write = match self.presence.may_contain(StateKind::LastWrite, &state_key) {
             true => self.handles.get()?.last_write.get(&state_key).map_err(unavailable)?,
             false => None,
         };
-        Ok(CounterState {
-            checkpoint: self.checkpoint(key).await?,
-            last_write: last_write.map(|v| codec::decode_time_value(&v)).transpose()?,
-        })
+        let stored = last_write.map(|v| codec::decode_time_value(&v)).transpose()?;
+        Ok(CounterState { checkpoint: self.checkpoint(key).await?, last_write: stored.max(staged) })
     }
 
     async fn checkpoint(&self, key: &CounterKey) -> StoreResult<Option<Checkpoint>> {
@@ -334,6 +404,8 @@ impl CounterStore for FjallStore {
         after: Option<&CounterKey>,
         limit: usize,
     ) -> StoreResult<Vec<(CounterKey, CounterState)>> {
+        // Counters whose events are all staged have no `last_write` row yet.
+        self.move_staged().await?;
         let prefix = namespace.map(codec::namespace_prefix).unwrap_or_default();
         let start = match after {
             Some(after) => Bound::Excluded(codec::counter_prefix(after)),

@@ -1,14 +1,34 @@
-//! The shared conformance suite on the embedded store.
+//! The shared conformance suite on the embedded store, twice: with its default staging of
+//! events, and with a move into the `events` keyspace after nearly every commit, so that the
+//! suite's reads meet events in the journal, in the keyspace and, mid-move, in both.
 
 use std::sync::Arc;
 
 use tally_core::ManualClock;
 use tally_store_fjall::{FjallOptions, FjallStore};
 
-async fn open(clock: ManualClock) -> (FjallStore, tempfile::TempDir) {
+fn open_with(clock: ManualClock, options: FjallOptions) -> (FjallStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = FjallStore::open(dir.path(), Arc::new(clock), FjallOptions::default()).expect("open");
+    let store = FjallStore::open(dir.path(), Arc::new(clock), options).expect("open");
     (store, dir)
 }
 
-tally_store::store_suite!(open);
+mod staged_by_default {
+    use super::*;
+
+    async fn open(clock: ManualClock) -> (FjallStore, tempfile::TempDir) {
+        open_with(clock, FjallOptions::default())
+    }
+
+    tally_store::store_suite!(open);
+}
+
+mod moved_after_every_commit {
+    use super::*;
+
+    async fn open(clock: ManualClock) -> (FjallStore, tempfile::TempDir) {
+        open_with(clock, FjallOptions { stage_events: 1, ..FjallOptions::default() })
+    }
+
+    tally_store::store_suite!(open);
+}

@@ -58,7 +58,12 @@ fn every_key_and_value_kind_is_pinned_bytes() {
         [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0]
     );
     assert_eq!(codec::token_key(&k, "t"), [2, b'n', b's', 0, 2, b'c', b'1', b't']);
-    assert_eq!(codec::FORMAT_VERSION, 1);
+    // Format 2 is format 1 plus the journal: one entry per group commit, its events in order.
+    assert_eq!((codec::FORMAT_VERSION, codec::UPGRADES_FROM), (2, 1));
+    assert_eq!(codec::journal_key(1), [0, 0, 0, 0, 0, 0, 0, 1]);
+    let mut entry = Vec::new();
+    codec::push_journal_event(&mut entry, &event, &codec::event_value(EventKind::Clear));
+    assert_eq!(entry, [[0, 16].as_slice(), &event, &[1, 1]].concat());
 }
 
 #[tokio::test]
@@ -144,7 +149,7 @@ async fn write_the_format_1_fixture() {
             .expect("append");
     }
     // Everything into tables, so that the journal holds nothing the fixture needs.
-    store.compact().expect("compact");
+    store.compact().await.expect("compact");
     drop(store);
     trim_for_git(&dir);
 }

@@ -69,13 +69,13 @@ enum Command {
 }
 
 /// Opens the store (it must not be in use), compacts it and prints the bytes it occupies.
-fn compact(dir: &std::path::Path) -> anyhow::Result<()> {
+async fn compact(dir: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
     let clock = std::sync::Arc::new(tally_core::SystemClock);
     let store = tally_store_fjall::FjallStore::open(dir, clock, tally_store_fjall::FjallOptions::default())
         .with_context(|| format!("cannot open {} (is a server using it?)", dir.display()))?;
     let before = store.disk_space()?;
-    store.compact()?;
+    store.compact().await?;
     let after = store.disk_space()?;
     println!("{}: {before} bytes before compaction, {after} bytes after", dir.display());
     Ok(())
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
             Command::Import(args) => transfer::import(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Check(args) => check::run(args).await,
-            Command::Compact { data_dir } => compact(&data_dir),
+            Command::Compact { data_dir } => compact(&data_dir).await,
             Command::Completions { shell } => {
                 let mut cli = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cli, "tally", &mut std::io::stdout());

@@ -14,7 +14,7 @@
 //! memory; once enough are staged, the writer moves them into the `events` keyspace in key
 //! order ([`staged`](crate::staged) says why).
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -311,24 +311,31 @@ impl Writer {
     /// counter's `last_write` and deleting the journal entries they came from, in one batch
     /// that needs no sync of its own (see `staged.rs`).
     fn move_staged(&mut self, ks: &Keyspaces) -> StoreResult<()> {
-        let moving = self.shared.staged.to_move();
-        if moving.events.is_empty() {
-            return Ok(());
-        }
         let started = Instant::now();
-        let shared = self.shared.clone();
-        let mut batch = Batch::new(ks, &shared, Sync::Later);
-        for event in &moving.events {
-            batch.raise_last_write(event.key[..event.prefix_len].to_vec(), event.time);
-            batch.put(Space::Events, event.key.clone(), event.value.clone(), false);
+        let staged = self.shared.staged.clone();
+        let moved = staged.with_sorted(|events, journal_entries| {
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let shared = self.shared.clone();
+            let mut batch = Batch::new(ks, &shared, Sync::Later);
+            // In key order a counter's events are neighbours: one `last_write` for each run.
+            for counter in events.chunk_by(|a, b| a.counter() == b.counter()) {
+                let newest = counter.iter().map(|e| e.time).max().unwrap_or(Timestamp::MIN);
+                batch.raise_last_write(counter[0].counter().to_vec(), newest);
+                counter.iter().for_each(|e| batch.put_event(&e.key, &e.value));
+            }
+            for &entry in journal_entries {
+                batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
+            }
+            self.finish(batch)?;
+            Ok(events.len())
+        })?;
+        if moved > 0 {
+            staged.moved(moved);
+            metrics::counter!("tally_store_staged_events_moved_total").increment(moved as u64);
+            metrics::histogram!("tally_store_staged_move_seconds").record(started.elapsed().as_secs_f64());
         }
-        for &entry in &moving.journal_entries {
-            batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
-        }
-        self.finish(batch)?;
-        shared.staged.moved(&moving);
-        metrics::counter!("tally_store_staged_events_moved_total").increment(moving.events.len() as u64);
-        metrics::histogram!("tally_store_staged_move_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -455,9 +462,9 @@ impl Writer {
     }
 }
 
+/// The keyspaces a batch reads back what it wrote to (events go in by `put_event`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Space {
-    Events,
     LastWrite,
     Checkpoints,
     Namespaces,
@@ -465,14 +472,14 @@ enum Space {
 }
 
 impl Space {
-    const ALL: usize = 5;
+    const ALL: usize = 4;
 
     /// Per-counter state, which [`Presence`] tracks.
     fn state_kind(self) -> Option<StateKind> {
         match self {
             Space::LastWrite => Some(StateKind::LastWrite),
             Space::Checkpoints => Some(StateKind::Checkpoint),
-            Space::Events | Space::Namespaces | Space::Tokens => None,
+            Space::Namespaces | Space::Tokens => None,
         }
     }
 
@@ -506,8 +513,9 @@ struct Batch<'a> {
     /// The events appended, for one journal entry, staged once it is committed.
     staged: Vec<StagedEvent>,
     /// The greatest generation time per counter (by state key) of the events a move puts
-    /// into the `events` keyspace: `last_write` is derived once per counter per move.
-    last_writes: HashMap<Vec<u8>, Timestamp>,
+    /// into the `events` keyspace, in key order: `last_write` is derived once per counter per
+    /// move, and written in key order too.
+    last_writes: Vec<(Vec<u8>, Timestamp)>,
     acks: Vec<Ack>,
     /// Requests applied to this batch; each must have exactly one ack.
     requests: usize,
@@ -527,7 +535,7 @@ impl<'a> Batch<'a> {
             written: 0,
             overlay: Default::default(),
             staged: Vec::new(),
-            last_writes: HashMap::new(),
+            last_writes: Vec::new(),
             acks: Vec::new(),
             requests: 0,
         }
@@ -535,7 +543,6 @@ impl<'a> Batch<'a> {
 
     fn keyspace(&self, space: Space) -> &'a Keyspace {
         match space {
-            Space::Events => &self.ks.events,
             Space::LastWrite => &self.ks.last_write,
             Space::Checkpoints => &self.ks.checkpoints,
             Space::Namespaces => &self.ks.namespaces,
@@ -576,6 +583,12 @@ impl<'a> Batch<'a> {
         } else {
             self.writes.insert(self.keyspace(space), key, value);
         }
+        self.written += 1;
+    }
+
+    /// Queues a moved event's write into the `events` keyspace.
+    fn put_event(&mut self, key: &[u8], value: &[u8]) {
+        self.writes.insert(&self.ks.events, key, value);
         self.written += 1;
     }
 
@@ -654,9 +667,14 @@ impl<'a> Batch<'a> {
         Ok(Appended::New)
     }
 
-    /// Notes that a move puts an event of the counter with state key `counter` at `time`.
+    /// Notes that a move puts events of the counter with state key `counter`, the newest at
+    /// `time`; called once per counter, in key order.
     fn raise_last_write(&mut self, counter: Vec<u8>, time: Timestamp) {
-        self.last_writes.entry(counter).and_modify(|t| *t = (*t).max(time)).or_insert(time);
+        debug_assert!(
+            self.last_writes.last().is_none_or(|(last, _)| *last < counter),
+            "in key order, once each"
+        );
+        self.last_writes.push((counter, time));
     }
 
     /// The value a client's token holds, if any, where the caller found it free after commit
@@ -805,7 +823,7 @@ impl RecentState {
         match space {
             Space::LastWrite => Some(0),
             Space::Checkpoints => Some(1),
-            Space::Events | Space::Namespaces | Space::Tokens => None,
+            Space::Namespaces | Space::Tokens => None,
         }
     }
 

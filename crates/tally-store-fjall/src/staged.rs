@@ -52,15 +52,10 @@ impl StagedEvent {
         Ok(Self { key: key.to_vec(), value: value.to_vec(), prefix_len, time })
     }
 
-    fn counter(&self) -> &[u8] {
+    /// Its counter's state key.
+    pub fn counter(&self) -> &[u8] {
         &self.key[..self.prefix_len]
     }
-}
-
-/// What a move takes: every staged event in key order, and the journal entries holding them.
-pub(crate) struct ToMove {
-    pub events: Vec<StagedEvent>,
-    pub journal_entries: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -165,22 +160,22 @@ impl Staged {
         self.read().by_counter.get(counter).and_then(|staged| staged.iter().map(|e| e.time).max())
     }
 
-    /// Every staged event in key order, for the writer to move; they stay staged until
-    /// [`Staged::moved`].
-    pub fn to_move(&self) -> ToMove {
+    /// Runs `f` on every staged event in key order and on the journal entries holding them,
+    /// for the writer to move them; they stay staged until [`Staged::moved`]. Readers are not
+    /// held up meanwhile: only the writer changes what is staged.
+    pub fn with_sorted<R>(&self, f: impl FnOnce(&[&StagedEvent], &[u64]) -> R) -> R {
         let inner = self.read();
-        let mut events: Vec<StagedEvent> = inner.by_counter.values().flatten().cloned().collect();
-        let journal_entries = inner.journal_entries.clone();
-        drop(inner);
+        let mut events: Vec<&StagedEvent> = inner.by_counter.values().flatten().collect();
         events.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        ToMove { events, journal_entries }
+        f(&events, &inner.journal_entries)
     }
 
-    /// Forgets what [`Staged::to_move`] gave, once its move is committed. Only the writer
-    /// stages events, and it does not between the two calls, so that is everything.
-    pub fn moved(&self, moved: &ToMove) {
+    /// Forgets the `moved` events [`Staged::with_sorted`] gave, once their move is committed.
+    /// Only the writer stages events, and it does not between the two calls, so that is
+    /// everything.
+    pub fn moved(&self, moved: usize) {
         let mut inner = self.write();
-        debug_assert_eq!(inner.events, moved.events.len(), "events were staged during a move");
+        debug_assert_eq!(inner.events, moved, "events were staged during a move");
         let next = inner.next_sequence;
         *inner = Inner { next_sequence: next, ..Inner::default() };
     }
@@ -251,10 +246,12 @@ mod tests {
         let later =
             codec::event_bound(&CounterKey::parse_joined("n:a").expect("key"), Timestamp::from_micros(3));
         assert_eq!(index.range(&a, Bound::Included(&later), Bound::Unbounded).len(), 1);
-        let moving = index.to_move();
-        assert_eq!(moving.journal_entries, [0, 1]);
-        assert!(moving.events.windows(2).all(|w| w[0].key < w[1].key));
-        index.moved(&moving);
+        let moving = index.with_sorted(|events, entries| {
+            assert_eq!(entries, [0, 1]);
+            assert!(events.windows(2).all(|w| w[0].key < w[1].key));
+            events.len()
+        });
+        index.moved(moving);
         assert_eq!((index.len(), index.next_sequence()), (0, 2));
     }
 

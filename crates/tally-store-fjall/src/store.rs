@@ -109,6 +109,13 @@ impl FjallStore {
         self.handles.get()?.db.disk_space().map_err(unavailable)
     }
 
+    /// Bytes of those in the database's write-ahead journals. fjall starts a new journal file
+    /// only once the active one passes about 64 MB and deletes sealed ones once their writes
+    /// are flushed, so up to that much stays whatever compaction does.
+    pub fn journal_disk_space(&self) -> StoreResult<u64> {
+        self.handles.get()?.db.journal_disk_space().map_err(unavailable)
+    }
+
     /// Moves staged events into their tables, flushes memtables and compacts every keyspace
     /// fully; for measuring size on disk.
     pub async fn compact(&self) -> StoreResult<()> {

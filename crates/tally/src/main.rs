@@ -77,7 +77,12 @@ async fn compact(dir: &std::path::Path) -> anyhow::Result<()> {
     let before = store.disk_space()?;
     store.compact().await?;
     let after = store.disk_space()?;
-    println!("{}: {before} bytes before compaction, {after} bytes after", dir.display());
+    let journal = store.journal_disk_space()?;
+    println!(
+        "{}: {before} bytes before compaction, {after} bytes after: {} in tables, {journal} in the write-ahead journal (kept until it passes 64 MB)",
+        dir.display(),
+        after.saturating_sub(journal)
+    );
     Ok(())
 }
 

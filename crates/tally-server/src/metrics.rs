@@ -114,6 +114,16 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Requests one group commit of the embedded store took.",
     ),
     (
+        "tally_store_staged_events_moved_total",
+        Kind::Counter,
+        "Events the embedded store moved from its journal of staged events into its events table.",
+    ),
+    (
+        "tally_store_staged_move_seconds",
+        Kind::Histogram,
+        "Time one move of staged events into the embedded store's events table took (the writer does nothing else meanwhile).",
+    ),
+    (
         "tally_store_reopens_total",
         Kind::Counter,
         "Times the embedded store was reopened after a failed write.",

@@ -119,9 +119,9 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Events the embedded store moved from its journal of staged events into its events table.",
     ),
     (
-        "tally_store_staged_move_seconds",
+        "tally_store_staged_move_slice_seconds",
         Kind::Histogram,
-        "Time one move of staged events into the embedded store's events table took (the writer does nothing else meanwhile).",
+        "Time one slice of a move of staged events into the embedded store's events table took (appends wait meanwhile).",
     ),
     (
         "tally_store_reopens_total",

@@ -194,6 +194,7 @@ impl GroupCommitter {
             max_batch: options.max_batch.max(1),
             max_queue_wait: options.max_queue_wait,
             stage_events: options.stage_events.max(1),
+            move_slice: options.move_slice.max(1),
             recent,
         };
         std::thread::Builder::new().name("tally-writer".into()).spawn(move || writer.run(rx))?;
@@ -240,6 +241,8 @@ struct Writer {
     max_queue_wait: Duration,
     /// How many staged events make the writer move them.
     stage_events: usize,
+    /// How many it moves between two commits.
+    move_slice: usize,
     recent: RecentState,
 }
 
@@ -272,7 +275,7 @@ impl Writer {
                     Op::Exclusive(op) => {
                         let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
                         let _ = self.finish(done);
-                        if let Err(e) = self.move_staged(&ks) {
+                        if let Err(e) = self.move_all(&ks) {
                             Op::Exclusive(op).refuse(&e);
                             continue;
                         }
@@ -287,11 +290,10 @@ impl Writer {
                     Op::Shared(op) => batch.apply(op, &*self.clock, &mut self.recent),
                 }
             }
-            let _ = self.finish(batch);
-            if self.shared.staged.len() >= self.stage_events {
-                // A failed move is logged, and the database reopened, by `finish`; its events
-                // stay staged (and journaled) for the next one.
-                let _ = self.move_staged(&ks);
+            // A failed commit or move is logged, and the database reopened, by `finish`; the
+            // events stay staged (and journaled) for the next move.
+            if self.finish(batch).is_ok() {
+                let _ = self.continue_move(&ks);
             }
         }
     }
@@ -307,16 +309,37 @@ impl Writer {
         Ok(ks)
     }
 
-    /// Moves every staged event into the `events` keyspace, in key order, writing each
-    /// counter's `last_write` and deleting the journal entries they came from, in one batch
-    /// that needs no sync of its own (see `staged.rs`).
-    fn move_staged(&mut self, ks: &Keyspaces) -> StoreResult<()> {
+    /// Moves the next slice of the move under way, beginning one if enough has gathered.
+    fn continue_move(&mut self, ks: &Keyspaces) -> StoreResult<()> {
+        if !self.shared.staged.is_moving() {
+            if self.shared.staged.gathered() < self.stage_events {
+                return Ok(());
+            }
+            self.shared.staged.begin_move();
+        }
+        self.move_slice(ks, self.move_slice)
+    }
+
+    /// Moves every staged event into the `events` keyspace: the move under way, then
+    /// everything gathered since.
+    fn move_all(&mut self, ks: &Keyspaces) -> StoreResult<()> {
+        for _ in 0..2 {
+            while self.shared.staged.is_moving() {
+                self.move_slice(ks, usize::MAX)?;
+            }
+            self.shared.staged.begin_move();
+        }
+        debug_assert_eq!(self.shared.staged.len(), 0, "nothing is staged after moving all");
+        Ok(())
+    }
+
+    /// Moves at most `limit` events of the move under way into the `events` keyspace, in
+    /// key order, writing each counter's `last_write`, in one batch that needs no sync of its
+    /// own (see `staged.rs`); the last slice also deletes the move's journal entries.
+    fn move_slice(&mut self, ks: &Keyspaces, limit: usize) -> StoreResult<()> {
         let started = Instant::now();
         let staged = self.shared.staged.clone();
-        let moved = staged.with_sorted(|events, journal_entries| {
-            if events.is_empty() {
-                return Ok(0);
-            }
+        let moved = staged.with_next_slice(limit, |events, last| {
             let shared = self.shared.clone();
             let mut batch = Batch::new(ks, &shared, Sync::Later);
             // In key order a counter's events are neighbours: one `last_write` for each run.
@@ -325,17 +348,15 @@ impl Writer {
                 batch.raise_last_write(counter[0].counter().to_vec(), newest);
                 counter.iter().for_each(|e| batch.put_event(&e.key, &e.value));
             }
-            for &entry in journal_entries {
+            for &entry in last.unwrap_or_default() {
                 batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
             }
             self.finish(batch)?;
             Ok(events.len())
         })?;
-        if moved > 0 {
-            staged.moved(moved);
-            metrics::counter!("tally_store_staged_events_moved_total").increment(moved as u64);
-            metrics::histogram!("tally_store_staged_move_seconds").record(started.elapsed().as_secs_f64());
-        }
+        staged.slice_moved(moved);
+        metrics::counter!("tally_store_staged_events_moved_total").increment(moved as u64);
+        metrics::histogram!("tally_store_staged_move_slice_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }
 

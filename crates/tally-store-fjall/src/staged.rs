@@ -5,8 +5,9 @@
 //! counters nearly every step of it is a cache miss, and it was the largest single cost of an
 //! add. So a group commit writes all its events as one entry of the `journal` keyspace (one
 //! insert per commit, always at the end) and keeps them here, by counter, where readers find
-//! them. Once enough have gathered, the writer moves them into `events` in key order, in one
-//! batch that also writes each counter's `last_write` once and deletes their journal entries.
+//! them. Once enough have gathered, the writer freezes them in key order and moves them into
+//! `events`, a slice between two commits so that appends never wait behind a whole move; each
+//! slice writes its counters' `last_write`, and the last one deletes the journal entries.
 //! Inserting in key order costs about half as much per event (each insert starts where the
 //! last one's path is still in the cache), and `last_write` is written once per counter per
 //! move instead of once per commit.
@@ -16,9 +17,10 @@
 //! entries are still there). At open, and after the database is reopened, whatever the
 //! journal holds is staged again.
 //!
-//! Readers take the staged events of a counter before they scan the keyspace, and merge the
-//! two. A move commits before it forgets what it moved, so an event is always in at least one
-//! of them; during a move it may be in both, and the merge keeps one copy.
+//! Readers take the staged events of a counter (gathering and moving) before they scan the
+//! keyspace, and merge the two. A move forgets its events only after its last slice is
+//! committed, so an event is always in at least one of them; during a move it may be in both,
+//! and the merge keeps one copy.
 
 use std::ops::{Bound, RangeBounds};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -58,13 +60,25 @@ impl StagedEvent {
     }
 }
 
+/// Events of a move under way: frozen when it began, in key order.
+#[derive(Default)]
+struct Moving {
+    events: Vec<StagedEvent>,
+    /// How many of `events` are committed to the `events` keyspace already (they stay here
+    /// until the move ends; readers keep one copy).
+    done: usize,
+    /// The journal entries holding them, deleted with the last slice.
+    journal_entries: Vec<u64>,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// By counter prefix: its staged events, in commit order.
+    /// Events gathering for the next move, by counter prefix, in commit order.
     by_counter: HashMap<Vec<u8>, Vec<StagedEvent>>,
-    events: usize,
-    /// Sequence numbers of the journal entries holding them.
+    gathered: usize,
+    /// The journal entries holding them.
     journal_entries: Vec<u64>,
+    moving: Moving,
     next_sequence: u64,
 }
 
@@ -72,7 +86,7 @@ impl Inner {
     fn add(&mut self, sequence: u64, events: Vec<StagedEvent>) {
         self.next_sequence = self.next_sequence.max(sequence + 1);
         self.journal_entries.push(sequence);
-        self.events += events.len();
+        self.gathered += events.len();
         for event in events {
             match self.by_counter.get_mut(event.counter()) {
                 Some(staged) => staged.push(event),
@@ -82,6 +96,14 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The moving events of the counter with state key `counter`: neighbours in key order.
+    fn moving_of(&self, counter: &[u8]) -> &[StagedEvent] {
+        let events = &self.moving.events;
+        let from = events.partition_point(|e| e.key.as_slice() < counter);
+        let len = events[from..].iter().take_while(|e| e.counter() == counter).count();
+        &events[from..from + len]
     }
 }
 
@@ -102,9 +124,20 @@ impl Staged {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How many events are staged.
+    /// How many events are staged, gathering or moving.
     pub fn len(&self) -> usize {
-        self.read().events
+        let inner = self.read();
+        inner.gathered + inner.moving.events.len()
+    }
+
+    /// How many events are gathering for the next move.
+    pub fn gathered(&self) -> usize {
+        self.read().gathered
+    }
+
+    /// Whether a move is under way.
+    pub fn is_moving(&self) -> bool {
+        !self.read().moving.events.is_empty()
     }
 
     /// The sequence number for the next journal entry.
@@ -119,8 +152,9 @@ impl Staged {
         inner.add(sequence, events);
     }
 
-    /// Stages again what `journal` holds, replacing what was staged: at open, and after the
-    /// database is reopened from what reached its journal. Returns how many events it staged.
+    /// Stages again what `journal` holds, replacing what was staged (and any move under
+    /// way): at open, and after the database is reopened from what reached its journal.
+    /// Returns how many events it staged.
     pub fn load(&self, journal: &Keyspace) -> StoreResult<usize> {
         let mut loaded = Inner { next_sequence: self.next_sequence(), ..Inner::default() };
         // In key order, which is commit order.
@@ -134,7 +168,7 @@ impl Staged {
             loaded.next_sequence = loaded.next_sequence.max(sequence);
             loaded.add(sequence, events);
         }
-        let staged = loaded.events;
+        let staged = loaded.gathered;
         *self.write() = loaded;
         Ok(staged)
     }
@@ -143,9 +177,10 @@ impl Staged {
     /// `start` and `end`, as `(key, value)` in key order.
     pub fn range(&self, counter: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
         let inner = self.read();
-        let Some(staged) = inner.by_counter.get(counter) else { return Vec::new() };
-        let mut found: Vec<_> = staged
+        let gathering = inner.by_counter.get(counter).map_or(&[][..], Vec::as_slice);
+        let mut found: Vec<_> = gathering
             .iter()
+            .chain(inner.moving_of(counter))
             .filter(|e| RangeBounds::<[u8]>::contains(&(start, end), e.key.as_slice()))
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
@@ -157,27 +192,47 @@ impl Staged {
     /// The greatest generation time among the staged events of the counter with state key
     /// `counter`.
     pub fn newest(&self, counter: &[u8]) -> Option<Timestamp> {
-        self.read().by_counter.get(counter).and_then(|staged| staged.iter().map(|e| e.time).max())
-    }
-
-    /// Runs `f` on every staged event in key order and on the journal entries holding them,
-    /// for the writer to move them; they stay staged until [`Staged::moved`]. Readers are not
-    /// held up meanwhile: only the writer changes what is staged.
-    pub fn with_sorted<R>(&self, f: impl FnOnce(&[&StagedEvent], &[u64]) -> R) -> R {
         let inner = self.read();
-        let mut events: Vec<&StagedEvent> = inner.by_counter.values().flatten().collect();
-        events.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        f(&events, &inner.journal_entries)
+        let gathering = inner.by_counter.get(counter).map_or(&[][..], Vec::as_slice);
+        gathering.iter().chain(inner.moving_of(counter)).map(|e| e.time).max()
     }
 
-    /// Forgets the `moved` events [`Staged::with_sorted`] gave, once their move is committed.
-    /// Only the writer stages events, and it does not between the two calls, so that is
-    /// everything.
-    pub fn moved(&self, moved: usize) {
+    /// Begins a move of everything gathered, unless one is under way: the events are frozen
+    /// in key order, and new commits gather for the next move.
+    pub fn begin_move(&self) {
         let mut inner = self.write();
-        debug_assert_eq!(inner.events, moved, "events were staged during a move");
-        let next = inner.next_sequence;
-        *inner = Inner { next_sequence: next, ..Inner::default() };
+        if !inner.moving.events.is_empty() || inner.gathered == 0 {
+            return;
+        }
+        let mut events: Vec<StagedEvent> =
+            std::mem::take(&mut inner.by_counter).into_values().flatten().collect();
+        events.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let journal_entries = std::mem::take(&mut inner.journal_entries);
+        inner.gathered = 0;
+        inner.moving = Moving { events, done: 0, journal_entries };
+    }
+
+    /// Runs `f` on the next at most `limit` events of the move under way, in key order, and,
+    /// if they are its last, on the journal entries to delete with them. Readers are not held
+    /// up meanwhile: only the writer changes what is staged.
+    pub fn with_next_slice<R>(&self, limit: usize, f: impl FnOnce(&[StagedEvent], Option<&[u64]>) -> R) -> R {
+        let inner = self.read();
+        let moving = &inner.moving;
+        let end = moving.done.saturating_add(limit).min(moving.events.len());
+        let last = (end == moving.events.len()).then_some(moving.journal_entries.as_slice());
+        f(&moving.events[moving.done..end], last)
+    }
+
+    /// Notes that the next `moved` events of the move are committed to the `events`
+    /// keyspace; after the last, the move ends and they are forgotten.
+    pub fn slice_moved(&self, moved: usize) {
+        let mut inner = self.write();
+        let moving = &mut inner.moving;
+        moving.done += moved;
+        debug_assert!(moving.done <= moving.events.len(), "moved more than the move holds");
+        if moving.done >= moving.events.len() {
+            inner.moving = Moving::default();
+        }
     }
 }
 
@@ -246,13 +301,30 @@ mod tests {
         let later =
             codec::event_bound(&CounterKey::parse_joined("n:a").expect("key"), Timestamp::from_micros(3));
         assert_eq!(index.range(&a, Bound::Included(&later), Bound::Unbounded).len(), 1);
-        let moving = index.with_sorted(|events, entries| {
-            assert_eq!(entries, [0, 1]);
+        index.begin_move();
+        index.add(2, vec![staged("n:a", 9, "w")]);
+        assert_eq!(
+            (index.len(), index.gathered()),
+            (4, 1),
+            "a commit after the move began gathers for the next"
+        );
+        assert_eq!(index.newest(&a), Some(Timestamp::from_micros(9)), "gathering and moving both count");
+        assert_eq!(index.range(&a, Bound::Unbounded, Bound::Unbounded).len(), 3);
+        let first = index.with_next_slice(2, |events, last| {
             assert!(events.windows(2).all(|w| w[0].key < w[1].key));
+            assert_eq!(last, None, "one event is left after this slice");
             events.len()
         });
-        index.moved(moving);
-        assert_eq!((index.len(), index.next_sequence()), (0, 2));
+        index.slice_moved(first);
+        assert!(index.is_moving());
+        let second = index.with_next_slice(2, |events, last| {
+            assert_eq!(last, Some(&[0, 1][..]), "the last slice deletes the move's journal entries");
+            events.len()
+        });
+        assert_eq!(second, 1);
+        index.slice_moved(second);
+        assert!(!index.is_moving());
+        assert_eq!((index.len(), index.next_sequence()), (1, 3));
     }
 
     #[test]

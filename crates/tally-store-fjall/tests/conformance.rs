@@ -1,6 +1,7 @@
 //! The shared conformance suite on the embedded store, twice: with its default staging of
-//! events, and with a move into the `events` keyspace after nearly every commit, so that the
-//! suite's reads meet events in the journal, in the keyspace and, mid-move, in both.
+//! events, and with moves into the `events` keyspace begun every few events and made two
+//! events at a time, so that the suite's reads meet events gathering, moving, in the keyspace
+//! and, mid-move, in both.
 
 use std::sync::Arc;
 
@@ -23,11 +24,11 @@ mod staged_by_default {
     tally_store::store_suite!(open);
 }
 
-mod moved_after_every_commit {
+mod moved_in_small_slices {
     use super::*;
 
     async fn open(clock: ManualClock) -> (FjallStore, tempfile::TempDir) {
-        open_with(clock, FjallOptions { stage_events: 1, ..FjallOptions::default() })
+        open_with(clock, FjallOptions { stage_events: 3, move_slice: 2, ..FjallOptions::default() })
     }
 
     tally_store::store_suite!(open);

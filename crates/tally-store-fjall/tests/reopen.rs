@@ -104,13 +104,13 @@ async fn events_still_staged_when_the_process_ended_are_read_back_from_the_journ
     assert_eq!((fold.events, fold.apply_to(100)), (3, 5), "each event once");
 }
 
-/// Paging through a counter's history while events are staged, moved and both: each event
-/// comes exactly once, in order.
+/// Paging through a counter's history while events are gathering, moving (three per commit)
+/// and moved: each event comes exactly once, in order.
 #[tokio::test]
 async fn paging_across_staged_and_moved_events_lists_each_event_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::new(Timestamp::from_millis(1_000_000));
-    let options = FjallOptions { stage_events: 4, ..FjallOptions::default() };
+    let options = FjallOptions { stage_events: 4, move_slice: 3, ..FjallOptions::default() };
     let store = FjallStore::open(dir.path(), Arc::new(clock), options).expect("open");
     let key = CounterKey::parse_joined("ns:paged").expect("key");
     // Out of time order, so that staged and moved events interleave in key order.

@@ -39,8 +39,8 @@ pub struct FjallOptions {
     /// a move then takes tens of milliseconds, the events take a few MiB of memory, and the
     /// larger the move the cheaper each insert (in key order, neighbours share the cache).
     pub stage_events: usize,
-    /// How many staged events the writer moves between two commits. Default 2,048: a few
-    /// milliseconds of its time, so that appends wait behind at most one slice, not a whole
+    /// How many staged events the writer moves between two commits. Default 512: about 2 ms
+    /// of its time on a small machine, so that appends wait behind at most one slice, not a whole
     /// move.
     pub move_slice: usize,
 }
@@ -52,7 +52,7 @@ impl Default for FjallOptions {
             cache_bytes: 64 << 20,
             max_queue_wait: Duration::from_secs(1),
             stage_events: 32_768,
-            move_slice: 2048,
+            move_slice: 512,
         }
     }
 }

@@ -43,6 +43,11 @@ pub(crate) enum Op {
     Shared(SharedOp),
     /// Reads committed state in bulk, so it runs alone after the current group is committed.
     Exclusive(ExclusiveOp),
+    /// One slice of moving the events staged in journal entries before `before` (a sequence
+    /// number), after the current group is committed; answers whether none of them is left.
+    /// A caller that needs them all in the tables sends it until it answers `true`, so that
+    /// appends queued meanwhile wait behind one slice at a time, not behind the whole move.
+    MoveSlice { before: u64, reply: Reply<bool> },
 }
 
 /// A request as it waits in the writer's queue: since when it waits.
@@ -74,7 +79,7 @@ impl Op {
             }
             Op::Exclusive(ExclusiveOp::DeleteNamespace { reply, .. }) => send(reply, error),
             Op::Exclusive(ExclusiveOp::DeleteEventsBefore { reply, .. }) => send(reply, error),
-            Op::Exclusive(ExclusiveOp::MoveStaged { reply }) => send(reply, error),
+            Op::MoveSlice { reply, .. } => send(reply, error),
         }
     }
 }
@@ -134,20 +139,26 @@ pub(crate) struct Claim {
 /// Requests that read or delete committed state in bulk. Each runs after every staged event
 /// is moved into the `events` keyspace, so it sees them there.
 pub(crate) enum ExclusiveOp {
-    DeleteNamespace {
-        name: Namespace,
-        reply: Reply<bool>,
-    },
-    DeleteEventsBefore {
-        key: CounterKey,
-        before: Timestamp,
-        limit: usize,
-        reply: Reply<usize>,
-    },
-    /// Only the move: for readers that need every event in the keyspaces (a scan of counters).
-    MoveStaged {
-        reply: Reply<()>,
-    },
+    DeleteNamespace { name: Namespace, reply: Reply<bool> },
+    DeleteEventsBefore { key: CounterKey, before: Timestamp, limit: usize, reply: Reply<usize> },
+}
+
+impl ExclusiveOp {
+    /// Whether staged events must be in the `events` keyspace before it runs: a deletion of
+    /// events only where the counter has staged events it would delete (retention calls it per
+    /// counter, for events days old, which are never staged).
+    fn needs_staged_moved(&self, staged: &Staged) -> bool {
+        match self {
+            ExclusiveOp::DeleteEventsBefore { key, before, .. } => {
+                let end = codec::event_bound(key, *before);
+                let counter = codec::counter_prefix(key);
+                !staged
+                    .range(&counter, std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&end))
+                    .is_empty()
+            }
+            ExclusiveOp::DeleteNamespace { .. } => staged.len() > 0,
+        }
+    }
 }
 
 /// Counts kept by the writer thread, for metrics and benchmarks.
@@ -275,7 +286,9 @@ impl Writer {
                     Op::Exclusive(op) => {
                         let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
                         let _ = self.finish(done);
-                        if let Err(e) = self.move_all(&ks) {
+                        if op.needs_staged_moved(&self.shared.staged)
+                            && let Err(e) = self.move_all(&ks)
+                        {
                             Op::Exclusive(op).refuse(&e);
                             continue;
                         }
@@ -288,6 +301,11 @@ impl Writer {
                         }
                     }
                     Op::Shared(op) => batch.apply(op, &*self.clock, &mut self.recent),
+                    Op::MoveSlice { before, reply } => {
+                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
+                        let _ = self.finish(done);
+                        let _ = reply.send(self.move_slice_before(&ks, before));
+                    }
                 }
             }
             // A failed commit or move is logged, and the database reopened, by `finish`; the
@@ -318,6 +336,18 @@ impl Writer {
             self.shared.staged.begin_move();
         }
         self.move_slice(ks, self.move_slice)
+    }
+
+    /// Moves one slice of the events staged in journal entries before `before`, beginning a
+    /// move if none is under way; answers whether none of them is left staged.
+    fn move_slice_before(&mut self, ks: &Keyspaces, before: u64) -> StoreResult<bool> {
+        let left = |staged: &Staged| staged.oldest_entry().is_some_and(|entry| entry < before);
+        if !left(&self.shared.staged) {
+            return Ok(true);
+        }
+        self.shared.staged.begin_move();
+        self.move_slice(ks, self.move_slice)?;
+        Ok(!left(&self.shared.staged))
     }
 
     /// Moves every staged event into the `events` keyspace: the move under way, then
@@ -420,10 +450,6 @@ impl Writer {
                 let error = failed(&result);
                 let _ = reply.send(result);
                 error
-            }
-            ExclusiveOp::MoveStaged { reply } => {
-                let _ = reply.send(Ok(()));
-                None
             }
         }
     }

@@ -140,6 +140,12 @@ impl Staged {
         !self.read().moving.events.is_empty()
     }
 
+    /// The oldest journal entry whose events are staged, if any.
+    pub fn oldest_entry(&self) -> Option<u64> {
+        let inner = self.read();
+        inner.moving.journal_entries.first().or(inner.journal_entries.first()).copied()
+    }
+
     /// The sequence number for the next journal entry.
     pub fn next_sequence(&self) -> u64 {
         self.read().next_sequence

@@ -3,24 +3,26 @@
 //! open and read the same. A change that fails here changes the format: it needs a new
 //! format version and a migration, not a new fixture.
 //!
-//! The fixture was written by the ignored test at the end:
-//! `cargo test -p tally-store-fjall --test format_v1 -- --ignored write_the_format_1_fixture`.
+//! The fixture was written by a build of format 1, with the ignored test that ended this file
+//! then (`git show 941fe06:crates/tally-store-fjall/tests/format_v1.rs`); builds of format 2
+//! upgrade what they open, so they can no longer write it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tally_core::{
-    Checkpoint, CounterKey, CounterName, CounterType, Event, EventKind, IdempotencyToken, ManualClock,
-    Namespace, NamespaceConfig, Timestamp,
+    Checkpoint, CounterKey, CounterName, CounterType, EventKind, ManualClock, Namespace, Timestamp,
 };
 use tally_store::{CounterStore, EventLog, NamespaceStore, Stored};
 use tally_store_fjall::key_codec as codec;
 use tally_store_fjall::{FjallOptions, FjallStore};
 
+mod common;
+use common::copy_dir;
+
 /// The fixture's clock: 2026-11-30T00:00:00Z.
 const NOW: i64 = 1_796_083_200_000_000;
-const WINDOW: Duration = Duration::from_secs(3600);
 
 fn key(ns: &str, counter: &str) -> CounterKey {
     CounterKey::new(Namespace::new(ns).expect("ns"), CounterName::new(counter).expect("counter"))
@@ -95,80 +97,4 @@ async fn a_data_directory_written_by_format_1_opens_and_reads_the_same() {
         ["shop:orders", "default:home"],
         "in key order: a namespace's length comes first"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("the committed fixture") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
-fn event(key: &CounterKey, token: &str, time: Timestamp, kind: EventKind) -> Event {
-    Event { key: key.clone(), token: IdempotencyToken::new(token, time).expect("token"), kind }
-}
-
-/// Writes the fixture: run by hand, once per format version.
-#[tokio::test]
-#[ignore = "writes tests/data/format-v1; run by hand for a new format version"]
-async fn write_the_format_1_fixture() {
-    let dir = fixture();
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = open(&dir);
-    let config = NamespaceConfig {
-        counter_type: CounterType::Accurate,
-        accept_limit: Duration::from_secs(30),
-        ..NamespaceConfig::default()
-    };
-    store.create_namespace(&Namespace::new("shop").expect("ns"), &config).await.expect("create");
-    let orders = key("shop", "orders");
-    let deadline = Timestamp::MAX;
-    for e in [
-        event(&orders, "order-1", at(-90_000_000), EventKind::Add(10)),
-        event(&orders, "order-2", at(-3_000_000), EventKind::Add(3)),
-        event(&orders, "order-7", at(-2_000_000), EventKind::Clear),
-        event(&orders, "order-9", at(-1_000_000), EventKind::Add(5)),
-    ] {
-        store.append(&e, deadline, WINDOW).await.expect("append");
-    }
-    store
-        .put_checkpoint(&orders, Checkpoint { count: 10, until: at(-60_000_000) })
-        .await
-        .expect("checkpoint");
-    let home = key("default", "home");
-    for (token, delta) in [("srv-1", -4), ("srv-2", 1)] {
-        store
-            .append_new(&event(&home, token, at(-500_000), EventKind::Add(delta)), deadline)
-            .await
-            .expect("append");
-    }
-    // Everything into tables, so that the journal holds nothing the fixture needs.
-    store.compact().await.expect("compact");
-    drop(store);
-    trim_for_git(&dir);
-}
-
-/// Shrinks what git would store badly: journals are preallocated (64 MiB of zeros), so they
-/// are cut after their last written byte, and empty folders (which git cannot hold, and
-/// which the store does not need) are removed.
-fn trim_for_git(dir: &Path) {
-    for entry in std::fs::read_dir(dir).expect("fixture") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            trim_for_git(&path);
-            if std::fs::read_dir(&path).expect("dir").next().is_none() {
-                std::fs::remove_dir(&path).expect("remove empty dir");
-            }
-        } else if path.extension().is_some_and(|e| e == "jnl") {
-            let bytes = std::fs::read(&path).expect("journal");
-            let used = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-            std::fs::write(&path, &bytes[..used]).expect("trim journal");
-        }
-    }
 }

@@ -1,0 +1,39 @@
+//! Helpers of the format tests: committed data directories, copied and trimmed.
+
+// Each test crate that includes this module uses only some of it.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+/// Copies a committed fixture directory to `to`, so that opening it changes nothing in git.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("the committed fixture") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Shrinks what git would store badly: journals are preallocated (64 MiB of zeros), so they
+/// are cut after their last written byte, and empty folders (which git cannot hold, and
+/// which the store does not need) are removed.
+pub fn trim_for_git(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("fixture") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            trim_for_git(&path);
+            if std::fs::read_dir(&path).expect("dir").next().is_none() {
+                std::fs::remove_dir(&path).expect("remove empty dir");
+            }
+        } else if path.extension().is_some_and(|e| e == "jnl") {
+            let bytes = std::fs::read(&path).expect("journal");
+            let used = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            std::fs::write(&path, &bytes[..used]).expect("trim journal");
+        }
+    }
+}

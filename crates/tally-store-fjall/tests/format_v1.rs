@@ -7,38 +7,14 @@
 //! then (`git show 941fe06:crates/tally-store-fjall/tests/format_v1.rs`); builds of format 2
 //! upgrade what they open, so they can no longer write it.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tally_core::{
-    Checkpoint, CounterKey, CounterName, CounterType, EventKind, ManualClock, Namespace, Timestamp,
-};
+use tally_core::{Checkpoint, CounterType, EventKind, Timestamp};
 use tally_store::{CounterStore, EventLog, NamespaceStore, Stored};
 use tally_store_fjall::key_codec as codec;
-use tally_store_fjall::{FjallOptions, FjallStore};
 
 mod common;
-use common::copy_dir;
-
-/// The fixture's clock: 2026-11-30T00:00:00Z.
-const NOW: i64 = 1_796_083_200_000_000;
-
-fn key(ns: &str, counter: &str) -> CounterKey {
-    CounterKey::new(Namespace::new(ns).expect("ns"), CounterName::new(counter).expect("counter"))
-}
-
-fn at(offset_micros: i64) -> Timestamp {
-    Timestamp::from_micros(NOW + offset_micros)
-}
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format-v1")
-}
-
-fn open(dir: &Path) -> FjallStore {
-    FjallStore::open(dir, Arc::new(ManualClock::new(at(0))), FjallOptions::default()).expect("opens")
-}
+use common::{at, copy_dir, fixture, key, open};
 
 #[test]
 fn every_key_and_value_kind_is_pinned_bytes() {
@@ -71,7 +47,7 @@ fn every_key_and_value_kind_is_pinned_bytes() {
 #[tokio::test]
 async fn a_data_directory_written_by_format_1_opens_and_reads_the_same() {
     let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(&fixture(), dir.path());
+    copy_dir(&fixture("format-v1"), dir.path());
     let store = open(dir.path());
 
     let namespaces = store.list_namespaces().await.expect("namespaces");

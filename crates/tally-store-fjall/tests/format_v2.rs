@@ -6,39 +6,18 @@
 //! The fixture was written by the ignored test at the end:
 //! `cargo test -p tally-store-fjall --test format_v2 -- --ignored write_the_format_2_fixture`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tally_core::{
-    Checkpoint, CounterKey, CounterName, CounterType, Event, EventKind, IdempotencyToken, ManualClock,
-    Namespace, NamespaceConfig, Timestamp,
+    Checkpoint, CounterKey, CounterType, Event, EventKind, IdempotencyToken, Namespace, NamespaceConfig,
+    Timestamp,
 };
 use tally_store::{CounterStore, EventLog, NamespaceStore, Stored};
-use tally_store_fjall::{FjallOptions, FjallStore};
 
-mod common;
-use common::{copy_dir, trim_for_git};
-
-/// The fixture's clock: 2026-11-30T00:00:00Z.
-const NOW: i64 = 1_796_083_200_000_000;
 const WINDOW: Duration = Duration::from_secs(3600);
 
-fn key(ns: &str, counter: &str) -> CounterKey {
-    CounterKey::new(Namespace::new(ns).expect("ns"), CounterName::new(counter).expect("counter"))
-}
-
-fn at(offset_micros: i64) -> Timestamp {
-    Timestamp::from_micros(NOW + offset_micros)
-}
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format-v2")
-}
-
-fn open(dir: &Path) -> FjallStore {
-    FjallStore::open(dir, Arc::new(ManualClock::new(at(0))), FjallOptions::default()).expect("opens")
-}
+mod common;
+use common::{at, copy_dir, fixture, key, open, trim_for_git};
 
 fn event(key: &CounterKey, token: &str, time: Timestamp, kind: EventKind) -> Event {
     Event { key: key.clone(), token: IdempotencyToken::new(token, time).expect("token"), kind }
@@ -47,7 +26,7 @@ fn event(key: &CounterKey, token: &str, time: Timestamp, kind: EventKind) -> Eve
 #[tokio::test]
 async fn a_data_directory_written_by_format_2_opens_and_reads_its_tables_and_its_journal() {
     let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(&fixture(), dir.path());
+    copy_dir(&fixture("format-v2"), dir.path());
     let store = open(dir.path());
 
     let namespaces = store.list_namespaces().await.expect("namespaces");
@@ -81,7 +60,7 @@ async fn a_data_directory_written_by_format_2_opens_and_reads_its_tables_and_its
 #[tokio::test]
 #[ignore = "writes tests/data/format-v2; run by hand for a new format version"]
 async fn write_the_format_2_fixture() {
-    let dir = fixture();
+    let dir = fixture("format-v2");
     let _ = std::fs::remove_dir_all(&dir);
     let store = open(&dir);
     let config = NamespaceConfig {

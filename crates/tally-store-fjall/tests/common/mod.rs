@@ -3,7 +3,33 @@
 // Each test crate that includes this module uses only some of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tally_core::{CounterKey, CounterName, ManualClock, Namespace, Timestamp};
+use tally_store_fjall::{FjallOptions, FjallStore};
+
+/// The fixtures' clock: 2026-11-30T00:00:00Z.
+pub const NOW: i64 = 1_796_083_200_000_000;
+
+pub fn key(ns: &str, counter: &str) -> CounterKey {
+    CounterKey::new(Namespace::new(ns).expect("ns"), CounterName::new(counter).expect("counter"))
+}
+
+/// The fixtures' clock, moved by `offset_micros`.
+pub fn at(offset_micros: i64) -> Timestamp {
+    Timestamp::from_micros(NOW + offset_micros)
+}
+
+/// The committed fixture directory `name` under `tests/data`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+/// Opens the store in `dir` at the fixtures' time.
+pub fn open(dir: &Path) -> FjallStore {
+    FjallStore::open(dir, Arc::new(ManualClock::new(at(0))), FjallOptions::default()).expect("opens")
+}
 
 /// Copies a committed fixture directory to `to`, so that opening it changes nothing in git.
 pub fn copy_dir(from: &Path, to: &Path) {

@@ -17,8 +17,26 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A free loopback port. The checker keeps each process on the same ports across restarts, so
 /// clients never need to learn new addresses.
+///
+/// Taken below the system's ephemeral range: a port the system handed out would be handed
+/// out again, as the local end of some outgoing connection, while the process that is to
+/// listen on it starts or restarts (a run failed with "Address already in use" so).
 pub fn free_port() -> anyhow::Result<u16> {
+    let below = ephemeral_ports_start().unwrap_or(32_768);
+    let lowest = below.saturating_sub(12_000).max(1_024);
+    for _ in 0..200 {
+        let port = rand::random_range(lowest..below);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?.local_addr()?.port())
+}
+
+/// The first port of the system's ephemeral range (Linux), if it says.
+fn ephemeral_ports_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// Sends a signal by name (`KILL`, `STOP`, `CONT`) with the system's `kill`.
@@ -222,5 +240,16 @@ mod tests {
         assert!(refused.to_string().contains(PORT_HELD), "{refused}");
         assert_eq!(memcached_pid(first.port).await, owner, "the first memcached still serves its port");
         first.stop().await.expect("stop");
+    }
+
+    /// A run failed with "Address already in use": its instance's port, handed out by the
+    /// system, had become the local end of another test's connection by the time it started.
+    #[test]
+    fn regression_check_ports_lie_below_the_ephemeral_range() {
+        let below = ephemeral_ports_start().unwrap_or(32_768);
+        for _ in 0..20 {
+            let port = free_port().expect("a free port");
+            assert!(port < below, "port {port} is in the ephemeral range, from {below}");
+        }
     }
 }

@@ -281,10 +281,13 @@ impl Writer {
                 }
             };
             let mut batch = Batch::new(&ks, &shared, Sync::Data);
+            // Events this round of requests stages: the move drains at least twice as many.
+            let mut staging = 0;
             for op in ops {
                 match op {
                     Op::Exclusive(op) => {
                         let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
+                        staging += done.staged.len();
                         let _ = self.finish(done);
                         if op.needs_staged_moved(&self.shared.staged)
                             && let Err(e) = self.move_all(&ks)
@@ -303,6 +306,7 @@ impl Writer {
                     Op::Shared(op) => batch.apply(op, &*self.clock, &mut self.recent),
                     Op::MoveSlice { before, reply } => {
                         let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
+                        staging += done.staged.len();
                         let _ = self.finish(done);
                         let _ = reply.send(self.move_slice_before(&ks, before));
                     }
@@ -310,8 +314,9 @@ impl Writer {
             }
             // A failed commit or move is logged, and the database reopened, by `finish`; the
             // events stay staged (and journaled) for the next move.
+            staging += batch.staged.len();
             if self.finish(batch).is_ok() {
-                let _ = self.continue_move(&ks);
+                let _ = self.continue_move(&ks, staging);
             }
         }
     }
@@ -327,15 +332,18 @@ impl Writer {
         Ok(ks)
     }
 
-    /// Moves the next slice of the move under way, beginning one if enough has gathered.
-    fn continue_move(&mut self, ks: &Keyspaces) -> StoreResult<()> {
+    /// Moves the next slice of the move under way, beginning one if enough has gathered. The
+    /// slice is `move_slice` events, or twice what the last round of requests staged if that
+    /// is more: a move must outrun the commits, or under a load of large commits what gathers
+    /// during one move would outgrow it, and the next, without bound.
+    fn continue_move(&mut self, ks: &Keyspaces, staged_last: usize) -> StoreResult<()> {
         if !self.shared.staged.is_moving() {
             if self.shared.staged.gathered() < self.stage_events {
                 return Ok(());
             }
             self.shared.staged.begin_move();
         }
-        self.move_slice(ks, self.move_slice)
+        self.move_slice(ks, self.move_slice.max(staged_last.saturating_mul(2)))
     }
 
     /// Moves one slice of the events staged in journal entries before `before`, beginning a

@@ -41,7 +41,8 @@ pub struct FjallOptions {
     pub stage_events: usize,
     /// How many staged events the writer moves between two commits. Default 512: about 2 ms
     /// of its time on a small machine, so that appends wait behind at most one slice, not a whole
-    /// move.
+    /// move. A slice is larger when the commits before it staged more than half of it: twice
+    /// what they staged, so that a move always outruns the commits.
     pub move_slice: usize,
 }
 
@@ -523,6 +524,33 @@ mod tests {
             token: IdempotencyToken::new(token, Timestamp::from_micros(micros)).expect("token"),
             kind: EventKind::Add(1),
         }
+    }
+
+    /// Regression: a move went 512 events per round of requests however many a round staged,
+    /// so under a load of larger commits the events gathering during one move outgrew it, and
+    /// the next move more, without bound. Here every commit stages 40 events and a slice is 1:
+    /// what is staged must stay near `stage_events` plus what a move takes in.
+    #[tokio::test]
+    async fn regression_staged_events_stay_bounded_when_commits_are_larger_than_a_slice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = FjallOptions { stage_events: 100, move_slice: 1, ..FjallOptions::default() };
+        let store = FjallStore::open(dir.path(), Arc::new(SystemClock), options).expect("open");
+        let now = SystemClock.now().as_micros();
+        let mut most = 0;
+        for round in 0..200 {
+            let appends: Vec<BatchAppend> = (0..40)
+                .map(|i| BatchAppend {
+                    event: add(&format!("r{round}-{i}"), now),
+                    deadline: Timestamp::MAX,
+                    check: IdentityCheck::KnownNew,
+                })
+                .collect();
+            assert!(store.append_batch(&appends).await.iter().all(Result::is_ok));
+            most = most.max(store.staged.len());
+        }
+        assert!(most <= 300, "{most} events were staged at once");
+        let fold = store.fold(&add("x", now).key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
+        assert_eq!(fold.events, 8000, "every event once, staged or moved");
     }
 
     /// A writer behind its load sheds the appends that waited past `max_queue_wait`, unwritten,

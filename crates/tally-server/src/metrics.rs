@@ -320,21 +320,22 @@ pub async fn observe<T>(
 /// Records one request that ended with `code` (a code name, or `"OK"`), begun at `started`.
 pub fn record(transport: &'static str, operation: Operation, code: &'static str, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
+    let observe = |(requests, duration): &RequestMetrics| {
+        requests.increment(1);
+        duration.record(seconds);
+    };
     // Once the recorder is installed, each thread keeps the handles it used: building a
     // labelled key and finding it in the registry was a few per cent of a pipelined add.
     // Before (a handle made then would stay a no-op), they are looked up every time.
     if HANDLE.get().is_none() {
-        let (requests, duration) = request_metrics(transport, operation, code);
-        requests.increment(1);
-        duration.record(seconds);
-        return;
+        return observe(&request_metrics(transport, operation, code));
     }
     REQUEST_METRICS.with_borrow_mut(|cached| {
-        let (requests, duration) = cached
-            .entry((transport, operation, code))
-            .or_insert_with(|| request_metrics(transport, operation, code));
-        requests.increment(1);
-        duration.record(seconds);
+        observe(
+            cached
+                .entry((transport, operation, code))
+                .or_insert_with(|| request_metrics(transport, operation, code)),
+        )
     });
 }
 

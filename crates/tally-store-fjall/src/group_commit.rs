@@ -150,11 +150,7 @@ impl ExclusiveOp {
     fn needs_staged_moved(&self, staged: &Staged) -> bool {
         match self {
             ExclusiveOp::DeleteEventsBefore { key, before, .. } => {
-                let end = codec::event_bound(key, *before);
-                let counter = codec::counter_prefix(key);
-                !staged
-                    .range(&counter, std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&end))
-                    .is_empty()
+                staged.holds_before(&codec::counter_prefix(key), &codec::event_bound(key, *before))
             }
             ExclusiveOp::DeleteNamespace { .. } => staged.len() > 0,
         }
@@ -194,13 +190,13 @@ impl GroupCommitter {
         options: &crate::FjallOptions,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let stats = Arc::new(WriterStats::default());
+        let stats = shared.stats.clone();
         let recent = RecentState::new(RECENT_STATE_ENTRIES, RECENT_TOKENS);
         let published = recent.tokens.published();
         let writer = Writer {
             handles,
             loaded: Arc::downgrade(&loaded),
-            shared: Shared { stats: stats.clone(), ..shared },
+            shared,
             clock,
             max_batch: options.max_batch.max(1),
             max_queue_wait: options.max_queue_wait,
@@ -280,15 +276,13 @@ impl Writer {
                     continue;
                 }
             };
-            let mut batch = Batch::new(&ks, &shared, Sync::Data);
+            let mut batch = Batch::new(&ks, &shared, Durability::Synced);
             // Events this round of requests stages: the move drains at least twice as many.
             let mut staging = 0;
             for op in ops {
                 match op {
                     Op::Exclusive(op) => {
-                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
-                        staging += done.staged.len();
-                        let _ = self.finish(done);
+                        staging += self.finish(batch.take()).unwrap_or(0);
                         if op.needs_staged_moved(&self.shared.staged)
                             && let Err(e) = self.move_all(&ks)
                         {
@@ -305,18 +299,15 @@ impl Writer {
                     }
                     Op::Shared(op) => batch.apply(op, &*self.clock, &mut self.recent),
                     Op::MoveSlice { before, reply } => {
-                        let done = std::mem::replace(&mut batch, Batch::new(&ks, &shared, Sync::Data));
-                        staging += done.staged.len();
-                        let _ = self.finish(done);
+                        staging += self.finish(batch.take()).unwrap_or(0);
                         let _ = reply.send(self.move_slice_before(&ks, before));
                     }
                 }
             }
             // A failed commit or move is logged, and the database reopened, by `finish`; the
             // events stay staged (and journaled) for the next move.
-            staging += batch.staged.len();
-            if self.finish(batch).is_ok() {
-                let _ = self.continue_move(&ks, staging);
+            if let Ok(staged) = self.finish(batch) {
+                let _ = self.continue_move(&ks, staging + staged);
             }
         }
     }
@@ -361,13 +352,11 @@ impl Writer {
     /// Moves every staged event into the `events` keyspace: the move under way, then
     /// everything gathered since.
     fn move_all(&mut self, ks: &Keyspaces) -> StoreResult<()> {
-        for _ in 0..2 {
-            while self.shared.staged.is_moving() {
-                self.move_slice(ks, usize::MAX)?;
-            }
+        while self.shared.staged.len() > 0 {
+            // Begins a move of what gathered only once the one under way is done.
             self.shared.staged.begin_move();
+            self.move_slice(ks, usize::MAX)?;
         }
-        debug_assert_eq!(self.shared.staged.len(), 0, "nothing is staged after moving all");
         Ok(())
     }
 
@@ -379,7 +368,7 @@ impl Writer {
         let staged = self.shared.staged.clone();
         let moved = staged.with_next_slice(limit, |events, last| {
             let shared = self.shared.clone();
-            let mut batch = Batch::new(ks, &shared, Sync::Later);
+            let mut batch = Batch::new(ks, &shared, Durability::Deferred);
             // In key order a counter's events are neighbours: one `last_write` for each run.
             for counter in events.chunk_by(|a, b| a.counter() == b.counter()) {
                 let newest = counter.iter().map(|e| e.time).max().unwrap_or(Timestamp::MIN);
@@ -419,14 +408,16 @@ impl Writer {
         ops
     }
 
-    /// Commits a batch; afterwards the writer remembers what it wrote, or, if the commit
-    /// failed, forgets everything (the database is reopened from what reached the journal).
-    fn finish(&mut self, mut batch: Batch<'_>) -> StoreResult<()> {
+    /// Commits a batch and answers how many events it staged; afterwards the writer remembers
+    /// what it wrote, or, if the commit failed, forgets everything (the database is reopened
+    /// from what reached the journal).
+    fn finish(&mut self, mut batch: Batch<'_>) -> StoreResult<usize> {
         let settled = batch.settle_last_writes(&mut self.recent);
+        let staged = batch.staged.len();
         match batch.commit(settled.err()) {
             Ok(written) => {
                 self.recent.remember(written);
-                Ok(())
+                Ok(staged)
             }
             Err(e) => {
                 // Closed first: what the writer remembers is forgotten only once no read can
@@ -549,19 +540,19 @@ type Overlay = [HashMap<Vec<u8>, Vec<u8>>; Space::ALL];
 
 /// Whether a batch's commit is synced before its requests are answered.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Sync {
+enum Durability {
     /// `fdatasync` before any answer: what acknowledges writes.
-    Data,
-    /// Written to the database's journal and synced by the next [`Sync::Data`] commit: for a
-    /// move of staged events, which a crash may undo without losing anything.
-    Later,
+    Synced,
+    /// Written to the database's journal and synced by the next [`Durability::Synced`]
+    /// commit: for a move of staged events, which a crash may undo without losing anything.
+    Deferred,
 }
 
 /// One group commit in the making.
 struct Batch<'a> {
     ks: &'a Keyspaces,
     shared: &'a Shared,
-    sync: Sync,
+    durability: Durability,
     writes: fjall::OwnedWriteBatch,
     written: usize,
     overlay: Overlay,
@@ -577,16 +568,16 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(ks: &'a Keyspaces, shared: &'a Shared, sync: Sync) -> Self {
-        let durability = match sync {
-            Sync::Data => Some(PersistMode::SyncData),
-            Sync::Later => None,
+    fn new(ks: &'a Keyspaces, shared: &'a Shared, durability: Durability) -> Self {
+        let persist = match durability {
+            Durability::Synced => Some(PersistMode::SyncData),
+            Durability::Deferred => None,
         };
         Self {
             ks,
             shared,
-            sync,
-            writes: ks.db.batch().durability(durability),
+            durability,
+            writes: ks.db.batch().durability(persist),
             written: 0,
             overlay: Default::default(),
             staged: Vec::new(),
@@ -594,6 +585,12 @@ impl<'a> Batch<'a> {
             acks: Vec::new(),
             requests: 0,
         }
+    }
+
+    /// This batch, leaving an empty one like it in its place: for a request that must run
+    /// after what came before it is committed.
+    fn take(&mut self) -> Self {
+        std::mem::replace(self, Batch::new(self.ks, self.shared, self.durability))
     }
 
     fn keyspace(&self, space: Space) -> &'a Keyspace {
@@ -823,7 +820,7 @@ impl<'a> Batch<'a> {
             }
             let started = Instant::now();
             let result = self.writes.commit().map_err(unavailable);
-            if self.sync == Sync::Data {
+            if self.durability == Durability::Synced {
                 self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                 metrics::histogram!("tally_group_commit_seconds").record(started.elapsed().as_secs_f64());
             }

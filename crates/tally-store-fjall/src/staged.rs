@@ -105,6 +105,13 @@ impl Inner {
         let len = events[from..].iter().take_while(|e| e.counter() == counter).count();
         &events[from..from + len]
     }
+
+    /// Every staged event (gathering or moving) of the counter with state key `counter`, in
+    /// no order.
+    fn of_counter<'a>(&'a self, counter: &[u8]) -> impl Iterator<Item = &'a StagedEvent> + use<'a> {
+        let gathering = self.by_counter.get(counter).map_or(&[][..], Vec::as_slice);
+        gathering.iter().chain(self.moving_of(counter))
+    }
 }
 
 /// The staged events, shared by the writer (which alone adds and removes them) and readers.
@@ -170,9 +177,7 @@ impl Staged {
                 .into_iter()
                 .map(|(key, value)| StagedEvent::decode(key, value))
                 .collect::<StoreResult<Vec<_>>>()?;
-            let sequence = codec::decode_journal_key(&key)?;
-            loaded.next_sequence = loaded.next_sequence.max(sequence);
-            loaded.add(sequence, events);
+            loaded.add(codec::decode_journal_key(&key)?, events);
         }
         let staged = loaded.gathered;
         *self.write() = loaded;
@@ -183,10 +188,8 @@ impl Staged {
     /// `start` and `end`, as `(key, value)` in key order.
     pub fn range(&self, counter: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
         let inner = self.read();
-        let gathering = inner.by_counter.get(counter).map_or(&[][..], Vec::as_slice);
-        let mut found: Vec<_> = gathering
-            .iter()
-            .chain(inner.moving_of(counter))
+        let mut found: Vec<_> = inner
+            .of_counter(counter)
             .filter(|e| RangeBounds::<[u8]>::contains(&(start, end), e.key.as_slice()))
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
@@ -198,9 +201,13 @@ impl Staged {
     /// The greatest generation time among the staged events of the counter with state key
     /// `counter`.
     pub fn newest(&self, counter: &[u8]) -> Option<Timestamp> {
-        let inner = self.read();
-        let gathering = inner.by_counter.get(counter).map_or(&[][..], Vec::as_slice);
-        gathering.iter().chain(inner.moving_of(counter)).map(|e| e.time).max()
+        self.read().of_counter(counter).map(|e| e.time).max()
+    }
+
+    /// Whether the counter with state key `counter` has a staged event with a key before
+    /// `end`.
+    pub fn holds_before(&self, counter: &[u8], end: &[u8]) -> bool {
+        self.read().of_counter(counter).any(|e| e.key.as_slice() < end)
     }
 
     /// Begins a move of everything gathered, unless one is under way: the events are frozen

@@ -87,7 +87,7 @@ impl FjallStore {
             );
         }
         let shared = group_commit::Shared {
-            stats: Default::default(),
+            stats: Arc::default(),
             presence: presence.clone(),
             staged: staged.clone(),
         };
@@ -100,10 +100,8 @@ impl FjallStore {
     /// time (appends go on between the slices).
     async fn move_staged(&self) -> StoreResult<()> {
         let before = self.staged.next_sequence();
-        while self.staged.oldest_entry().is_some_and(|entry| entry < before) {
-            if self.writer.submit(|reply| Op::MoveSlice { before, reply }).await? {
-                break;
-            }
+        if self.staged.oldest_entry().is_some_and(|entry| entry < before) {
+            while !self.writer.submit(|reply| Op::MoveSlice { before, reply }).await? {}
         }
         Ok(())
     }

@@ -219,6 +219,18 @@ impl Shard {
         }
     }
 
+    /// The counter's count as memory knows it (see [`Tails::read`]).
+    fn read(&self, key: &CounterKey) -> Read {
+        match self.tails.get(key) {
+            None => self.retired.get(key).map_or(Read::Folded, |cp| Read::Exact(cp.count)),
+            Some(tail) if !tail.is_exact() => Read::Uncertain,
+            Some(tail) => match tail.checkpoint {
+                Some(cp) => Read::Exact(tail.total.apply_to(cp.count)),
+                None => Read::NeedCheckpoint,
+            },
+        }
+    }
+
     /// Forgets a deleted namespace's counters; returns how many events that dropped.
     fn forget(&mut self, namespace: &Namespace) -> usize {
         let mut dropped = 0;
@@ -266,8 +278,21 @@ pub(crate) enum Begin {
     InFlight,
     /// The count is needed (for the overflow check) and memory lacks the checkpoint.
     NeedCheckpoint,
+    /// Memory cannot check this add against the count (the counter is uncertain, or memory
+    /// is off): check it against the store's, then begin again with [`StoreCheck::Done`].
+    CheckInStore,
     /// The add would take the count (with every add in flight) out of range.
     Overflow { count: i64 },
+}
+
+/// Whether an add's overflow check against the store's count, for a counter whose count
+/// memory does not hold, is still to be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreCheck {
+    /// Not yet: [`Tails::begin`] answers [`Begin::CheckInStore`] where memory cannot check.
+    Needed,
+    /// Done by the caller (or not wanted): memory checks what it can and nothing more.
+    Done,
 }
 
 /// What happened to an append begun with [`Tails::begin`].
@@ -377,13 +402,18 @@ impl Tails {
         }
     }
 
-    /// Registers `event` as in flight, after the overflow check for an add.
-    pub(crate) fn begin(&self, event: &Event, origin: Origin) -> Begin {
+    /// Registers `event` as in flight, after the overflow check for an add: memory's own where
+    /// it holds the count, else the store's, which `store_check` says whether the caller did.
+    pub(crate) fn begin(&self, event: &Event, origin: Origin, store_check: StoreCheck) -> Begin {
+        let check_in_store = store_check == StoreCheck::Needed && matches!(event.kind, EventKind::Add(_));
         if !self.enabled {
-            return Begin::Append(Lookup::Store);
+            return match check_in_store {
+                true => Begin::CheckInStore,
+                false => Begin::Append(Lookup::Store),
+            };
         }
         let mut shard = self.shard(&event.key);
-        let begin = self.decide(shard.tail(&event.key), event, origin);
+        let begin = self.decide(shard.tail(&event.key), event, origin, check_in_store);
         // A refused or deferred add leaves nothing behind (its checkpoint is kept as retired).
         if !matches!(begin, Begin::Append(_)) && shard.tails.get(&event.key).is_some_and(CounterTail::is_idle)
         {
@@ -393,7 +423,7 @@ impl Tails {
     }
 
     /// [`Tails::begin`] on the counter's tail.
-    fn decide(&self, tail: &mut CounterTail, event: &Event, origin: Origin) -> Begin {
+    fn decide(&self, tail: &mut CounterTail, event: &Event, origin: Origin, check_in_store: bool) -> Begin {
         let now = match origin {
             Origin::Client { now, .. } => now,
             Origin::Server => Timestamp::MIN,
@@ -405,6 +435,9 @@ impl Tails {
             };
         }
         let exact = tail.is_exact();
+        if !exact && check_in_store {
+            return Begin::CheckInStore;
+        }
         if exact && let EventKind::Add(delta) = event.kind {
             let reach = if delta > 0 { tail.pending_up } else { tail.pending_down };
             match tail.checkpoint {
@@ -461,14 +494,15 @@ impl Tails {
         entry.committed.then_some(Stored { generation_time, kind: entry.kind })
     }
 
-    /// Records what the store did with an event begun with [`Tails::begin`].
-    pub(crate) fn finish(&self, event: &Event, finished: Finished) {
+    /// Records what the store did with an event begun with [`Tails::begin`], and answers what
+    /// [`Tails::read`] would right after: an add's answer needs no second look-up.
+    pub(crate) fn finish(&self, event: &Event, finished: Finished) -> Read {
         if !self.enabled {
-            return;
+            return Read::Uncertain;
         }
         let mut shard = self.shard(&event.key);
         let Some(tail) = shard.tails.get_mut(&event.key) else {
-            return;
+            return shard.read(&event.key);
         };
         tail.release_pending(event.kind);
         match finished {
@@ -488,6 +522,7 @@ impl Tails {
         if tail.is_idle() {
             shard.retire(&event.key);
         }
+        shard.read(&event.key)
     }
 
     /// The counter's count as memory knows it.
@@ -495,15 +530,7 @@ impl Tails {
         if !self.enabled {
             return Read::Uncertain;
         }
-        let shard = self.shard(key);
-        match shard.tails.get(key) {
-            None => shard.retired.get(key).map_or(Read::Folded, |cp| Read::Exact(cp.count)),
-            Some(tail) if !tail.is_exact() => Read::Uncertain,
-            Some(tail) => match tail.checkpoint {
-                Some(cp) => Read::Exact(tail.total.apply_to(cp.count)),
-                None => Read::NeedCheckpoint,
-            },
-        }
+        self.shard(key).read(key)
     }
 
     /// Gives memory the stored checkpoint it lacked.
@@ -601,7 +628,7 @@ mod tests {
     }
 
     fn written(tails: &Tails, e: &Event) {
-        assert!(matches!(tails.begin(e, CLIENT), Begin::Append(_)), "{e:?} begins");
+        assert!(matches!(tails.begin(e, CLIENT, StoreCheck::Done), Begin::Append(_)), "{e:?} begins");
         tails.finish(e, Finished::Written);
     }
 
@@ -615,14 +642,20 @@ mod tests {
     fn an_add_loads_the_checkpoint_only_when_the_largest_count_could_overflow() {
         let tails = Tails::new(TailMode::Local { max_held: 1_000 });
         let small = event("small", 1, EventKind::Add(5));
-        assert!(matches!(tails.begin(&small, CLIENT), Begin::Append(_)), "no count is near the bounds");
+        assert!(
+            matches!(tails.begin(&small, CLIENT, StoreCheck::Done), Begin::Append(_)),
+            "no count is near the bounds"
+        );
         tails.finish(&small, Finished::Written);
         let other = CounterKey::new(Namespace::new("ns").expect("ns"), CounterName::new("big").expect("c"));
         tails.folded(&other, Checkpoint { count: i64::MAX - 3, until: Timestamp::from_micros(0) });
         let next = event("next", 2, EventKind::Add(1));
-        assert!(matches!(tails.begin(&next, CLIENT), Begin::NeedCheckpoint), "a count near the bound exists");
+        assert!(
+            matches!(tails.begin(&next, CLIENT, StoreCheck::Done), Begin::NeedCheckpoint),
+            "a count near the bound exists"
+        );
         tails.set_checkpoint(&key(), Checkpoint::ZERO);
-        assert!(matches!(tails.begin(&next, CLIENT), Begin::Append(_)));
+        assert!(matches!(tails.begin(&next, CLIENT, StoreCheck::Done), Begin::Append(_)));
     }
 
     #[test]
@@ -643,7 +676,7 @@ mod tests {
         let tails = exact_tails();
         written(&tails, &event("a", 10, EventKind::Add(5)));
         let in_flight = event("b", 20, EventKind::Add(1));
-        assert!(matches!(tails.begin(&in_flight, CLIENT), Begin::Append(Lookup::Store)));
+        assert!(matches!(tails.begin(&in_flight, CLIENT, StoreCheck::Done), Begin::Append(Lookup::Store)));
         written(&tails, &event("c", 30, EventKind::Add(7)));
         let Plan::Fold { base, fold, until } = tails.plan(&key(), Timestamp::from_micros(40)) else {
             panic!("an exact counter plans from memory");
@@ -662,7 +695,7 @@ mod tests {
     fn an_append_answered_after_a_checkpoint_covers_it_counts_once() {
         let tails = exact_tails();
         let slow = event("slow", 10, EventKind::Add(5));
-        assert!(matches!(tails.begin(&slow, CLIENT), Begin::Append(_)));
+        assert!(matches!(tails.begin(&slow, CLIENT, StoreCheck::Done), Begin::Append(_)));
         tails.folded(&key(), Checkpoint { count: 5, until: Timestamp::from_micros(20) });
         tails.finish(&slow, Finished::Written);
         assert_eq!(tails.read(&key()), Read::Exact(5));
@@ -675,7 +708,10 @@ mod tests {
         written(&tails, &event("a", 10, EventKind::Add(1)));
         written(&tails, &event("b", 11, EventKind::Add(1)));
         assert_eq!(tails.events_held(), 2);
-        assert!(matches!(tails.begin(&event("c", 12, EventKind::Add(1)), CLIENT), Begin::Untracked));
+        assert!(matches!(
+            tails.begin(&event("c", 12, EventKind::Add(1)), CLIENT, StoreCheck::Done),
+            Begin::Untracked
+        ));
         assert_eq!(tails.read(&key()), Read::Uncertain, "memory lacks c");
         assert_eq!(tails.plan(&key(), Timestamp::from_micros(20)), Plan::Uncertain);
         // A rollup through the store folds past c: memory holds nothing again, and is exact.
@@ -691,7 +727,10 @@ mod tests {
         let tails = Tails::new(TailMode::Local { max_held: 1_000 });
         let full = Checkpoint { count: i64::MAX, until: Timestamp::from_micros(5) };
         tails.set_checkpoint(&key(), full);
-        assert!(matches!(tails.begin(&event("a", 10, EventKind::Add(1)), CLIENT), Begin::Overflow { .. }));
+        assert!(matches!(
+            tails.begin(&event("a", 10, EventKind::Add(1)), CLIENT, StoreCheck::Done),
+            Begin::Overflow { .. }
+        ));
         assert_eq!(tails.counters(), 0);
         assert_eq!(tails.read(&key()), Read::Exact(i64::MAX), "its checkpoint is kept");
     }
@@ -701,18 +740,18 @@ mod tests {
         let tails = exact_tails();
         let e = event("a", 10, EventKind::Add(5));
         // A client's token may be held in the store by an event memory no longer has.
-        assert!(matches!(tails.begin(&e, CLIENT), Begin::Append(Lookup::Store)));
-        assert!(matches!(tails.begin(&e, CLIENT), Begin::InFlight));
+        assert!(matches!(tails.begin(&e, CLIENT, StoreCheck::Done), Begin::Append(Lookup::Store)));
+        assert!(matches!(tails.begin(&e, CLIENT, StoreCheck::Done), Begin::InFlight));
         tails.finish(&e, Finished::Written);
         let stored = Stored { generation_time: Timestamp::from_micros(10), kind: EventKind::Add(5) };
-        assert!(matches!(tails.begin(&e, CLIENT), Begin::Known(s) if s == stored));
+        assert!(matches!(tails.begin(&e, CLIENT, StoreCheck::Done), Begin::Known(s) if s == stored));
         // The token alone: a retry restamped with another generation time is the same mutation.
         let restamped = event("a", 17, EventKind::Add(5));
-        assert!(matches!(tails.begin(&restamped, CLIENT), Begin::Known(s) if s == stored));
+        assert!(matches!(tails.begin(&restamped, CLIENT, StoreCheck::Done), Begin::Known(s) if s == stored));
         assert_eq!(tails.find(&restamped, Timestamp::MIN), Some(stored));
         // A server-made token is never sent again: it needs no lookup.
         assert!(matches!(
-            tails.begin(&event("srv", 12, EventKind::Add(1)), Origin::Server),
+            tails.begin(&event("srv", 12, EventKind::Add(1)), Origin::Server, StoreCheck::Done),
             Begin::Append(Lookup::Skip)
         ));
     }
@@ -721,21 +760,24 @@ mod tests {
     fn a_token_refused_by_the_store_is_forgotten_with_its_time() {
         let tails = exact_tails();
         let e = event("a", 10, EventKind::Add(5));
-        assert!(matches!(tails.begin(&e, CLIENT), Begin::Append(Lookup::Store)));
+        assert!(matches!(tails.begin(&e, CLIENT, StoreCheck::Done), Begin::Append(Lookup::Store)));
         tails.finish(&e, Finished::NotWritten);
         assert_eq!(tails.find(&event("a", 11, EventKind::Add(5)), Timestamp::MIN), None);
-        assert!(matches!(tails.begin(&event("a", 11, EventKind::Add(5)), CLIENT), Begin::Append(_)));
+        assert!(matches!(
+            tails.begin(&event("a", 11, EventKind::Add(5)), CLIENT, StoreCheck::Done),
+            Begin::Append(_)
+        ));
     }
 
     #[test]
     fn an_unknown_outcome_makes_the_counter_uncertain_until_folded_past_it() {
         let tails = exact_tails();
         let e = event("a", 10, EventKind::Add(5));
-        assert!(matches!(tails.begin(&e, CLIENT), Begin::Append(_)));
+        assert!(matches!(tails.begin(&e, CLIENT, StoreCheck::Done), Begin::Append(_)));
         tails.finish(&e, Finished::Unknown);
         assert_eq!(tails.read(&key()), Read::Uncertain);
         assert!(matches!(
-            tails.begin(&event("b", 12, EventKind::Add(1)), CLIENT),
+            tails.begin(&event("b", 12, EventKind::Add(1)), CLIENT, StoreCheck::Done),
             Begin::Append(Lookup::Store)
         ));
         tails.finish(&event("b", 12, EventKind::Add(1)), Finished::Written);
@@ -745,17 +787,54 @@ mod tests {
     }
 
     #[test]
+    fn an_uncertain_counter_asks_for_the_store_check_and_a_known_retry_does_not() {
+        let tails = exact_tails();
+        let e = event("a", 10, EventKind::Add(5));
+        written(&tails, &e);
+        let unknown = event("u", 11, EventKind::Add(1));
+        assert!(matches!(tails.begin(&unknown, CLIENT, StoreCheck::Done), Begin::Append(_)));
+        tails.finish(&unknown, Finished::Unknown);
+        let next = event("b", 12, EventKind::Add(1));
+        assert!(matches!(tails.begin(&next, CLIENT, StoreCheck::Needed), Begin::CheckInStore));
+        assert!(matches!(tails.begin(&next, CLIENT, StoreCheck::Done), Begin::Append(Lookup::Store)));
+        // A retry memory holds is answered as such, whatever the count.
+        assert!(matches!(tails.begin(&e, CLIENT, StoreCheck::Needed), Begin::Known(_)));
+        // A clear has no count to check.
+        let clear = event("c", 13, EventKind::Clear);
+        assert!(matches!(tails.begin(&clear, CLIENT, StoreCheck::Needed), Begin::Append(_)));
+        // Without memory every add is checked in the store.
+        let off = Tails::new(TailMode::Off);
+        assert!(matches!(off.begin(&next, CLIENT, StoreCheck::Needed), Begin::CheckInStore));
+        assert!(matches!(off.begin(&next, CLIENT, StoreCheck::Done), Begin::Append(Lookup::Store)));
+    }
+
+    #[test]
+    fn finish_answers_what_a_read_would() {
+        let tails = exact_tails();
+        let a = event("a", 10, EventKind::Add(5));
+        assert!(matches!(tails.begin(&a, CLIENT, StoreCheck::Needed), Begin::Append(_)));
+        assert_eq!(tails.finish(&a, Finished::Written), Read::Exact(5));
+        let b = event("b", 11, EventKind::Add(3));
+        assert!(matches!(tails.begin(&b, CLIENT, StoreCheck::Needed), Begin::Append(_)));
+        assert_eq!(tails.finish(&b, Finished::NotWritten), Read::Exact(5));
+        let c = event("c", 12, EventKind::Add(1));
+        assert!(matches!(tails.begin(&c, CLIENT, StoreCheck::Needed), Begin::Append(_)));
+        assert_eq!(tails.finish(&c, Finished::Unknown), Read::Uncertain);
+        assert_eq!(tails.read(&key()), Read::Uncertain);
+    }
+
+    #[test]
     fn overflow_counts_adds_in_flight() {
         let tails = exact_tails();
         let first = event("a", 10, EventKind::Add(i64::MAX));
-        assert!(matches!(tails.begin(&first, CLIENT), Begin::Append(_)));
+        assert!(matches!(tails.begin(&first, CLIENT, StoreCheck::Done), Begin::Append(_)));
         assert!(matches!(
-            tails.begin(&event("b", 11, EventKind::Add(1)), CLIENT),
+            tails.begin(&event("b", 11, EventKind::Add(1)), CLIENT, StoreCheck::Done),
             Begin::Overflow { count: 0 }
         ));
         tails.finish(&first, Finished::Written);
         assert!(matches!(
-            tails.begin(&event("c", 12, EventKind::Add(1)), CLIENT),
+            tails.begin(&event("c", 12, EventKind::Add(1)), CLIENT, StoreCheck::Done),
             Begin::Overflow { count: i64::MAX }
         ));
     }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tally_core::{CounterKey, CounterType, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
 use tally_store::BatchAppend;
 
-use super::{Count, Engine, Mutated, Prepared, finished};
+use super::{Count, Engine, Mutated, Prepared, exact_of, finished};
 use crate::error::{EngineError, EngineResult};
+use crate::tail::StoreCheck;
 
 /// One add of [`Engine::add_batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,13 +108,19 @@ impl Engine {
             }
         }
         let results = self.inner.store.append_batch(&staged.appends).await;
+        // Each counter's exact count once its last event of the batch is finished: it counts
+        // every add of the batch to it, which is what the answers are worked out from.
+        let mut known: HashMap<&CounterKey, i64> = HashMap::with_capacity(staged.appends.len());
         for ((append, members), result) in staged.appends.iter().zip(&staged.members).zip(results) {
             let event = &append.event;
             let outcome = match &configs[members[0]] {
                 Ok(config) => self.settle(event, config, &result, now),
                 Err(_) => finished(&result),
             };
-            self.inner.tails.finish(event, outcome);
+            match exact_of(Some(self.inner.tails.finish(event, outcome))) {
+                Some(count) => known.insert(&event.key, count),
+                None => known.remove(&event.key),
+            };
             let answer = match (&configs[members[0]], result) {
                 (Ok(config), Ok(appended)) => Ok(self.appended(event, config, appended, now)),
                 (_, Err(e)) => Err(EngineError::from(e)),
@@ -127,10 +134,11 @@ impl Engine {
         // answered once the first attempt has its answer.
         for (i, add) in adds.iter().enumerate() {
             if answers[i].is_none() {
+                known.remove(&add.key);
                 answers[i] = Some(self.add_count_admitted(&add.key, add.delta, add.token.clone()).await);
             }
         }
-        self.batch_counts(adds, &configs, answers).await
+        self.batch_counts(adds, &configs, answers, known).await
     }
 
     /// Prepares one event of a batch: answered at once (a `best_effort` counter, a retry memory
@@ -147,7 +155,6 @@ impl Engine {
             self.inner.best_effort.add(&add.key, add.delta, config.best_effort_ttl, now).await?;
             return Ok(Stage::Answered(Mutated { token: None, applied: true }));
         }
-        self.check_overflow_in_store(&add.key, config, add.delta).await?;
         let made = self.event_of(&add.key, config, EventKind::Add(add.delta), add.token.clone(), now);
         let (event, server_made) = match made {
             Ok(made) => made,
@@ -156,7 +163,7 @@ impl Engine {
         if staged.holds(&event) {
             return Ok(Stage::Later);
         }
-        match self.begin_append(&event, config, server_made).await? {
+        match self.begin_append(&event, config, server_made, StoreCheck::Needed).await? {
             Prepared::Answered(appended) => Ok(Stage::Answered(self.appended(&event, config, appended, now))),
             Prepared::Append(check) => {
                 let deadline = config.commit_deadline(event.token.generation_time());
@@ -172,12 +179,14 @@ impl Engine {
     }
 
     /// The counts a batch answers: each add's counter after the batch, less the adds to it
-    /// that come later in the batch.
-    async fn batch_counts(
+    /// that come later in the batch. `known`: counters whose exact count after the batch
+    /// memory answered already; each other counter is read once.
+    async fn batch_counts<'a>(
         &self,
-        adds: &[BatchAdd],
+        adds: &'a [BatchAdd],
         configs: &[EngineResult<Arc<NamespaceConfig>>],
         answers: Vec<Option<EngineResult<Mutated>>>,
+        mut known: HashMap<&'a CounterKey, i64>,
     ) -> Vec<EngineResult<(Mutated, Count)>> {
         let now = self.inner.clock.now();
         let mut later: HashMap<&CounterKey, i128> = HashMap::new();
@@ -193,8 +202,20 @@ impl Engine {
                     })
                 }
                 (Ok(mutated), Ok(config)) => {
+                    let count = match known.get(&add.key) {
+                        Some(&exact) => Ok(Some(exact)),
+                        None => self.local_count(&add.key, config).await,
+                    };
+                    if let Ok(Some(exact)) = count {
+                        known.insert(&add.key, exact);
+                    }
                     let after = later.entry(&add.key).or_default();
-                    let count = self.count_after_add(&add.key, config, add.delta, &mutated, *after).await;
+                    let count = match count {
+                        Ok(exact) => {
+                            self.count_after_add(&add.key, config, add.delta, &mutated, exact, *after).await
+                        }
+                        Err(e) => Err(e),
+                    };
                     if mutated.applied {
                         *after += i128::from(add.delta);
                     }

@@ -32,7 +32,7 @@ use crate::options::EngineOptions;
 use crate::retention::{self, RetentionReport};
 use crate::rollup::{RollupPipeline, first_foldable};
 use crate::routing::{LocalTrigger, RollupRouter};
-use crate::tail::{Begin, Finished, Lookup, Origin, Read, TailMode, Tails};
+use crate::tail::{Begin, Finished, Lookup, Origin, Read, StoreCheck, TailMode, Tails};
 
 /// How often expired `best_effort` counters are swept from memory.
 const BEST_EFFORT_SWEEP: Duration = Duration::from_secs(10);
@@ -327,10 +327,8 @@ impl Engine {
             self.inner.best_effort.add(key, delta, config.best_effort_ttl, self.inner.clock.now()).await?;
             return Ok(Mutated { token: None, applied: true });
         }
-        if window_accepts(&config, token.as_ref(), self.inner.clock.now()) {
-            self.check_overflow_in_store(key, &config, delta).await?;
-        }
-        self.append(key, &config, EventKind::Add(delta), token).await
+        let add = EventKind::Add(delta);
+        Ok(self.append(key, &config, add, token, StoreCheck::Needed).await?.0)
     }
 
     /// `AddAndGetCount`: adds `delta` and returns a count that includes this add.
@@ -360,16 +358,16 @@ impl Engine {
             }
             CounterType::Eventual | CounterType::Accurate if self.inner.tails.enabled() => {
                 // Memory checks the add against the exact count in `append` (the store, for a
-                // counter memory is not exact for yet).
-                if !late {
-                    self.check_overflow_in_store(key, &config, delta).await?;
-                }
-                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
-                let count = self.count_after_add(key, &config, delta, &mutated, 0).await?;
+                // counter memory is not exact for yet), and answers the count after it.
+                let add = EventKind::Add(delta);
+                let (mutated, after) = self.append(key, &config, add, token, StoreCheck::Needed).await?;
+                let known = exact_of(after);
+                let count = self.count_after_add(key, &config, delta, &mutated, known, 0).await?;
                 Ok((mutated, count))
             }
             CounterType::Eventual if late => {
-                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                let mutated =
+                    self.append(key, &config, EventKind::Add(delta), token, StoreCheck::Done).await?.0;
                 let checkpoint = self.checkpoint(key, &config).await?;
                 Ok((
                     mutated,
@@ -381,13 +379,15 @@ impl Engine {
                 ))
             }
             CounterType::Accurate if late => {
-                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                let mutated =
+                    self.append(key, &config, EventKind::Add(delta), token, StoreCheck::Done).await?.0;
                 Ok((mutated, self.accurate_count(key, &config).await?))
             }
             CounterType::Eventual => {
                 let checkpoint = self.checkpoint(key, &config).await?;
                 check_overflow(key, checkpoint.count, delta)?;
-                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                let mutated =
+                    self.append(key, &config, EventKind::Add(delta), token, StoreCheck::Done).await?.0;
                 let folded = mutated.token.as_ref().is_some_and(|t| t.generation_time() < checkpoint.until);
                 // A retry of an add already in the checkpoint must not count it twice. With one
                 // clock a retry inside the write window is never folded yet; instances whose
@@ -401,7 +401,8 @@ impl Engine {
                 // only add what concurrent requests appended meanwhile, at twice the cost.
                 let before = self.accurate_count(key, &config).await?;
                 check_overflow(key, before.value, delta)?;
-                let mutated = self.append(key, &config, EventKind::Add(delta), token).await?;
+                let mutated =
+                    self.append(key, &config, EventKind::Add(delta), token, StoreCheck::Done).await?.0;
                 let value = if mutated.applied { before.value.saturating_add(delta) } else { before.value };
                 Ok((mutated, Count { value, ..before }))
             }
@@ -589,7 +590,7 @@ impl Engine {
             self.inner.best_effort.clear(key).await?;
             return Ok(Mutated { token: None, applied: true });
         }
-        self.append(key, &config, EventKind::Clear, token).await
+        Ok(self.append(key, &config, EventKind::Clear, token, StoreCheck::Done).await?.0)
     }
 
     /// The namespace a mutation writes to: made on its first write when
@@ -601,19 +602,23 @@ impl Engine {
         }
     }
 
+    /// Appends one mutation, and answers with what memory said of its counter's count right
+    /// after it, where the append went through memory.
     async fn append(
         &self,
         key: &CounterKey,
         config: &NamespaceConfig,
         kind: EventKind,
         token: Option<IdempotencyToken>,
-    ) -> EngineResult<Mutated> {
+        store_check: StoreCheck,
+    ) -> EngineResult<(Mutated, Option<Read>)> {
         let now = self.inner.clock.now();
         let (event, server_made) = match self.event_of(key, config, kind, token, now) {
             Ok(made) => made,
-            Err(refused) => return self.answer_retry_or(refused, config, now).await,
+            Err(refused) => return Ok((self.answer_retry_or(refused, config, now).await?, None)),
         };
-        let appended = match self.begin_append(&event, config, server_made).await? {
+        let mut after = None;
+        let appended = match self.begin_append(&event, config, server_made, store_check).await? {
             Prepared::Answered(appended) => appended,
             Prepared::Append(check) => {
                 let deadline = config.commit_deadline(event.token.generation_time());
@@ -622,7 +627,7 @@ impl Engine {
                     IdentityCheck::KnownNew => store.append_new(&event, deadline).await,
                     IdentityCheck::Claim { window } => store.append(&event, deadline, window).await,
                 };
-                self.inner.tails.finish(&event, self.settle(&event, config, &result, now));
+                after = Some(self.inner.tails.finish(&event, self.settle(&event, config, &result, now)));
                 result?
             }
             Prepared::Untracked => {
@@ -632,7 +637,7 @@ impl Engine {
                 result?
             }
         };
-        Ok(self.appended(&event, config, appended, now))
+        Ok((self.appended(&event, config, appended, now), after))
     }
 
     /// A mutation the write window refused: a client's token generated too long ago may be a
@@ -738,7 +743,8 @@ impl Engine {
     }
 
     /// Registers an event in the local tail before its append: memory recognises a retry and
-    /// checks the count, and tells whether the store must look the identity up.
+    /// checks the count (the store checks it where memory cannot, unless `store_check` says
+    /// the caller did), and tells whether the store must look the identity up.
     /// `server_made`: the token was made for this call, so nothing can hold it yet. Every
     /// `Prepared::Append` must be followed by `Tails::finish`.
     async fn begin_append(
@@ -746,6 +752,7 @@ impl Engine {
         event: &Event,
         config: &NamespaceConfig,
         server_made: bool,
+        mut store_check: StoreCheck,
     ) -> EngineResult<Prepared> {
         let tails = &self.inner.tails;
         loop {
@@ -753,7 +760,7 @@ impl Engine {
                 true => Origin::Server,
                 false => Origin::Client { now: self.inner.clock.now(), window: config.token_window() },
             };
-            match tails.begin(event, origin) {
+            match tails.begin(event, origin, store_check) {
                 Begin::Append(Lookup::Skip) => return Ok(Prepared::Append(IdentityCheck::KnownNew)),
                 Begin::Append(Lookup::Store) => {
                     return Ok(Prepared::Append(IdentityCheck::Claim { window: config.token_window() }));
@@ -763,6 +770,12 @@ impl Engine {
                 // The first attempt's answer decides this one's: wait for it.
                 Begin::InFlight => tokio::time::sleep(IN_FLIGHT_RECHECK).await,
                 Begin::NeedCheckpoint => self.load_checkpoint(&event.key, config).await?,
+                Begin::CheckInStore => {
+                    if let EventKind::Add(delta) = event.kind {
+                        self.check_overflow_in_store(&event.key, config, delta).await?;
+                    }
+                    store_check = StoreCheck::Done;
+                }
                 Begin::Overflow { count } => {
                     let delta = match event.kind {
                         EventKind::Add(delta) => delta,
@@ -775,20 +788,25 @@ impl Engine {
     }
 
     /// The count to answer for an add that `mutated` answered, when adds summing to `later`
-    /// follow it in its batch (0 alone), on an engine with a local tail: memory's exact count;
-    /// for a counter memory is not exact for yet, the store's (`accurate`) or the checkpoint
-    /// plus this add (`eventual`).
+    /// follow it in its batch (0 alone), on an engine with a local tail: memory's exact count
+    /// (`known`, when the caller has it already); for a counter memory is not exact for yet,
+    /// the store's (`accurate`) or the checkpoint plus this add (`eventual`).
     async fn count_after_add(
         &self,
         key: &CounterKey,
         config: &NamespaceConfig,
         delta: i64,
         mutated: &Mutated,
+        known: Option<i64>,
         later: i128,
     ) -> EngineResult<Count> {
         let counter_type = config.counter_type;
         let now = self.inner.clock.now();
-        let exact = match self.local_count(key, config).await? {
+        let local = match known {
+            Some(value) => Some(value),
+            None => self.local_count(key, config).await?,
+        };
+        let exact = match local {
             Some(value) => value,
             // As for reads: a store only this process writes answers every acknowledged add.
             None if counter_type == CounterType::Accurate || self.inner.tails.enabled() => {
@@ -825,21 +843,18 @@ impl Engine {
         }
     }
 
-    /// The overflow check of a counter whose count memory does not hold. Accurate counters
-    /// check against their exact count, eventual ones against the cached checkpoint only:
-    /// there the check is approximate anyway (adds racing past it saturate at the bound when
-    /// folded, and are counted as such), and reading the store on every add to a cold counter
-    /// would double the write path's reads. Where memory holds the count, `append` checks it
-    /// exactly instead.
+    /// The overflow check of a counter whose count memory does not hold (memory asks for it
+    /// with [`Begin::CheckInStore`]). Accurate counters check against their exact count,
+    /// eventual ones against the cached checkpoint only: there the check is approximate anyway
+    /// (adds racing past it saturate at the bound when folded, and are counted as such), and
+    /// reading the store on every add to a cold counter would double the write path's reads.
+    /// Where memory holds the count, [`Tails::begin`] checks it exactly instead.
     async fn check_overflow_in_store(
         &self,
         key: &CounterKey,
         config: &NamespaceConfig,
         delta: i64,
     ) -> EngineResult<()> {
-        if self.inner.tails.read(key) != Read::Uncertain {
-            return Ok(());
-        }
         let current = match config.counter_type {
             CounterType::Accurate => Some(self.accurate_count(key, config).await?.value),
             _ => self.inner.cache.get(key, self.inner.clock.now()).await.map(|cp| cp.count),
@@ -993,6 +1008,14 @@ fn finished(result: &StoreResult<Appended>) -> Finished {
             StoreError::Conflict { .. } | StoreError::DeadlinePassed { .. } | StoreError::Overloaded { .. },
         ) => Finished::NotWritten,
         Err(_) => Finished::Unknown,
+    }
+}
+
+/// The exact count in what memory answered, if it is one.
+fn exact_of(read: Option<Read>) -> Option<i64> {
+    match read {
+        Some(Read::Exact(value)) => Some(value),
+        _ => None,
     }
 }
 

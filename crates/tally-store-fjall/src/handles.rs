@@ -28,6 +28,16 @@ const FORMAT_KEY: &str = "format_version";
 /// the size when a keyspace is created, so stores made before keep theirs.
 const MEMTABLE_BYTES: u64 = 8 << 20;
 
+/// fjall's flush and compaction threads: its default (one a core, at most 4) gives two on a
+/// two-core machine, and with two, the first thread hands every compaction request on to the
+/// second and takes it back at once, spinning for as long as the second compacts. That spin
+/// was about a third of the workers' CPU under random-key adds (3.1 against 2.1 µs per add
+/// with three threads, in three pairs; see BENCHMARKS.md). With three or more, a spare thread
+/// takes the request.
+fn fjall_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).clamp(3, 4)
+}
+
 pub(crate) fn unavailable(e: fjall::Error) -> StoreError {
     StoreError::Unavailable(Failure::caused_by("embedded store", e))
 }
@@ -49,7 +59,8 @@ pub(crate) struct Keyspaces {
 impl Keyspaces {
     /// Opens (or creates) the database in `path` and checks its format.
     fn open(path: &Path, cache_bytes: u64) -> StoreResult<Self> {
-        let db = Database::builder(path).cache_size(cache_bytes).open().map_err(|e| {
+        let builder = Database::builder(path).cache_size(cache_bytes).worker_threads(fjall_workers());
+        let db = builder.open().map_err(|e| {
             StoreError::Unavailable(Failure::caused_by(
                 format!("cannot open the embedded store in {}", path.display()),
                 e,

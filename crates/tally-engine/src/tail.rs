@@ -428,7 +428,12 @@ impl Tails {
             Origin::Client { now, .. } => now,
             Origin::Server => Timestamp::MIN,
         };
-        if let Some((generation_time, entry)) = tail.held(event, now) {
+        // A token the server made for this call is held nowhere: no look-up.
+        let held = match origin {
+            Origin::Server => None,
+            Origin::Client { .. } => tail.held(event, now),
+        };
+        if let Some((generation_time, entry)) = held {
             return match entry.committed {
                 true => Begin::Known(Stored { generation_time, kind: entry.kind }),
                 false => Begin::InFlight,

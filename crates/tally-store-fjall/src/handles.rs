@@ -22,11 +22,20 @@ const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
 
 const FORMAT_KEY: &str = "format_version";
 
-/// Memtable size of each keyspace (fjall's default is 64 MiB). Every add seeks the events and
-/// `last_write` memtables; an 8 MiB skiplist stays in the CPU caches far better than a 64 MiB
-/// one, which made durable RESP adds about a fifth faster in `bench/compare.sh`. fjall records
-/// the size when a keyspace is created, so stores made before keep theirs.
+/// Memtable size of each keyspace but `events` (fjall's default is 64 MiB). Moves and rollups
+/// write `last_write` and checkpoints at random keys; an 8 MiB skiplist stays in the CPU caches
+/// far better than a 64 MiB one, which made durable RESP adds about a fifth faster in
+/// `bench/compare.sh`. fjall records the size when a keyspace is created, so stores made
+/// before keep theirs.
 const MEMTABLE_BYTES: u64 = 8 << 20;
+
+/// Memtable size of the `events` keyspace. Events arrive there in sorted slices (see
+/// `staged.rs`), so a larger skiplist costs the writer little, while each flush is a table
+/// spanning every counter that compaction merges into the level below whole: four times
+/// fewer flushes took about half the CPU of fjall's workers (4.4 against 2.4 µs per add over
+/// 3,000,000 random-key adds, four pairs; BENCHMARKS.md). 64 MiB saved another 0.4 µs for
+/// twice the memory.
+const EVENTS_MEMTABLE_BYTES: u64 = 32 << 20;
 
 /// fjall's flush and compaction threads: its default (one a core, at most 4) gives two on a
 /// two-core machine, and with two, the first thread hands every compaction request on to the
@@ -66,14 +75,15 @@ impl Keyspaces {
                 e,
             ))
         })?;
-        let keyspace = |name: &str| {
-            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
+        let sized = |name: &str, bytes: u64| {
+            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(bytes))
                 .map_err(unavailable)
         };
+        let keyspace = |name: &str| sized(name, MEMTABLE_BYTES);
         let meta = keyspace("meta")?;
         check_format(&db, &meta, path)?;
         Ok(Self {
-            events: keyspace("events")?,
+            events: sized("events", EVENTS_MEMTABLE_BYTES)?,
             last_write: keyspace("last_write")?,
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,

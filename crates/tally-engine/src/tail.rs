@@ -177,9 +177,9 @@ impl CounterTail {
         self.events.remove(token).is_some()
     }
 
-    /// The earliest generation time still in memory, committed or in flight.
-    fn earliest(&self) -> Option<Timestamp> {
-        self.events.keys().map(IdempotencyToken::generation_time).min()
+    /// The newest generation time still in memory, committed or in flight.
+    fn newest(&self) -> Option<Timestamp> {
+        self.events.keys().map(IdempotencyToken::generation_time).max()
     }
 }
 
@@ -577,7 +577,7 @@ impl Tails {
     }
 
     /// Takes in a checkpoint the store now holds: memory drops what it covers. Returns the
-    /// earliest generation time memory still holds for the counter, if any.
+    /// newest generation time memory still holds for the counter, if any.
     pub(crate) fn folded(&self, key: &CounterKey, stored: Checkpoint) -> Option<Timestamp> {
         if !self.enabled {
             return None;
@@ -586,11 +586,11 @@ impl Tails {
         let mut shard = self.shard(key);
         let tail = shard.tails.get_mut(key)?;
         self.held.fetch_sub(tail.advance(stored), Ordering::Relaxed);
-        let earliest = tail.earliest();
+        let newest = tail.newest();
         if tail.is_idle() {
             shard.retire(key);
         }
-        earliest
+        newest
     }
 
     /// Forgets every counter of a deleted namespace.
@@ -689,7 +689,7 @@ mod tests {
         assert_eq!((base, until), (Checkpoint::ZERO, Timestamp::from_micros(20)));
         assert_eq!((fold.sum, fold.events), (5, 1));
         let stored = base.advance(&fold, until);
-        assert_eq!(tails.folded(&key(), stored), Some(Timestamp::from_micros(20)));
+        assert_eq!(tails.folded(&key(), stored), Some(Timestamp::from_micros(30)), "b and c are left");
         tails.finish(&in_flight, Finished::Written);
         assert_eq!(tails.read(&key()), Read::Exact(13));
     }

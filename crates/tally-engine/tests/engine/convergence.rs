@@ -32,6 +32,44 @@ async fn an_unread_counter_converges_once_writes_stop() {
     assert_eq!(t.engine.rollups().depth(), 0, "a caught-up counter leaves the queue");
 }
 
+/// With a local tail, a rollup that leaves events in memory came back once the oldest of them
+/// was foldable: a counter written steadily was rolled up every `coalesce`, an event or two
+/// at a time, and those checkpoint writes were a large part of the steady-state cost of an
+/// add. It now comes back once everything memory held is foldable.
+#[tokio::test]
+async fn regression_a_counter_written_steadily_is_rolled_up_once_a_window_not_once_a_coalesce() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    let config = NamespaceConfig::default();
+    let writing = Duration::from_secs(30);
+    let step = Duration::from_millis(250);
+    let (mut rollups, mut written, mut sum) = (0, Duration::ZERO, 0);
+    while written < writing {
+        t.engine.add_count(&k, 1, None).await.expect("add");
+        sum += 1;
+        t.clock.advance(step);
+        written += step;
+        rollups += t.engine.rollups().run_due().await;
+    }
+    // Once every `immutable_after` (6 s) over 30 s, give or take the first; every `coalesce`
+    // (1 s) would be about 24.
+    let windows = (writing.as_secs_f64() / config.immutable_after().as_secs_f64()).ceil() as usize;
+    assert!(rollups <= windows + 1, "{rollups} rollups in {writing:?} of steady writes");
+    assert!(rollups >= windows - 1, "{rollups} rollups: the counter is still rolled up while written");
+    // Writes stopped: within the convergence bound the checkpoint holds every add.
+    let bound = config.accept_limit + config.clock_skew + config.coalesce;
+    let mut waited = Duration::ZERO;
+    while waited < bound {
+        t.clock.advance(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+        t.engine.rollups().run_due().await;
+    }
+    let cp = t.engine.stored_checkpoint(&k).await.expect("cp").expect("rolled up");
+    assert_eq!(cp.count, sum);
+    assert_eq!(t.engine.rollups().depth(), 0, "a caught-up counter leaves the queue");
+}
+
 #[tokio::test]
 async fn triggers_lost_in_a_restart_are_recovered_from_the_store() {
     let t = TestEngine::memory().await;

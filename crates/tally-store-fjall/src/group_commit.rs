@@ -233,6 +233,7 @@ impl GroupCommitter {
 pub(crate) struct Shared {
     pub stats: Arc<WriterStats>,
     pub presence: Arc<Presence>,
+    pub tokens: Arc<crate::presence::TokenPresence>,
     pub staged: Arc<Staged>,
 }
 
@@ -628,6 +629,9 @@ impl<'a> Batch<'a> {
         // Before the commit, so that no reader ever finds the state while the filter denies it.
         if let Some(kind) = space.state_kind() {
             self.shared.presence.insert(kind, &key);
+        }
+        if space == Space::Tokens {
+            self.shared.tokens.insert(&key);
         }
         if lookup {
             self.writes.insert(self.keyspace(space), key.clone(), value.clone());

@@ -17,7 +17,7 @@ use tally_store::{
 use crate::group_commit::{self, ExclusiveOp, GroupCommitter, Op, SharedOp};
 use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
-use crate::presence::{Presence, StateKind};
+use crate::presence::{Presence, StateKind, TokenPresence};
 use crate::staged::{Merge, Staged};
 
 /// Tuning of the embedded store.
@@ -63,6 +63,7 @@ pub struct FjallStore {
     handles: Arc<Handles>,
     clock: Arc<dyn Clock>,
     presence: Arc<Presence>,
+    tokens: Arc<TokenPresence>,
     staged: Arc<Staged>,
     writer: GroupCommitter,
 }
@@ -78,6 +79,7 @@ impl FjallStore {
         let handles = Arc::new(Handles::open(path, options.cache_bytes)?);
         let loaded = handles.get()?;
         let presence = Arc::new(load_presence(&loaded)?);
+        let tokens = Arc::new(TokenPresence::with_capacity(loaded.tokens.approximate_len() as u64));
         let staged = Arc::new(Staged::default());
         let journaled = staged.load(&loaded.journal)?;
         if journaled > 0 {
@@ -89,11 +91,19 @@ impl FjallStore {
         let shared = group_commit::Shared {
             stats: Arc::default(),
             presence: presence.clone(),
+            tokens: tokens.clone(),
             staged: staged.clone(),
         };
+        // The writer first, so that every token taken from now on is in the filter before
+        // the scan of those stored before ends.
         let writer = GroupCommitter::start(handles.clone(), loaded, shared, clock.clone(), &options)
             .map_err(|e| StoreError::Unavailable(Failure::caused_by("cannot start the writer thread", e)))?;
-        Ok(Self { handles, clock, presence, staged, writer })
+        let scan = (Arc::downgrade(&handles), tokens.clone());
+        std::thread::Builder::new()
+            .name("tally-token-scan".into())
+            .spawn(move || load_token_presence(&scan.0, &scan.1, TOKEN_SCAN_CHUNK))
+            .map_err(|e| StoreError::Unavailable(Failure::caused_by("cannot start the token scan", e)))?;
+        Ok(Self { handles, clock, presence, tokens, staged, writer })
     }
 
     /// Has the writer move every event staged now into the `events` keyspace, a slice at a
@@ -171,6 +181,9 @@ impl FjallStore {
 
     /// The mutation the token under `token_key` holds in `ks`, if taken now.
     fn token_in(&self, ks: &Keyspaces, token_key: &[u8]) -> StoreResult<Option<Stored>> {
+        if !self.tokens.may_be_taken(token_key) {
+            return Ok(None);
+        }
         // One point read, usually answered by the memtable or a table's filter.
         let Some(value) = ks.tokens.get(token_key).map_err(unavailable)? else { return Ok(None) };
         let taken = codec::decode_token_value(&value)?;
@@ -188,6 +201,49 @@ fn load_presence(ks: &crate::handles::Keyspaces) -> StoreResult<Presence> {
         }
     }
     Ok(presence)
+}
+
+/// Token keys read per step of the scan at open: the database is held only that long, so a
+/// reopen after a failed write does not wait for the whole scan.
+const TOKEN_SCAN_CHUNK: usize = 10_000;
+
+/// Adds every token stored in the `tokens` keyspace to `tokens`, `chunk` keys at a time, then
+/// marks it loaded. Gives up when the store is dropped; a read that fails (the database is
+/// being reopened) is tried again from where it stopped.
+fn load_token_presence(handles: &std::sync::Weak<Handles>, tokens: &TokenPresence, chunk: usize) {
+    use std::ops::Bound;
+    let started = std::time::Instant::now();
+    let (mut after, mut found, mut failures) = (None::<Vec<u8>>, 0usize, 0u64);
+    loop {
+        let Some(handles) = handles.upgrade() else { return };
+        let keys: StoreResult<Vec<Vec<u8>>> = handles.get().and_then(|ks| {
+            let from = after.as_ref().map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
+            ks.tokens
+                .range::<Vec<u8>, _>((from, Bound::Unbounded))
+                .take(chunk)
+                .map(|g| g.key().map(|k| k.to_vec()).map_err(unavailable))
+                .collect()
+        });
+        drop(handles);
+        match keys {
+            Ok(keys) if keys.is_empty() => break,
+            Ok(keys) => {
+                keys.iter().for_each(|k| tokens.insert(k));
+                found += keys.len();
+                after = keys.last().cloned();
+            }
+            Err(e) => {
+                // Until it is done, every token is looked up in the store, as before.
+                if failures == 0 {
+                    tracing::warn!(error = %e, "the scan of stored tokens failed; trying again every 200 ms");
+                }
+                failures += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    tokens.mark_loaded();
+    tracing::info!(tokens = found, seconds = started.elapsed().as_secs_f64(), "stored tokens scanned");
 }
 
 /// Runs blocking fjall work off the async threads.
@@ -549,6 +605,40 @@ mod tests {
         assert!(most <= 300, "{most} events were staged at once");
         let fold = store.fold(&add("x", now).key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
         assert_eq!(fold.events, 8000, "every event once, staged or moved");
+    }
+
+    /// The scan at open finds every token stored before it, across the bounds of its steps (7
+    /// keys each here), and a store whose filter it loaded still answers every retry of a
+    /// token taken before the restart as the duplicate it is.
+    #[tokio::test]
+    async fn tokens_taken_before_a_restart_are_still_taken_once_the_token_scan_is_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemClock.now().as_micros();
+        let open = || FjallStore::open(dir.path(), Arc::new(SystemClock), FjallOptions::default());
+        let names: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+        {
+            let store = open().expect("open");
+            for name in &names {
+                let appended = store.append(&add(name, now), Timestamp::MAX, WINDOW).await.expect("append");
+                assert_eq!(appended, Appended::New);
+            }
+        }
+        let store = open().expect("reopen");
+        let scanned = TokenPresence::with_capacity(0);
+        load_token_presence(&Arc::downgrade(&store.handles), &scanned, 7);
+        assert!(scanned.is_loaded());
+        let key = add("x", now).key;
+        for name in &names {
+            assert!(scanned.may_be_taken(&codec::token_key(&key, name)), "{name} was not scanned");
+        }
+        load_token_presence(&Arc::downgrade(&store.handles), &store.tokens, 7);
+        for name in &names {
+            let retry = add(name, now + 1);
+            let appended = store.append(&retry, Timestamp::MAX, WINDOW).await.expect("retry");
+            assert!(matches!(appended, Appended::Duplicate { .. }), "{name}: {appended:?}");
+        }
+        let fresh = store.append(&add("fresh", now), Timestamp::MAX, WINDOW).await.expect("fresh");
+        assert_eq!(fresh, Appended::New);
     }
 
     /// A writer behind its load sheds the appends that waited past `max_queue_wait`, unwritten,

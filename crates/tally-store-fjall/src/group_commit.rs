@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
-use crate::presence::{Presence, StateKind};
+use crate::presence::{Presence, StateKind, TokenPresence};
 use crate::staged::{Staged, StagedEvent, journal_value};
 use crate::taken_tokens::{Published, TakenTokens};
 
@@ -233,8 +233,31 @@ impl GroupCommitter {
 pub(crate) struct Shared {
     pub stats: Arc<WriterStats>,
     pub presence: Arc<Presence>,
-    pub tokens: Arc<crate::presence::TokenPresence>,
+    pub tokens: Arc<TokenPresence>,
     pub staged: Arc<Staged>,
+}
+
+impl Shared {
+    /// Whether `space` may hold `key`: `false` only where a filter knows it never did
+    /// (per-counter state in [`Presence`], clients' tokens in [`TokenPresence`]).
+    fn may_hold(&self, space: Space, key: &[u8]) -> bool {
+        match space {
+            Space::LastWrite => self.presence.may_contain(StateKind::LastWrite, key),
+            Space::Checkpoints => self.presence.may_contain(StateKind::Checkpoint, key),
+            Space::Tokens => self.tokens.may_be_taken(key),
+            Space::Namespaces => true,
+        }
+    }
+
+    /// Adds `key` to the filter of `space`, if it has one.
+    fn note_written(&self, space: Space, key: &[u8]) {
+        match space {
+            Space::LastWrite => self.presence.insert(StateKind::LastWrite, key),
+            Space::Checkpoints => self.presence.insert(StateKind::Checkpoint, key),
+            Space::Tokens => self.tokens.insert(key),
+            Space::Namespaces => {}
+        }
+    }
 }
 
 struct Writer {
@@ -521,15 +544,6 @@ enum Space {
 impl Space {
     const ALL: usize = 4;
 
-    /// Per-counter state, which [`Presence`] tracks.
-    fn state_kind(self) -> Option<StateKind> {
-        match self {
-            Space::LastWrite => Some(StateKind::LastWrite),
-            Space::Checkpoints => Some(StateKind::Checkpoint),
-            Space::Namespaces | Space::Tokens => None,
-        }
-    }
-
     fn index(self) -> usize {
         self as usize
     }
@@ -606,9 +620,7 @@ impl<'a> Batch<'a> {
     /// The value of `key` as this batch will leave it: its own write, else what the writer
     /// remembers committing, else the database.
     fn get(&self, space: Space, key: &[u8], recent: &mut RecentState) -> StoreResult<Option<Vec<u8>>> {
-        if let Some(kind) = space.state_kind()
-            && !self.shared.presence.may_contain(kind, key)
-        {
+        if !self.shared.may_hold(space, key) {
             return Ok(None);
         }
         if let Some(v) = self.overlay[space.index()].get(key) {
@@ -626,13 +638,8 @@ impl<'a> Batch<'a> {
 
     /// Queues a write; `lookup` keeps it visible to later requests of this batch.
     fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>, lookup: bool) {
-        // Before the commit, so that no reader ever finds the state while the filter denies it.
-        if let Some(kind) = space.state_kind() {
-            self.shared.presence.insert(kind, &key);
-        }
-        if space == Space::Tokens {
-            self.shared.tokens.insert(&key);
-        }
+        // Before the commit, so that no reader ever finds the key while a filter denies it.
+        self.shared.note_written(space, &key);
         if lookup {
             self.writes.insert(self.keyspace(space), key.clone(), value.clone());
             self.overlay[space.index()].insert(key, value);

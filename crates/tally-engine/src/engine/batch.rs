@@ -202,20 +202,8 @@ impl Engine {
                     })
                 }
                 (Ok(mutated), Ok(config)) => {
-                    let count = match known.get(&add.key) {
-                        Some(&exact) => Ok(Some(exact)),
-                        None => self.local_count(&add.key, config).await,
-                    };
-                    if let Ok(Some(exact)) = count {
-                        known.insert(&add.key, exact);
-                    }
                     let after = later.entry(&add.key).or_default();
-                    let count = match count {
-                        Ok(exact) => {
-                            self.count_after_add(&add.key, config, add.delta, &mutated, exact, *after).await
-                        }
-                        Err(e) => Err(e),
-                    };
+                    let count = self.count_in_batch(&mut known, add, config, &mutated, *after).await;
                     if mutated.applied {
                         *after += i128::from(add.delta);
                     }
@@ -228,6 +216,28 @@ impl Engine {
         }
         out.reverse();
         out
+    }
+}
+
+impl Engine {
+    /// [`Engine::count_after_add`] for one add of a batch, reading each counter's exact count
+    /// from memory once per batch (`known` holds those read or answered already).
+    async fn count_in_batch<'a>(
+        &self,
+        known: &mut HashMap<&'a CounterKey, i64>,
+        add: &'a BatchAdd,
+        config: &NamespaceConfig,
+        mutated: &Mutated,
+        later: i128,
+    ) -> EngineResult<Count> {
+        let local = match known.get(&add.key) {
+            Some(&exact) => Some(exact),
+            None => self.local_count(&add.key, config).await?,
+        };
+        if let Some(exact) = local {
+            known.insert(&add.key, exact);
+        }
+        self.count_after_add(&add.key, config, add.delta, mutated, local, later).await
     }
 }
 

@@ -361,8 +361,11 @@ impl Engine {
                 // counter memory is not exact for yet), and answers the count after it.
                 let add = EventKind::Add(delta);
                 let (mutated, after) = self.append(key, &config, add, token, StoreCheck::Needed).await?;
-                let known = exact_of(after);
-                let count = self.count_after_add(key, &config, delta, &mutated, known, 0).await?;
+                let local = match exact_of(after) {
+                    Some(value) => Some(value),
+                    None => self.local_count(key, &config).await?,
+                };
+                let count = self.count_after_add(key, &config, delta, &mutated, local, 0).await?;
                 Ok((mutated, count))
             }
             CounterType::Eventual if late => {
@@ -789,23 +792,19 @@ impl Engine {
 
     /// The count to answer for an add that `mutated` answered, when adds summing to `later`
     /// follow it in its batch (0 alone), on an engine with a local tail: memory's exact count
-    /// (`known`, when the caller has it already); for a counter memory is not exact for yet,
-    /// the store's (`accurate`) or the checkpoint plus this add (`eventual`).
+    /// (`local`, which the caller got from memory); for a counter memory is not exact for
+    /// yet, the store's (`accurate`) or the checkpoint plus this add (`eventual`).
     async fn count_after_add(
         &self,
         key: &CounterKey,
         config: &NamespaceConfig,
         delta: i64,
         mutated: &Mutated,
-        known: Option<i64>,
+        local: Option<i64>,
         later: i128,
     ) -> EngineResult<Count> {
         let counter_type = config.counter_type;
         let now = self.inner.clock.now();
-        let local = match known {
-            Some(value) => Some(value),
-            None => self.local_count(key, config).await?,
-        };
         let exact = match local {
             Some(value) => value,
             // As for reads: a store only this process writes answers every acknowledged add.

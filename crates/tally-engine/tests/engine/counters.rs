@@ -227,6 +227,21 @@ async fn an_add_that_would_overflow_is_refused() {
     }
 }
 
+/// Where memory cannot check an add against the count (a store other instances share, or a
+/// counter memory is unsure of), `AddCount` checks it against the store's: an `accurate`
+/// counter's exact count, an `eventual` one's cached checkpoint.
+#[tokio::test]
+async fn on_a_shared_store_add_count_is_checked_against_the_stores_count() {
+    let t = TestEngine::shared_memory().await;
+    let ns = t.namespace("acc", CounterType::Accurate).await;
+    let k = key(&ns, "c");
+    t.engine.add_count(&k, i64::MAX, None).await.expect("add max");
+    let err = t.engine.add_count(&k, 1, None).await.expect_err("overflow");
+    assert!(matches!(err, EngineError::Overflow { count: i64::MAX, delta: 1, .. }), "{err}");
+    t.converge(&NamespaceConfig::default()).await;
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, i64::MAX, "nothing was added");
+}
+
 #[tokio::test]
 async fn a_clear_discards_events_ordered_before_it_even_if_they_arrive_later() {
     let t = TestEngine::memory().await;

@@ -358,6 +358,10 @@ impl Writer {
             }
             self.shared.staged.begin_move();
         }
+        if !self.shared.staged.move_is_sorted() {
+            // Its counters are being put in order; the commits go on meanwhile.
+            return Ok(());
+        }
         self.move_slice(ks, self.move_slice.max(staged_last.saturating_mul(2)))
     }
 
@@ -390,22 +394,24 @@ impl Writer {
     fn move_slice(&mut self, ks: &Keyspaces, limit: usize) -> StoreResult<()> {
         let started = Instant::now();
         let staged = self.shared.staged.clone();
-        let moved = staged.with_next_slice(limit, |events, last| {
+        let (moved, end) = staged.with_next_slice(limit, |runs, last| {
             let shared = self.shared.clone();
             let mut batch = Batch::new(ks, &shared, Durability::Deferred);
-            // In key order a counter's events are neighbours: one `last_write` for each run.
-            for counter in events.chunk_by(|a, b| a.counter() == b.counter()) {
-                let newest = counter.iter().map(|e| e.time).max().unwrap_or(Timestamp::MIN);
-                batch.raise_last_write(counter[0].counter().to_vec(), newest);
-                counter.iter().for_each(|e| batch.put_event(&e.key, &e.value));
+            // One `last_write` for each counter's run.
+            for &run in runs {
+                let Some(first) = run.first() else { continue };
+                let newest = run.iter().map(|e| e.time).max().unwrap_or(Timestamp::MIN);
+                batch.raise_last_write(first.counter().to_vec(), newest);
+                run.iter().for_each(|e| batch.put_event(&e.key, &e.value));
             }
             for &entry in last.unwrap_or_default() {
                 batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
             }
             self.finish(batch)?;
-            Ok(events.len())
-        })?;
-        staged.slice_moved(moved);
+            Ok::<_, StoreError>(runs.iter().map(|run| run.len()).sum::<usize>())
+        });
+        let moved = moved?;
+        staged.slice_moved(end);
         metrics::counter!("tally_store_staged_events_moved_total").increment(moved as u64);
         metrics::histogram!("tally_store_staged_move_slice_seconds").record(started.elapsed().as_secs_f64());
         Ok(())

@@ -35,9 +35,13 @@ pub struct FjallOptions {
     /// time, and their clients hear early that they should back off.
     pub max_queue_wait: Duration,
     /// How many acknowledged events wait in the journal and in memory before the writer moves
-    /// them into the `events` keyspace in one sorted batch (see `staged.rs`). Default 32,768:
-    /// a move then takes tens of milliseconds, the events take a few MiB of memory, and the
-    /// larger the move the cheaper each insert (in key order, neighbours share the cache).
+    /// them into the `events` keyspace in one sorted batch (see `staged.rs`). Default 262,144:
+    /// the larger the move, the closer its events lie in key order (with 100,000 counters,
+    /// two or three per counter instead of one in three), so each insert finds its place in a
+    /// cached path and each moved counter's `last_write` is written once for more events. A
+    /// random-key add cost about 13 µs of CPU with 32,768 and about 11.5 with 262,144. The
+    /// price is memory: about 150 bytes per staged event, up to twice this many while a move
+    /// drains and the next one gathers.
     pub stage_events: usize,
     /// How many staged events the writer moves between two commits. Default 512: about 2 ms
     /// of its time on a small machine, so that appends wait behind at most one slice, not a whole
@@ -52,7 +56,7 @@ impl Default for FjallOptions {
             max_batch: 4096,
             cache_bytes: 64 << 20,
             max_queue_wait: Duration::from_secs(1),
-            stage_events: 32_768,
+            stage_events: 262_144,
             move_slice: 512,
         }
     }

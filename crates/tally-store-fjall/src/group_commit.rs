@@ -402,7 +402,7 @@ impl Writer {
                 let Some(first) = run.first() else { continue };
                 let newest = run.iter().map(|e| e.time).max().unwrap_or(Timestamp::MIN);
                 batch.raise_last_write(first.counter().to_vec(), newest);
-                run.iter().for_each(|e| batch.put_event(&e.key, &e.value));
+                run.iter().for_each(|e| batch.put_event(e.key(), e.value()));
             }
             for &entry in last.unwrap_or_default() {
                 batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
@@ -725,7 +725,7 @@ impl<'a> Batch<'a> {
         let key = codec::event_key(&event.key, time, event.token.token());
         let prefix_len = key.len() - 8 - event.token.token().len();
         debug_assert_eq!(codec::counter_prefix_len(&key), Ok(prefix_len));
-        self.staged.push(StagedEvent { key, value: codec::event_value(event.kind), prefix_len, time });
+        self.staged.push(StagedEvent::new(&key, &codec::event_value(event.kind), prefix_len, time));
         self.written += 1;
         if let Some(claim) = claim {
             let stored = Stored { generation_time: time, kind: event.kind };

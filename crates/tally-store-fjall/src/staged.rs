@@ -39,30 +39,50 @@ use tally_store::StoreResult;
 use crate::handles::unavailable;
 use crate::key_codec as codec;
 
-/// An event as the writer stages it.
+/// An event as the writer stages it: its key in the `events` keyspace and its value there,
+/// in one allocation (a quarter of a million of them wait in memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StagedEvent {
-    /// Its key in the `events` keyspace.
-    pub key: Vec<u8>,
-    /// Its value there.
-    pub value: Vec<u8>,
-    /// Where its counter's prefix ends in `key`.
-    pub prefix_len: usize,
-    /// Its generation time (also in `key`).
+    /// The key, then the value.
+    bytes: Box<[u8]>,
+    key_len: u32,
+    /// Where its counter's prefix ends in the key.
+    prefix_len: u32,
+    /// Its generation time (also in the key).
     pub time: Timestamp,
 }
 
 impl StagedEvent {
+    /// The event stored under `key` with `value`; `prefix_len`: where its counter's prefix
+    /// ends in `key`.
+    pub fn new(key: &[u8], value: &[u8], prefix_len: usize, time: Timestamp) -> Self {
+        debug_assert!(prefix_len <= key.len(), "the prefix is part of the key");
+        // Keys are bounded by the lengths of names and tokens, far below 4 GiB.
+        let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+        let prefix_len = u32::try_from(prefix_len).unwrap_or(u32::MAX);
+        Self { bytes: [key, value].concat().into_boxed_slice(), key_len, prefix_len, time }
+    }
+
     /// The event stored under `key` with `value`, as the journal gives it back.
     fn decode(key: &[u8], value: &[u8]) -> StoreResult<Self> {
         let prefix_len = codec::counter_prefix_len(key)?;
         let (time, _) = codec::decode_event_key_suffix(&key[prefix_len..])?;
-        Ok(Self { key: key.to_vec(), value: value.to_vec(), prefix_len, time })
+        Ok(Self::new(key, value, prefix_len, time))
+    }
+
+    /// Its key in the `events` keyspace.
+    pub fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len as usize]
+    }
+
+    /// Its value there.
+    pub fn value(&self) -> &[u8] {
+        &self.bytes[self.key_len as usize..]
     }
 
     /// Its counter's state key.
     pub fn counter(&self) -> &[u8] {
-        &self.key[..self.prefix_len]
+        &self.bytes[..self.prefix_len as usize]
     }
 }
 
@@ -128,7 +148,7 @@ impl Inner {
                 Some(staged) => {
                     // Generation times mostly grow from one commit to the next: nearly always
                     // the end.
-                    let at = staged.partition_point(|e| e.key <= event.key);
+                    let at = staged.partition_point(|e| e.key() <= event.key());
                     staged.insert(at, event);
                 }
                 None => {
@@ -230,8 +250,8 @@ impl Staged {
         let inner = self.read();
         let mut found: Vec<_> = inner
             .of_counter(counter)
-            .filter(|e| RangeBounds::<[u8]>::contains(&(start, end), e.key.as_slice()))
-            .map(|e| (e.key.clone(), e.value.clone()))
+            .filter(|e| RangeBounds::<[u8]>::contains(&(start, end), e.key()))
+            .map(|e| (e.key().to_vec(), e.value().to_vec()))
             .collect();
         drop(inner);
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -247,7 +267,7 @@ impl Staged {
     /// Whether the counter with state key `counter` has a staged event with a key before
     /// `end`.
     pub fn holds_before(&self, counter: &[u8], end: &[u8]) -> bool {
-        self.read().of_counter(counter).any(|e| e.key.as_slice() < end)
+        self.read().of_counter(counter).any(|e| e.key() < end)
     }
 
     /// Begins a move of everything gathered, unless one is under way: the events are frozen
@@ -373,9 +393,9 @@ impl Merge {
 
 /// A journal entry's value for `events`.
 pub(crate) fn journal_value(events: &[StagedEvent]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.iter().map(|e| e.key.len() + e.value.len() + 3).sum());
+    let mut out = Vec::with_capacity(events.iter().map(|e| e.bytes.len() + 3).sum());
     for event in events {
-        codec::push_journal_event(&mut out, &event.key, &event.value);
+        codec::push_journal_event(&mut out, event.key(), event.value());
     }
     out
 }
@@ -417,7 +437,7 @@ mod tests {
         assert_eq!(index.newest(&a), Some(Timestamp::from_micros(9)), "gathering and moving both count");
         assert_eq!(index.range(&a, Bound::Unbounded, Bound::Unbounded).len(), 3);
         let (first, end) = index.with_next_slice(2, |runs, last| {
-            let keys: Vec<_> = runs.iter().flat_map(|run| run.iter().map(|e| e.key.clone())).collect();
+            let keys: Vec<_> = runs.iter().flat_map(|run| run.iter().map(|e| e.key().to_vec())).collect();
             assert!(keys.is_sorted(), "{keys:?}");
             assert_eq!(last, None, "one event is left after this slice");
             keys.len()
@@ -452,7 +472,7 @@ mod tests {
         loop {
             let (last, end) = index.with_next_slice(1_000, |runs, last| {
                 assert!(runs.iter().all(|run| run.windows(2).all(|w| w[0].counter() == w[1].counter())));
-                keys.extend(runs.iter().flat_map(|run| run.iter().map(|e| e.key.clone())));
+                keys.extend(runs.iter().flat_map(|run| run.iter().map(|e| e.key().to_vec())));
                 last.is_some()
             });
             index.slice_moved(end);

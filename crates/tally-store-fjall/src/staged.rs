@@ -145,9 +145,12 @@ impl Inner {
         self.gathered += events.len();
         for event in events {
             match self.by_counter.get_mut(event.counter()) {
+                // Generation times mostly grow from one commit to the next: nearly always the
+                // end, found with one comparison (a busy counter holds up to a whole move).
+                Some(staged) if staged.last().is_none_or(|last| last.key() <= event.key()) => {
+                    staged.push(event)
+                }
                 Some(staged) => {
-                    // Generation times mostly grow from one commit to the next: nearly always
-                    // the end.
                     let at = staged.partition_point(|e| e.key() <= event.key());
                     staged.insert(at, event);
                 }

@@ -397,11 +397,12 @@ impl Writer {
         let (moved, end) = staged.with_next_slice(limit, |runs, last| {
             let shared = self.shared.clone();
             let mut batch = Batch::new(ks, &shared, Durability::Deferred);
-            // One `last_write` for each counter's run.
+            // One `last_write` for each counter's run: its last event, the newest (a counter's
+            // keys sort by generation time).
             for &run in runs {
-                let Some(first) = run.first() else { continue };
-                let newest = run.iter().map(|e| e.time).max().unwrap_or(Timestamp::MIN);
-                batch.raise_last_write(first.counter().to_vec(), newest);
+                let (Some(first), Some(last)) = (run.first(), run.last()) else { continue };
+                debug_assert!(run.iter().all(|e| e.time <= last.time), "a run is in key order");
+                batch.raise_last_write(first.counter().to_vec(), last.time);
                 run.iter().for_each(|e| batch.put_event(e.key(), e.value()));
             }
             for &entry in last.unwrap_or_default() {

@@ -94,7 +94,21 @@ const SORT_AT_ONCE_BELOW: usize = 4_096;
 type ByCounter = HashMap<Vec<u8>, Vec<StagedEvent>>;
 
 /// The counter prefixes of a move, in key order.
-type Order = Vec<Vec<u8>>;
+type Sorted = Vec<Vec<u8>>;
+
+/// Where the order of a move's counters stands.
+enum Order {
+    /// A thread is sorting them; `None`: none could start (or it was waited for and failed),
+    /// so the first slice sorts them.
+    Sorting(Option<JoinHandle<Sorted>>),
+    Sorted(Sorted),
+}
+
+impl Default for Order {
+    fn default() -> Self {
+        Order::Sorted(Sorted::new())
+    }
+}
 
 /// Where a move stands: the next event to move is the `event`th of the `counter`th counter
 /// in key order.
@@ -110,10 +124,8 @@ struct Moving {
     by_counter: Arc<ByCounter>,
     /// How many events `by_counter` holds.
     events: usize,
-    /// Its counters in key order, once sorted.
-    order: Option<Order>,
-    /// The thread sorting them meanwhile.
-    sorting: Option<JoinHandle<Order>>,
+    /// Its counters in key order.
+    order: Order,
     /// The first event not yet committed to the `events` keyspace. Those before it stay
     /// here until the move ends; readers keep one copy.
     next: Position,
@@ -171,8 +183,8 @@ impl Inner {
 }
 
 /// The prefixes of `by_counter`'s counters, in key order.
-fn sorted_counters(by_counter: &ByCounter) -> Order {
-    let mut order: Order = by_counter.keys().cloned().collect();
+fn sorted_counters(by_counter: &ByCounter) -> Sorted {
+    let mut order: Sorted = by_counter.keys().cloned().collect();
     order.sort_unstable();
     order
 }
@@ -282,46 +294,47 @@ impl Staged {
             return;
         }
         let by_counter = Arc::new(std::mem::take(&mut inner.by_counter));
-        let (order, sorting) = match by_counter.len() < SORT_AT_ONCE_BELOW {
-            true => (Some(sorted_counters(&by_counter)), None),
+        let order = match by_counter.len() < SORT_AT_ONCE_BELOW {
+            true => Order::Sorted(sorted_counters(&by_counter)),
             false => {
                 let frozen = by_counter.clone();
-                let sorting = std::thread::Builder::new()
+                let thread = std::thread::Builder::new()
                     .name("tally-stage-sort".into())
-                    .spawn(move || sorted_counters(&frozen))
-                    // Without a thread, the first slice sorts them.
-                    .ok();
-                (None, sorting)
+                    .spawn(move || sorted_counters(&frozen));
+                Order::Sorting(thread.ok())
             }
         };
         let journal_entries = std::mem::take(&mut inner.journal_entries);
         let events = std::mem::take(&mut inner.gathered);
-        inner.moving =
-            Moving { by_counter, events, order, sorting, next: Position::default(), journal_entries };
+        inner.moving = Moving { by_counter, events, order, next: Position::default(), journal_entries };
     }
 
     /// Whether the move under way (if any) has its counters in order, so that a slice would
     /// not wait for them.
     pub fn move_is_sorted(&self) -> bool {
         let inner = self.read();
-        inner.moving.order.is_some() || inner.moving.sorting.as_ref().is_none_or(JoinHandle::is_finished)
+        match &inner.moving.order {
+            Order::Sorting(Some(thread)) => thread.is_finished(),
+            Order::Sorting(None) | Order::Sorted(_) => true,
+        }
     }
 
     /// Puts the move's counters in order, waiting for the thread sorting them if need be.
     fn await_order(&self) {
-        let sorting = {
-            let mut inner = self.write();
-            if inner.moving.order.is_some() || inner.moving.events == 0 {
-                return;
-            }
-            inner.moving.sorting.take()
+        let thread = match &mut self.write().moving.order {
+            Order::Sorted(_) => return,
+            Order::Sorting(thread) => thread.take(),
         };
         // Only the writer changes what is staged, so the move is still the same one here.
-        let sorted = sorting.and_then(|thread| thread.join().ok());
+        let sorted = thread.and_then(|thread| thread.join().ok());
         let mut inner = self.write();
-        let order = sorted.unwrap_or_else(|| sorted_counters(&inner.moving.by_counter));
-        debug_assert_eq!(order.len(), inner.moving.by_counter.len(), "every counter of the move is in order");
-        inner.moving.order = Some(order);
+        let sorted = sorted.unwrap_or_else(|| sorted_counters(&inner.moving.by_counter));
+        debug_assert_eq!(
+            sorted.len(),
+            inner.moving.by_counter.len(),
+            "every counter of the move is in order"
+        );
+        inner.moving.order = Order::Sorted(sorted);
     }
 
     /// Runs `f` on the next at most `limit` events of the move under way, in key order, as
@@ -336,7 +349,10 @@ impl Staged {
         self.await_order();
         let inner = self.read();
         let moving = &inner.moving;
-        let order = moving.order.as_deref().unwrap_or_default();
+        let order = match &moving.order {
+            Order::Sorted(order) => order.as_slice(),
+            Order::Sorting(_) => unreachable!("await_order sorted them above, and only the writer moves"),
+        };
         let mut runs: Vec<&[StagedEvent]> = Vec::new();
         let (mut at, mut moved) = (moving.next, 0);
         while at.counter < order.len() && moved < limit {

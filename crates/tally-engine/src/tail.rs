@@ -27,6 +27,8 @@
 //! and answers the others.
 
 use foldhash::HashMap;
+use hashbrown::hash_map::EntryRef;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -46,6 +48,83 @@ struct Entry {
     committed: bool,
 }
 
+/// One event memory holds.
+#[derive(Debug)]
+struct Held {
+    token: IdempotencyToken,
+    entry: Entry,
+}
+
+/// A counter's events in token order (`generation_time`, then the token string): the order
+/// the store folds them in. Appends arrive nearly in time order, so an insert is nearly
+/// always a push at the back, a fold reads a prefix, and a checkpoint drops one. Kept in one
+/// buffer rather than a hash map: with many counters every look-up here misses the cache,
+/// and one buffer is one miss.
+#[derive(Debug, Default)]
+struct Events(VecDeque<Held>);
+
+impl Events {
+    fn position(&self, token: &IdempotencyToken) -> Result<usize, usize> {
+        self.0.binary_search_by(|held| held.token.cmp(token))
+    }
+
+    fn get(&self, token: &IdempotencyToken) -> Option<&Entry> {
+        self.position(token).ok().map(|i| &self.0[i].entry)
+    }
+
+    fn get_mut(&mut self, token: &IdempotencyToken) -> Option<&mut Entry> {
+        self.position(token).ok().map(|i| &mut self.0[i].entry)
+    }
+
+    /// Adds an event memory does not hold yet.
+    fn insert(&mut self, token: IdempotencyToken, entry: Entry) {
+        if self.0.back().is_none_or(|last| last.token < token) {
+            self.0.push_back(Held { token, entry });
+            return;
+        }
+        match self.position(&token) {
+            Ok(_) => debug_assert!(false, "an event is begun once: its retry is found by `held` first"),
+            Err(i) => self.0.insert(i, Held { token, entry }),
+        }
+    }
+
+    fn remove(&mut self, token: &IdempotencyToken) -> bool {
+        let Ok(i) = self.position(token) else { return false };
+        self.0.remove(i);
+        true
+    }
+
+    /// The events generated before `until`, in token order.
+    fn before(&self, until: Timestamp) -> impl Iterator<Item = &Held> {
+        self.0.iter().take_while(move |held| held.token.generation_time() < until)
+    }
+
+    /// Drops the events generated before `until`; returns how many.
+    fn drop_before(&mut self, until: Timestamp) -> usize {
+        let n = self.0.partition_point(|held| held.token.generation_time() < until);
+        self.0.drain(..n);
+        n
+    }
+
+    /// The newest generation time held.
+    fn newest(&self) -> Option<Timestamp> {
+        self.0.back().map(|held| held.token.generation_time())
+    }
+
+    /// The oldest generation time of an append still in flight.
+    fn oldest_in_flight(&self) -> Option<Timestamp> {
+        self.0.iter().find(|held| !held.entry.committed).map(|held| held.token.generation_time())
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One counter's unfolded events.
 #[derive(Debug, Default)]
 struct CounterTail {
@@ -54,7 +133,7 @@ struct CounterTail {
     /// stale entry would make a durable count without the events memory already dropped).
     checkpoint: Option<Checkpoint>,
     /// Every event at or after the checkpoint that this engine appended (or is appending).
-    events: HashMap<IdempotencyToken, Entry>,
+    events: Events,
     /// Each client token among `events` (by its string alone), and until when it is taken
     /// (server-made tokens are never sent again, so they are not indexed).
     client_tokens: HashMap<Box<str>, (IdempotencyToken, Timestamp)>,
@@ -88,8 +167,8 @@ impl CounterTail {
     fn fold_before(&self, until: Timestamp) -> Fold {
         let last_clear = self.clears.iter().filter(|c| c.generation_time() < until).max();
         let mut fold = Fold { cleared: last_clear.is_some(), ..Fold::default() };
-        for (token, entry) in &self.events {
-            if !entry.committed || token.generation_time() >= until {
+        for Held { token, entry } in self.events.before(until) {
+            if !entry.committed {
                 continue;
             }
             fold.events += 1;
@@ -139,21 +218,22 @@ impl CounterTail {
         if self.checkpoint.is_some_and(|cp| cp.until >= checkpoint.until) {
             return 0;
         }
-        let before = self.events.len();
         self.checkpoint = Some(checkpoint);
         let until = checkpoint.until;
         // An append still in flight below `until` is in the checkpoint already or will be
         // refused: the store makes an event visible only before its deadline, which is at
         // least half the clock skew before any window end that reaches it. Dropping it here
         // keeps `commit` from counting it twice.
-        self.events.retain(|t, _| t.generation_time() >= until);
-        self.client_tokens.retain(|_, (t, _)| t.generation_time() >= until);
+        let dropped = self.events.drop_before(until);
+        if !self.client_tokens.is_empty() {
+            self.client_tokens.retain(|_, (t, _)| t.generation_time() >= until);
+        }
         self.clears.retain(|t| t.generation_time() >= until);
         self.total = self.fold_before(Timestamp::MAX);
         if self.uncertain_until.is_some_and(|u| u < until) {
             self.uncertain_until = None;
         }
-        before - self.events.len()
+        dropped
     }
 
     /// The event memory holds under `event`'s token: the same token and time, or the same
@@ -174,12 +254,16 @@ impl CounterTail {
         if self.client_tokens.get(token.token()).is_some_and(|(t, _)| t == token) {
             self.client_tokens.remove(token.token());
         }
-        self.events.remove(token).is_some()
+        self.events.remove(token)
     }
 
-    /// The newest generation time still in memory, committed or in flight.
-    fn newest(&self) -> Option<Timestamp> {
-        self.events.keys().map(IdempotencyToken::generation_time).max()
+    /// The counter's count as memory knows it (see [`Tails::read`]).
+    fn read(&self) -> Read {
+        match self.checkpoint {
+            _ if !self.is_exact() => Read::Uncertain,
+            Some(cp) => Read::Exact(self.total.apply_to(cp.count)),
+            None => Read::NeedCheckpoint,
+        }
     }
 }
 
@@ -187,7 +271,7 @@ impl CounterTail {
 /// counters whose tails emptied lately.
 #[derive(Default)]
 struct Shard {
-    tails: HashMap<CounterKey, CounterTail>,
+    tails: hashbrown::HashMap<CounterKey, CounterTail>,
     /// Each the checkpoint this engine stored last for the counter: only this process writes
     /// checkpoints, so it is the store's (bounded: starts over empty when full).
     retired: HashMap<CounterKey, Checkpoint>,
@@ -196,15 +280,17 @@ struct Shard {
 impl Shard {
     /// The counter's tail, made if missing (with its retired checkpoint, if any).
     fn tail(&mut self, key: &CounterKey) -> &mut CounterTail {
-        if !self.tails.contains_key(key) {
-            let mut tail = CounterTail::default();
-            if let Some(checkpoint) = self.retired.remove(key) {
-                let dropped = tail.advance(checkpoint);
-                debug_assert_eq!(dropped, 0, "a new tail holds no events");
+        match self.tails.entry_ref(key) {
+            EntryRef::Occupied(occupied) => occupied.into_mut(),
+            EntryRef::Vacant(vacant) => {
+                let mut tail = CounterTail::default();
+                if let Some(checkpoint) = self.retired.remove(key) {
+                    let dropped = tail.advance(checkpoint);
+                    debug_assert_eq!(dropped, 0, "a new tail holds no events");
+                }
+                vacant.insert_with_key(key.clone(), tail)
             }
-            self.tails.insert(key.clone(), tail);
         }
-        self.tails.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// Drops an idle tail, keeping its checkpoint.
@@ -223,11 +309,7 @@ impl Shard {
     fn read(&self, key: &CounterKey) -> Read {
         match self.tails.get(key) {
             None => self.retired.get(key).map_or(Read::Folded, |cp| Read::Exact(cp.count)),
-            Some(tail) if !tail.is_exact() => Read::Uncertain,
-            Some(tail) => match tail.checkpoint {
-                Some(cp) => Read::Exact(tail.total.apply_to(cp.count)),
-                None => Read::NeedCheckpoint,
-            },
+            Some(tail) => tail.read(),
         }
     }
 
@@ -524,9 +606,10 @@ impl Tails {
                 tail.make_uncertain(event.token.generation_time());
             }
         }
-        if tail.is_idle() {
-            shard.retire(&event.key);
+        if !tail.is_idle() {
+            return tail.read();
         }
+        shard.retire(&event.key);
         shard.read(&event.key)
     }
 
@@ -566,9 +649,7 @@ impl Tails {
         let Some(base) = tail.checkpoint else {
             return Plan::NeedCheckpoint;
         };
-        let in_flight =
-            tail.events.iter().filter(|(_, e)| !e.committed).map(|(t, _)| t.generation_time()).min();
-        let until = in_flight.map_or(window_end, |t| t.min(window_end));
+        let until = tail.events.oldest_in_flight().map_or(window_end, |t| t.min(window_end));
         if until <= base.until {
             return Plan::Fold { base, fold: Fold::default(), until: base.until };
         }
@@ -586,7 +667,7 @@ impl Tails {
         let mut shard = self.shard(key);
         let tail = shard.tails.get_mut(key)?;
         self.held.fetch_sub(tail.advance(stored), Ordering::Relaxed);
-        let newest = tail.newest();
+        let newest = tail.events.newest();
         if tail.is_idle() {
             shard.retire(key);
         }
@@ -661,6 +742,28 @@ mod tests {
         );
         tails.set_checkpoint(&key(), Checkpoint::ZERO);
         assert!(matches!(tails.begin(&next, CLIENT, StoreCheck::Done), Begin::Append(_)));
+    }
+
+    #[test]
+    fn events_arriving_out_of_time_order_are_held_in_token_order() {
+        let mut events = Events::default();
+        let token =
+            |s: &str, micros| IdempotencyToken::new(s, Timestamp::from_micros(micros)).expect("token");
+        let entry = |committed| Entry { kind: EventKind::Add(1), committed };
+        for (s, micros, committed) in [("b", 20, true), ("d", 40, false), ("a", 20, true), ("c", 30, false)] {
+            events.insert(token(s, micros), entry(committed));
+        }
+        let order: Vec<_> = events.0.iter().map(|h| h.token.clone()).collect();
+        assert_eq!(order, vec![token("a", 20), token("b", 20), token("c", 30), token("d", 40)]);
+        assert_eq!(events.oldest_in_flight(), Some(Timestamp::from_micros(30)));
+        assert_eq!(events.newest(), Some(Timestamp::from_micros(40)));
+        assert_eq!(events.before(Timestamp::from_micros(30)).count(), 2);
+        assert!(events.get(&token("c", 30)).is_some_and(|e| !e.committed));
+        assert!(events.get(&token("c", 31)).is_none(), "the same string at another time is another event");
+        assert_eq!(events.drop_before(Timestamp::from_micros(30)), 2);
+        assert!(events.remove(&token("d", 40)));
+        assert!(!events.remove(&token("d", 40)));
+        assert_eq!(events.len(), 1);
     }
 
     #[test]

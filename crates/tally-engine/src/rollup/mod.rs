@@ -57,11 +57,10 @@ pub enum RolledUp {
 /// A hash of the counter that spreads counters over this process's queues and lock stripes
 /// (not over instances: that is `routing`'s, which must stay stable across versions).
 pub(crate) fn key_hash(key: &CounterKey) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(key.namespace.as_str().as_bytes());
-    h.update(&[0xff]); // never inside a UTF-8 string, so ("ab","c") and ("a","bc") differ
-    h.update(key.counter.as_str().as_bytes());
-    h.digest()
+    // The namespace's hash seeds the name's: ("ab", "c") and ("a", "bc") differ. Two one-shot
+    // hashes, several times cheaper than the streaming hasher on short names.
+    let seed = xxhash_rust::xxh3::xxh3_64(key.namespace.as_str().as_bytes());
+    xxhash_rust::xxh3::xxh3_64_with_seed(key.counter.as_str().as_bytes(), seed)
 }
 
 /// The earliest time a rollup's window includes an event generated at `t`.

@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, IdempotencyToken, Namespace, Timestamp};
 use tally_store::Stored;
 
+use crate::rollup::queue::Pushed;
+
 /// Lock stripes over the counters; more than the cores that take them.
 const SHARDS: usize = 64;
 /// Checkpoints of counters whose tails emptied, kept per stripe so that a counter written again
@@ -147,6 +149,9 @@ struct CounterTail {
     pending_down: i128,
     /// Memory lacks events generated at or before this time (see the module docs).
     uncertain_until: Option<Timestamp>,
+    /// The due time of a rollup trigger pushed through [`Tails::ask_rollup`] that no rollup has
+    /// planned since: the queue holds the counter, due at or before it.
+    rollup_due: Option<Timestamp>,
 }
 
 impl CounterTail {
@@ -639,10 +644,13 @@ impl Tails {
         if !self.enabled {
             return Plan::Uncertain;
         }
-        let shard = self.shard(key);
-        let Some(tail) = shard.tails.get(key) else {
+        let mut shard = self.shard(key);
+        let Some(tail) = shard.tails.get_mut(key) else {
             return Plan::Nothing;
         };
+        // The counter has left the queue: the next add asks again (what this rollup leaves
+        // unfolded, it queues itself).
+        tail.rollup_due = None;
         if !tail.is_exact() {
             return Plan::Uncertain;
         }
@@ -655,6 +663,31 @@ impl Tails {
         }
         let fold = tail.fold_before(until);
         Plan::Fold { base, fold, until }
+    }
+
+    /// Asks for a rollup of `key` at `due` by calling `push`, unless a trigger this asked for
+    /// at or before `due` is still queued: every add asks, and a counter's later adds would
+    /// only merge into its queued trigger, so the queue's lock and ordered set are visited
+    /// once per rollup of the counter instead of once per add. `push` runs under the
+    /// counter's stripe lock (the queue takes no stripe lock, so the order is fixed).
+    pub(crate) fn ask_rollup(&self, key: &CounterKey, due: Timestamp, push: impl FnOnce() -> Pushed) {
+        if !self.enabled {
+            push();
+            return;
+        }
+        let mut shard = self.shard(key);
+        let Some(tail) = shard.tails.get_mut(key) else {
+            push();
+            return;
+        };
+        if tail.rollup_due.is_some_and(|queued| queued <= due) {
+            return;
+        }
+        match push() {
+            Pushed::Queued | Pushed::Coalesced => tail.rollup_due = Some(due),
+            // The queue is full: the next add asks again (and the pending scan finds it).
+            Pushed::Dropped => {}
+        }
     }
 
     /// Takes in a checkpoint the store now holds: memory drops what it covers. Returns the
@@ -764,6 +797,35 @@ mod tests {
         assert!(events.remove(&token("d", 40)));
         assert!(!events.remove(&token("d", 40)));
         assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn a_queued_counter_is_pushed_again_only_for_an_earlier_due_time_or_after_a_rollup_planned_it() {
+        let tails = exact_tails();
+        written(&tails, &event("a", 10, EventKind::Add(1)));
+        let pushes = std::cell::Cell::new(0);
+        let ask = |due, answer| {
+            tails.ask_rollup(&key(), Timestamp::from_micros(due), || {
+                pushes.set(pushes.get() + 1);
+                answer
+            })
+        };
+        ask(100, Pushed::Dropped);
+        ask(100, Pushed::Queued);
+        assert_eq!(pushes.get(), 2, "a dropped trigger is asked for again");
+        ask(150, Pushed::Coalesced);
+        assert_eq!(pushes.get(), 2, "a later due time merges into the queued trigger");
+        ask(50, Pushed::Coalesced);
+        assert_eq!(pushes.get(), 3, "an earlier due time moves the queued trigger");
+        assert!(matches!(tails.plan(&key(), Timestamp::from_micros(5)), Plan::Fold { .. }));
+        ask(150, Pushed::Queued);
+        assert_eq!(pushes.get(), 4, "a rollup took the counter out of the queue");
+        let other = CounterKey::new(Namespace::new("ns").expect("ns"), CounterName::new("x").expect("x"));
+        tails.ask_rollup(&other, Timestamp::from_micros(1), || {
+            pushes.set(pushes.get() + 1);
+            Pushed::Queued
+        });
+        assert_eq!(pushes.get(), 5, "a counter memory does not hold is always pushed");
     }
 
     #[test]

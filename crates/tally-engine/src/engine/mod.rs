@@ -882,7 +882,9 @@ impl Engine {
     /// router's fallback.
     pub fn local_rollup_trigger(&self) -> LocalTrigger {
         let rollups = self.inner.rollups.clone();
-        Arc::new(move |key, due| rollups.trigger(key, due))
+        Arc::new(move |key, due| {
+            rollups.trigger(key, due);
+        })
     }
 
     /// A permit to run one counter operation, or `Overloaded` at once when `max_in_flight`
@@ -899,7 +901,7 @@ impl Engine {
     fn request_rollup(&self, key: &CounterKey, due: Timestamp) {
         let routed = self.inner.router.get().is_some_and(|router| router.route(key, due));
         if !routed {
-            self.inner.rollups.trigger(key, due);
+            self.inner.tails.ask_rollup(key, due, || self.inner.rollups.trigger(key, due));
         }
     }
 

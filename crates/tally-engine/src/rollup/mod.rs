@@ -116,14 +116,17 @@ impl RollupPipeline {
         (key_hash(key) % self.queues.len() as u64) as usize
     }
 
-    /// Asks for a rollup of `key` no earlier than `due`. Fire-and-forget: never fails.
-    pub fn trigger(&self, key: &CounterKey, due: Timestamp) {
+    /// Asks for a rollup of `key` no earlier than `due`. Fire-and-forget: never fails, and
+    /// says what became of the trigger.
+    pub fn trigger(&self, key: &CounterKey, due: Timestamp) -> Pushed {
         let q = self.queue_of(key);
-        match self.queues[q].push(key, due) {
+        let pushed = self.queues[q].push(key, due);
+        match pushed {
             Pushed::Queued => self.wakeups[q].notify_one(),
             Pushed::Coalesced => {}
             Pushed::Dropped => metrics::counter!("tally_rollup_triggers_dropped_total").increment(1),
         }
+        pushed
     }
 
     /// Counters waiting in all queues.

@@ -230,9 +230,7 @@ impl CounterTail {
         // least half the clock skew before any window end that reaches it. Dropping it here
         // keeps `commit` from counting it twice.
         let dropped = self.events.drop_before(until);
-        if !self.client_tokens.is_empty() {
-            self.client_tokens.retain(|_, (t, _)| t.generation_time() >= until);
-        }
+        self.client_tokens.retain(|_, (t, _)| t.generation_time() >= until);
         self.clears.retain(|t| t.generation_time() >= until);
         self.total = self.fold_before(Timestamp::MAX);
         if self.uncertain_until.is_some_and(|u| u < until) {
@@ -671,12 +669,9 @@ impl Tails {
     /// once per rollup of the counter instead of once per add. `push` runs under the
     /// counter's stripe lock (the queue takes no stripe lock, so the order is fixed).
     pub(crate) fn ask_rollup(&self, key: &CounterKey, due: Timestamp, push: impl FnOnce() -> Pushed) {
-        if !self.enabled {
-            push();
-            return;
-        }
-        let mut shard = self.shard(key);
-        let Some(tail) = shard.tails.get_mut(key) else {
+        let mut shard = self.enabled.then(|| self.shard(key));
+        let Some(tail) = shard.as_mut().and_then(|shard| shard.tails.get_mut(key)) else {
+            // Memory is off, or holds nothing of the counter: nothing remembers the trigger.
             push();
             return;
         };

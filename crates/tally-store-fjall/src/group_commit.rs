@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec as codec;
 use crate::presence::{Presence, StateKind, TokenPresence};
+use crate::recent_state::RecentState;
 use crate::staged::{Staged, StagedEvent, journal_value};
 use crate::taken_tokens::{Published, TakenTokens};
 
@@ -447,7 +448,7 @@ impl Writer {
         let staged = batch.staged.len();
         match batch.commit(settled.err()) {
             Ok(written) => {
-                self.recent.remember(written);
+                self.remember(written);
                 Ok(staged)
             }
             Err(e) => {
@@ -458,6 +459,16 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Takes in what a batch committed.
+    fn remember(&mut self, written: Overlay) {
+        for space in [Space::LastWrite, Space::Checkpoints] {
+            let kind = space.state_kind().expect("per-counter state");
+            written[space.index()].iter().for_each(|(key, value)| self.recent.insert(kind, key, value));
+        }
+        let taken = written[Space::Tokens.index()].keys().map(|k| TakenTokens::hash(k)).collect();
+        self.recent.tokens.committed(taken);
     }
 
     /// Runs one exclusive request; returns its error if the database failed under it.
@@ -554,6 +565,15 @@ impl Space {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// The per-counter state the space holds, for the writer's memory of it.
+    fn state_kind(self) -> Option<StateKind> {
+        match self {
+            Space::LastWrite => Some(StateKind::LastWrite),
+            Space::Checkpoints => Some(StateKind::Checkpoint),
+            Space::Namespaces | Space::Tokens => None,
+        }
+    }
 }
 
 type Ack = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -633,12 +653,13 @@ impl<'a> Batch<'a> {
         if let Some(v) = self.overlay[space.index()].get(key) {
             return Ok(Some(v.clone()));
         }
-        if let Some(v) = recent.get(space, key) {
+        let kind = space.state_kind();
+        if let Some(v) = kind.and_then(|kind| recent.get(kind, key)) {
             return Ok(Some(v.to_vec()));
         }
         let stored = self.keyspace(space).get(key).map_err(unavailable)?.map(|v| v.to_vec());
-        if let Some(v) = &stored {
-            recent.insert(space, key.to_vec(), v.clone());
+        if let (Some(kind), Some(v)) = (kind, &stored) {
+            recent.insert(kind, key, v);
         }
         Ok(stored)
     }
@@ -863,66 +884,11 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// How many state values (`last_write`, checkpoints) the writer remembers.
-const RECENT_STATE_ENTRIES: usize = 131_072;
+/// How many state values (`last_write`, checkpoints) of each kind the writer remembers: the
+/// two generations of each fill tables of 2^19 entries (33 bytes each) without growing them,
+/// about 70 MB in all.
+const RECENT_STATE_ENTRIES: usize = 917_504;
 /// How many token takings the writer remembers: at 100,000 takings a second, the commits of
 /// the last 2.6 s, far longer than a request waits between its look-up and its commit under
 /// any load that still meets its deadlines (an older look-up only costs a store read).
 const RECENT_TOKENS: usize = 262_144;
-
-/// Committed `last_write` and checkpoint values the writer has read or written lately.
-///
-/// Every add reads its counter's `last_write` (to keep the maximum) and every checkpoint
-/// write reads the stored checkpoint (so it never moves backwards). The writer is the only
-/// thread that changes these values, so what it committed is what the database holds, and
-/// remembering it saves a memtable seek per add on counters written again. It is bounded: when
-/// full it starts over empty (a miss costs one read). It is forgotten after a failed commit and
-/// when a namespace is deleted. It also remembers which tokens the latest commits took.
-struct RecentState {
-    values: [HashMap<Vec<u8>, Vec<u8>>; 2],
-    capacity: usize,
-    tokens: TakenTokens,
-}
-
-impl RecentState {
-    fn new(capacity: usize, tokens: usize) -> Self {
-        Self { values: Default::default(), capacity, tokens: TakenTokens::new(tokens) }
-    }
-
-    fn slot(space: Space) -> Option<usize> {
-        match space {
-            Space::LastWrite => Some(0),
-            Space::Checkpoints => Some(1),
-            Space::Namespaces | Space::Tokens => None,
-        }
-    }
-
-    fn get(&self, space: Space, key: &[u8]) -> Option<&[u8]> {
-        Self::slot(space).and_then(|i| self.values[i].get(key)).map(Vec::as_slice)
-    }
-
-    fn insert(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
-        if let Some(i) = Self::slot(space) {
-            if self.values[i].len() >= self.capacity {
-                self.values[i].clear();
-            }
-            self.values[i].insert(key, value);
-        }
-    }
-
-    /// Takes in what a batch committed.
-    fn remember(&mut self, mut written: Overlay) {
-        for space in [Space::LastWrite, Space::Checkpoints] {
-            for (key, value) in std::mem::take(&mut written[space.index()]) {
-                self.insert(space, key, value);
-            }
-        }
-        let taken = written[Space::Tokens.index()].keys().map(|k| TakenTokens::hash(k)).collect();
-        self.tokens.committed(taken);
-    }
-
-    fn clear(&mut self) {
-        self.values.iter_mut().for_each(HashMap::clear);
-        self.tokens.forget_all();
-    }
-}

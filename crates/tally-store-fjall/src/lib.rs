@@ -22,6 +22,7 @@ mod group_commit;
 mod handles;
 pub mod key_codec;
 mod presence;
+mod recent_state;
 mod staged;
 mod store;
 mod taken_tokens;

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tally_core::{Checkpoint, CounterKey, Event, EventKind, Fold, IdempotencyToken, Namespace, Timestamp};
 use tally_store::Stored;
 
+use crate::rollup::namespace_hash;
 use crate::rollup::queue::Pushed;
 
 /// Lock stripes over the counters; more than the cores that take them.
@@ -277,18 +278,18 @@ impl CounterTail {
 /// of about one in 10^26).
 type RetiredKey = (u64, u64);
 
-fn retired_key(key: &CounterKey) -> RetiredKey {
-    let seed = namespace_hash(&key.namespace);
-    let h = xxhash_rust::xxh3::xxh3_128_with_seed(key.counter.as_str().as_bytes(), seed);
+/// The key's hash, seeded with `namespace`, its namespace's [`namespace_hash`].
+fn retired_key(key: &CounterKey, namespace: u64) -> RetiredKey {
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(key.counter.as_str().as_bytes(), namespace);
     ((h >> 64) as u64, h as u64)
 }
 
-/// Kept with each retired checkpoint, so that a deleted namespace's can be forgotten.
-fn namespace_hash(namespace: &Namespace) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(namespace.as_str().as_bytes())
+fn retired_key_of(key: &CounterKey) -> RetiredKey {
+    retired_key(key, namespace_hash(&key.namespace))
 }
 
-/// A retired counter's stored checkpoint, with its namespace's hash.
+/// A retired counter's stored checkpoint, with its namespace's hash (so that a deleted
+/// namespace's can be forgotten).
 #[derive(Clone, Copy)]
 struct Retired {
     namespace: u64,
@@ -312,7 +313,7 @@ impl Shard {
             EntryRef::Occupied(occupied) => occupied.into_mut(),
             EntryRef::Vacant(vacant) => {
                 let mut tail = CounterTail::default();
-                if let Some(retired) = self.retired.remove(&retired_key(key)) {
+                if let Some(retired) = self.retired.remove(&retired_key_of(key)) {
                     let dropped = tail.advance(retired.checkpoint);
                     debug_assert_eq!(dropped, 0, "a new tail holds no events");
                 }
@@ -329,17 +330,18 @@ impl Shard {
             if self.retired.len() >= RETIRED_PER_SHARD {
                 self.retired.clear();
             }
-            let retired = Retired { namespace: namespace_hash(&key.namespace), checkpoint };
-            self.retired.insert(retired_key(key), retired);
+            let namespace = namespace_hash(&key.namespace);
+            self.retired.insert(retired_key(key, namespace), Retired { namespace, checkpoint });
         }
     }
 
     /// The counter's count as memory knows it (see [`Tails::read`]).
     fn read(&self, key: &CounterKey) -> Read {
         match self.tails.get(key) {
-            None => {
-                self.retired.get(&retired_key(key)).map_or(Read::Folded, |r| Read::Exact(r.checkpoint.count))
-            }
+            None => self
+                .retired
+                .get(&retired_key_of(key))
+                .map_or(Read::Folded, |r| Read::Exact(r.checkpoint.count)),
             Some(tail) => tail.read(),
         }
     }

@@ -463,8 +463,10 @@ impl Writer {
 
     /// Takes in what a batch committed.
     fn remember(&mut self, written: Overlay) {
-        for space in [Space::LastWrite, Space::Checkpoints] {
-            let kind = space.state_kind().expect("per-counter state");
+        for (space, kind) in
+            [(Space::LastWrite, StateKind::LastWrite), (Space::Checkpoints, StateKind::Checkpoint)]
+        {
+            debug_assert_eq!(space.state_kind(), Some(kind));
             written[space.index()].iter().for_each(|(key, value)| self.recent.insert(kind, key, value));
         }
         let taken = written[Space::Tokens.index()].keys().map(|k| TakenTokens::hash(k)).collect();
@@ -655,7 +657,7 @@ impl<'a> Batch<'a> {
         }
         let kind = space.state_kind();
         if let Some(v) = kind.and_then(|kind| recent.get(kind, key)) {
-            return Ok(Some(v.to_vec()));
+            return Ok(Some(v));
         }
         let stored = self.keyspace(space).get(key).map_err(unavailable)?.map(|v| v.to_vec());
         if let (Some(kind), Some(v)) = (kind, &stored) {

@@ -53,9 +53,9 @@ impl RecentState {
     }
 
     /// The committed value of `key`, if remembered.
-    pub fn get(&mut self, kind: StateKind, key: &[u8]) -> Option<&[u8]> {
+    pub fn get(&mut self, kind: StateKind, key: &[u8]) -> Option<Vec<u8>> {
         let (i, width) = Self::slot(kind)?;
-        self.kinds[i].get(hash(key)).map(|v| &v[..width])
+        self.kinds[i].get(hash(key)).map(|v| v[..width].to_vec())
     }
 
     /// Remembers that `key` holds `value` in the database; a value not of its kind's width is
@@ -96,12 +96,13 @@ impl Generations {
 
     /// A value found in the old generation moves to the young one, so that a key in use is
     /// not dropped with the old generation.
-    fn get(&mut self, hash: KeyHash) -> Option<&Value> {
-        if !self.young.contains_key(&hash) {
-            let value = self.old.remove(&hash)?;
-            self.insert(hash, value);
+    fn get(&mut self, hash: KeyHash) -> Option<Value> {
+        if let Some(&value) = self.young.get(&hash) {
+            return Some(value);
         }
-        self.young.get(&hash)
+        let value = self.old.remove(&hash)?;
+        self.insert(hash, value);
+        Some(value)
     }
 
     fn insert(&mut self, hash: KeyHash, value: Value) {
@@ -127,8 +128,8 @@ mod tests {
         let mut recent = RecentState::new(8, 8);
         recent.insert(StateKind::LastWrite, b"counter-a", &[1; 8]);
         recent.insert(StateKind::Checkpoint, b"counter-a", &[2; 16]);
-        assert_eq!(recent.get(StateKind::LastWrite, b"counter-a"), Some(&[1u8; 8][..]));
-        assert_eq!(recent.get(StateKind::Checkpoint, b"counter-a"), Some(&[2u8; 16][..]));
+        assert_eq!(recent.get(StateKind::LastWrite, b"counter-a"), Some(vec![1u8; 8]));
+        assert_eq!(recent.get(StateKind::Checkpoint, b"counter-a"), Some(vec![2u8; 16]));
         assert_eq!(recent.get(StateKind::LastWrite, b"counter-b"), None);
         assert_eq!(recent.get(StateKind::Token, b"counter-a"), None, "tokens are not remembered here");
     }
@@ -144,12 +145,12 @@ mod tests {
         // The young generation is full: "c" starts a new one, "a" and "b" become old.
         recent.insert(kind, b"c", &[3; 8]);
         // Reading "a" brings it back into the young generation.
-        assert_eq!(recent.get(kind, b"a"), Some(&[1u8; 8][..]));
+        assert_eq!(recent.get(kind, b"a"), Some(vec![1u8; 8]));
         // "d" finds the young generation full again ("c", "a"), so it replaces the old one ("b").
         recent.insert(kind, b"d", &[4; 8]);
         assert_eq!(recent.get(kind, b"b"), None, "unused for two generations");
         for (key, value) in [(b"a", 1u8), (b"c", 3), (b"d", 4)] {
-            assert_eq!(recent.get(kind, key), Some(&[value; 8][..]));
+            assert_eq!(recent.get(kind, key), Some(vec![value; 8]));
         }
     }
 

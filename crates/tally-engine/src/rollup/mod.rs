@@ -59,8 +59,12 @@ pub enum RolledUp {
 pub(crate) fn key_hash(key: &CounterKey) -> u64 {
     // The namespace's hash seeds the name's: ("ab", "c") and ("a", "bc") differ. Two one-shot
     // hashes, several times cheaper than the streaming hasher on short names.
-    let seed = xxhash_rust::xxh3::xxh3_64(key.namespace.as_str().as_bytes());
-    xxhash_rust::xxh3::xxh3_64_with_seed(key.counter.as_str().as_bytes(), seed)
+    xxhash_rust::xxh3::xxh3_64_with_seed(key.counter.as_str().as_bytes(), namespace_hash(&key.namespace))
+}
+
+/// The namespace's part of [`key_hash`] (and of the tail's retired keys).
+pub(crate) fn namespace_hash(namespace: &tally_core::Namespace) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(namespace.as_str().as_bytes())
 }
 
 /// The earliest time a rollup's window includes an event generated at `t`.

@@ -160,7 +160,7 @@ pub fn prepare_add(
     };
     let rest = args.get(1..).unwrap_or_default();
     // What `authorize` checks, with the key parsed once: an add names one counter.
-    let principal = session.principal.as_ref().ok_or_else(|| err(unauthenticated()))?;
+    let principal = authenticated(session).map_err(err)?;
     let (k, delta, token, reply) = match (command, rest) {
         (Command::Incr, [k]) => (k, Ok(1), None, AddReply::Count),
         (Command::Decr, [k]) => (k, Ok(-1), None, AddReply::Count),
@@ -194,6 +194,11 @@ fn unauthenticated() -> ApiError {
     ApiError::new(ErrorCode::Unauthenticated, "authentication required: send AUTH <token>")
 }
 
+/// The connection's principal; `UNAUTHENTICATED` before `AUTH`.
+fn authenticated(session: &Session) -> Result<&Principal, ApiError> {
+    session.principal.as_ref().ok_or_else(unauthenticated)
+}
+
 /// What [`Command::needs`] asks: `UNAUTHENTICATED` before `AUTH` (but for the commands that
 /// need nothing), `PERMISSION_DENIED` for a key outside the token's scopes, checked for every
 /// key before any of them is touched. Keys that do not parse are left to the command, which
@@ -203,7 +208,7 @@ fn authorize(session: &Session, command: Command, rest: &[Bytes]) -> Result<(), 
     if needs == Needs::Nothing {
         return Ok(());
     }
-    let principal = session.principal.as_ref().ok_or_else(unauthenticated)?;
+    let principal = authenticated(session)?;
     if let Needs::Counters(access, _) = needs {
         for key in command.keys_in(rest).iter().filter_map(|k| key(k).ok()) {
             principal.require(access, &key.namespace)?;

@@ -56,3 +56,20 @@ async fn an_invalid_configuration_is_refused_with_its_rule() {
     assert!(err.to_string().contains("coalesce 0ns must be between 1ms and 1h"), "{err}");
     assert!(t.engine.get_namespace(&ns).await.is_err(), "nothing was created");
 }
+
+#[tokio::test]
+async fn a_namespace_created_again_does_not_answer_the_checkpoints_memory_kept_of_the_old_one() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("gone", CounterType::Eventual).await;
+    let k = key(&ns, "c");
+    t.engine.add_count(&k, 5, None).await.expect("add");
+    t.converge(&NamespaceConfig::default()).await;
+    // Rolled up: the counter's events left memory, which keeps only its checkpoint.
+    assert_eq!(t.engine.stored_checkpoint(&k).await.expect("cp").map(|cp| cp.count), Some(5));
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 5);
+    t.engine.delete_namespace(&ns).await.expect("delete");
+    let ns = t.namespace("gone", CounterType::Eventual).await;
+    assert_eq!(t.engine.get_count(&k).await.expect("get").value, 0, "read of the new namespace");
+    let (_, count) = t.engine.add_and_get_count(&key(&ns, "c"), 1, None).await.expect("add");
+    assert_eq!(count.value, 1, "an add to the new namespace counts from zero");
+}

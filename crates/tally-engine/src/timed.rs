@@ -109,6 +109,13 @@ impl CounterStore for TimedStore {
         timed("put_checkpoint", self.inner.put_checkpoint(key, checkpoint)).await
     }
 
+    async fn put_checkpoints(
+        &self,
+        checkpoints: &[(CounterKey, Checkpoint)],
+    ) -> Vec<StoreResult<Checkpoint>> {
+        timed("put_checkpoints", self.inner.put_checkpoints(checkpoints)).await
+    }
+
     async fn scan_counters(
         &self,
         namespace: Option<&Namespace>,

@@ -74,7 +74,7 @@ impl Op {
         match self {
             Op::Shared(SharedOp::Append { reply, .. }) => send(reply, error),
             Op::Shared(SharedOp::AppendBatch { reply, .. }) => send(reply, error),
-            Op::Shared(SharedOp::PutCheckpoint { reply, .. }) => send(reply, error),
+            Op::Shared(SharedOp::PutCheckpoints { reply, .. }) => send(reply, error),
             Op::Shared(SharedOp::CreateNamespace { reply, .. } | SharedOp::UpdateNamespace { reply, .. }) => {
                 send(reply, error)
             }
@@ -99,10 +99,11 @@ pub(crate) enum SharedOp {
         appends: Vec<BatchAppend>,
         reply: Reply<Vec<StoreResult<Appended>>>,
     },
-    PutCheckpoint {
-        key: CounterKey,
-        checkpoint: Checkpoint,
-        reply: Reply<Checkpoint>,
+    /// Checkpoints that a batch of rollups put together: one request to the writer, each
+    /// answered as alone.
+    PutCheckpoints {
+        checkpoints: Vec<(CounterKey, Checkpoint)>,
+        reply: Reply<Vec<StoreResult<Checkpoint>>>,
     },
     CreateNamespace {
         name: Namespace,
@@ -709,9 +710,12 @@ impl<'a> Batch<'a> {
                     .collect();
                 self.ack(reply, Ok(results));
             }
-            SharedOp::PutCheckpoint { key, checkpoint, reply } => {
-                let result = self.put_checkpoint(&key, checkpoint, recent);
-                self.ack(reply, result);
+            SharedOp::PutCheckpoints { checkpoints, reply } => {
+                let results = checkpoints
+                    .iter()
+                    .map(|(key, checkpoint)| self.put_checkpoint(key, *checkpoint, recent))
+                    .collect();
+                self.ack(reply, Ok(results));
             }
             SharedOp::CreateNamespace { name, json, reply } => {
                 let result = self.put_namespace(name, json, false, recent);

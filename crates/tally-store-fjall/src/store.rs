@@ -469,8 +469,29 @@ impl CounterStore for FjallStore {
     }
 
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
-        let key = key.clone();
-        self.writer.submit(|reply| Op::Shared(SharedOp::PutCheckpoint { key, checkpoint, reply })).await
+        let mut answers = self.put_checkpoints(&[(key.clone(), checkpoint)]).await;
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("the writer answered no checkpoint".into())))
+    }
+
+    async fn put_checkpoints(
+        &self,
+        checkpoints: &[(CounterKey, Checkpoint)],
+    ) -> Vec<StoreResult<Checkpoint>> {
+        if checkpoints.is_empty() {
+            return Vec::new();
+        }
+        let checkpoints = checkpoints.to_vec();
+        let count = checkpoints.len();
+        let request = |reply| Op::Shared(SharedOp::PutCheckpoints { checkpoints, reply });
+        match self.writer.submit(request).await {
+            Ok(answers) => {
+                debug_assert_eq!(answers.len(), count, "the writer answers each checkpoint");
+                answers
+            }
+            Err(e) => vec![Err(e); count],
+        }
     }
 
     async fn scan_counters(

@@ -322,6 +322,23 @@ pub trait CounterStore: Send + Sync {
     /// Contract: a checkpoint never moves backwards, whatever the order of concurrent calls.
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint>;
 
+    /// Stores each checkpoint as [`CounterStore::put_checkpoint`] does, and answers each in
+    /// order: the checkpoints a batch of rollups folded.
+    ///
+    /// Contract: each answer is what the single call would have answered, and the list is not
+    /// atomic (some may fail while others are stored); a key may appear more than once. Stores
+    /// with a single writer take the list as one request. The default runs the single calls
+    /// concurrently.
+    async fn put_checkpoints(
+        &self,
+        checkpoints: &[(CounterKey, Checkpoint)],
+    ) -> Vec<StoreResult<Checkpoint>> {
+        futures::future::join_all(
+            checkpoints.iter().map(|(key, checkpoint)| self.put_checkpoint(key, *checkpoint)),
+        )
+        .await
+    }
+
     /// Lists up to `limit` counters that have events, with their state, in a stable
     /// backend-defined order, starting after `after` and restricted to `namespace` if given.
     ///

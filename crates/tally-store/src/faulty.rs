@@ -14,7 +14,7 @@ use crate::{
     StoreResult, Stored,
 };
 
-/// Wraps a store. Appends can be held (they wait until released, as on a store slower than
+/// Wraps a store. Checkpoints can be failed (`fail_checkpoints`). Appends can be held (they wait until released, as on a store slower than
 /// the load) or failed (`Unavailable`, as after a failed sync or a full disk, writing nothing;
 /// or after writing, as when the answer is lost).
 /// It can also pose as a store that reclaims whole time slices (`reclaim_by_slices`), as the
@@ -36,6 +36,8 @@ pub struct FaultyStore {
     folds: AtomicUsize,
     /// Whether the store says it can no longer write (`stop_writer`).
     stopped: AtomicBool,
+    /// Whether checkpoints fail to be written (`fail_checkpoints`).
+    failing_checkpoints: AtomicBool,
     /// Whether it reclaims by slices (`reclaim_by_slices`), and the bounds asked for so far.
     by_slices: AtomicBool,
     slice_drops: std::sync::Mutex<Vec<Timestamp>>,
@@ -55,6 +57,7 @@ impl FaultyStore {
             orphans: Default::default(),
             folds: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            failing_checkpoints: AtomicBool::new(false),
             by_slices: AtomicBool::new(false),
             slice_drops: Default::default(),
         }
@@ -128,6 +131,18 @@ impl FaultyStore {
     /// Appends waiting behind [`FaultyStore::hold_appends`].
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Whether checkpoints fail with `Unavailable` without being written.
+    pub fn fail_checkpoints(&self, failing: bool) {
+        self.failing_checkpoints.store(failing, Ordering::SeqCst);
+    }
+
+    fn checkpoint_fault(&self) -> StoreResult<()> {
+        match self.failing_checkpoints.load(Ordering::SeqCst) {
+            true => Err(StoreError::Unavailable("injected: checkpoint not written".into())),
+            false => Ok(()),
+        }
     }
 
     /// Whether appends fail with `Unavailable` without writing.
@@ -256,7 +271,18 @@ impl CounterStore for FaultyStore {
     }
 
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
+        self.checkpoint_fault()?;
         self.inner.put_checkpoint(key, checkpoint).await
+    }
+
+    async fn put_checkpoints(
+        &self,
+        checkpoints: &[(CounterKey, Checkpoint)],
+    ) -> Vec<StoreResult<Checkpoint>> {
+        match self.checkpoint_fault() {
+            Ok(()) => self.inner.put_checkpoints(checkpoints).await,
+            Err(e) => vec![Err(e); checkpoints.len()],
+        }
     }
 
     async fn scan_counters(

@@ -31,6 +31,7 @@ macro_rules! store_suite {
             fold_and_state_of_unknown_counter_are_empty,
             last_write_is_the_greatest_event_time,
             checkpoint_never_moves_backwards,
+            put_checkpoints_answers_each_as_alone,
             scan_counters_visits_every_counter_once,
             delete_events_before_removes_only_older_events,
             append_after_deadline_writes_nothing,
@@ -263,6 +264,21 @@ pub async fn checkpoint_never_moves_backwards<S: Store>(store: &S, _clock: &Manu
     assert!(!state.has_unfolded_events());
     let newest = Checkpoint { count: 11, until: Timestamp::from_micros(300) };
     assert_eq!(store.put_checkpoint(&k, newest).await.expect("put"), newest);
+}
+
+/// A list of checkpoints is stored as the single calls would store them, in order, a repeated
+/// key included, and each is answered with what is stored afterwards.
+pub async fn put_checkpoints_answers_each_as_alone<S: Store>(store: &S, _clock: &ManualClock) {
+    let (a, b) = (key("n", "a"), key("n", "b"));
+    let at = |count, micros| Checkpoint { count, until: Timestamp::from_micros(micros) };
+    assert_eq!(store.put_checkpoint(&b, at(7, 500)).await.expect("put"), at(7, 500));
+    let list =
+        [(a.clone(), at(2, 100)), (b.clone(), at(3, 300)), (a.clone(), at(1, 50)), (a.clone(), at(4, 200))];
+    let answers: Vec<_> = store.put_checkpoints(&list).await.into_iter().map(|r| r.expect("put")).collect();
+    assert_eq!(answers, vec![at(2, 100), at(7, 500), at(2, 100), at(4, 200)]);
+    assert_eq!(store.checkpoint(&a).await.expect("a"), Some(at(4, 200)));
+    assert_eq!(store.checkpoint(&b).await.expect("b"), Some(at(7, 500)));
+    assert!(store.put_checkpoints(&[]).await.is_empty());
 }
 
 /// Paging through counters visits each once, and the namespace filter holds.

@@ -156,7 +156,12 @@ impl RollupPipeline {
                     self.tails.set_checkpoint(key, checkpoint);
                 }
                 Plan::Fold { base, fold, until } => {
-                    return self.roll_up_from_memory(key, &config, base, fold, until).await;
+                    let plan = InMemory { key: key.clone(), config, base, fold, until };
+                    let stored = match plan.checkpoint() {
+                        Some(checkpoint) => self.store.put_checkpoint(key, checkpoint).await?,
+                        None => base,
+                    };
+                    return Ok(self.settle_in_memory(&plan, stored));
                 }
             }
         }
@@ -216,27 +221,68 @@ impl RollupPipeline {
         Ok(RolledUp::Advanced { checkpoint: stored, requeued })
     }
 
-    /// The rollup of a counter whose unfolded events are all in memory: no store read.
-    async fn roll_up_from_memory(
-        &self,
-        key: &CounterKey,
-        config: &NamespaceConfig,
-        base: Checkpoint,
-        fold: Fold,
-        until: Timestamp,
-    ) -> EngineResult<RolledUp> {
-        let now = self.clock.now();
-        let mut stored = base;
-        if fold.events > 0 {
-            if fold.overflowed(base.count) {
-                metrics::counter!("tally_count_saturated_total").increment(1);
-                tracing::warn!(counter = %key, "count left the signed 64-bit range and was saturated");
+    /// How the batch's rollup of `key` goes: decided from memory where it can be.
+    async fn step(&self, key: CounterKey) -> Step {
+        let config = match self.namespaces.get(&key.namespace).await {
+            Ok(config) if config.counter_type.is_durable() => config,
+            Ok(_) | Err(crate::EngineError::NamespaceNotFound(_)) => return Step::Done(RolledUp::Skipped),
+            // `roll_up` asks again, and reports the error if it persists.
+            Err(_) => return Step::ThroughStore(key),
+        };
+        let window_end = self.clock.now().saturating_sub(config.immutable_after());
+        match self.tails.plan(&key, window_end) {
+            Plan::Nothing => Step::Done(RolledUp::CaughtUp),
+            Plan::Fold { base, fold, until } => Step::InMemory(InMemory { key, config, base, fold, until }),
+            Plan::NeedCheckpoint | Plan::Uncertain => Step::ThroughStore(key),
+        }
+    }
+
+    /// Rolls up counters whose unfolded events are all in memory: no store read, and the new
+    /// checkpoints of the whole batch in one store request (one group commit on the embedded
+    /// store, instead of a request, a reply and a wake-up for each counter).
+    async fn roll_up_in_memory(&self, plans: Vec<InMemory>, outcomes: &mut Outcomes) {
+        let writes: Vec<(CounterKey, Checkpoint)> =
+            plans.iter().filter_map(|plan| Some((plan.key.clone(), plan.checkpoint()?))).collect();
+        let mut stored = self.store.put_checkpoints(&writes).await.into_iter();
+        debug_assert_eq!(stored.len(), writes.len(), "the store answers each checkpoint");
+        for plan in plans {
+            let result = match plan.checkpoint() {
+                Some(_) => stored.next().unwrap_or_else(|| {
+                    Err(tally_store::StoreError::Unavailable(
+                        "the store answered fewer checkpoints than it was sent".into(),
+                    ))
+                }),
+                None => Ok(plan.base),
+            };
+            match result {
+                Ok(checkpoint) => {
+                    self.settle_in_memory(&plan, checkpoint);
+                    outcomes.advanced += 1;
+                }
+                Err(e) => {
+                    self.failed(&plan.key, &e.into());
+                    outcomes.failed += 1;
+                }
             }
-            stored = self.store.put_checkpoint(key, base.advance(&fold, until)).await?;
-            debug_assert!(stored.until >= until, "a checkpoint never moves backwards");
-            metrics::counter!("tally_rollup_events_folded_total").increment(fold.events);
+        }
+    }
+
+    /// After a rollup from memory stored `stored` (or found nothing to fold onto it): records
+    /// it, lets memory drop what it covers and queues the counter for what memory still holds.
+    fn settle_in_memory(&self, plan: &InMemory, stored: Checkpoint) -> RolledUp {
+        debug_assert!(stored.until >= plan.base.until, "a checkpoint never moves backwards");
+        if plan.fold.events > 0 {
+            debug_assert!(
+                stored.until >= plan.until,
+                "the store kept a checkpoint older than the one just put"
+            );
+            if plan.fold.overflowed(plan.base.count) {
+                metrics::counter!("tally_count_saturated_total").increment(1);
+                tracing::warn!(counter = %plan.key, "count left the signed 64-bit range and was saturated");
+            }
+            metrics::counter!("tally_rollup_events_folded_total").increment(plan.fold.events);
             metrics::histogram!("tally_checkpoint_age_seconds")
-                .record(now.duration_since(stored.until).as_secs_f64());
+                .record(self.clock.now().duration_since(stored.until).as_secs_f64());
         }
         // Memory keeps the stored checkpoint of a counter it empties (with a local tail the
         // engine reads no cache). What it still holds is folded in one go, once the newest of
@@ -245,36 +291,36 @@ impl RollupPipeline {
         // 3,000,000 adds to 100,000 counters, 350,000 this way; BENCHMARKS.md). Memory holds
         // up to `immutable_after` more of its events; the last write of a counter is still
         // folded `immutable_after` after it, within the convergence bound.
-        let requeued = match self.tails.folded(key, stored) {
+        let requeued = match self.tails.folded(&plan.key, stored) {
             Some(newest) => {
-                let due = now.saturating_add(config.coalesce).max(first_foldable(newest, config));
-                self.trigger(key, due);
+                let next = self.clock.now().saturating_add(plan.config.coalesce);
+                self.trigger(&plan.key, next.max(first_foldable(newest, &plan.config)));
                 true
             }
             None => false,
         };
-        Ok(RolledUp::Advanced { checkpoint: stored, requeued })
+        RolledUp::Advanced { checkpoint: stored, requeued }
     }
 
-    async fn roll_up_logged(&self, key: CounterKey) {
+    /// A failed rollup: logged (at most once per 10 s) and tried again after a pause; the
+    /// counter's events are durable.
+    fn failed(&self, key: &CounterKey, error: &crate::EngineError) {
+        if let Some(left_out) = self.failures_logged.check() {
+            tracing::warn!(counter = %key, error = %error, left_out, "rollup failed; retrying later (left_out: failures not logged since the last line)");
+        }
+        self.trigger(key, self.clock.now().saturating_add(Duration::from_secs(1)));
+    }
+
+    async fn roll_up_logged(&self, key: CounterKey) -> Outcomes {
+        let mut outcomes = Outcomes::default();
         match self.roll_up(&key).await {
-            Ok(outcome) => {
-                let label = match outcome {
-                    RolledUp::CaughtUp => "caught_up",
-                    RolledUp::Advanced { .. } => "advanced",
-                    RolledUp::Skipped => "skipped",
-                };
-                metrics::counter!("tally_rollups_total", "outcome" => label).increment(1);
-            }
+            Ok(outcome) => outcomes.add(outcome),
             Err(e) => {
-                metrics::counter!("tally_rollups_total", "outcome" => "failed").increment(1);
-                if let Some(left_out) = self.failures_logged.check() {
-                    tracing::warn!(counter = %key, error = %e, left_out, "rollup failed; retrying later (left_out: failures not logged since the last line)");
-                }
-                // The counter's events are durable; try again after a pause.
-                self.trigger(&key, self.clock.now().saturating_add(Duration::from_secs(1)));
+                self.failed(&key, &e);
+                outcomes.failed += 1;
             }
         }
+        outcomes
     }
 
     /// Rolls up a batch; records how late each counter was taken (`tally_rollup_lag_seconds`).
@@ -282,8 +328,21 @@ impl RollupPipeline {
         let now = self.clock.now();
         let lag = metrics::histogram!("tally_rollup_lag_seconds");
         due.iter().for_each(|(at, _)| lag.record(now.duration_since(*at).as_secs_f64()));
-        let keys = due.into_iter().map(|(_, key)| key);
-        futures::stream::iter(keys).for_each_concurrent(self.batch, |key| self.roll_up_logged(key)).await;
+        let mut outcomes = Outcomes::default();
+        let (mut in_memory, mut through_store) = (Vec::new(), Vec::new());
+        for (_, key) in due {
+            match self.step(key).await {
+                Step::Done(outcome) => outcomes.add(outcome),
+                Step::InMemory(plan) => in_memory.push(plan),
+                Step::ThroughStore(key) => through_store.push(key),
+            }
+        }
+        let from_store = futures::stream::iter(through_store)
+            .map(|key| self.roll_up_logged(key))
+            .buffer_unordered(self.batch)
+            .fold(Outcomes::default(), |all, one| async move { all.plus(one) });
+        let ((), from_store) = futures::join!(self.roll_up_in_memory(in_memory, &mut outcomes), from_store);
+        outcomes.plus(from_store).record();
     }
 
     /// Rolls up every counter that is due now, in all queues, and returns how many rollups ran.
@@ -367,6 +426,75 @@ impl RollupPipeline {
                     () = tokio::time::sleep(pause) => {}
                     () = shutdown.cancelled() => {}
                 }
+            }
+        }
+    }
+}
+
+/// A rollup of a counter whose unfolded events are all in memory, planned.
+struct InMemory {
+    key: CounterKey,
+    config: Arc<NamespaceConfig>,
+    base: Checkpoint,
+    fold: Fold,
+    until: Timestamp,
+}
+
+impl InMemory {
+    /// The checkpoint to store, if the fold has events (an empty one changes only `until`,
+    /// which memory keeps; see `Tails::folded`).
+    fn checkpoint(&self) -> Option<Checkpoint> {
+        (self.fold.events > 0).then(|| self.base.advance(&self.fold, self.until))
+    }
+}
+
+/// How one counter of a batch is rolled up.
+enum Step {
+    /// Nothing to write.
+    Done(RolledUp),
+    /// From memory, with the batch's other such counters.
+    InMemory(InMemory),
+    /// Alone, through the store ([`RollupPipeline::roll_up`]).
+    ThroughStore(CounterKey),
+}
+
+/// How many rollups of a batch ended how (`tally_rollups_total{outcome}`), recorded once per
+/// batch.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcomes {
+    caught_up: u64,
+    advanced: u64,
+    skipped: u64,
+    failed: u64,
+}
+
+impl Outcomes {
+    fn add(&mut self, outcome: RolledUp) {
+        match outcome {
+            RolledUp::CaughtUp => self.caught_up += 1,
+            RolledUp::Advanced { .. } => self.advanced += 1,
+            RolledUp::Skipped => self.skipped += 1,
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            caught_up: self.caught_up + other.caught_up,
+            advanced: self.advanced + other.advanced,
+            skipped: self.skipped + other.skipped,
+            failed: self.failed + other.failed,
+        }
+    }
+
+    fn record(self) {
+        for (label, count) in [
+            ("caught_up", self.caught_up),
+            ("advanced", self.advanced),
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+        ] {
+            if count > 0 {
+                metrics::counter!("tally_rollups_total", "outcome" => label).increment(count);
             }
         }
     }

@@ -170,3 +170,30 @@ async fn regression_a_late_add_is_refused_before_any_store_read() {
     assert_eq!(refused.expect_err("too old").code(), ErrorCode::OutOfRange);
     assert_eq!(faulty.folds(), before, "nor did add-and-get");
 }
+
+/// Rollups from memory whose checkpoints the store cannot write (a batch of them, in one
+/// request) lose nothing: memory keeps the events, reads stay exact, and once the store heals
+/// the rollups are tried again and the store gets every checkpoint.
+#[tokio::test]
+async fn a_batch_of_rollups_whose_checkpoints_fail_loses_nothing_and_is_tried_again() {
+    let (t, faulty) = faulty_engine(64).await;
+    let ns = t.namespace("rolled", CounterType::Eventual).await;
+    let keys: Vec<CounterKey> = (1..=3).map(|i| crate::support::key(&ns, &format!("c{i}"))).collect();
+    for (delta, key) in (1..).zip(&keys) {
+        t.engine.add_count(key, delta, Some(t.token(&format!("add-{delta}")))).await.expect("add");
+    }
+    let config = tally_core::NamespaceConfig::default();
+    faulty.fail_checkpoints(true);
+    assert!(t.converge(&config).await >= keys.len(), "the rollups ran, and failed");
+    for (delta, key) in (1..).zip(&keys) {
+        assert_eq!(t.engine.get_count(key).await.expect("read").value, delta, "{key} while failing");
+        assert_eq!(t.store.checkpoint(key).await.expect("store"), None, "{key} has no checkpoint yet");
+    }
+    faulty.fail_checkpoints(false);
+    t.converge(&config).await;
+    for (delta, key) in (1..).zip(&keys) {
+        let stored = t.store.checkpoint(key).await.expect("store").expect("a checkpoint once healed");
+        assert_eq!(stored.count, delta, "{key}");
+        assert_eq!(t.engine.get_count(key).await.expect("read").value, delta, "{key} once healed");
+    }
+}

@@ -230,10 +230,20 @@ impl RollupPipeline {
             Err(_) => return Step::ThroughStore(key),
         };
         let window_end = self.clock.now().saturating_sub(config.immutable_after());
-        match self.tails.plan(&key, window_end) {
-            Plan::Nothing => Step::Done(RolledUp::CaughtUp),
-            Plan::Fold { base, fold, until } => Step::InMemory(InMemory { key, config, base, fold, until }),
-            Plan::NeedCheckpoint | Plan::Uncertain => Step::ThroughStore(key),
+        loop {
+            match self.tails.plan(&key, window_end) {
+                Plan::Nothing => return Step::Done(RolledUp::CaughtUp),
+                Plan::Fold { base, fold, until } => {
+                    return Step::InMemory(InMemory { key, config, base, fold, until });
+                }
+                // A counter memory met with its first event: one point read, and it joins the
+                // batch (a new counter's is nearly always answered by the store's filters).
+                Plan::NeedCheckpoint => match self.store.checkpoint(&key).await {
+                    Ok(checkpoint) => self.tails.set_checkpoint(&key, checkpoint.unwrap_or(Checkpoint::ZERO)),
+                    Err(_) => return Step::ThroughStore(key),
+                },
+                Plan::Uncertain => return Step::ThroughStore(key),
+            }
         }
     }
 

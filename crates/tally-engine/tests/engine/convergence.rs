@@ -298,3 +298,24 @@ async fn scans_over_every_counter_go_past_the_first_page() {
     let report = restarted.engine.run_retention().await.expect("retention");
     assert_eq!(report.counters, 2_500, "retention visits every page");
 }
+
+/// After a restart memory meets a counter folded before it with no checkpoint in hand: the
+/// rollup of its new events reads the stored checkpoint and folds onto it, with the rest of
+/// its batch (fails if a batch folds such a counter onto zero).
+#[tokio::test]
+async fn a_rollup_of_a_counter_memory_met_after_a_restart_folds_onto_its_stored_checkpoint() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let (k, other) = (key(&ns, "c"), key(&ns, "new"));
+    t.engine.add_count(&k, 5, Some(t.token("before"))).await.expect("add");
+    t.converge(&NamespaceConfig::default()).await;
+    assert_eq!(t.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(5));
+    let restarted = TestEngine::over(t.store.clone(), t.clock.clone()).await;
+    drop(t);
+    restarted.engine.add_count(&k, 2, Some(restarted.token("after"))).await.expect("add after restart");
+    restarted.engine.add_count(&other, 3, Some(restarted.token("first"))).await.expect("a new counter");
+    restarted.converge(&NamespaceConfig::default()).await;
+    assert_eq!(restarted.engine.stored_checkpoint(&k).await.expect("cp").map(|c| c.count), Some(7));
+    assert_eq!(restarted.engine.stored_checkpoint(&other).await.expect("cp").map(|c| c.count), Some(3));
+    assert_eq!(restarted.engine.get_count(&k).await.expect("get").value, 7);
+}

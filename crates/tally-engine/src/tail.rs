@@ -712,7 +712,7 @@ impl Tails {
             return;
         }
         match push() {
-            Pushed::Queued | Pushed::Coalesced => tail.rollup_due = Some(due),
+            Pushed::Queued { .. } | Pushed::Coalesced => tail.rollup_due = Some(due),
             // The queue is full: the next add asks again (and the pending scan finds it).
             Pushed::Dropped => {}
         }
@@ -859,19 +859,19 @@ mod tests {
             })
         };
         ask(100, Pushed::Dropped);
-        ask(100, Pushed::Queued);
+        ask(100, Pushed::Queued { earliest: true });
         assert_eq!(pushes.get(), 2, "a dropped trigger is asked for again");
         ask(150, Pushed::Coalesced);
         assert_eq!(pushes.get(), 2, "a later due time merges into the queued trigger");
         ask(50, Pushed::Coalesced);
         assert_eq!(pushes.get(), 3, "an earlier due time moves the queued trigger");
         assert!(matches!(tails.plan(&key(), Timestamp::from_micros(5)), Plan::Fold { .. }));
-        ask(150, Pushed::Queued);
+        ask(150, Pushed::Queued { earliest: true });
         assert_eq!(pushes.get(), 4, "a rollup took the counter out of the queue");
         let other = CounterKey::new(Namespace::new("ns").expect("ns"), CounterName::new("x").expect("x"));
         tails.ask_rollup(&other, Timestamp::from_micros(1), || {
             pushes.set(pushes.get() + 1);
-            Pushed::Queued
+            Pushed::Queued { earliest: true }
         });
         assert_eq!(pushes.get(), 5, "a counter memory does not hold is always pushed");
     }

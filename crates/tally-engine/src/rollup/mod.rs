@@ -36,6 +36,11 @@ use queue::{CoalescingQueue, Pushed};
 const SCAN_PAGE: usize = 1_000;
 /// The longest a worker sleeps before looking at its queue again.
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
+/// The shortest a worker sleeps once nothing in its queue is due: under load the counters
+/// come due one after another, and a worker that woke for each rolled up one or two at a
+/// time, each batch with its own durable sync and wake-ups. Rollups wait up to this much
+/// longer, far inside the convergence bound.
+const MIN_IDLE_WAIT: Duration = Duration::from_millis(10);
 
 /// What one rollup did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +131,10 @@ impl RollupPipeline {
         let q = self.queue_of(key);
         let pushed = self.queues[q].push(key, due);
         match pushed {
-            Pushed::Queued => self.wakeups[q].notify_one(),
-            Pushed::Coalesced => {}
+            // A worker sleeps until its queue's earliest due time: a later trigger needs no
+            // wake-up (every add to a new counter queues one, due a window later).
+            Pushed::Queued { earliest: true } => self.wakeups[q].notify_one(),
+            Pushed::Queued { earliest: false } | Pushed::Coalesced => {}
             Pushed::Dropped => metrics::counter!("tally_rollup_triggers_dropped_total").increment(1),
         }
         pushed
@@ -423,7 +430,7 @@ impl RollupPipeline {
                 let wait = self.queues[q].next_due().map_or(MAX_IDLE_WAIT, |due| due.duration_since(now));
                 tokio::select! {
                     () = self.wakeups[q].notified() => {}
-                    () = tokio::time::sleep(wait.min(MAX_IDLE_WAIT)) => {}
+                    () = tokio::time::sleep(wait.clamp(MIN_IDLE_WAIT, MAX_IDLE_WAIT)) => {}
                     () = shutdown.cancelled() => {}
                 }
                 continue;

@@ -14,8 +14,9 @@ use tally_core::{CounterKey, Timestamp};
 /// What happened to a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// The counter was not queued and now is.
-    Queued,
+    /// The counter was not queued and now is; `earliest`: no other queued counter is due
+    /// sooner, so a worker sleeping until the earliest due time must wake for it.
+    Queued { earliest: bool },
     /// The counter was queued already; it keeps the earlier of the two due times.
     Coalesced,
     /// The queue is full; the trigger was dropped (the pending scan will find the counter).
@@ -59,9 +60,10 @@ impl CoalescingQueue {
         if inner.due_of.len() >= self.capacity {
             return Pushed::Dropped;
         }
+        let earliest = inner.by_due.first().is_none_or(|(first, _)| due < *first);
         inner.by_due.insert((due, key.clone()));
         inner.due_of.insert(key.clone(), due);
-        Pushed::Queued
+        Pushed::Queued { earliest }
     }
 
     /// Removes and returns up to `max` counters due at or before `now`, earliest first, with
@@ -113,13 +115,14 @@ mod tests {
     #[test]
     fn triggers_coalesce_to_the_earliest_due_time() {
         let q = CoalescingQueue::new(10);
-        assert_eq!(q.push(&key("a"), t(50)), Pushed::Queued);
+        assert_eq!(q.push(&key("a"), t(50)), Pushed::Queued { earliest: true });
         assert_eq!(q.push(&key("a"), t(80)), Pushed::Coalesced);
-        assert_eq!(q.push(&key("b"), t(60)), Pushed::Queued);
+        assert_eq!(q.push(&key("b"), t(60)), Pushed::Queued { earliest: false });
+        assert_eq!(q.push(&key("c"), t(40)), Pushed::Queued { earliest: true });
         assert_eq!(q.push(&key("b"), t(10)), Pushed::Coalesced);
-        assert_eq!(q.len(), 2);
+        assert_eq!(q.len(), 3);
         assert_eq!(q.next_due(), Some(t(10)));
-        assert_eq!(q.take_due(t(49), 10), vec![(t(10), key("b"))]);
+        assert_eq!(q.take_due(t(49), 10), vec![(t(10), key("b")), (t(40), key("c"))]);
         assert_eq!(q.take_due(t(50), 10), vec![(t(50), key("a"))]);
         assert!(q.is_empty());
     }
@@ -128,7 +131,7 @@ mod tests {
     fn take_due_respects_the_batch_size_and_a_full_queue_drops() {
         let q = CoalescingQueue::new(3);
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
-            assert_eq!(q.push(&key(name), t(i as i64)), Pushed::Queued);
+            assert_eq!(q.push(&key(name), t(i as i64)), Pushed::Queued { earliest: i == 0 });
         }
         assert_eq!(q.push(&key("d"), t(0)), Pushed::Dropped);
         assert_eq!(q.push(&key("a"), t(0)), Pushed::Coalesced);

@@ -22,11 +22,11 @@ const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
 
 const FORMAT_KEY: &str = "format_version";
 
-/// Memtable size of each keyspace but `events` (fjall's default is 64 MiB). Moves and rollups
-/// write `last_write` and checkpoints at random keys; an 8 MiB skiplist stays in the CPU caches
-/// far better than a 64 MiB one, which made durable RESP adds about a fifth faster in
-/// `bench/compare.sh`. fjall records the size when a keyspace is created, so stores made
-/// before keep theirs.
+/// Memtable size of each keyspace but `events` and `tokens` (fjall's default is 64 MiB).
+/// Moves and rollups write `last_write` and checkpoints at random keys; an 8 MiB skiplist
+/// stays in the CPU caches far better than a 64 MiB one, which made durable RESP adds about a
+/// fifth faster in `bench/compare.sh`. fjall records the size when a keyspace is created, so
+/// stores made before keep theirs.
 const MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// Memtable size of the `events` keyspace. Events arrive there in sorted slices (see
@@ -36,6 +36,15 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 /// 3,000,000 random-key adds, four pairs; BENCHMARKS.md). 64 MiB saved another 0.4 µs for
 /// twice the memory.
 const EVENTS_MEMTABLE_BYTES: u64 = 32 << 20;
+
+/// Memtable size of the `tokens` keyspace. A client's token is a key at a random place, kept
+/// for its idempotency window (10 min by default), so the keyspace only grows under a steady
+/// load with tokens, and every flush spans all of it: each is merged into the whole level
+/// below. Four times fewer flushes than with 8 MiB cut fjall's workers' CPU per add in the
+/// last three rounds of the sustained row (60 s of adds with tokens over 1,000,000 keys) from
+/// 4.4–8.0 to 3.8–5.4 µs, three pairs, with the writer's CPU per add unchanged
+/// (BENCHMARKS.md). Adds without a client's token never write it.
+const TOKENS_MEMTABLE_BYTES: u64 = 32 << 20;
 
 /// fjall's flush and compaction threads: its default (one a core, at most 4) gives two on a
 /// two-core machine, and with two, the first thread hands every compaction request on to the
@@ -87,7 +96,7 @@ impl Keyspaces {
             last_write: keyspace("last_write")?,
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,
-            tokens: keyspace("tokens")?,
+            tokens: sized("tokens", TOKENS_MEMTABLE_BYTES)?,
             journal: keyspace("journal")?,
             db,
         })

@@ -325,18 +325,19 @@ pub trait CounterStore: Send + Sync {
     /// Stores each checkpoint as [`CounterStore::put_checkpoint`] does, and answers each in
     /// order: the checkpoints a batch of rollups folded.
     ///
-    /// Contract: each answer is what the single call would have answered, and the list is not
-    /// atomic (some may fail while others are stored); a key may appear more than once. Stores
-    /// with a single writer take the list as one request. The default runs the single calls
-    /// concurrently.
+    /// Contract: the answers are those of the single calls made in the list's order (a key may
+    /// appear more than once); the list is not atomic (some may fail while others are
+    /// stored). Stores with a single writer take the list as one request. The default makes
+    /// the single calls one after another.
     async fn put_checkpoints(
         &self,
         checkpoints: &[(CounterKey, Checkpoint)],
     ) -> Vec<StoreResult<Checkpoint>> {
-        futures::future::join_all(
-            checkpoints.iter().map(|(key, checkpoint)| self.put_checkpoint(key, *checkpoint)),
-        )
-        .await
+        let mut answers = Vec::with_capacity(checkpoints.len());
+        for (key, checkpoint) in checkpoints {
+            answers.push(self.put_checkpoint(key, *checkpoint).await);
+        }
+        answers
     }
 
     /// Lists up to `limit` counters that have events, with their state, in a stable

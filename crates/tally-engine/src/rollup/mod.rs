@@ -1,10 +1,11 @@
 //! The rollup pipeline: folding events into checkpoints in the background.
 //!
 //! `trigger` → [`queue`] (one of N, chosen by an xxh3 hash of the counter) → a worker takes
-//! due counters in batches, rolls them up with bounded parallelism and paces itself
-//! ([`pacer`]) → each rollup folds the events between the checkpoint and the immutable window
-//! end `now - accept_limit - clock_skew` into a new checkpoint → the cache is refreshed → the
-//! counter is queued again while it has events at or after its checkpoint.
+//! due counters in batches and paces itself ([`pacer`]) → each rollup folds the events
+//! between the checkpoint and the immutable window end `now - accept_limit - clock_skew` into
+//! a new checkpoint: from memory where the local tail holds them (the batch's checkpoints in
+//! one store request), else through the store with bounded parallelism, refreshing the cache
+//! → the counter is queued again while it has events at or after its checkpoint.
 //!
 //! Triggers live in memory, but whether a counter needs a rollup is also written in the store
 //! (its `last_write` against its checkpoint), so [`RollupPipeline::recover_pending`] re-arms

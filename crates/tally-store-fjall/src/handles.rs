@@ -42,8 +42,10 @@ const EVENTS_MEMTABLE_BYTES: u64 = 32 << 20;
 /// load with tokens, and every flush spans all of it: each is merged into the whole level
 /// below. Four times fewer flushes than with 8 MiB cut fjall's workers' CPU per add in the
 /// last three rounds of the sustained row (60 s of adds with tokens over 1,000,000 keys) from
-/// 4.4–8.0 to 3.8–5.4 µs, three pairs, with the writer's CPU per add unchanged
-/// (BENCHMARKS.md). Adds without a client's token never write it.
+/// 4.4–8.0 to 3.8–5.4 µs, three pairs, and under `BatchAddCount` over 100,000 keys from 3.2 to
+/// 2.1 µs; the writer pays for the larger skiplist there (4.2–4.5 to 4.9–5.2 µs), so the
+/// server's CPU per add fell a little and adds/s stayed the same (BENCHMARKS.md). Adds
+/// without a client's token never write it.
 const TOKENS_MEMTABLE_BYTES: u64 = 32 << 20;
 
 /// fjall's flush and compaction threads: its default (one a core, at most 4) gives two on a

@@ -40,13 +40,14 @@ const EVENTS_MEMTABLE_BYTES: u64 = 32 << 20;
 /// Memtable size of the `tokens` keyspace. A client's token is a key at a random place, kept
 /// for its idempotency window (10 min by default), so the keyspace only grows under a steady
 /// load with tokens, and every flush spans all of it: each is merged into the whole level
-/// below. Four times fewer flushes than with 8 MiB cut fjall's workers' CPU per add in the
-/// last three rounds of the sustained row (60 s of adds with tokens over 1,000,000 keys) from
-/// 4.4–8.0 to 3.8–5.4 µs, three pairs, and under `BatchAddCount` over 100,000 keys from 3.2 to
-/// 2.1 µs; the writer pays for the larger skiplist there (4.2–4.5 to 4.9–5.2 µs), so the
-/// server's CPU per add fell a little and adds/s stayed the same (BENCHMARKS.md). Adds
-/// without a client's token never write it.
-const TOKENS_MEMTABLE_BYTES: u64 = 32 << 20;
+/// below. Twice as large as the other keyspaces' halves the flushes: under `BatchAddCount`
+/// with tokens over 100,000 keys fjall's workers' CPU per add fell from 3.0–3.3 to 2.2–2.3 µs
+/// and adds/s rose by about 5 %, with the writer's CPU per add within the spread. 32 MiB
+/// saved a little more compaction but cost the writer's larger skiplist 0.4–0.8 µs more per
+/// add; in the sustained row (60 s over 1,000,000 keys) both cut compaction from 8 MiB's, and
+/// the row could not tell 16 from 32 MiB (BENCHMARKS.md). Adds without a client's token never
+/// write it.
+const TOKENS_MEMTABLE_BYTES: u64 = 16 << 20;
 
 /// fjall's flush and compaction threads: its default (one a core, at most 4) gives two on a
 /// two-core machine, and with two, the first thread hands every compaction request on to the

@@ -13,8 +13,9 @@ pub struct EngineOptions {
     /// Rollup queues, each drained by its own worker. Default 8, Netflix's value: enough to
     /// keep two cores busy while one queue waits on the store.
     pub rollup_queues: usize,
-    /// Counters one worker rolls up concurrently in one batch. Default 32, Netflix's
-    /// `rollup_batch_count`.
+    /// Counters one worker takes in one batch. Where memory holds their events (the embedded
+    /// store) their checkpoints go to the store in one request; the others roll up through
+    /// the store, this many at once. Default 32, Netflix's `rollup_batch_count`.
     pub rollup_batch: usize,
     /// Distinct counters one queue holds. Default 65,536 (about 6 MiB per queue). A trigger
     /// for a full queue is dropped and counted; the pending scan finds the counter later.

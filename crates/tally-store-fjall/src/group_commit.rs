@@ -464,10 +464,8 @@ impl Writer {
 
     /// Takes in what a batch committed.
     fn remember(&mut self, written: Overlay) {
-        for (space, kind) in
-            [(Space::LastWrite, StateKind::LastWrite), (Space::Checkpoints, StateKind::Checkpoint)]
-        {
-            debug_assert_eq!(space.state_kind(), Some(kind));
+        for space in [Space::LastWrite, Space::Checkpoints] {
+            let Some(kind) = space.state_kind() else { continue };
             written[space.index()].iter().for_each(|(key, value)| self.recent.insert(kind, key, value));
         }
         let taken = written[Space::Tokens.index()].keys().map(|k| TakenTokens::hash(k)).collect();

@@ -140,8 +140,13 @@ fn short_token(bytes: &[u8]) -> StoreError {
     StoreError::Corrupt(format!("token value {bytes:02x?} is too short").into())
 }
 
+/// The width of an encoded time ([`time_value`]).
+pub const TIME_VALUE_BYTES: usize = 8;
+/// The width of an encoded checkpoint ([`checkpoint_value`]).
+pub const CHECKPOINT_VALUE_BYTES: usize = 16;
+
 /// Encodes a time (for `last_write`).
-pub fn time_value(t: Timestamp) -> [u8; 8] {
+pub fn time_value(t: Timestamp) -> [u8; TIME_VALUE_BYTES] {
     t.as_micros().to_le_bytes()
 }
 
@@ -151,8 +156,8 @@ pub fn decode_time_value(bytes: &[u8]) -> Result<Timestamp, StoreError> {
 }
 
 /// Encodes a checkpoint.
-pub fn checkpoint_value(cp: Checkpoint) -> [u8; 16] {
-    let mut out = [0; 16];
+pub fn checkpoint_value(cp: Checkpoint) -> [u8; CHECKPOINT_VALUE_BYTES] {
+    let mut out = [0; CHECKPOINT_VALUE_BYTES];
     out[..8].copy_from_slice(&cp.count.to_le_bytes());
     out[8..].copy_from_slice(&cp.until.as_micros().to_le_bytes());
     out

@@ -9,11 +9,12 @@
 
 use foldhash::{HashMap, HashMapExt};
 
+use crate::key_codec::{CHECKPOINT_VALUE_BYTES, TIME_VALUE_BYTES};
 use crate::presence::StateKind;
 use crate::taken_tokens::TakenTokens;
 
-/// The widest value remembered: a checkpoint's 16 bytes (`key_codec::checkpoint_value`).
-const VALUE_BYTES: usize = 16;
+/// The widest value remembered: a checkpoint's.
+const VALUE_BYTES: usize = CHECKPOINT_VALUE_BYTES;
 
 /// A key's 128-bit hash, as two words so that an entry is 8-byte aligned (32 bytes, not 48).
 type KeyHash = (u64, u64);
@@ -46,8 +47,8 @@ impl RecentState {
     /// `key_codec::checkpoint_value`).
     fn slot(kind: StateKind) -> Option<(usize, usize)> {
         match kind {
-            StateKind::LastWrite => Some((0, 8)),
-            StateKind::Checkpoint => Some((1, 16)),
+            StateKind::LastWrite => Some((0, TIME_VALUE_BYTES)),
+            StateKind::Checkpoint => Some((1, CHECKPOINT_VALUE_BYTES)),
             StateKind::Token => None,
         }
     }

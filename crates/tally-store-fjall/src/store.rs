@@ -161,6 +161,22 @@ enum Looked {
 }
 
 impl FjallStore {
+    /// Puts `checkpoints` in one request to the writer and answers each.
+    async fn submit_checkpoints(
+        &self,
+        checkpoints: Vec<(CounterKey, Checkpoint)>,
+    ) -> Vec<StoreResult<Checkpoint>> {
+        let count = checkpoints.len();
+        let request = |reply| Op::Shared(SharedOp::PutCheckpoints { checkpoints, reply });
+        match self.writer.submit(request).await {
+            Ok(answers) => {
+                debug_assert_eq!(answers.len(), count, "the writer answers each checkpoint");
+                answers
+            }
+            Err(e) => vec![Err(e); count],
+        }
+    }
+
     /// Looks a client's token up on the caller's task (see `taken_tokens.rs`), so that the
     /// writer thread, which every durable write waits for, does not.
     fn look_up_token(&self, event: &Event, window: Duration) -> StoreResult<Looked> {
@@ -469,7 +485,7 @@ impl CounterStore for FjallStore {
     }
 
     async fn put_checkpoint(&self, key: &CounterKey, checkpoint: Checkpoint) -> StoreResult<Checkpoint> {
-        let mut answers = self.put_checkpoints(&[(key.clone(), checkpoint)]).await;
+        let mut answers = self.submit_checkpoints(vec![(key.clone(), checkpoint)]).await;
         answers
             .pop()
             .unwrap_or_else(|| Err(StoreError::Unavailable("the writer answered no checkpoint".into())))
@@ -482,16 +498,7 @@ impl CounterStore for FjallStore {
         if checkpoints.is_empty() {
             return Vec::new();
         }
-        let checkpoints = checkpoints.to_vec();
-        let count = checkpoints.len();
-        let request = |reply| Op::Shared(SharedOp::PutCheckpoints { checkpoints, reply });
-        match self.writer.submit(request).await {
-            Ok(answers) => {
-                debug_assert_eq!(answers.len(), count, "the writer answers each checkpoint");
-                answers
-            }
-            Err(e) => vec![Err(e); count],
-        }
+        self.submit_checkpoints(checkpoints.to_vec()).await
     }
 
     async fn scan_counters(

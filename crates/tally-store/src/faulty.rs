@@ -14,9 +14,10 @@ use crate::{
     StoreResult, Stored,
 };
 
-/// Wraps a store. Checkpoints can be failed (`fail_checkpoints`). Appends can be held (they wait until released, as on a store slower than
+/// Wraps a store. Appends can be held (they wait until released, as on a store slower than
 /// the load) or failed (`Unavailable`, as after a failed sync or a full disk, writing nothing;
-/// or after writing, as when the answer is lost).
+/// or after writing, as when the answer is lost). Checkpoints can be failed too
+/// (`fail_checkpoints`).
 /// It can also pose as a store that reclaims whole time slices (`reclaim_by_slices`), as the
 /// Cassandra store does, recording each bound retention asks to drop before.
 /// Everything else passes through.

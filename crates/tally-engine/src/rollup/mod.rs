@@ -148,31 +148,55 @@ impl RollupPipeline {
 
     /// Rolls up one counter now and re-queues it if events remain at or after its checkpoint.
     pub async fn roll_up(&self, key: &CounterKey) -> EngineResult<RolledUp> {
+        match self.step(key).await? {
+            Step::Done(outcome) => Ok(outcome),
+            Step::InMemory(plan) => {
+                let stored = match plan.checkpoint() {
+                    Some(checkpoint) => self.store.put_checkpoint(key, checkpoint).await?,
+                    None => plan.base,
+                };
+                Ok(self.settle_in_memory(&plan, stored))
+            }
+            Step::ThroughStore { config, now } => self.roll_up_through_store(key, &config, now).await,
+        }
+    }
+
+    /// How the rollup of `key` goes: decided from memory where it can be. A counter memory met
+    /// with its first event reads its stored checkpoint first (one point read, nearly always
+    /// answered by the store's filters for a new counter), so it rolls up from memory too.
+    async fn step(&self, key: &CounterKey) -> EngineResult<Step> {
         let config = match self.namespaces.get(&key.namespace).await {
             Ok(config) if config.counter_type.is_durable() => config,
-            Ok(_) | Err(crate::EngineError::NamespaceNotFound(_)) => return Ok(RolledUp::Skipped),
+            Ok(_) | Err(crate::EngineError::NamespaceNotFound(_)) => {
+                return Ok(Step::Done(RolledUp::Skipped));
+            }
             Err(e) => return Err(e),
         };
         let now = self.clock.now();
         let window_end = now.saturating_sub(config.immutable_after());
         loop {
             match self.tails.plan(key, window_end) {
-                Plan::Uncertain => break,
-                Plan::Nothing => return Ok(RolledUp::CaughtUp),
+                Plan::Uncertain => return Ok(Step::ThroughStore { config, now }),
+                Plan::Nothing => return Ok(Step::Done(RolledUp::CaughtUp)),
                 Plan::NeedCheckpoint => {
                     let checkpoint = self.store.checkpoint(key).await?.unwrap_or(Checkpoint::ZERO);
                     self.tails.set_checkpoint(key, checkpoint);
                 }
                 Plan::Fold { base, fold, until } => {
-                    let plan = InMemory { key: key.clone(), config, base, fold, until };
-                    let stored = match plan.checkpoint() {
-                        Some(checkpoint) => self.store.put_checkpoint(key, checkpoint).await?,
-                        None => base,
-                    };
-                    return Ok(self.settle_in_memory(&plan, stored));
+                    return Ok(Step::InMemory(InMemory { key: key.clone(), config, base, fold, until }));
                 }
             }
         }
+    }
+
+    /// The rollup of a counter memory cannot fold: its state and events read from the store.
+    async fn roll_up_through_store(
+        &self,
+        key: &CounterKey,
+        config: &NamespaceConfig,
+        now: Timestamp,
+    ) -> EngineResult<RolledUp> {
+        let window_end = now.saturating_sub(config.immutable_after());
         let state = self.store.counter_state(key).await?;
         let current = state.checkpoint.unwrap_or(Checkpoint::ZERO);
         if !state.has_unfolded_events() {
@@ -220,7 +244,7 @@ impl RollupPipeline {
                 // was: the next event to fold is at most `last`, so come back once the window
                 // has passed it.
                 let next = now.saturating_add(config.coalesce);
-                let due = if folded > 0 { next } else { next.max(first_foldable(last, &config)) };
+                let due = if folded > 0 { next } else { next.max(first_foldable(last, config)) };
                 self.trigger(key, due);
                 true
             }
@@ -229,36 +253,11 @@ impl RollupPipeline {
         Ok(RolledUp::Advanced { checkpoint: stored, requeued })
     }
 
-    /// How the batch's rollup of `key` goes: decided from memory where it can be.
-    async fn step(&self, key: CounterKey) -> Step {
-        let config = match self.namespaces.get(&key.namespace).await {
-            Ok(config) if config.counter_type.is_durable() => config,
-            Ok(_) | Err(crate::EngineError::NamespaceNotFound(_)) => return Step::Done(RolledUp::Skipped),
-            // `roll_up` asks again, and reports the error if it persists.
-            Err(_) => return Step::ThroughStore(key),
-        };
-        let window_end = self.clock.now().saturating_sub(config.immutable_after());
-        loop {
-            match self.tails.plan(&key, window_end) {
-                Plan::Nothing => return Step::Done(RolledUp::CaughtUp),
-                Plan::Fold { base, fold, until } => {
-                    return Step::InMemory(InMemory { key, config, base, fold, until });
-                }
-                // A counter memory met with its first event: one point read, and it joins the
-                // batch (a new counter's is nearly always answered by the store's filters).
-                Plan::NeedCheckpoint => match self.store.checkpoint(&key).await {
-                    Ok(checkpoint) => self.tails.set_checkpoint(&key, checkpoint.unwrap_or(Checkpoint::ZERO)),
-                    Err(_) => return Step::ThroughStore(key),
-                },
-                Plan::Uncertain => return Step::ThroughStore(key),
-            }
-        }
-    }
-
     /// Rolls up counters whose unfolded events are all in memory: no store read, and the new
     /// checkpoints of the whole batch in one store request (one group commit on the embedded
     /// store, instead of a request, a reply and a wake-up for each counter).
-    async fn roll_up_in_memory(&self, plans: Vec<InMemory>, outcomes: &mut Outcomes) {
+    async fn roll_up_in_memory(&self, plans: Vec<InMemory>) -> Outcomes {
+        let mut outcomes = Outcomes::default();
         let writes: Vec<(CounterKey, Checkpoint)> =
             plans.iter().filter_map(|plan| Some((plan.key.clone(), plan.checkpoint()?))).collect();
         let mut stored = self.store.put_checkpoints(&writes).await.into_iter();
@@ -283,6 +282,7 @@ impl RollupPipeline {
                 }
             }
         }
+        outcomes
     }
 
     /// After a rollup from memory stored `stored` (or found nothing to fold onto it): records
@@ -329,9 +329,15 @@ impl RollupPipeline {
         self.trigger(key, self.clock.now().saturating_add(Duration::from_secs(1)));
     }
 
-    async fn roll_up_logged(&self, key: CounterKey) -> Outcomes {
+    /// [`RollupPipeline::roll_up_through_store`], its failure logged and retried.
+    async fn through_store_logged(
+        &self,
+        key: CounterKey,
+        config: Arc<NamespaceConfig>,
+        now: Timestamp,
+    ) -> Outcomes {
         let mut outcomes = Outcomes::default();
-        match self.roll_up(&key).await {
+        match self.roll_up_through_store(&key, &config, now).await {
             Ok(outcome) => outcomes.add(outcome),
             Err(e) => {
                 self.failed(&key, &e);
@@ -349,18 +355,22 @@ impl RollupPipeline {
         let mut outcomes = Outcomes::default();
         let (mut in_memory, mut through_store) = (Vec::new(), Vec::new());
         for (_, key) in due {
-            match self.step(key).await {
-                Step::Done(outcome) => outcomes.add(outcome),
-                Step::InMemory(plan) => in_memory.push(plan),
-                Step::ThroughStore(key) => through_store.push(key),
+            match self.step(&key).await {
+                Ok(Step::Done(outcome)) => outcomes.add(outcome),
+                Ok(Step::InMemory(plan)) => in_memory.push(plan),
+                Ok(Step::ThroughStore { config, now }) => through_store.push((key, config, now)),
+                Err(e) => {
+                    self.failed(&key, &e);
+                    outcomes.failed += 1;
+                }
             }
         }
         let from_store = futures::stream::iter(through_store)
-            .map(|key| self.roll_up_logged(key))
+            .map(|(key, config, now)| self.through_store_logged(key, config, now))
             .buffer_unordered(self.batch)
             .fold(Outcomes::default(), |all, one| async move { all.plus(one) });
-        let ((), from_store) = futures::join!(self.roll_up_in_memory(in_memory, &mut outcomes), from_store);
-        outcomes.plus(from_store).record();
+        let (from_memory, from_store) = futures::join!(self.roll_up_in_memory(in_memory), from_store);
+        outcomes.plus(from_memory).plus(from_store).record();
     }
 
     /// Rolls up every counter that is due now, in all queues, and returns how many rollups ran.
@@ -472,8 +482,8 @@ enum Step {
     Done(RolledUp),
     /// From memory, with the batch's other such counters.
     InMemory(InMemory),
-    /// Alone, through the store ([`RollupPipeline::roll_up`]).
-    ThroughStore(CounterKey),
+    /// Alone, through the store ([`RollupPipeline::roll_up_through_store`]), at `now`.
+    ThroughStore { config: Arc<NamespaceConfig>, now: Timestamp },
 }
 
 /// How many rollups of a batch ended how (`tally_rollups_total{outcome}`), recorded once per

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
+use tally_core::Operation;
 use tally_engine::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -291,7 +292,9 @@ async fn run_adds(
         .map(|(request, &command)| commands::prepare_add(session, command, request, now))
         .collect();
     let answers = crate::batch::run_prepared(engine, prepared).await;
-    answers
+    let took = started.elapsed();
+    let mut outcomes = Outcomes::default();
+    let replies = answers
         .into_iter()
         .map(|answer| {
             let (kind, result) = match answer {
@@ -305,8 +308,51 @@ async fn run_adds(
                     (e.code.as_str(), commands::err(e))
                 }
             };
-            crate::metrics::record("resp", kind.operation(), code, started);
+            outcomes.note(kind.operation(), code);
             reply
         })
-        .collect()
+        .collect();
+    for (operation, code, count) in outcomes.0 {
+        crate::metrics::record_many("resp", operation, code, took, count);
+    }
+    replies
+}
+
+/// How many adds of one batch ended with each operation and code: nearly always one pair.
+#[derive(Default)]
+struct Outcomes(Vec<(Operation, &'static str, usize)>);
+
+impl Outcomes {
+    fn note(&mut self, operation: Operation, code: &'static str) {
+        match self.0.iter_mut().find(|(o, c, _)| *o == operation && *c == code) {
+            Some((_, _, count)) => *count += 1,
+            None => self.0.push((operation, code, 1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_count_each_operation_and_code_once() {
+        let mut outcomes = Outcomes::default();
+        for (operation, code) in [
+            (Operation::AddAndGetCount, "OK"),
+            (Operation::AddAndGetCount, "OVERFLOW"),
+            (Operation::AddAndGetCount, "OK"),
+            (Operation::AddCount, "OK"),
+        ] {
+            outcomes.note(operation, code);
+        }
+        assert_eq!(
+            outcomes.0,
+            [
+                (Operation::AddAndGetCount, "OK", 2),
+                (Operation::AddAndGetCount, "OVERFLOW", 1),
+                (Operation::AddCount, "OK", 1)
+            ]
+        );
+    }
 }

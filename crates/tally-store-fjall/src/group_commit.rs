@@ -25,7 +25,7 @@ use tally_store::{Appended, StoreError, StoreResult, Stored};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::handles::{Handles, Keyspaces, unavailable};
-use crate::key_codec as codec;
+use crate::key_codec::{self as codec, TakenToken};
 use crate::presence::{Presence, StateKind, TokenPresence};
 use crate::recent_state::RecentState;
 use crate::staged::{Staged, StagedEvent, journal_value};
@@ -399,6 +399,7 @@ impl Writer {
         let (moved, end) = staged.with_next_slice(limit, |runs, last| {
             let shared = self.shared.clone();
             let mut batch = Batch::new(ks, &shared, Durability::Deferred);
+            let mut tokens = Vec::new();
             // One `last_write` for each counter's run: its last event, the newest (a counter's
             // keys sort by generation time).
             for &run in runs {
@@ -406,15 +407,19 @@ impl Writer {
                 debug_assert!(run.iter().all(|e| e.time <= last.time), "a run is in key order");
                 batch.raise_last_write(first.counter().to_vec(), last.time);
                 run.iter().for_each(|e| batch.put_event(e.key(), e.value()));
+                let mut taken: Vec<_> = run.iter().filter_map(StagedEvent::token).collect();
+                newest_taking_of_each(&mut taken);
+                taken.iter().for_each(|(key, t)| batch.put_token(key, &codec::token_value(t)));
+                tokens.extend(taken);
             }
             for &entry in last.unwrap_or_default() {
                 batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
             }
             self.finish(batch)?;
-            Ok::<_, StoreError>(runs.iter().map(|run| run.len()).sum::<usize>())
+            Ok::<_, StoreError>((runs.iter().map(|run| run.len()).sum::<usize>(), tokens))
         });
-        let moved = moved?;
-        staged.slice_moved(end);
+        let (moved, tokens) = moved?;
+        staged.slice_moved(end, &tokens);
         metrics::counter!("tally_store_staged_events_moved_total").increment(moved as u64);
         metrics::histogram!("tally_store_staged_move_slice_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
@@ -684,6 +689,12 @@ impl<'a> Batch<'a> {
         self.written += 1;
     }
 
+    /// Queues a moved token's write into the `tokens` keyspace.
+    fn put_token(&mut self, key: &[u8], value: &[u8]) {
+        self.writes.insert(&self.ks.tokens, key, value);
+        self.written += 1;
+    }
+
     /// Queues the reply; it is sent after the commit, turned into the commit's error if that fails.
     fn ack<T: Send + 'static>(&mut self, reply: Reply<T>, result: StoreResult<T>) {
         self.acks.push(Box::new(move |failure| {
@@ -751,15 +762,23 @@ impl<'a> Batch<'a> {
         let key = codec::event_key(&event.key, time, event.token.token());
         let prefix_len = key.len() - 8 - event.token.token().len();
         debug_assert_eq!(codec::counter_prefix_len(&key), Ok(prefix_len));
-        self.staged.push(StagedEvent::new(&key, &codec::event_value(event.kind), prefix_len, time));
+        let until = claim.as_ref().map(|claim| now.saturating_add(claim.window));
+        self.staged.push(StagedEvent::new(&key, &codec::event_value(event.kind), prefix_len, time, until));
         self.written += 1;
-        if let Some(claim) = claim {
+        if let (Some(claim), Some(until)) = (claim, until) {
             let stored = Stored { generation_time: time, kind: event.kind };
-            let until = now.saturating_add(claim.window);
-            let value = codec::token_value(&codec::TakenToken { stored, until });
-            self.put(Space::Tokens, claim.key, value, true);
+            self.take_token(claim.key, codec::token_value(&codec::TakenToken { stored, until }));
         }
         Ok(Appended::New)
+    }
+
+    /// Takes a client's token for an event this batch stages: the token is journaled and
+    /// staged with its event (see `staged.rs`) and reaches the `tokens` keyspace when the
+    /// event moves, so an append costs no insert into that keyspace's memtable at a random
+    /// place. Later requests of this batch find it here, the filter from now on.
+    fn take_token(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.shared.note_written(Space::Tokens, &key);
+        self.overlay[Space::Tokens.index()].insert(key, value);
     }
 
     /// Notes that a move puts events of the counter with state key `counter`, the newest at
@@ -788,6 +807,10 @@ impl<'a> Batch<'a> {
             && !recent.tokens.may_be_taken_since(TakenTokens::hash(token_key), checked)
         {
             return Ok(None);
+        }
+        // Staged first: a token leaves the staged ones only once it is in the keyspace.
+        if let Some(taken) = self.shared.staged.token(token_key) {
+            return Ok(Some(codec::token_value(&taken)));
         }
         self.get(Space::Tokens, token_key, recent)
     }
@@ -886,6 +909,17 @@ impl<'a> Batch<'a> {
             None => Ok(self.overlay),
         }
     }
+}
+
+/// Puts a counter's moved tokens in key order, keeping only the newest taking of each: a
+/// token taken again after its window is in a run twice, and one batch must not write one
+/// key twice.
+fn newest_taking_of_each(tokens: &mut Vec<(Vec<u8>, TakenToken)>) {
+    tokens.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then(b.1.stored.generation_time.cmp(&a.1.stored.generation_time))
+    });
+    // Keeps the first of each key: the newest.
+    tokens.dedup_by(|later, first| later.0 == first.0);
 }
 
 /// How many state values (`last_write`, checkpoints) of each kind the writer remembers: the

@@ -112,11 +112,12 @@ fn check_format(db: &Database, meta: &Keyspace, path: &Path) -> StoreResult<()> 
             let found = <[u8; 4]>::try_from(&*v).map(u32::from_le_bytes).ok();
             if found == Some(codec::FORMAT_VERSION) {
                 Ok(())
-            } else if found == Some(codec::UPGRADES_FROM) {
-                // Format 2 only adds the journal, which a format 1 store has empty. Recorded
+            } else if let Some(from) = found.filter(|f| codec::UPGRADES_FROM.contains(f)) {
+                // Format 2 only adds the journal, which a format 1 store has empty; format 3
+                // only adds tokens to the journal, which a format 2 store has none of. Recorded
                 // before anything is journaled, so that an older build refuses the directory
-                // from now on instead of missing the journal's events.
-                tracing::info!(path = %path.display(), from = codec::UPGRADES_FROM, to = codec::FORMAT_VERSION, "upgrading the embedded store's on-disk format");
+                // from now on instead of missing what the journal holds.
+                tracing::info!(path = %path.display(), from, to = codec::FORMAT_VERSION, "upgrading the embedded store's on-disk format");
                 record_format(db, meta)
             } else {
                 Err(StoreError::Corrupt(

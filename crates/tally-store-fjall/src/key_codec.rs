@@ -1,4 +1,4 @@
-//! Byte layout of keys and values. Format version 2.
+//! Byte layout of keys and values. Format version 3.
 //!
 //! - counter prefix: `ns_len: u8 | ns | counter_len: u16 BE | counter`. Lengths make
 //!   `("ab","c")` and `("a","bc")` distinct, and a counter's prefix never prefixes another's.
@@ -14,14 +14,22 @@
 //!   they were appended. Format 2 is format 1 plus the `journal` keyspace: a format 1 store
 //!   opens as format 2 with an empty journal, and a build of format 1 refuses a format 2 store
 //!   (it would not see the journal's events).
-
+//! - format 3: an event of the journal that took a client's token has the high bit of
+//!   `value_len` set and `until: i64 LE` after its value; its token goes into the `tokens`
+//!   keyspace (key and value as above, derived from the event's) when the event moves into
+//!   `events`. A format 2 store opens as format 3 (its journal has no such events: their
+//!   tokens were written at once), and a build of format 2 refuses a format 3 store (it would
+//!   not see the journal's tokens).
 use tally_core::{Checkpoint, CounterKey, CounterName, EventKind, Namespace, Timestamp};
 use tally_store::{StoreError, Stored};
 
 /// The on-disk format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
-/// The older format this code opens, and upgrades by recording [`FORMAT_VERSION`].
-pub const UPGRADES_FROM: u32 = 1;
+pub const FORMAT_VERSION: u32 = 3;
+/// The older formats this code opens, and upgrades by recording [`FORMAT_VERSION`].
+pub const UPGRADES_FROM: &[u32] = &[1, 2];
+
+/// The bit of a journal event's `value_len` that says an `until` follows its value.
+const JOURNAL_TOKEN_BIT: u8 = 0x80;
 
 const ADD: u8 = 0;
 const CLEAR: u8 = 1;
@@ -198,18 +206,25 @@ pub fn decode_journal_key(bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(fixed(bytes, "journal key")?))
 }
 
-/// Appends one event to a journal value being built.
-pub fn push_journal_event(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+/// Appends one event to a journal value being built; `until`: when the client's token it
+/// took becomes free again, if it took one.
+pub fn push_journal_event(out: &mut Vec<u8>, key: &[u8], value: &[u8], until: Option<Timestamp>) {
     // Event keys are at most 1 + 64 + 2 + 256 + 8 + the token's bytes (validated), and
-    // values are 1 or 9 bytes: both fit their length fields.
+    // values are 1 or 9 bytes: both fit their length fields, with the token bit to spare.
     out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_be_bytes());
     out.extend_from_slice(key);
-    out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
+    let value_len = u8::try_from(value.len()).unwrap_or(u8::MAX);
+    debug_assert!(value_len < JOURNAL_TOKEN_BIT, "an event value leaves the token bit free");
+    out.push(if until.is_some() { value_len | JOURNAL_TOKEN_BIT } else { value_len });
     out.extend_from_slice(value);
+    if let Some(until) = until {
+        out.extend_from_slice(&until.as_micros().to_le_bytes());
+    }
 }
 
-/// One event of a journal value: its key and value in the `events` keyspace.
-pub type JournalEvent<'a> = (&'a [u8], &'a [u8]);
+/// One event of a journal value: its key and value in the `events` keyspace, and until when
+/// it holds its client's token, if it took one.
+pub type JournalEvent<'a> = (&'a [u8], &'a [u8], Option<Timestamp>);
 
 /// The events of a journal value, in the order they were appended.
 pub fn decode_journal_value(bytes: &[u8]) -> Result<Vec<JournalEvent<'_>>, StoreError> {
@@ -222,12 +237,28 @@ pub fn decode_journal_value(bytes: &[u8]) -> Result<Vec<JournalEvent<'_>>, Store
         let (key, after) =
             after.split_at_checked(usize::from(u16::from_be_bytes(*len))).ok_or_else(corrupt)?;
         let (&value_len, after) = after.split_first().ok_or_else(corrupt)?;
-        let (value, after) = after.split_at_checked(usize::from(value_len)).ok_or_else(corrupt)?;
+        let value_bytes = usize::from(value_len & !JOURNAL_TOKEN_BIT);
+        let (value, mut after) = after.split_at_checked(value_bytes).ok_or_else(corrupt)?;
         decode_event_value(value)?;
-        events.push((key, value));
+        let until = match value_len & JOURNAL_TOKEN_BIT != 0 {
+            true => {
+                let (until, tail) = after.split_first_chunk::<8>().ok_or_else(corrupt)?;
+                after = tail;
+                Some(Timestamp::from_micros(i64::from_le_bytes(*until)))
+            }
+            false => None,
+        };
+        events.push((key, value, until));
         rest = after;
     }
     Ok(events)
+}
+
+/// The key in the `tokens` keyspace of the token that the event under `event_key` took:
+/// the event key without its time. `prefix_len`: where its counter prefix ends.
+pub fn token_key_of_event(event_key: &[u8], prefix_len: usize) -> Vec<u8> {
+    let (prefix, rest) = event_key.split_at(prefix_len.min(event_key.len()));
+    [prefix, rest.get(8..).unwrap_or_default()].concat()
 }
 
 /// How long the counter prefix is at the start of `key` (an event or token key).
@@ -322,13 +353,20 @@ mod tests {
         let (a, b) =
             (event_key(&k, Timestamp::from_micros(1), "a"), event_key(&k, Timestamp::from_micros(2), "b"));
         let mut value = Vec::new();
-        push_journal_event(&mut value, &a, &event_value(EventKind::Add(3)));
-        push_journal_event(&mut value, &b, &event_value(EventKind::Clear));
+        let until = Timestamp::from_micros(-2);
+        push_journal_event(&mut value, &a, &event_value(EventKind::Add(3)), None);
+        push_journal_event(&mut value, &b, &event_value(EventKind::Clear), Some(until));
         let decoded = decode_journal_value(&value).expect("decodes");
         assert_eq!(
             decoded,
-            [(a.as_slice(), event_value(EventKind::Add(3)).as_slice()), (b.as_slice(), &[1][..])]
+            [
+                (a.as_slice(), event_value(EventKind::Add(3)).as_slice(), None),
+                (b.as_slice(), &[1][..], Some(until))
+            ]
         );
+        // The token bit, then the time after the value.
+        assert_eq!(value[value.len() - 10..], [0x81, 1, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(token_key_of_event(&b, counter_prefix(&k).len()), token_key(&k, "b"));
         assert!(matches!(decode_journal_value(&value[..value.len() - 1]), Err(StoreError::Corrupt(_))));
         assert_eq!(journal_key(258), [0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(decode_journal_key(&journal_key(258)), Ok(258));

@@ -34,10 +34,10 @@ use std::thread::JoinHandle;
 use fjall::Keyspace;
 use foldhash::HashMap;
 use tally_core::Timestamp;
-use tally_store::StoreResult;
+use tally_store::{StoreResult, Stored};
 
 use crate::handles::unavailable;
-use crate::key_codec as codec;
+use crate::key_codec::{self as codec, TakenToken};
 
 /// An event as the writer stages it: its key in the `events` keyspace and its value there,
 /// in one allocation (a quarter of a million of them wait in memory).
@@ -50,24 +50,33 @@ pub(crate) struct StagedEvent {
     prefix_len: u32,
     /// Its generation time (also in the key).
     pub time: Timestamp,
+    /// When the client's token it took becomes free again, if it took one: the token is
+    /// staged with it, and moves into the `tokens` keyspace with it.
+    pub until: Option<Timestamp>,
 }
 
 impl StagedEvent {
     /// The event stored under `key` with `value`; `prefix_len`: where its counter's prefix
-    /// ends in `key`.
-    pub fn new(key: &[u8], value: &[u8], prefix_len: usize, time: Timestamp) -> Self {
+    /// ends in `key`; `until`: see the field.
+    pub fn new(
+        key: &[u8],
+        value: &[u8],
+        prefix_len: usize,
+        time: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Self {
         debug_assert!(prefix_len <= key.len(), "the prefix is part of the key");
         // Keys are bounded by the lengths of names and tokens, far below 4 GiB.
         let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
         let prefix_len = u32::try_from(prefix_len).unwrap_or(u32::MAX);
-        Self { bytes: [key, value].concat().into_boxed_slice(), key_len, prefix_len, time }
+        Self { bytes: [key, value].concat().into_boxed_slice(), key_len, prefix_len, time, until }
     }
 
     /// The event stored under `key` with `value`, as the journal gives it back.
-    fn decode(key: &[u8], value: &[u8]) -> StoreResult<Self> {
+    fn decode(key: &[u8], value: &[u8], until: Option<Timestamp>) -> StoreResult<Self> {
         let prefix_len = codec::counter_prefix_len(key)?;
         let (time, _) = codec::decode_event_key_suffix(&key[prefix_len..])?;
-        Ok(Self::new(key, value, prefix_len, time))
+        Ok(Self::new(key, value, prefix_len, time, until))
     }
 
     /// Its key in the `events` keyspace.
@@ -83,6 +92,15 @@ impl StagedEvent {
     /// Its counter's state key.
     pub fn counter(&self) -> &[u8] {
         &self.bytes[..self.prefix_len as usize]
+    }
+
+    /// The client's token it took, if any: its key and value in the `tokens` keyspace.
+    pub fn token(&self) -> Option<(Vec<u8>, TakenToken)> {
+        let until = self.until?;
+        // The value was checked when the event was made or read back from the journal.
+        let kind = codec::decode_event_value(self.value()).ok()?;
+        let taken = TakenToken { stored: Stored { generation_time: self.time, kind }, until };
+        Some((codec::token_key_of_event(self.key(), self.prefix_len as usize), taken))
     }
 }
 
@@ -148,6 +166,9 @@ struct Inner {
     journal_entries: Vec<u64>,
     moving: Moving,
     next_sequence: u64,
+    /// The clients' tokens that staged events took and no committed slice has put into the
+    /// `tokens` keyspace yet, by token key: the newest taking of each.
+    tokens: HashMap<Vec<u8>, TakenToken>,
 }
 
 impl Inner {
@@ -156,6 +177,9 @@ impl Inner {
         self.journal_entries.push(sequence);
         self.gathered += events.len();
         for event in events {
+            if let Some((key, taken)) = event.token() {
+                self.tokens.insert(key, taken);
+            }
             match self.by_counter.get_mut(event.counter()) {
                 // Generation times mostly grow from one commit to the next: nearly always the
                 // end, found with one comparison (a busy counter holds up to a whole move).
@@ -228,6 +252,17 @@ impl Staged {
         inner.moving.journal_entries.first().or(inner.journal_entries.first()).copied()
     }
 
+    /// The client's token under `token_key` as a staged event took it, if one did and it has
+    /// not moved into the `tokens` keyspace yet.
+    pub fn token(&self, token_key: &[u8]) -> Option<TakenToken> {
+        self.read().tokens.get(token_key).copied()
+    }
+
+    /// The keys of every staged token.
+    pub fn token_keys(&self) -> Vec<Vec<u8>> {
+        self.read().tokens.keys().cloned().collect()
+    }
+
     /// The sequence number for the next journal entry.
     pub fn next_sequence(&self) -> u64 {
         self.read().next_sequence
@@ -250,7 +285,7 @@ impl Staged {
             let (key, value) = guard.into_inner().map_err(unavailable)?;
             let events = codec::decode_journal_value(&value)?
                 .into_iter()
-                .map(|(key, value)| StagedEvent::decode(key, value))
+                .map(|(key, value, until)| StagedEvent::decode(key, value, until))
                 .collect::<StoreResult<Vec<_>>>()?;
             loaded.add(codec::decode_journal_key(&key)?, events);
         }
@@ -370,10 +405,17 @@ impl Staged {
         (f(&runs, last), SliceEnd { next })
     }
 
-    /// Notes that a slice of the move is committed to the `events` keyspace; after the last,
-    /// the move ends and its events are forgotten.
-    pub fn slice_moved(&self, end: SliceEnd) {
+    /// Notes that a slice of the move is committed to the `events` keyspace, with `tokens`,
+    /// the tokens its events took, now in the `tokens` keyspace (each forgotten here unless a
+    /// newer event took it again); after the last slice, the move ends and its events are
+    /// forgotten.
+    pub fn slice_moved(&self, end: SliceEnd, tokens: &[(Vec<u8>, TakenToken)]) {
         let mut inner = self.write();
+        for (key, taken) in tokens {
+            if inner.tokens.get(key).is_some_and(|t| t == taken) {
+                inner.tokens.remove(key);
+            }
+        }
         match end.next {
             Some(next) => inner.moving.next = next,
             None => inner.moving = Moving::default(),
@@ -412,9 +454,9 @@ impl Merge {
 
 /// A journal entry's value for `events`.
 pub(crate) fn journal_value(events: &[StagedEvent]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.iter().map(|e| e.bytes.len() + 3).sum());
+    let mut out = Vec::with_capacity(events.iter().map(|e| e.bytes.len() + 11).sum());
     for event in events {
-        codec::push_journal_event(&mut out, event.key(), event.value());
+        codec::push_journal_event(&mut out, event.key(), event.value(), event.until);
     }
     out
 }
@@ -429,7 +471,47 @@ mod tests {
         let key = CounterKey::parse_joined(counter).expect("key");
         let bytes = codec::event_key(&key, Timestamp::from_micros(micros), token);
         let value = codec::event_value(EventKind::Add(micros));
-        StagedEvent::decode(&bytes, &value).expect("decodes")
+        StagedEvent::decode(&bytes, &value, None).expect("decodes")
+    }
+
+    /// An event of `n:a` that took the client token `tok`, until `until`.
+    fn took_tok(micros: i64, until: i64) -> StagedEvent {
+        let key = CounterKey::parse_joined("n:a").expect("key");
+        let bytes = codec::event_key(&key, Timestamp::from_micros(micros), "tok");
+        let value = codec::event_value(EventKind::Add(1));
+        StagedEvent::decode(&bytes, &value, Some(Timestamp::from_micros(until))).expect("decodes")
+    }
+
+    /// Moves the whole move under way; returns the tokens it moved.
+    fn move_whole(index: &Staged) -> Vec<(Vec<u8>, TakenToken)> {
+        let (tokens, end) = index.with_next_slice(usize::MAX, |runs, _| {
+            runs.iter().flat_map(|run| run.iter().filter_map(StagedEvent::token)).collect::<Vec<_>>()
+        });
+        index.slice_moved(end, &tokens);
+        tokens
+    }
+
+    #[test]
+    fn a_staged_token_is_found_until_its_move_and_a_newer_taking_outlives_the_older_move() {
+        let index = Staged::default();
+        let key = codec::token_key(&CounterKey::parse_joined("n:a").expect("key"), "tok");
+        index.add(0, vec![took_tok(1, 100)]);
+        let first = index.token(&key).expect("staged");
+        assert_eq!(
+            (first.stored.generation_time, first.until),
+            (Timestamp::from_micros(1), Timestamp::from_micros(100))
+        );
+        assert_eq!(index.token_keys(), std::slice::from_ref(&key));
+        index.begin_move();
+        // Taken again once its window passed, while the first taking moves.
+        index.add(1, vec![took_tok(200, 300)]);
+        assert_eq!(move_whole(&index).len(), 1);
+        let second = index.token(&key).expect("the newer taking is still staged");
+        assert_eq!(second.stored.generation_time, Timestamp::from_micros(200));
+        index.begin_move();
+        assert_eq!(move_whole(&index).len(), 1);
+        assert_eq!(index.token(&key), None, "moved into the keyspace");
+        assert!(index.token_keys().is_empty());
     }
 
     #[test]
@@ -462,14 +544,14 @@ mod tests {
             keys.len()
         });
         assert_eq!(first, 2);
-        index.slice_moved(end);
+        index.slice_moved(end, &[]);
         assert!(index.is_moving());
         let (second, end) = index.with_next_slice(2, |runs, last| {
             assert_eq!(last, Some(&[0, 1][..]), "the last slice deletes the move's journal entries");
             runs.iter().map(|run| run.len()).sum::<usize>()
         });
         assert_eq!(second, 1);
-        index.slice_moved(end);
+        index.slice_moved(end, &[]);
         assert!(!index.is_moving());
         assert_eq!((index.len(), index.next_sequence()), (1, 3));
     }
@@ -494,7 +576,7 @@ mod tests {
                 keys.extend(runs.iter().flat_map(|run| run.iter().map(|e| e.key().to_vec())));
                 last.is_some()
             });
-            index.slice_moved(end);
+            index.slice_moved(end, &[]);
             if last {
                 break;
             }

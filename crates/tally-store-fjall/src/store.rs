@@ -86,6 +86,8 @@ impl FjallStore {
         let tokens = Arc::new(TokenPresence::with_capacity(loaded.tokens.approximate_len() as u64));
         let staged = Arc::new(Staged::default());
         let journaled = staged.load(&loaded.journal)?;
+        // The journal's tokens are in no keyspace yet, so the scan below will not find them.
+        staged.token_keys().iter().for_each(|key| tokens.insert(key));
         if journaled > 0 {
             tracing::info!(
                 events = journaled,
@@ -204,9 +206,15 @@ impl FjallStore {
         if !self.tokens.may_be_taken(token_key) {
             return Ok(None);
         }
-        // One point read, usually answered by the memtable or a table's filter.
-        let Some(value) = ks.tokens.get(token_key).map_err(unavailable)? else { return Ok(None) };
-        let taken = codec::decode_token_value(&value)?;
+        // Staged first: a token leaves the staged ones only once it is in the keyspace.
+        let taken = match self.staged.token(token_key) {
+            Some(taken) => taken,
+            // One point read, usually answered by the memtable or a table's filter.
+            None => match ks.tokens.get(token_key).map_err(unavailable)? {
+                Some(value) => codec::decode_token_value(&value)?,
+                None => return Ok(None),
+            },
+        };
         Ok((taken.until > self.clock.now()).then_some(taken.stored))
     }
 }
@@ -640,19 +648,24 @@ mod tests {
     }
 
     /// The scan at open finds every token stored before it, across the bounds of its steps (7
-    /// keys each here), and a store whose filter it loaded still answers every retry of a
-    /// token taken before the restart as the duplicate it is.
+    /// keys each here), the store's filter also every token still staged in the journal, and
+    /// a store whose filter is loaded still answers every retry of a token taken before the
+    /// restart as the duplicate it is.
     #[tokio::test]
     async fn tokens_taken_before_a_restart_are_still_taken_once_the_token_scan_is_done() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = SystemClock.now().as_micros();
         let open = || FjallStore::open(dir.path(), Arc::new(SystemClock), FjallOptions::default());
         let names: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+        let (moved, staged) = names.split_at(60);
         {
             let store = open().expect("open");
-            for name in &names {
+            for (i, name) in names.iter().enumerate() {
                 let appended = store.append(&add(name, now), Timestamp::MAX, WINDOW).await.expect("append");
                 assert_eq!(appended, Appended::New);
+                if i + 1 == moved.len() {
+                    store.move_staged().await.expect("move");
+                }
             }
         }
         let store = open().expect("reopen");
@@ -660,10 +673,13 @@ mod tests {
         load_token_presence(&Arc::downgrade(&store.handles), &scanned, 7);
         assert!(scanned.is_loaded());
         let key = add("x", now).key;
-        for name in &names {
+        for name in moved {
             assert!(scanned.may_be_taken(&codec::token_key(&key, name)), "{name} was not scanned");
         }
         load_token_presence(&Arc::downgrade(&store.handles), &store.tokens, 7);
+        for name in staged {
+            assert!(store.tokens.may_be_taken(&codec::token_key(&key, name)), "{name} is not in the filter");
+        }
         for name in &names {
             let retry = add(name, now + 1);
             let appended = store.append(&retry, Timestamp::MAX, WINDOW).await.expect("retry");

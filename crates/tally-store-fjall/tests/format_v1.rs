@@ -36,11 +36,12 @@ fn every_key_and_value_kind_is_pinned_bytes() {
         [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0]
     );
     assert_eq!(codec::token_key(&k, "t"), [2, b'n', b's', 0, 2, b'c', b'1', b't']);
-    // Format 2 is format 1 plus the journal: one entry per group commit, its events in order.
-    assert_eq!((codec::FORMAT_VERSION, codec::UPGRADES_FROM), (2, 1));
+    // Format 2 is format 1 plus the journal: one entry per group commit, its events in order;
+    // format 3 adds the tokens they took (`key_codec.rs` pins those bytes).
+    assert_eq!((codec::FORMAT_VERSION, codec::UPGRADES_FROM), (3, &[1, 2][..]));
     assert_eq!(codec::journal_key(1), [0, 0, 0, 0, 0, 0, 0, 1]);
     let mut entry = Vec::new();
-    codec::push_journal_event(&mut entry, &event, &codec::event_value(EventKind::Clear));
+    codec::push_journal_event(&mut entry, &event, &codec::event_value(EventKind::Clear), None);
     assert_eq!(entry, [[0, 16].as_slice(), &event, &[1, 1]].concat());
 }
 

@@ -102,6 +102,9 @@ async fn events_still_staged_when_the_process_ended_are_read_back_from_the_journ
     let store = open(dir.path()).expect("reopen after the move");
     let fold = store.fold(&key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
     assert_eq!((fold.events, fold.apply_to(100)), (3, 5), "each event once");
+    // The token moved into the tables with its event.
+    let retry = store.append(&event(&key, "a", 32, EventKind::Add(5)), Timestamp::MAX, WINDOW).await;
+    assert_eq!(retry, Ok(Appended::Duplicate { generation_time: Timestamp::from_micros(30) }));
 }
 
 /// Paging through a counter's history while events are gathering, moving (three per commit)

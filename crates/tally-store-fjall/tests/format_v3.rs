@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use tally_core::{CounterKey, Event, EventKind, IdempotencyToken, Timestamp};
-use tally_store::{Appended, CounterStore, EventLog, Stored};
+use tally_store::{Appended, EventLog, Stored};
 
 const WINDOW: Duration = Duration::from_secs(3600);
 

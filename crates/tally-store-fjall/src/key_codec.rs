@@ -261,6 +261,13 @@ pub fn token_key_of_event(event_key: &[u8], prefix_len: usize) -> Vec<u8> {
     [prefix, rest.get(8..).unwrap_or_default()].concat()
 }
 
+/// The key in the `events` keyspace of the event at `time` that took the token under
+/// `token_key`: the inverse of [`token_key_of_event`].
+pub fn event_key_of_token(token_key: &[u8], prefix_len: usize, time: Timestamp) -> Vec<u8> {
+    let (prefix, token) = token_key.split_at(prefix_len.min(token_key.len()));
+    [prefix, &time_bytes(time), token].concat()
+}
+
 /// How long the counter prefix is at the start of `key` (an event or token key).
 pub fn counter_prefix_len(key: &[u8]) -> Result<usize, StoreError> {
     let corrupt = || StoreError::Corrupt(format!("key {key:02x?} has no counter prefix").into());
@@ -367,6 +374,8 @@ mod tests {
         // The token bit, then the time after the value.
         assert_eq!(value[value.len() - 10..], [0x81, 1, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(token_key_of_event(&b, counter_prefix(&k).len()), token_key(&k, "b"));
+        let time = Timestamp::from_micros(2);
+        assert_eq!(event_key_of_token(&token_key(&k, "b"), counter_prefix(&k).len(), time), b);
         assert!(matches!(decode_journal_value(&value[..value.len() - 1]), Err(StoreError::Corrupt(_))));
         assert_eq!(journal_key(258), [0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(decode_journal_key(&journal_key(258)), Ok(258));

@@ -9,17 +9,13 @@
 
 use std::time::Duration;
 
-use tally_core::{CounterKey, Event, EventKind, IdempotencyToken, Timestamp};
+use tally_core::{EventKind, Timestamp};
 use tally_store::{Appended, EventLog, Stored};
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
 mod common;
-use common::{at, copy_dir, fixture, key, open, trim_for_git};
-
-fn event(key: &CounterKey, token: &str, time: Timestamp, kind: EventKind) -> Event {
-    Event { key: key.clone(), token: IdempotencyToken::new(token, time).expect("token"), kind }
-}
+use common::{at, copy_dir, event, fixture, key, open, trim_for_git};
 
 #[tokio::test]
 async fn a_data_directory_written_by_format_3_finds_the_tokens_of_its_tables_and_its_journal() {

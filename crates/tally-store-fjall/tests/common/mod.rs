@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tally_core::{CounterKey, CounterName, ManualClock, Namespace, Timestamp};
+use tally_core::{
+    CounterKey, CounterName, Event, EventKind, IdempotencyToken, ManualClock, Namespace, Timestamp,
+};
 use tally_store_fjall::{FjallOptions, FjallStore};
 
 /// The fixtures' clock: 2026-11-30T00:00:00Z.
@@ -14,6 +16,11 @@ pub const NOW: i64 = 1_796_083_200_000_000;
 
 pub fn key(ns: &str, counter: &str) -> CounterKey {
     CounterKey::new(Namespace::new(ns).expect("ns"), CounterName::new(counter).expect("counter"))
+}
+
+/// The event of `key` under `token`, generated at `time`.
+pub fn event(key: &CounterKey, token: &str, time: Timestamp, kind: EventKind) -> Event {
+    Event { key: key.clone(), token: IdempotencyToken::new(token, time).expect("token"), kind }
 }
 
 /// The fixtures' clock, moved by `offset_micros`.

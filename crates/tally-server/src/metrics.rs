@@ -322,9 +322,31 @@ pub fn record(transport: &'static str, operation: Operation, code: &'static str,
     record_many(transport, operation, code, started.elapsed(), 1);
 }
 
-/// Records `count` requests that each ended with `code` after `took`: the adds of one
-/// pipeline, answered by one batch, share one clock read and one look-up of their metrics.
-pub fn record_many(
+/// The requests of one batch by how they ended, recorded together: the adds of one pipeline
+/// share one clock read and one look-up of their metrics per operation and code (nearly
+/// always one pair).
+#[derive(Debug, Default)]
+pub struct Outcomes(Vec<(Operation, &'static str, usize)>);
+
+impl Outcomes {
+    /// Counts a request that ended with `code`.
+    pub fn note(&mut self, operation: Operation, code: &'static str) {
+        match self.0.iter_mut().find(|(o, c, _)| *o == operation && *c == code) {
+            Some((_, _, count)) => *count += 1,
+            None => self.0.push((operation, code, 1)),
+        }
+    }
+
+    /// Records every request counted, each as taking `took`.
+    pub fn record(self, transport: &'static str, took: Duration) {
+        for (operation, code, count) in self.0 {
+            record_many(transport, operation, code, took, count);
+        }
+    }
+}
+
+/// Records `count` requests that each ended with `code` after `took`.
+fn record_many(
     transport: &'static str,
     operation: Operation,
     code: &'static str,
@@ -376,11 +398,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_many_counts_each_request_of_a_batch_once() {
+    fn outcomes_record_each_request_of_a_batch_once() {
         let handle = handle();
         // A transport no server uses, so that other tests' requests do not count here.
-        record_many("batch-test", Operation::Recount, "OK", Duration::from_millis(2), 3);
-        record_many("batch-test", Operation::Recount, "OK", Duration::from_millis(20), 1);
+        let mut batch = Outcomes::default();
+        for code in ["OK", "OVERFLOW", "OK", "OK"] {
+            batch.note(Operation::Recount, code);
+        }
+        batch.note(Operation::ClearCount, "OK");
+        assert_eq!(
+            batch.0,
+            [
+                (Operation::Recount, "OK", 3),
+                (Operation::Recount, "OVERFLOW", 1),
+                (Operation::ClearCount, "OK", 1)
+            ]
+        );
+        batch.record("batch-test", Duration::from_millis(2));
+        let mut late = Outcomes::default();
+        late.note(Operation::Recount, "OK");
+        late.record("batch-test", Duration::from_millis(20));
         let text = handle.render();
         let labels = r#"transport="batch-test",operation="Recount",code="OK""#;
         for line in [
@@ -388,6 +425,8 @@ mod tests {
             format!("tally_request_duration_seconds_count{{{labels}}} 4"),
             format!(r#"tally_request_duration_seconds_bucket{{{labels},le="0.0025"}} 3"#),
             format!(r#"tally_request_duration_seconds_bucket{{{labels},le="0.025"}} 4"#),
+            r#"tally_requests_total{transport="batch-test",operation="Recount",code="OVERFLOW"} 1"#
+                .to_owned(),
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line} in:\n{text}");
         }

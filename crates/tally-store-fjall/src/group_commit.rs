@@ -670,17 +670,19 @@ impl<'a> Batch<'a> {
         Ok(stored)
     }
 
-    /// Queues a write; `lookup` keeps it visible to later requests of this batch.
-    fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>, lookup: bool) {
+    /// Queues a write, visible to later requests of this batch.
+    fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(self.keyspace(space), key.clone(), value.clone());
+        self.written += 1;
+        self.note(space, key, value);
+    }
+
+    /// Makes `key` hold `value` for later requests of this batch, for the writer's memory once
+    /// the batch is committed, and for the space's filter.
+    fn note(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
         // Before the commit, so that no reader ever finds the key while a filter denies it.
         self.shared.note_written(space, &key);
-        if lookup {
-            self.writes.insert(self.keyspace(space), key.clone(), value.clone());
-            self.overlay[space.index()].insert(key, value);
-        } else {
-            self.writes.insert(self.keyspace(space), key, value);
-        }
-        self.written += 1;
+        self.overlay[space.index()].insert(key, value);
     }
 
     /// Queues a moved event's write into the `events` keyspace.
@@ -749,11 +751,9 @@ impl<'a> Batch<'a> {
         // The writer is the only thread that takes tokens, so its check and its take are one step.
         if let Some(claim) = &claim
             && let Some(taken) = self.taken_token(&claim.key, claim.checked, recent)?
+            && taken.until > now
         {
-            let taken = codec::decode_token_value(&taken)?;
-            if taken.until > now {
-                return Appended::judge(event, taken.stored);
-            }
+            return Appended::judge(event, taken.stored);
         }
         if now >= deadline {
             return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
@@ -767,18 +767,12 @@ impl<'a> Batch<'a> {
         self.written += 1;
         if let (Some(claim), Some(until)) = (claim, until) {
             let stored = Stored { generation_time: time, kind: event.kind };
-            self.take_token(claim.key, codec::token_value(&codec::TakenToken { stored, until }));
+            // Journaled and staged with its event (see `staged.rs`), it reaches the `tokens`
+            // keyspace when the event moves: no insert into that keyspace's memtable at a
+            // random place for each add.
+            self.note(Space::Tokens, claim.key, codec::token_value(&TakenToken { stored, until }));
         }
         Ok(Appended::New)
-    }
-
-    /// Takes a client's token for an event this batch stages: the token is journaled and
-    /// staged with its event (see `staged.rs`) and reaches the `tokens` keyspace when the
-    /// event moves, so an append costs no insert into that keyspace's memtable at a random
-    /// place. Later requests of this batch find it here, the filter from now on.
-    fn take_token(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.shared.note_written(Space::Tokens, &key);
-        self.overlay[Space::Tokens.index()].insert(key, value);
     }
 
     /// Notes that a move puts events of the counter with state key `counter`, the newest at
@@ -791,17 +785,17 @@ impl<'a> Batch<'a> {
         self.last_writes.push((counter, time));
     }
 
-    /// The value a client's token holds, if any, where the caller found it free after commit
-    /// `checked` (if it could look): this batch's own take, else the store's, read only where
-    /// a commit since may have taken it.
+    /// What a client's token holds, if it was taken, where the caller found it free after
+    /// commit `checked` (if it could look): this batch's own take, else the store's, read only
+    /// where a commit since may have taken it.
     fn taken_token(
         &self,
         token_key: &[u8],
         checked: Option<u64>,
         recent: &mut RecentState,
-    ) -> StoreResult<Option<Vec<u8>>> {
+    ) -> StoreResult<Option<TakenToken>> {
         if let Some(v) = self.overlay[Space::Tokens.index()].get(token_key) {
-            return Ok(Some(v.clone()));
+            return codec::decode_token_value(v).map(Some);
         }
         if let Some(checked) = checked
             && !recent.tokens.may_be_taken_since(TakenTokens::hash(token_key), checked)
@@ -810,9 +804,9 @@ impl<'a> Batch<'a> {
         }
         // Staged first: a token leaves the staged ones only once it is in the keyspace.
         if let Some(taken) = self.shared.staged.token(token_key) {
-            return Ok(Some(codec::token_value(&taken)));
+            return Ok(Some(taken));
         }
-        self.get(Space::Tokens, token_key, recent)
+        self.get(Space::Tokens, token_key, recent)?.map(|v| codec::decode_token_value(&v)).transpose()
     }
 
     /// Writes each moved counter's `last_write` where this batch raised it: one read (of
@@ -824,7 +818,7 @@ impl<'a> Batch<'a> {
                 .map(|v| codec::decode_time_value(&v))
                 .transpose()?;
             if last.is_none_or(|last| last < time) {
-                self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec(), true);
+                self.put(Space::LastWrite, state_key, codec::time_value(time).to_vec());
             }
         }
         Ok(())
@@ -843,7 +837,7 @@ impl<'a> Batch<'a> {
             (false, true) => Err(StoreError::NamespaceExists(name)),
             (true, false) => Err(StoreError::NamespaceNotFound(name)),
             _ => {
-                self.put(Space::Namespaces, name.as_str().into(), json, true);
+                self.put(Space::Namespaces, name.as_str().into(), json);
                 Ok(())
             }
         }
@@ -863,7 +857,7 @@ impl<'a> Batch<'a> {
         match stored {
             Some(stored) if stored.until >= checkpoint.until => Ok(stored),
             _ => {
-                self.put(Space::Checkpoints, state_key, codec::checkpoint_value(checkpoint).to_vec(), true);
+                self.put(Space::Checkpoints, state_key, codec::checkpoint_value(checkpoint).to_vec());
                 Ok(checkpoint)
             }
         }

@@ -96,11 +96,25 @@ impl StagedEvent {
 
     /// The client's token it took, if any: its key and value in the `tokens` keyspace.
     pub fn token(&self) -> Option<(Vec<u8>, TakenToken)> {
+        let taken = self.taken()?;
+        Some((codec::token_key_of_event(self.key(), self.prefix_len as usize), taken))
+    }
+
+    /// What the `tokens` keyspace holds for the client's token it took, if it took one.
+    fn taken(&self) -> Option<TakenToken> {
         let until = self.until?;
         // The value was checked when the event was made or read back from the journal.
         let kind = codec::decode_event_value(self.value()).ok()?;
-        let taken = TakenToken { stored: Stored { generation_time: self.time, kind }, until };
-        Some((codec::token_key_of_event(self.key(), self.prefix_len as usize), taken))
+        Some(TakenToken { stored: Stored { generation_time: self.time, kind }, until })
+    }
+
+    /// The [`token_id`] of its token's key, hashed from its own key without making that one.
+    fn token_id(&self) -> TokenId {
+        let (prefix, rest) = self.key().split_at(self.prefix_len as usize);
+        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+        hasher.update(prefix);
+        hasher.update(rest.get(8..).unwrap_or_default());
+        split_hash(hasher.digest128())
     }
 }
 
@@ -178,7 +192,10 @@ struct Inner {
 type TokenId = (u64, u64);
 
 fn token_id(token_key: &[u8]) -> TokenId {
-    let h = xxhash_rust::xxh3::xxh3_128(token_key);
+    split_hash(xxhash_rust::xxh3::xxh3_128(token_key))
+}
+
+fn split_hash(h: u128) -> TokenId {
     ((h >> 64) as u64, h as u64)
 }
 
@@ -188,8 +205,10 @@ impl Inner {
         self.journal_entries.push(sequence);
         self.gathered += events.len();
         for event in events {
-            if let Some((key, taken)) = event.token() {
-                self.tokens.insert(token_id(&key), taken);
+            if let Some(taken) = event.taken() {
+                let id = event.token_id();
+                debug_assert_eq!(event.token().map(|(key, _)| token_id(&key)), Some(id));
+                self.tokens.insert(id, taken);
             }
             match self.by_counter.get_mut(event.counter()) {
                 // Generation times mostly grow from one commit to the next: nearly always the

@@ -258,12 +258,16 @@ impl RollupPipeline {
     /// store, instead of a request, a reply and a wake-up for each counter).
     async fn roll_up_in_memory(&self, plans: Vec<InMemory>) -> Outcomes {
         let mut outcomes = Outcomes::default();
-        let writes: Vec<(CounterKey, Checkpoint)> =
-            plans.iter().filter_map(|plan| Some((plan.key.clone(), plan.checkpoint()?))).collect();
+        let checkpoints: Vec<Option<Checkpoint>> = plans.iter().map(InMemory::checkpoint).collect();
+        let writes: Vec<(CounterKey, Checkpoint)> = plans
+            .iter()
+            .zip(&checkpoints)
+            .filter_map(|(plan, cp)| Some((plan.key.clone(), (*cp)?)))
+            .collect();
         let mut stored = self.store.put_checkpoints(&writes).await.into_iter();
         debug_assert_eq!(stored.len(), writes.len(), "the store answers each checkpoint");
-        for plan in plans {
-            let result = match plan.checkpoint() {
+        for (plan, checkpoint) in plans.into_iter().zip(checkpoints) {
+            let result = match checkpoint {
                 Some(_) => stored.next().unwrap_or_else(|| {
                     Err(tally_store::StoreError::Unavailable(
                         "the store answered fewer checkpoints than it was sent".into(),
@@ -289,6 +293,7 @@ impl RollupPipeline {
     /// it, lets memory drop what it covers and queues the counter for what memory still holds.
     fn settle_in_memory(&self, plan: &InMemory, stored: Checkpoint) -> RolledUp {
         debug_assert!(stored.until >= plan.base.until, "a checkpoint never moves backwards");
+        let now = self.clock.now();
         if plan.fold.events > 0 {
             debug_assert!(
                 stored.until >= plan.until,
@@ -300,7 +305,7 @@ impl RollupPipeline {
             }
             metrics::counter!("tally_rollup_events_folded_total").increment(plan.fold.events);
             metrics::histogram!("tally_checkpoint_age_seconds")
-                .record(self.clock.now().duration_since(stored.until).as_secs_f64());
+                .record(now.duration_since(stored.until).as_secs_f64());
         }
         // Memory keeps the stored checkpoint of a counter it empties (with a local tail the
         // engine reads no cache). What it still holds is folded in one go, once the newest of
@@ -311,7 +316,7 @@ impl RollupPipeline {
         // folded `immutable_after` after it, within the convergence bound.
         let requeued = match self.tails.folded(&plan.key, stored) {
             Some(newest) => {
-                let next = self.clock.now().saturating_add(plan.config.coalesce);
+                let next = now.saturating_add(plan.config.coalesce);
                 self.trigger(&plan.key, next.max(first_foldable(newest, &plan.config)));
                 true
             }

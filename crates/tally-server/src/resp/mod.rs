@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use tally_core::Operation;
 use tally_engine::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -293,7 +292,7 @@ async fn run_adds(
         .collect();
     let answers = crate::batch::run_prepared(engine, prepared).await;
     let took = started.elapsed();
-    let mut outcomes = Outcomes::default();
+    let mut outcomes = crate::metrics::Outcomes::default();
     let replies = answers
         .into_iter()
         .map(|answer| {
@@ -312,47 +311,6 @@ async fn run_adds(
             reply
         })
         .collect();
-    for (operation, code, count) in outcomes.0 {
-        crate::metrics::record_many("resp", operation, code, took, count);
-    }
+    outcomes.record("resp", took);
     replies
-}
-
-/// How many adds of one batch ended with each operation and code: nearly always one pair.
-#[derive(Default)]
-struct Outcomes(Vec<(Operation, &'static str, usize)>);
-
-impl Outcomes {
-    fn note(&mut self, operation: Operation, code: &'static str) {
-        match self.0.iter_mut().find(|(o, c, _)| *o == operation && *c == code) {
-            Some((_, _, count)) => *count += 1,
-            None => self.0.push((operation, code, 1)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcomes_count_each_operation_and_code_once() {
-        let mut outcomes = Outcomes::default();
-        for (operation, code) in [
-            (Operation::AddAndGetCount, "OK"),
-            (Operation::AddAndGetCount, "OVERFLOW"),
-            (Operation::AddAndGetCount, "OK"),
-            (Operation::AddCount, "OK"),
-        ] {
-            outcomes.note(operation, code);
-        }
-        assert_eq!(
-            outcomes.0,
-            [
-                (Operation::AddAndGetCount, "OK", 2),
-                (Operation::AddAndGetCount, "OVERFLOW", 1),
-                (Operation::AddCount, "OK", 1)
-            ]
-        );
-    }
 }

@@ -14,7 +14,7 @@ use tally_store::{CounterStore, EventLog, NamespaceStore, Stored};
 use tally_store_fjall::key_codec as codec;
 
 mod common;
-use common::{at, copy_dir, fixture, key, open};
+use common::{at, key, open_copy};
 
 #[test]
 fn every_key_and_value_kind_is_pinned_bytes() {
@@ -47,9 +47,7 @@ fn every_key_and_value_kind_is_pinned_bytes() {
 
 #[tokio::test]
 async fn a_data_directory_written_by_format_1_opens_and_reads_the_same() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(&fixture("format-v1"), dir.path());
-    let store = open(dir.path());
+    let (_dir, store) = open_copy("format-v1");
 
     let namespaces = store.list_namespaces().await.expect("namespaces");
     let shop = namespaces.iter().find(|(n, _)| n.as_str() == "shop").expect("shop");

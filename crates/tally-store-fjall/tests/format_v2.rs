@@ -11,16 +11,12 @@ use std::time::Duration;
 use tally_core::{Checkpoint, CounterType, EventKind, Namespace, NamespaceConfig, Timestamp};
 use tally_store::{CounterStore, EventLog, NamespaceStore, Stored};
 
-const WINDOW: Duration = Duration::from_secs(3600);
-
 mod common;
-use common::{at, copy_dir, event, fixture, key, open, trim_for_git};
+use common::{WINDOW, at, event, fixture, key, open, open_copy, trim_for_git};
 
 #[tokio::test]
 async fn a_data_directory_written_by_format_2_opens_and_reads_its_tables_and_its_journal() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(&fixture("format-v2"), dir.path());
-    let store = open(dir.path());
+    let (_dir, store) = open_copy("format-v2");
 
     let namespaces = store.list_namespaces().await.expect("namespaces");
     let shop = namespaces.iter().find(|(n, _)| n.as_str() == "shop").expect("shop");

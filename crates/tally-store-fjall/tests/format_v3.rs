@@ -7,21 +7,15 @@
 //! The fixture was written by the ignored test at the end:
 //! `cargo test -p tally-store-fjall --test format_v3 -- --ignored write_the_format_3_fixture`.
 
-use std::time::Duration;
-
 use tally_core::{EventKind, Timestamp};
 use tally_store::{Appended, EventLog, Stored};
 
-const WINDOW: Duration = Duration::from_secs(3600);
-
 mod common;
-use common::{at, copy_dir, event, fixture, key, open, trim_for_git};
+use common::{WINDOW, at, event, fixture, key, open, open_copy, trim_for_git};
 
 #[tokio::test]
 async fn a_data_directory_written_by_format_3_finds_the_tokens_of_its_tables_and_its_journal() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(&fixture("format-v3"), dir.path());
-    let store = open(dir.path());
+    let (_dir, store) = open_copy("format-v3");
     let orders = key("shop", "orders");
     let fold = store.fold(&orders, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
     assert_eq!((fold.events, fold.apply_to(0)), (4, 5), "add 10, add 3 (tables), clear, add 5 (journal)");

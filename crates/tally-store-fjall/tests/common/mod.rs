@@ -11,6 +11,9 @@ use tally_core::{
 };
 use tally_store_fjall::{FjallOptions, FjallStore};
 
+/// The idempotency window the fixtures' tokens were taken for.
+pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The fixtures' clock: 2026-11-30T00:00:00Z.
 pub const NOW: i64 = 1_796_083_200_000_000;
 
@@ -36,6 +39,15 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Opens the store in `dir` at the fixtures' time.
 pub fn open(dir: &Path) -> FjallStore {
     FjallStore::open(dir, Arc::new(ManualClock::new(at(0))), FjallOptions::default()).expect("opens")
+}
+
+/// A copy of the committed fixture `name`, opened at the fixtures' time (keep the directory
+/// while the store is used).
+pub fn open_copy(name: &str) -> (tempfile::TempDir, FjallStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&fixture(name), dir.path());
+    let store = open(dir.path());
+    (dir, store)
 }
 
 /// Copies a committed fixture directory to `to`, so that opening it changes nothing in git.

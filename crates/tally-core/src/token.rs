@@ -48,7 +48,7 @@ impl IdempotencyToken {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong { len: token.len() });
         }
-        if token.chars().any(char::is_control) {
+        if has_control(token) {
             return Err(TokenError::BadCharacter { token: token.to_owned() });
         }
         Ok(Self { generation_time, token: token.into() })
@@ -62,6 +62,16 @@ impl IdempotencyToken {
     /// When the client generated the mutation.
     pub fn generation_time(&self) -> Timestamp {
         self.generation_time
+    }
+}
+
+/// Whether `token` holds a control character. Tokens are nearly always ASCII, whose control
+/// characters are the bytes below 0x20 and 0x7f; only other text needs decoding (it may hold
+/// the C1 controls, U+0080 to U+009F).
+fn has_control(token: &str) -> bool {
+    match token.is_ascii() {
+        true => token.bytes().any(|b| b.is_ascii_control()),
+        false => token.chars().any(char::is_control),
     }
 }
 
@@ -82,5 +92,19 @@ mod tests {
         assert_eq!(IdempotencyToken::new(&"x".repeat(129), t), Err(TokenError::TooLong { len: 129 }));
         assert!(matches!(IdempotencyToken::new("a\0b", t), Err(TokenError::BadCharacter { .. })));
         assert!(IdempotencyToken::new("6f1c0a2e-4b1d-4a5e-9d7c-2f3b1e0a9c88", t).is_ok());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_ascii_and_in_other_text() {
+        let t = Timestamp::from_millis(1);
+        for bad in ["tab\there", "del\u{7f}", "é-next-line-\u{85}", "\u{9f}"] {
+            assert!(
+                matches!(IdempotencyToken::new(bad, t), Err(TokenError::BadCharacter { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+        for good in ["srv-00000000000000ff-0123456789abcdef", "café-ünïcode", "~!@#$%^&*()"] {
+            assert!(IdempotencyToken::new(good, t).is_ok(), "{good:?} was refused");
+        }
     }
 }

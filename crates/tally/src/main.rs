@@ -1,5 +1,7 @@
 //! `tally`: the server and its command-line client in one binary.
 
+#[cfg(feature = "mimalloc")]
+mod allocator;
 mod bench;
 mod check;
 mod client;
@@ -10,10 +12,6 @@ mod transfer;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Tally: exactly-once distributed counters.
 #[derive(Parser)]
@@ -103,6 +101,8 @@ fn version() -> &'static str {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    allocator::keep_freed_memory();
     let command = <Cli as clap::CommandFactory>::command().version(version());
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,

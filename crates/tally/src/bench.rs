@@ -218,6 +218,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--batch applies to --protocol grpc or http with --mix add=1"
     );
     anyhow::ensure!(args.batch <= 1000, "--batch is at most 1000 (the server's limit)");
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of requests per second, not {rate}"
+        );
+    }
     let clients = connect(&args).await?;
     let sent = Arc::new(AtomicU64::new(0));
     let limit = args.requests.unwrap_or(u64::MAX);
@@ -237,6 +243,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
+    let pacer = args.rate.map(|rate| pace(rate, deadline)).transpose()?;
     let mut workers = Vec::new();
     for w in 0..args.concurrency.max(1) {
         let client = clients[w % clients.len()].clone();
@@ -247,22 +254,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Keys::Uniform => None,
         };
-        let (tokens, pipeline, keys, concurrency) =
-            (args.tokens, per_request as usize, args.keys, args.concurrency.max(1));
-        // With --rate, each worker sends one request per `gap`, on a fixed schedule.
-        let gap = args.rate.map(|r| Duration::from_secs_f64(args.concurrency.max(1) as f64 / r.max(0.001)));
+        let (tokens, pipeline, keys) = (args.tokens, per_request as usize, args.keys);
+        let pacer = pacer.clone();
         let total = mix.iter().map(|(_, w)| w).sum();
         workers.push(tokio::spawn(async move {
             let mut picker = Picker { rng: SmallRng::seed_from_u64(w as u64), zipf, keys, mix, total };
             let mut result = WorkerResult { latencies: BTreeMap::new(), errors: BTreeMap::new() };
             let mut seq = 0u64;
-            // Workers start spread over one gap, so a capped rate arrives evenly, not in bursts.
-            let offset = gap.map_or(Duration::ZERO, |g| g.mul_f64(w as f64 / concurrency as f64));
-            let mut next = tokio::time::Instant::now() + offset;
             while Instant::now() < deadline && sent.fetch_add(per_request, Ordering::Relaxed) < limit {
-                if let Some(gap) = gap {
-                    tokio::time::sleep_until(next).await;
-                    next += gap;
+                if let Some(pacer) = &pacer {
+                    match pacer.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break, // the pacer stopped at the deadline
+                    }
                 }
                 let ops: Vec<(Op, u64)> = (0..pipeline).map(|_| (picker.op(), picker.key())).collect();
                 seq += 1;
@@ -325,6 +329,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "every request failed ({errors:?}): is the server up, and the namespace there?"
     );
     Ok(())
+}
+
+/// With `--rate`: permits for `rate` requests per second, handed out evenly until `deadline`
+/// (or until every worker is gone) by a thread of its own. Workers sleeping on tokio's timers
+/// instead all woke on the same millisecond tick, so a capped rate arrived in bursts of a
+/// millisecond's requests (28 at once at 28,000/s), and the latencies measured the queueing of
+/// each burst rather than the server at that rate.
+fn pace(rate: f64, deadline: Instant) -> anyhow::Result<Arc<tokio::sync::Semaphore>> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let handed = Arc::downgrade(&permits);
+    // Naps shorter than the gap between two requests buy nothing, and the kernel's timer
+    // slack (50 µs) rounds the shortest up anyway.
+    let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let nap = gap.clamp(Duration::from_micros(20), Duration::from_millis(1));
+    std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            let started = Instant::now();
+            let mut given = 0u64;
+            while let Some(permits) = handed.upgrade() {
+                if Instant::now() >= deadline {
+                    permits.close();
+                    return;
+                }
+                let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                permits.add_permits((due - given) as usize);
+                given = due;
+                drop(permits);
+                std::thread::sleep(nap);
+            }
+        })
+        .context("cannot start the thread that paces --rate")?;
+    Ok(permits)
 }
 
 /// Counter operations per request: the RESP pipeline, or the adds of a batch.
@@ -418,5 +455,21 @@ mod tests {
         let hot = picks.iter().filter(|k| **k == 0).count();
         let cold = picks.iter().filter(|k| **k == 99).count();
         assert!(hot > 10 * cold.max(1), "hot {hot} cold {cold}");
+    }
+
+    #[tokio::test]
+    async fn the_pacer_never_runs_ahead_of_its_rate_and_stops_at_the_deadline() {
+        let rate = 2_000.0;
+        let started = Instant::now();
+        let permits = pace(rate, started + Duration::from_millis(200)).expect("pacer");
+        let mut taken = 0u64;
+        while let Ok(permit) = permits.acquire().await {
+            permit.forget();
+            taken += 1;
+            let allowed = started.elapsed().as_secs_f64() * rate + 1.0;
+            assert!(taken as f64 <= allowed, "{taken} sends after {:?}", started.elapsed());
+        }
+        assert!(Instant::now() >= started + Duration::from_millis(200), "closed before the deadline");
+        assert!(taken > 0, "no send was let through");
     }
 }

@@ -48,7 +48,7 @@ impl IdempotencyToken {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong { len: token.len() });
         }
-        if has_control(token) {
+        if crate::name::first_control(token).is_some() {
             return Err(TokenError::BadCharacter { token: token.to_owned() });
         }
         Ok(Self { generation_time, token: token.into() })
@@ -62,16 +62,6 @@ impl IdempotencyToken {
     /// When the client generated the mutation.
     pub fn generation_time(&self) -> Timestamp {
         self.generation_time
-    }
-}
-
-/// Whether `token` holds a control character. Tokens are nearly always ASCII, whose control
-/// characters are the bytes below 0x20 and 0x7f; only other text needs decoding (it may hold
-/// the C1 controls, U+0080 to U+009F).
-fn has_control(token: &str) -> bool {
-    match token.is_ascii() {
-        true => token.bytes().any(|b| b.is_ascii_control()),
-        false => token.chars().any(char::is_control),
     }
 }
 

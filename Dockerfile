@@ -14,7 +14,9 @@ RUN useradd --system --home-dir /var/lib/tally --shell /usr/sbin/nologin tally \
  && mkdir -p /var/lib/tally && chown tally:tally /var/lib/tally
 COPY --from=build /src/target/release/tally /usr/local/bin/tally
 USER tally
+# MIMALLOC_PURGE_DELAY=-1: the allocator keeps freed memory for reuse (OPERATIONS.md, "Sizing").
 ENV TALLY_DATA_DIR=/var/lib/tally \
+    MIMALLOC_PURGE_DELAY=-1 \
     TALLY_HTTP=0.0.0.0:7080 \
     TALLY_GRPC=0.0.0.0:7090 \
     TALLY_RESP=0.0.0.0:7379

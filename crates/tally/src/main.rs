@@ -1,7 +1,5 @@
 //! `tally`: the server and its command-line client in one binary.
 
-#[cfg(feature = "mimalloc")]
-mod allocator;
 mod bench;
 mod check;
 mod client;
@@ -12,6 +10,10 @@ mod transfer;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Tally: exactly-once distributed counters.
 #[derive(Parser)]
@@ -101,8 +103,6 @@ fn version() -> &'static str {
 }
 
 fn main() -> ExitCode {
-    #[cfg(feature = "mimalloc")]
-    allocator::keep_freed_memory();
     let command = <Cli as clap::CommandFactory>::command().version(version());
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,

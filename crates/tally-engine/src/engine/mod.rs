@@ -1051,8 +1051,8 @@ fn window_error(key: &CounterKey, token: IdempotencyToken, e: WindowError) -> En
 /// already makes one engine's tokens distinct.
 ///
 /// Written as `srv-{sequence:016x}-{salt:016x}` into a stack buffer rather than through
-/// `format!`: every tokenless add makes one, and the formatting machinery was a tenth of a
-/// RESP pipeline's request-thread time.
+/// `format!`: every tokenless add makes one, and `format!` with the token's validation was
+/// 7.6 % of a random-key RESP pipeline's request-thread time.
 fn server_token(now: Timestamp, sequence: u64, salt: u64) -> EngineResult<IdempotencyToken> {
     let mut text = *b"srv-0000000000000000-0000000000000000";
     write_hex(&mut text[4..20], sequence);

@@ -20,6 +20,7 @@
 //!   `events`. A format 2 store opens as format 3 (its journal has no such events: their
 //!   tokens were written at once), and a build of format 2 refuses a format 3 store (it would
 //!   not see the journal's tokens).
+
 use tally_core::{Checkpoint, CounterKey, CounterName, EventKind, Namespace, Timestamp};
 use tally_store::{StoreError, Stored};
 

@@ -12,7 +12,7 @@ use tally_core::{Checkpoint, CounterType, EventKind, Namespace, NamespaceConfig,
 use tally_store::{CounterStore, EventLog, NamespaceStore, Stored};
 
 mod common;
-use common::{WINDOW, at, event, fixture, key, open, open_copy, trim_for_git};
+use common::{WINDOW, at, event, key, open_copy, rewrite_fixture, trim_for_git};
 
 #[tokio::test]
 async fn a_data_directory_written_by_format_2_opens_and_reads_its_tables_and_its_journal() {
@@ -49,9 +49,7 @@ async fn a_data_directory_written_by_format_2_opens_and_reads_its_tables_and_its
 #[tokio::test]
 #[ignore = "writes tests/data/format-v2; run by hand for a new format version"]
 async fn write_the_format_2_fixture() {
-    let dir = fixture("format-v2");
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = open(&dir);
+    let (dir, store) = rewrite_fixture("format-v2");
     let config = NamespaceConfig {
         counter_type: CounterType::Accurate,
         accept_limit: Duration::from_secs(30),

@@ -11,7 +11,7 @@ use tally_core::{EventKind, Timestamp};
 use tally_store::{Appended, EventLog, Stored};
 
 mod common;
-use common::{WINDOW, at, event, fixture, key, open, open_copy, trim_for_git};
+use common::{WINDOW, at, event, key, open_copy, rewrite_fixture, trim_for_git};
 
 #[tokio::test]
 async fn a_data_directory_written_by_format_3_finds_the_tokens_of_its_tables_and_its_journal() {
@@ -42,9 +42,7 @@ async fn a_data_directory_written_by_format_3_finds_the_tokens_of_its_tables_and
 #[tokio::test]
 #[ignore = "writes tests/data/format-v3; run by hand for a new format version"]
 async fn write_the_format_3_fixture() {
-    let dir = fixture("format-v3");
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = open(&dir);
+    let (dir, store) = rewrite_fixture("format-v3");
     let orders = key("shop", "orders");
     let append = |token, time, kind| {
         let e = event(&orders, token, time, kind);

@@ -41,6 +41,15 @@ pub fn open(dir: &Path) -> FjallStore {
     FjallStore::open(dir, Arc::new(ManualClock::new(at(0))), FjallOptions::default()).expect("opens")
 }
 
+/// An empty store where the committed fixture `name` lies, for its writer to fill (run by
+/// hand for a new format version; finish with [`trim_for_git`]).
+pub fn rewrite_fixture(name: &str) -> (PathBuf, FjallStore) {
+    let dir = fixture(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = open(&dir);
+    (dir, store)
+}
+
 /// A copy of the committed fixture `name`, opened at the fixtures' time (keep the directory
 /// while the store is used).
 pub fn open_copy(name: &str) -> (tempfile::TempDir, FjallStore) {

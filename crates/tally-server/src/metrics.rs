@@ -119,9 +119,14 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Events the embedded store moved from its journal of staged events into its events table.",
     ),
     (
+        "tally_store_staged_move_prepare_seconds",
+        Kind::Histogram,
+        "Time a thread of its own took to write a move's staged events and tokens into new tables of the embedded store (appends go on meanwhile).",
+    ),
+    (
         "tally_store_staged_move_slice_seconds",
         Kind::Histogram,
-        "Time one slice of a move of staged events into the embedded store's events table took (appends wait meanwhile).",
+        "Time one slice of a move of staged events took: the moved counters' last_write, and the journal entries' deletion (appends wait meanwhile).",
     ),
     (
         "tally_store_reopens_total",

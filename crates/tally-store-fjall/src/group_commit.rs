@@ -11,8 +11,9 @@
 //! Every reply waits for the commit, so nothing is acknowledged before it is durable.
 //!
 //! A commit writes its events as one entry of the `journal` keyspace and stages them in
-//! memory; once enough are staged, the writer moves them into the `events` keyspace in key
-//! order ([`staged`](crate::staged) says why).
+//! memory; once enough are staged, they move into the `events` keyspace in tables of their
+//! own, and the writer writes the moved counters' `last_write` a slice at a time
+//! ([`staged`](crate::staged) says how and why).
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use crate::handles::{Handles, Keyspaces, unavailable};
 use crate::key_codec::{self as codec, TakenToken};
 use crate::presence::{Presence, StateKind, TokenPresence};
 use crate::recent_state::RecentState;
-use crate::staged::{Staged, StagedEvent, journal_value};
+use crate::staged::{Staged, StagedEvent, Tables, journal_value};
 use crate::taken_tokens::{Published, TakenTokens};
 
 /// How many requests may wait for the writer before senders are made to wait.
@@ -262,6 +263,11 @@ impl Shared {
     }
 }
 
+/// Where a move of staged events writes in `ks`.
+fn tables(ks: &Keyspaces) -> Tables {
+    Tables { events: ks.events.clone(), tokens: ks.tokens.clone() }
+}
+
 struct Writer {
     handles: Arc<Handles>,
     /// The database whose journal `shared.staged` holds. Weak: a strong handle would keep a
@@ -358,10 +364,10 @@ impl Writer {
             if self.shared.staged.gathered() < self.stage_events {
                 return Ok(());
             }
-            self.shared.staged.begin_move();
+            self.shared.staged.begin_move(&tables(ks));
         }
-        if !self.shared.staged.move_is_sorted() {
-            // Its counters are being put in order; the commits go on meanwhile.
+        if !self.shared.staged.move_is_prepared() {
+            // A thread is writing its events into their tables; the commits go on meanwhile.
             return Ok(());
         }
         self.move_slice(ks, self.move_slice.max(staged_last.saturating_mul(2)))
@@ -374,7 +380,7 @@ impl Writer {
         if !left(&self.shared.staged) {
             return Ok(true);
         }
-        self.shared.staged.begin_move();
+        self.shared.staged.begin_move(&tables(ks));
         self.move_slice(ks, self.move_slice)?;
         Ok(!left(&self.shared.staged))
     }
@@ -384,43 +390,39 @@ impl Writer {
     fn move_all(&mut self, ks: &Keyspaces) -> StoreResult<()> {
         while self.shared.staged.len() > 0 {
             // Begins a move of what gathered only once the one under way is done.
-            self.shared.staged.begin_move();
+            self.shared.staged.begin_move(&tables(ks));
             self.move_slice(ks, usize::MAX)?;
         }
         Ok(())
     }
 
-    /// Moves at most `limit` events of the move under way into the `events` keyspace, in
-    /// key order, writing each counter's `last_write`, in one batch that needs no sync of its
-    /// own (see `staged.rs`); the last slice also deletes the move's journal entries.
+    /// Writes the `last_write` of the counters of at most `limit` events of the move under
+    /// way, in key order, once the move is prepared (its events and tokens in their tables;
+    /// see `staged.rs`), in one batch that needs no sync of its own; the last slice also
+    /// deletes the move's journal entries. If the move could not be prepared, the database is
+    /// closed as after a failed write, and reopened from what reached its journal.
     fn move_slice(&mut self, ks: &Keyspaces, limit: usize) -> StoreResult<()> {
         let started = Instant::now();
         let staged = self.shared.staged.clone();
-        let (moved, end) = staged.with_next_slice(limit, |runs, last| {
+        let sliced = staged.with_next_slice(limit, &tables(ks), |runs, last| {
             let shared = self.shared.clone();
             let mut batch = Batch::new(ks, &shared, Durability::Deferred);
-            let mut tokens = Vec::new();
             // One `last_write` for each counter's run: its last event, the newest (a counter's
             // keys sort by generation time).
             for &run in runs {
                 let (Some(first), Some(last)) = (run.first(), run.last()) else { continue };
                 debug_assert!(run.iter().all(|e| e.time <= last.time), "a run is in key order");
                 batch.raise_last_write(first.counter().to_vec(), last.time);
-                run.iter().for_each(|e| batch.put_event(e.key(), e.value()));
-                let mut taken: Vec<_> = run.iter().filter_map(StagedEvent::token).collect();
-                newest_taking_of_each(&mut taken);
-                taken.iter().for_each(|(key, t)| batch.put_token(key, &codec::token_value(t)));
-                tokens.extend(taken);
             }
             for &entry in last.unwrap_or_default() {
                 batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
+                batch.written += 1;
             }
-            self.finish(batch)?;
-            Ok::<_, StoreError>((runs.iter().map(|run| run.len()).sum::<usize>(), tokens))
+            self.finish(batch)
         });
-        let (moved, tokens) = moved?;
-        staged.slice_moved(end, &tokens);
-        metrics::counter!("tally_store_staged_events_moved_total").increment(moved as u64);
+        let (committed, end) = sliced.inspect_err(|e| self.fail(e))?;
+        committed?;
+        staged.slice_moved(end);
         metrics::histogram!("tally_store_staged_move_slice_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }
@@ -458,13 +460,19 @@ impl Writer {
                 Ok(staged)
             }
             Err(e) => {
-                // Closed first: what the writer remembers is forgotten only once no read can
-                // see the failed batch's writes in memory (see `TakenTokens::forget_all`).
-                self.handles.close(&e);
-                self.recent.clear();
+                self.fail(&e);
                 Err(e)
             }
         }
+    }
+
+    /// Closes the database after a failed write; the next batch reopens it from what reached
+    /// its journal.
+    fn fail(&mut self, e: &StoreError) {
+        // Closed first: what the writer remembers is forgotten only once no read can see the
+        // failed batch's writes in memory (see `TakenTokens::forget_all`).
+        self.handles.close(e);
+        self.recent.clear();
     }
 
     /// Takes in what a batch committed.
@@ -685,18 +693,6 @@ impl<'a> Batch<'a> {
         self.overlay[space.index()].insert(key, value);
     }
 
-    /// Queues a moved event's write into the `events` keyspace.
-    fn put_event(&mut self, key: &[u8], value: &[u8]) {
-        self.writes.insert(&self.ks.events, key, value);
-        self.written += 1;
-    }
-
-    /// Queues a moved token's write into the `tokens` keyspace.
-    fn put_token(&mut self, key: &[u8], value: &[u8]) {
-        self.writes.insert(&self.ks.tokens, key, value);
-        self.written += 1;
-    }
-
     /// Queues the reply; it is sent after the commit, turned into the commit's error if that fails.
     fn ack<T: Send + 'static>(&mut self, reply: Reply<T>, result: StoreResult<T>) {
         self.acks.push(Box::new(move |failure| {
@@ -903,17 +899,6 @@ impl<'a> Batch<'a> {
             None => Ok(self.overlay),
         }
     }
-}
-
-/// Puts a counter's moved tokens in key order, keeping only the newest taking of each: a
-/// token taken again after its window is in a run twice, and one batch must not write one
-/// key twice.
-fn newest_taking_of_each(tokens: &mut Vec<(Vec<u8>, TakenToken)>) {
-    tokens.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0).then(b.1.stored.generation_time.cmp(&a.1.stored.generation_time))
-    });
-    // Keeps the first of each key: the newest.
-    tokens.dedup_by(|later, first| later.0 == first.0);
 }
 
 /// How many state values (`last_write`, checkpoints) of each kind the writer remembers: the

@@ -22,32 +22,14 @@ const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
 
 const FORMAT_KEY: &str = "format_version";
 
-/// Memtable size of each keyspace but `events` and `tokens` (fjall's default is 64 MiB).
-/// Moves and rollups write `last_write` and checkpoints at random keys; an 8 MiB skiplist
-/// stays in the CPU caches far better than a 64 MiB one, which made durable RESP adds about a
-/// fifth faster in `bench/compare.sh`. fjall records the size when a keyspace is created, so
-/// stores made before keep theirs.
+/// Memtable size of every keyspace (fjall's default is 64 MiB). Moves and rollups write
+/// `last_write` and checkpoints at random keys; an 8 MiB skiplist stays in the CPU caches far
+/// better than a 64 MiB one, which made durable RESP adds about a fifth faster in
+/// `bench/compare.sh`. Moves write `events` and `tokens` into tables of their own (see
+/// `staged.rs`), so those two memtables hold only deletions. fjall records the size when a
+/// keyspace is created, so stores made before keep theirs (`events` and `tokens` had 32 and
+/// 16 MiB while moves inserted into them).
 const MEMTABLE_BYTES: u64 = 8 << 20;
-
-/// Memtable size of the `events` keyspace. Events arrive there in sorted slices (see
-/// `staged.rs`), so a larger skiplist costs the writer little, while each flush is a table
-/// spanning every counter that compaction merges into the level below whole: four times
-/// fewer flushes took about half the CPU of fjall's workers (4.4 against 2.4 µs per add over
-/// 3,000,000 random-key adds, four pairs; BENCHMARKS.md). 64 MiB saved another 0.4 µs for
-/// twice the memory.
-const EVENTS_MEMTABLE_BYTES: u64 = 32 << 20;
-
-/// Memtable size of the `tokens` keyspace. A client's token is a key at a random place, kept
-/// for its idempotency window (10 min by default), so the keyspace only grows under a steady
-/// load with tokens, and every flush spans all of it: each is merged into the whole level
-/// below. Twice as large as the other keyspaces' halves the flushes: under `BatchAddCount`
-/// with tokens over 100,000 keys fjall's workers' CPU per add fell from 3.0–3.3 to 2.2–2.3 µs
-/// and adds/s rose by about 5 %, with the writer's CPU per add within the spread. 32 MiB
-/// saved a little more compaction but cost the writer's larger skiplist 0.4–0.8 µs more per
-/// add; in the sustained row (60 s over 1,000,000 keys) both cut compaction from 8 MiB's, and
-/// the row could not tell 16 from 32 MiB (BENCHMARKS.md). Adds without a client's token never
-/// write it.
-const TOKENS_MEMTABLE_BYTES: u64 = 16 << 20;
 
 /// fjall's flush and compaction threads: its default (one a core, at most 4) gives two on a
 /// two-core machine, and with two, the first thread hands every compaction request on to the
@@ -87,19 +69,18 @@ impl Keyspaces {
                 e,
             ))
         })?;
-        let sized = |name: &str, bytes: u64| {
-            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(bytes))
+        let keyspace = |name: &str| {
+            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
                 .map_err(unavailable)
         };
-        let keyspace = |name: &str| sized(name, MEMTABLE_BYTES);
         let meta = keyspace("meta")?;
         check_format(&db, &meta, path)?;
         Ok(Self {
-            events: sized("events", EVENTS_MEMTABLE_BYTES)?,
+            events: keyspace("events")?,
             last_write: keyspace("last_write")?,
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,
-            tokens: sized("tokens", TOKENS_MEMTABLE_BYTES)?,
+            tokens: keyspace("tokens")?,
             journal: keyspace("journal")?,
             db,
         })

@@ -22,8 +22,9 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    fn mount(megabytes: u32) -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!("tally-disk-full-{}", std::process::id()));
+    /// Mounts one at a directory named after `test` (tests run at once in one process).
+    fn mount(megabytes: u32, test: &str) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("tally-disk-full-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
@@ -43,6 +44,21 @@ impl Drop for Tmpfs {
         // Lazy: the store's background threads may still be closing their files.
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A 24 MiB tmpfs for `test`, or `None` where none can be mounted and
+/// `TALLY_TEST_SKIP_DISK_FULL=1` says to skip.
+fn tmpfs(test: &str) -> Option<Tmpfs> {
+    match Tmpfs::mount(24, test) {
+        Ok(fs) => Some(fs),
+        Err(_) if std::env::var("TALLY_TEST_SKIP_DISK_FULL").is_ok_and(|v| v == "1") => {
+            eprintln!("skipped: TALLY_TEST_SKIP_DISK_FULL=1");
+            None
+        }
+        Err(e) => panic!(
+            "cannot mount a tmpfs for the disk-full test ({e}); run as root or set TALLY_TEST_SKIP_DISK_FULL=1"
+        ),
     }
 }
 
@@ -86,16 +102,7 @@ fn open(dir: &Path) -> FjallStore {
 
 #[tokio::test]
 async fn a_full_disk_is_unavailable_acknowledges_nothing_unsynced_and_heals_without_a_restart() {
-    let fs = match Tmpfs::mount(24) {
-        Ok(fs) => fs,
-        Err(_) if std::env::var("TALLY_TEST_SKIP_DISK_FULL").is_ok_and(|v| v == "1") => {
-            eprintln!("skipped: TALLY_TEST_SKIP_DISK_FULL=1");
-            return;
-        }
-        Err(e) => panic!(
-            "cannot mount a tmpfs for the disk-full test ({e}); run as root or set TALLY_TEST_SKIP_DISK_FULL=1"
-        ),
-    };
+    let Some(fs) = tmpfs("commits") else { return };
     let data = fs.dir.join("data");
     let store = open(&data);
     let ballast = ballast(&fs.dir, 2 << 20);
@@ -153,4 +160,53 @@ async fn a_full_disk_is_unavailable_acknowledges_nothing_unsynced_and_heals_with
     let fold = reopened.fold(&key, Timestamp::MIN, Timestamp::MAX).await.expect("fold after reopen");
     assert_eq!(fold.events as usize, total);
     assert!(!acked.is_empty(), "some events were acknowledged before the disk filled");
+}
+
+/// A move of staged events whose tables cannot be written (the disk filled after the events
+/// were journaled) is answered `UNAVAILABLE`; the store closes as after a failed write,
+/// reopens once there is room, and has every event exactly once, moved or staged again.
+#[tokio::test]
+async fn a_move_that_cannot_write_its_tables_loses_nothing_and_heals_without_a_restart() {
+    let Some(fs) = tmpfs("move") else { return };
+    let data = fs.dir.join("data");
+    // Enough events that a thread of its own prepares the move.
+    const EVENTS: u32 = 20_000;
+    let options = FjallOptions { stage_events: usize::MAX, ..FjallOptions::default() };
+    let store = FjallStore::open(&data, Arc::new(SystemClock), options).expect("open store");
+    let key = CounterKey::parse_joined("disk:move").expect("key");
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let events: Vec<Event> = (0..EVENTS).map(|i| event(&key, i, now)).collect();
+    for round in events.chunks(1_000) {
+        let answers = join_all(round.iter().map(|e| store.append(e, Timestamp::MAX, WINDOW))).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(Appended::New))), "{answers:?}");
+    }
+    let ballast = ballast(&fs.dir, 16 << 10);
+    let error = store.compact().await.expect_err("the move's tables do not fit");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert_eq!(io_kind(&error), Some(std::io::ErrorKind::StorageFull), "{error}");
+
+    // The writer reopens the store before its next batch: the next add.
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    let started = Instant::now();
+    let next = event(&key, EVENTS, now);
+    loop {
+        match store.append(&next, Timestamp::MAX, WINDOW).await {
+            Ok(answer) => break assert_eq!(answer, Appended::New),
+            Err(StoreError::Unavailable(_)) if started.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the store did not recover within 20 s after space was freed: {e}"),
+        }
+    }
+    let total = EVENTS + 1;
+    let fold = store.fold(&key, Timestamp::MIN, Timestamp::MAX).await.expect("fold");
+    assert_eq!((fold.events, fold.sum), (u64::from(total), i128::from(total)), "every event once");
+    // Staged again from the journal, the events move this time, and their tokens stay taken.
+    store.compact().await.expect("the move fits now");
+    let retry = store.append(&events[7], Timestamp::MAX, WINDOW).await.expect("retry");
+    assert!(matches!(retry, Appended::Duplicate { .. }), "{retry:?}");
+    drop(store);
+    let reopened = open(&data);
+    let fold = reopened.fold(&key, Timestamp::MIN, Timestamp::MAX).await.expect("fold after reopen");
+    assert_eq!((fold.events, fold.sum), (u64::from(total), i128::from(total)));
 }

@@ -909,6 +909,28 @@ mod tests {
 
     /// A rollup through the store can fold an event whose append has not been answered yet
     /// (its task was slow); the answer must not count it again on top of the checkpoint.
+    /// A deleted namespace takes its tails and their events; the same counter name in another
+    /// namespace keeps its own.
+    #[test]
+    fn a_deleted_namespace_takes_its_tails_and_leaves_the_same_names_elsewhere() {
+        let tails = exact_tails();
+        let elsewhere = |e: &Event| {
+            let key = CounterKey::new(Namespace::new("other").expect("ns"), e.key.counter.clone());
+            Event { key, ..e.clone() }
+        };
+        let here = event("a", 10, EventKind::Add(2));
+        let there = elsewhere(&event("b", 11, EventKind::Add(3)));
+        tails.set_checkpoint(&there.key, Checkpoint::ZERO);
+        written(&tails, &here);
+        written(&tails, &there);
+        assert_eq!((tails.read(&here.key), tails.read(&there.key)), (Read::Exact(2), Read::Exact(3)));
+        assert_eq!((tails.events_held(), tails.counters()), (2, 2));
+        tails.forget_namespace(&here.key.namespace);
+        assert_eq!((tails.events_held(), tails.counters()), (1, 1));
+        assert_eq!(tails.read(&here.key), Read::Folded, "its events went with it");
+        assert_eq!(tails.read(&there.key), Read::Exact(3));
+    }
+
     #[test]
     fn an_append_answered_after_a_checkpoint_covers_it_counts_once() {
         let tails = exact_tails();

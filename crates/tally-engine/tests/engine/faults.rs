@@ -40,6 +40,7 @@ async fn a_store_slower_than_the_load_sheds_the_excess_with_resource_exhausted()
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(faulty.waiting(), 8);
+    assert_eq!(t.engine.operations_in_flight(), 8, "what tally_operations_in_flight reports");
 
     // The ninth is refused at once, for every operation, and never reaches the store.
     // (A timeout turns a missing admission check into a failure instead of a hang.)
@@ -59,6 +60,7 @@ async fn a_store_slower_than_the_load_sheds_the_excess_with_resource_exhausted()
         8,
         "the shed add counted nothing"
     );
+    assert_eq!(t.engine.operations_in_flight(), 0, "every answered operation left");
     assert!(t.engine.add_count(&key, 1, Some(t.token("after"))).await.expect("admitted again").applied);
 }
 

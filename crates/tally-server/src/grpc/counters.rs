@@ -131,11 +131,13 @@ impl pb::counter_service_server::CounterService for GrpcCounters {
         observe("grpc", Operation::BatchAddCount, async {
             let who = who?;
             batch::check_size(r.adds.len())?;
+            // One clock read for the batch: a token without a generation time takes the batch's.
+            let now = self.engine.now();
             let adds = r
                 .adds
                 .iter()
                 .map(|a| {
-                    let token = token_from_proto(a.idempotency_token.as_ref(), self.engine.now());
+                    let token = token_from_proto(a.idempotency_token.as_ref(), now);
                     batch::WireAdd::new(&a.namespace, &a.counter_name, a.delta, token)
                 })
                 .collect();

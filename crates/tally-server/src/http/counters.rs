@@ -321,11 +321,13 @@ pub async fn batch_add(
         let body: BatchAddBody = json_body(body)?;
         batch::check_size(body.adds.len())?;
         let names: Vec<_> = body.adds.iter().map(|a| (a.namespace.clone(), a.counter_name.clone())).collect();
+        // One clock read for the batch: a token without a generation time takes the batch's.
+        let now = state.engine.now();
         let adds = body
             .adds
             .iter()
             .map(|a| {
-                let token = a.idempotency_token.as_ref().map(|t| t.parse(state.engine.now())).transpose();
+                let token = a.idempotency_token.as_ref().map(|t| t.parse(now)).transpose();
                 batch::WireAdd::new(&a.namespace, &a.counter_name, a.delta, token)
             })
             .collect();

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<HttpState>) -> Response {
+    metrics::gauge!("tally_operations_in_flight").set(state.engine.operations_in_flight() as f64);
     state.metrics.run_upkeep();
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

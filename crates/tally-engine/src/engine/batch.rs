@@ -1,7 +1,8 @@
 //! `Engine::add_batch`: adds that arrive together (`BatchAddCount`, a run of adds in a Redis
 //! pipeline), answered one by one and appended as one unit.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use tally_core::{CounterKey, CounterType, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
@@ -35,11 +36,32 @@ struct Unit {
 struct Staged {
     appends: Vec<BatchAppend>,
     members: Vec<Vec<usize>>,
+    /// A hash of each staged event's counter and token string: a second add of one client
+    /// token is found without comparing each add with every staged event, which cost a
+    /// batch of n adds n²/2 comparisons (each following four pointers).
+    tokens: HashSet<u64>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Staged {
+    fn token_hash(&self, event: &tally_core::Event) -> u64 {
+        let key = &event.key;
+        self.hasher.hash_one((key.namespace.as_str(), key.counter.as_str(), event.token.token()))
+    }
+
+    /// Whether an event of the same counter with the same token string is staged.
     fn holds(&self, event: &tally_core::Event) -> bool {
-        self.appends.iter().any(|a| a.event.key == event.key && a.event.token.token() == event.token.token())
+        self.tokens.contains(&self.token_hash(event))
+            && self
+                .appends
+                .iter()
+                .any(|a| a.event.key == event.key && a.event.token.token() == event.token.token())
+    }
+
+    fn push(&mut self, append: BatchAppend, members: Vec<usize>) {
+        self.tokens.insert(self.token_hash(&append.event));
+        self.appends.push(append);
+        self.members.push(members);
     }
 }
 
@@ -58,10 +80,7 @@ fn settle(
     answers: &mut [Option<EngineResult<Mutated>>],
 ) {
     match prepared {
-        Ok(Stage::Staged(append)) => {
-            staged.appends.push(append);
-            staged.members.push(members);
-        }
+        Ok(Stage::Staged(append)) => staged.push(append, members),
         Ok(Stage::Answered(mutated)) => members.iter().for_each(|&i| answers[i] = Some(Ok(mutated.clone()))),
         Ok(Stage::Later) => {}
         Err(e) => members.iter().for_each(|&i| answers[i] = Some(Err(e.clone()))),
@@ -166,7 +185,8 @@ impl Engine {
             Ok(made) => made,
             Err(refused) => return Ok(Stage::Answered(self.answer_retry_or(refused, config, now).await?)),
         };
-        if staged.holds(&event) {
+        // A token the server made for this add is in no other event.
+        if !server_made && staged.holds(&event) {
             return Ok(Stage::Later);
         }
         match self.begin_append(&event, config, server_made, StoreCheck::Needed).await? {

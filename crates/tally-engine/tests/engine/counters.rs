@@ -361,6 +361,28 @@ async fn a_batch_answers_each_add_in_order_and_refuses_only_what_is_wrong() {
     }
 }
 
+/// A batch tells a token repeated on one counter (applied once) from the same token string on
+/// other counters (each its own mutation), also past the first items of a long batch.
+#[tokio::test]
+async fn a_batch_applies_a_token_once_per_counter_however_long_the_batch() {
+    let t = TestEngine::memory().await;
+    let ns = t.namespace("ev", CounterType::Eventual).await;
+    let add = |name: &str, token: &str| tally_engine::BatchAdd {
+        key: key(&ns, name),
+        delta: 1,
+        token: Some(t.token(token)),
+    };
+    let mut batch: Vec<_> = (0..200).map(|i| add(&format!("c{i}"), "shared")).collect();
+    batch.extend((0..200).map(|i| add(&format!("c{i}"), "shared")));
+    let results = t.engine.add_batch(&batch).await;
+    let applied: Vec<bool> = results.iter().map(|r| r.as_ref().expect("answered").0.applied).collect();
+    assert!(applied[..200].iter().all(|a| *a), "each counter's first add of the token applies");
+    assert!(applied[200..].iter().all(|a| !*a), "its repeat does not");
+    for i in [0, 199] {
+        assert_eq!(t.engine.get_count(&key(&ns, &format!("c{i}"))).await.expect("get").value, 1);
+    }
+}
+
 /// A pipeline of `INCR k` costs the store one event: tokenless adds to one counter in one
 /// batch are summed, yet each answers the count after it; a sum that would overflow falls back
 /// to the adds one by one.

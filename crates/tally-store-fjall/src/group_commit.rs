@@ -707,13 +707,16 @@ impl<'a> Batch<'a> {
         self.requests += 1;
         match op {
             SharedOp::Append { event, deadline, claim, reply } => {
-                let result = self.append(&event, deadline, claim, clock, recent);
+                let result = self.append(&event, deadline, claim, clock.now(), recent);
                 self.ack(reply, result);
             }
             SharedOp::AppendBatch { appends, reply } => {
+                // One clock read for the request: its appends are checked against their
+                // deadlines and take their tokens at one instant, before the commit either way.
+                let now = clock.now();
                 let results = appends
                     .iter()
-                    .map(|a| self.append(&a.event, a.deadline, a.claim.clone(), clock, recent))
+                    .map(|a| self.append(&a.event, a.deadline, a.claim.clone(), now, recent))
                     .collect();
                 self.ack(reply, Ok(results));
             }
@@ -740,10 +743,9 @@ impl<'a> Batch<'a> {
         event: &Event,
         deadline: Timestamp,
         claim: Option<Claim>,
-        clock: &dyn Clock,
+        now: Timestamp,
         recent: &mut RecentState,
     ) -> StoreResult<Appended> {
-        let now = clock.now();
         // The writer is the only thread that takes tokens, so its check and its take are one step.
         if let Some(claim) = &claim
             && let Some(taken) = self.taken_token(&claim.key, claim.checked, recent)?

@@ -414,10 +414,7 @@ impl Writer {
                 debug_assert!(run.iter().all(|e| e.time <= last.time), "a run is in key order");
                 batch.raise_last_write(first.counter().to_vec(), last.time);
             }
-            for &entry in last.unwrap_or_default() {
-                batch.writes.remove(&ks.journal, codec::journal_key(entry).to_vec());
-                batch.written += 1;
-            }
+            last.unwrap_or_default().iter().for_each(|&entry| batch.delete_journal_entry(entry));
             self.finish(batch)
         });
         let (committed, end) = sliced.inspect_err(|e| self.fail(e))?;
@@ -691,6 +688,13 @@ impl<'a> Batch<'a> {
         // Before the commit, so that no reader ever finds the key while a filter denies it.
         self.shared.note_written(space, &key);
         self.overlay[space.index()].insert(key, value);
+    }
+
+    /// Queues the deletion of journal entry `sequence`, whose events a move has put into
+    /// their tables.
+    fn delete_journal_entry(&mut self, sequence: u64) {
+        self.writes.remove(&self.ks.journal, codec::journal_key(sequence).to_vec());
+        self.written += 1;
     }
 
     /// Queues the reply; it is sent after the commit, turned into the commit's error if that fails.

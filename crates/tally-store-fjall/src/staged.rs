@@ -203,7 +203,7 @@ struct Inner {
     journal_entries: Vec<u64>,
     moving: Moving,
     next_sequence: u64,
-    /// The clients' tokens that staged events took and no committed slice has put into the
+    /// The clients' tokens that staged events took and no prepared move has put into the
     /// `tokens` keyspace yet: the newest taking of each.
     tokens: HashMap<TokenId, TakenToken>,
 }

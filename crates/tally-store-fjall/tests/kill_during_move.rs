@@ -64,22 +64,35 @@ async fn child(dir: &Path, first: u32) {
     }
 }
 
+/// A child process, SIGKILLed when dropped: also when an assertion fails before the kill, so
+/// that no child goes on writing.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs a child on `dir` from event `first` and kills it once it has acknowledged events up to
 /// `first + KILL_AFTER`; returns the end (exclusive) of what it acknowledged.
 fn run_and_kill(dir: &Path, first: u32) -> u32 {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "a_process_killed_while_moves_write_their_tables_loses_and_doubles_nothing",
-            "--nocapture",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_FIRST, first.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
+    let mut child = Child(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "a_process_killed_while_moves_write_their_tables_loses_and_doubles_nothing",
+                "--nocapture",
+            ])
+            .env(CHILD_DIR, dir)
+            .env(CHILD_FIRST, first.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the child"),
+    );
     let mut acked = first;
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+    for line in BufReader::new(child.0.stdout.take().expect("stdout")).lines() {
         let line = line.expect("read the child");
         if let Some(n) = line.strip_prefix("acked ") {
             acked = n.parse().expect("a count");
@@ -88,8 +101,7 @@ fn run_and_kill(dir: &Path, first: u32) -> u32 {
             }
         }
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    drop(child);
     assert!(acked >= first + KILL_AFTER, "the child stopped after event {acked}");
     acked
 }

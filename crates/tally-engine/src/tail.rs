@@ -907,8 +907,6 @@ mod tests {
         assert_eq!(tails.read(&key()), Read::Exact(13));
     }
 
-    /// A rollup through the store can fold an event whose append has not been answered yet
-    /// (its task was slow); the answer must not count it again on top of the checkpoint.
     /// A deleted namespace takes its tails and their events; the same counter name in another
     /// namespace keeps its own.
     #[test]
@@ -931,6 +929,8 @@ mod tests {
         assert_eq!(tails.read(&there.key), Read::Exact(3));
     }
 
+    /// A rollup through the store can fold an event whose append has not been answered yet
+    /// (its task was slow); the answer must not count it again on top of the checkpoint.
     #[test]
     fn an_append_answered_after_a_checkpoint_covers_it_counts_once() {
         let tails = exact_tails();

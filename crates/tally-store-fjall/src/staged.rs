@@ -143,19 +143,18 @@ pub(crate) struct Tables {
 }
 
 /// What preparing a move did: its counters in key order, and the clients' tokens its events
-/// took (the newest taking of each), now in the `tokens` keyspace.
+/// took (the newest taking of each, by [`TokenId`], hashed on the preparing thread), now in
+/// the `tokens` keyspace.
 struct Prepared {
     order: Sorted,
-    tokens: Vec<(Vec<u8>, TakenToken)>,
+    tokens: Vec<(TokenId, TakenToken)>,
 }
 
 /// Where the preparation of a move stands.
 enum Preparation {
-    /// A thread of its own is preparing it.
-    Running(JoinHandle<StoreResult<Prepared>>),
-    /// Not begun (a small move, no thread could start, or the last attempt failed): the next
-    /// slice prepares it on the writer.
-    Pending,
+    /// A thread of its own is preparing it; `None`: none is (a small move, no thread could
+    /// start, or the last attempt failed), so the next slice prepares it on the writer.
+    Preparing(Option<JoinHandle<StoreResult<Prepared>>>),
     /// Its events and tokens are in their keyspaces; its counters in key order.
     Done(Sorted),
 }
@@ -397,16 +396,12 @@ impl Staged {
         }
         let by_counter = Arc::new(std::mem::take(&mut inner.by_counter));
         let events = std::mem::take(&mut inner.gathered);
-        let preparation = match events < PREPARE_AT_ONCE_BELOW {
-            true => Preparation::Pending,
-            false => {
-                let (frozen, into) = (by_counter.clone(), into.clone());
-                let thread = std::thread::Builder::new()
-                    .name("tally-stage-move".into())
-                    .spawn(move || prepare(&frozen, &into));
-                thread.map_or(Preparation::Pending, Preparation::Running)
-            }
-        };
+        let thread = (events >= PREPARE_AT_ONCE_BELOW).then(|| {
+            let (frozen, into) = (by_counter.clone(), into.clone());
+            let thread = std::thread::Builder::new().name("tally-stage-move".into());
+            thread.spawn(move || prepare(&frozen, &into)).ok()
+        });
+        let preparation = Preparation::Preparing(thread.flatten());
         let journal_entries = std::mem::take(&mut inner.journal_entries);
         inner.moving = Moving { by_counter, events, preparation, next: Position::default(), journal_entries };
     }
@@ -415,8 +410,8 @@ impl Staged {
     /// waiting for a thread.
     pub fn move_is_prepared(&self) -> bool {
         match &self.read().moving.preparation {
-            Preparation::Running(thread) => thread.is_finished(),
-            Preparation::Pending | Preparation::Done(_) => true,
+            Preparation::Preparing(Some(thread)) => thread.is_finished(),
+            Preparation::Preparing(None) | Preparation::Done(_) => true,
         }
     }
 
@@ -424,18 +419,18 @@ impl Staged {
     /// tokens it put into the `tokens` keyspace (each unless a newer event took it again).
     /// If that failed, the next slice tries again.
     fn await_prepared(&self, into: &Tables) -> StoreResult<()> {
-        let preparation = match &mut self.write().moving.preparation {
+        let thread = match &mut self.write().moving.preparation {
             Preparation::Done(_) => return Ok(()),
-            preparation => std::mem::replace(preparation, Preparation::Pending),
+            Preparation::Preparing(thread) => thread.take(),
         };
         // Only the writer changes what is staged, so the move is still the same one here.
-        let prepared = match preparation {
-            Preparation::Running(thread) => thread.join().unwrap_or_else(|_| {
+        let prepared = match thread {
+            Some(thread) => thread.join().unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(
                     "the thread moving staged events into their tables panicked".into(),
                 ))
             }),
-            Preparation::Pending | Preparation::Done(_) => {
+            None => {
                 let frozen = self.read().moving.by_counter.clone();
                 prepare(&frozen, into)
             }
@@ -443,10 +438,9 @@ impl Staged {
         let Prepared { order, tokens } = prepared?;
         let mut inner = self.write();
         debug_assert_eq!(order.len(), inner.moving.by_counter.len(), "every counter of the move is in order");
-        for (key, taken) in &tokens {
-            let id = token_id(key);
-            if inner.tokens.get(&id).is_some_and(|t| t == taken) {
-                inner.tokens.remove(&id);
+        for (id, taken) in &tokens {
+            if inner.tokens.get(id).is_some_and(|t| t == taken) {
+                inner.tokens.remove(id);
             }
         }
         inner.moving.preparation = Preparation::Done(order);
@@ -515,17 +509,16 @@ fn prepare(by_counter: &ByCounter, into: &Tables) -> StoreResult<Prepared> {
     for counter in &order {
         let run = by_counter.get(counter).map_or(&[][..], Vec::as_slice);
         debug_assert!(run.is_sorted_by(|a, b| a.key() <= b.key()), "a counter's events are in key order");
-        for (i, event) in run.iter().enumerate() {
-            if run.get(i + 1).is_none_or(|next| next.key() != event.key()) {
-                events.write(event.key(), event.value()).map_err(unavailable)?;
-            }
+        // Of events with one key, staged in order, the last.
+        for event in run.chunk_by(|a, b| a.key() == b.key()).filter_map(<[_]>::last) {
+            events.write(event.key(), event.value()).map_err(unavailable)?;
         }
         let mut taken: Vec<_> = run.iter().filter_map(StagedEvent::token).collect();
         newest_taking_of_each(&mut taken);
         for (key, t) in &taken {
             tokens.write(key.as_slice(), codec::token_value(t).as_slice()).map_err(unavailable)?;
+            taken_all.push((token_id(key), *t));
         }
-        taken_all.extend(taken);
     }
     events.finish().map_err(unavailable)?;
     tokens.finish().map_err(unavailable)?;

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use tally_core::{CounterKey, CounterType, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
-use tally_store::BatchAppend;
+use tally_store::{BatchAppend, IdentityCheck};
 
 use super::{Count, Engine, Mutated, Prepared, exact_of, finished};
 use crate::error::{EngineError, EngineResult};
@@ -36,9 +36,10 @@ struct Unit {
 struct Staged {
     appends: Vec<BatchAppend>,
     members: Vec<Vec<usize>>,
-    /// A hash of each staged event's counter and token string: a second add of one client
-    /// token is found without comparing each add with every staged event, which cost a
-    /// batch of n adds n²/2 comparisons (each following four pointers).
+    /// A hash of each staged client token with its counter: a second add of one client token
+    /// is found without comparing each add with every staged event, which cost a batch of n
+    /// adds n²/2 comparisons (each following four pointers). Server-made tokens are never
+    /// repeated, so they are neither hashed nor looked for.
     tokens: HashSet<u64>,
     hasher: foldhash::fast::RandomState,
 }
@@ -59,7 +60,9 @@ impl Staged {
     }
 
     fn push(&mut self, append: BatchAppend, members: Vec<usize>) {
-        self.tokens.insert(self.token_hash(&append.event));
+        if append.check != IdentityCheck::KnownNew {
+            self.tokens.insert(self.token_hash(&append.event));
+        }
         self.appends.push(append);
         self.members.push(members);
     }

@@ -129,6 +129,33 @@ impl Events {
     }
 }
 
+/// A client's token as the key of [`CounterTail::client_tokens`]: hashed and compared by its
+/// string alone, so that it is looked up by `&str`, and sharing the event's copy of the string
+/// (a key of its own was an allocation per add).
+#[derive(Debug)]
+struct ByString(IdempotencyToken);
+
+impl std::hash::Hash for ByString {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow<str>` requires the same hash.
+        self.0.token().hash(state);
+    }
+}
+
+impl PartialEq for ByString {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.token() == other.0.token()
+    }
+}
+
+impl Eq for ByString {}
+
+impl std::borrow::Borrow<str> for ByString {
+    fn borrow(&self) -> &str {
+        self.0.token()
+    }
+}
+
 /// One counter's unfolded events.
 #[derive(Debug, Default)]
 struct CounterTail {
@@ -140,7 +167,7 @@ struct CounterTail {
     events: Events,
     /// Each client token among `events` (by its string alone), and until when it is taken
     /// (server-made tokens are never sent again, so they are not indexed).
-    client_tokens: HashMap<Box<str>, (IdempotencyToken, Timestamp)>,
+    client_tokens: HashMap<ByString, Timestamp>,
     /// The committed clears among `events`.
     clears: Vec<IdempotencyToken>,
     /// The committed events folded in order: with the checkpoint, the exact count.
@@ -232,7 +259,7 @@ impl CounterTail {
         // least half the clock skew before any window end that reaches it. Dropping it here
         // keeps `commit` from counting it twice.
         let dropped = self.events.drop_before(until);
-        self.client_tokens.retain(|_, (t, _)| t.generation_time() >= until);
+        self.client_tokens.retain(|t, _| t.0.generation_time() >= until);
         self.clears.retain(|t| t.generation_time() >= until);
         self.total = self.fold_before(Timestamp::MAX);
         if self.uncertain_until.is_some_and(|u| u < until) {
@@ -247,7 +274,7 @@ impl CounterTail {
         if let Some(entry) = self.events.get(&event.token) {
             return Some((event.token.generation_time(), *entry));
         }
-        let (token, until) = self.client_tokens.get(event.token.token())?;
+        let (ByString(token), until) = self.client_tokens.get_key_value(event.token.token())?;
         if *until <= now {
             return None;
         }
@@ -256,7 +283,7 @@ impl CounterTail {
 
     /// Forgets an event that was not written.
     fn drop_event(&mut self, token: &IdempotencyToken) -> bool {
-        if self.client_tokens.get(token.token()).is_some_and(|(t, _)| t == token) {
+        if self.client_tokens.get_key_value(token.token()).is_some_and(|(t, _)| &t.0 == token) {
             self.client_tokens.remove(token.token());
         }
         self.events.remove(token)
@@ -591,8 +618,10 @@ impl Tails {
         // time within the window: only the store can tell.
         let known_new = origin == Origin::Server;
         if let Origin::Client { now, window } = origin {
-            let taken = (event.token.clone(), now.saturating_add(window));
-            tail.client_tokens.insert(event.token.token().into(), taken);
+            // `insert` would keep the key of an earlier event with the same string (its
+            // taking ran out, or `held` would have found it): the key names the newest.
+            tail.client_tokens.remove(event.token.token());
+            tail.client_tokens.insert(ByString(event.token.clone()), now.saturating_add(window));
         }
         tail.events.insert(event.token.clone(), Entry { kind: event.kind, committed: false });
         self.held.fetch_add(1, Ordering::Relaxed);
@@ -994,6 +1023,25 @@ mod tests {
             tails.begin(&event("srv", 12, EventKind::Add(1)), Origin::Server, StoreCheck::Done),
             Begin::Append(Lookup::Skip)
         ));
+    }
+
+    #[test]
+    fn a_token_taken_again_after_its_window_answers_retries_with_its_newer_event() {
+        let tails = exact_tails();
+        let at = |micros| Timestamp::from_micros(micros);
+        let taken = |now| Origin::Client { now: at(now), window: std::time::Duration::from_micros(100) };
+        let first = event("a", 10, EventKind::Add(1));
+        assert!(matches!(tails.begin(&first, taken(10), StoreCheck::Done), Begin::Append(_)));
+        tails.finish(&first, Finished::Written);
+        // Its taking ran out at 110: the string is free for a new event.
+        let second = event("a", 150, EventKind::Add(2));
+        assert!(matches!(tails.begin(&second, taken(200), StoreCheck::Done), Begin::Append(_)));
+        tails.finish(&second, Finished::Written);
+        let retry = event("a", 170, EventKind::Add(2));
+        let newer = Stored { generation_time: at(150), kind: EventKind::Add(2) };
+        assert_eq!(tails.find(&retry, at(250)), Some(newer));
+        assert!(matches!(tails.begin(&retry, taken(250), StoreCheck::Done), Begin::Known(s) if s == newer));
+        assert_eq!(tails.read(&key()), Read::Exact(3));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tally_core::{CounterKey, CounterType, EventKind, IdempotencyToken, NamespaceConfig, Timestamp};
 use tally_store::{BatchAppend, IdentityCheck};
 
-use super::{Count, Engine, Mutated, Prepared, exact_of, finished};
+use super::{Count, Engine, Mutated, Prepared, count_before_later, exact_of, finished};
 use crate::error::{EngineError, EngineResult};
 use crate::tail::StoreCheck;
 
@@ -192,7 +192,7 @@ impl Engine {
         if !server_made && staged.holds(&event) {
             return Ok(Stage::Later);
         }
-        match self.begin_append(&event, config, server_made, StoreCheck::Needed).await? {
+        match self.begin_append(&event, config, server_made, StoreCheck::Needed, now).await? {
             Prepared::Answered(appended) => Ok(Stage::Answered(self.appended(&event, config, appended, now))),
             Prepared::Append(check) => {
                 let deadline = config.commit_deadline(event.token.generation_time());
@@ -232,7 +232,7 @@ impl Engine {
                 }
                 (Ok(mutated), Ok(config)) => {
                     let after = later.entry(&add.key).or_default();
-                    let count = self.count_in_batch(&mut known, add, config, &mutated, *after).await;
+                    let count = self.count_in_batch(&mut known, add, config, &mutated, *after, now).await;
                     if mutated.applied {
                         *after += i128::from(add.delta);
                     }
@@ -250,7 +250,8 @@ impl Engine {
 
 impl Engine {
     /// [`Engine::count_after_add`] for one add of a batch, reading each counter's exact count
-    /// from memory once per batch (`known` holds those read or answered already).
+    /// from memory once per batch (`known` holds those read or answered already). `now`: the
+    /// clock read once for the batch's answers.
     async fn count_in_batch<'a>(
         &self,
         known: &mut HashMap<&'a CounterKey, i64>,
@@ -258,11 +259,12 @@ impl Engine {
         config: &NamespaceConfig,
         mutated: &Mutated,
         later: i128,
+        now: Timestamp,
     ) -> EngineResult<Count> {
-        let local = match known.get(&add.key) {
-            Some(&exact) => Some(exact),
-            None => self.local_count(&add.key, config).await?,
-        };
+        if let Some(&exact) = known.get(&add.key) {
+            return Ok(count_before_later(exact, later, config.counter_type, now));
+        }
+        let local = self.local_count(&add.key, config).await?;
         if let Some(exact) = local {
             known.insert(&add.key, exact);
         }

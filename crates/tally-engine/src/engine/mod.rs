@@ -622,7 +622,7 @@ impl Engine {
             Err(refused) => return Ok((self.answer_retry_or(refused, config, now).await?, None)),
         };
         let mut after = None;
-        let appended = match self.begin_append(&event, config, server_made, store_check).await? {
+        let appended = match self.begin_append(&event, config, server_made, store_check, now).await? {
             Prepared::Answered(appended) => appended,
             Prepared::Append(check) => {
                 let deadline = config.commit_deadline(event.token.generation_time());
@@ -749,20 +749,22 @@ impl Engine {
     /// Registers an event in the local tail before its append: memory recognises a retry and
     /// checks the count (the store checks it where memory cannot, unless `store_check` says
     /// the caller did), and tells whether the store must look the identity up.
-    /// `server_made`: the token was made for this call, so nothing can hold it yet. Every
-    /// `Prepared::Append` must be followed by `Tails::finish`.
+    /// `server_made`: the token was made for this call, so nothing can hold it yet. `now`: the
+    /// caller's clock reading (read again after each wait here). Every `Prepared::Append` must
+    /// be followed by `Tails::finish`.
     async fn begin_append(
         &self,
         event: &Event,
         config: &NamespaceConfig,
         server_made: bool,
         mut store_check: StoreCheck,
+        mut now: Timestamp,
     ) -> EngineResult<Prepared> {
         let tails = &self.inner.tails;
         loop {
             let origin = match server_made {
                 true => Origin::Server,
-                false => Origin::Client { now: self.inner.clock.now(), window: config.token_window() },
+                false => Origin::Client { now, window: config.token_window() },
             };
             match tails.begin(event, origin, store_check) {
                 Begin::Append(Lookup::Skip) => return Ok(Prepared::Append(IdentityCheck::KnownNew)),
@@ -772,13 +774,20 @@ impl Engine {
                 Begin::Untracked => return Ok(Prepared::Untracked),
                 Begin::Known(stored) => return Ok(Prepared::Answered(Appended::judge(event, stored)?)),
                 // The first attempt's answer decides this one's: wait for it.
-                Begin::InFlight => tokio::time::sleep(IN_FLIGHT_RECHECK).await,
-                Begin::NeedCheckpoint => self.load_checkpoint(&event.key, config).await?,
+                Begin::InFlight => {
+                    tokio::time::sleep(IN_FLIGHT_RECHECK).await;
+                    now = self.inner.clock.now();
+                }
+                Begin::NeedCheckpoint => {
+                    self.load_checkpoint(&event.key, config).await?;
+                    now = self.inner.clock.now();
+                }
                 Begin::CheckInStore => {
                     if let EventKind::Add(delta) = event.kind {
                         self.check_overflow_in_store(&event.key, config, delta).await?;
                     }
                     store_check = StoreCheck::Done;
+                    now = self.inner.clock.now();
                 }
                 Begin::Overflow { count } => {
                     let delta = match event.kind {
@@ -819,8 +828,7 @@ impl Engine {
                 return Ok(Count { value, counter_type, as_of: as_of(checkpoint) });
             }
         };
-        let value = i64::try_from(i128::from(exact) - later).unwrap_or(exact);
-        Ok(Count { value, counter_type, as_of: Some(now) })
+        Ok(count_before_later(exact, later, counter_type, now))
     }
 
     /// Gives the local tail the counter's stored checkpoint.
@@ -1010,6 +1018,13 @@ fn finished(result: &StoreResult<Appended>) -> Finished {
         ) => Finished::NotWritten,
         Err(_) => Finished::Unknown,
     }
+}
+
+/// The count an add answers when memory's exact count after its batch is `exact` and adds
+/// summing to `later` follow it there: read at `now`.
+fn count_before_later(exact: i64, later: i128, counter_type: CounterType, now: Timestamp) -> Count {
+    let value = i64::try_from(i128::from(exact) - later).unwrap_or(exact);
+    Count { value, counter_type, as_of: Some(now) }
 }
 
 /// The exact count in what memory answered, if it is one.

@@ -1046,6 +1046,25 @@ mod tests {
     }
 
     #[test]
+    fn an_event_is_found_and_placed_wherever_it_falls_among_those_held() {
+        let token =
+            |t: &str, micros| IdempotencyToken::new(t, Timestamp::from_micros(micros)).expect("token");
+        let entry = Entry { kind: EventKind::Add(1), committed: false };
+        let mut events = Events::default();
+        assert_eq!(events.position(&token("a", 5)), Err(0));
+        for (t, micros) in [("b", 20), ("a", 10), ("c", 30), ("a", 20)] {
+            events.insert(token(t, micros), entry);
+        }
+        let order: Vec<_> = events.0.iter().map(|h| h.token.clone()).collect();
+        assert_eq!(order, [token("a", 10), token("a", 20), token("b", 20), token("c", 30)]);
+        assert_eq!(events.position(&token("c", 30)), Ok(3), "the newest");
+        assert_eq!(events.position(&token("d", 30)), Err(4), "newer than all");
+        assert_eq!(events.position(&token("b", 20)), Ok(2), "inside");
+        assert_eq!(events.position(&token("a", 15)), Err(1), "between two");
+        assert_eq!(events.position(&token("a", 1)), Err(0), "older than all");
+    }
+
+    #[test]
     fn a_token_taken_again_after_its_window_answers_retries_with_its_newer_event() {
         let tails = exact_tails();
         let at = |micros| Timestamp::from_micros(micros);

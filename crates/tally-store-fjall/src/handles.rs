@@ -31,6 +31,15 @@ const FORMAT_KEY: &str = "format_version";
 /// 16 MiB while moves inserted into them).
 const MEMTABLE_BYTES: u64 = 8 << 20;
 
+/// How many tables the `events` keyspace gathers at its first level before it compacts them
+/// into the next (fjall's default is 4). Each move writes its events as a table spanning
+/// nearly every counter, so each compaction there rewrites most of the next level: gathering
+/// 16 cut fjall's CPU over a 60 s random-key load by about a third (BENCHMARKS.md). Events
+/// are read by range, and rarely (memory answers reads and rollups), so more tables per read
+/// cost little; fjall slows writes from 20 tables on. Kept in the keyspace's settings when it
+/// is created: stores made before keep 4.
+const EVENTS_L0_RUNS: u8 = 16;
+
 /// fjall's flush and compaction threads: its default (one a core, at most 4) gives two on a
 /// two-core machine, and with two, the first thread hands every compaction request on to the
 /// second and takes it back at once, spinning for as long as the second compacts. That spin
@@ -75,8 +84,16 @@ impl Keyspaces {
         };
         let meta = keyspace("meta")?;
         check_format(&db, &meta, path)?;
+        let events = db
+            .keyspace("events", || {
+                let leveled = fjall::compaction::Leveled::default().with_l0_threshold(EVENTS_L0_RUNS);
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(MEMTABLE_BYTES)
+                    .compaction_strategy(std::sync::Arc::new(leveled))
+            })
+            .map_err(unavailable)?;
         Ok(Self {
-            events: keyspace("events")?,
+            events,
             last_write: keyspace("last_write")?,
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,

@@ -135,30 +135,59 @@ impl Events {
     }
 }
 
-/// A client's token as the key of [`CounterTail::client_tokens`]: hashed and compared by its
-/// string alone, so that it is looked up by `&str`, and sharing the event's copy of the string
-/// (a key of its own was an allocation per add).
+/// Hashes a client's token string for [`ClientTokens`], seeded once per process (clients
+/// choose the strings).
+static TOKEN_HASHER: std::sync::LazyLock<RandomState> = std::sync::LazyLock::new(RandomState::default);
+
+/// A client's token among a counter's events, until when it is taken, and the hash of its
+/// string.
 #[derive(Debug)]
-struct ByString(IdempotencyToken);
-
-impl std::hash::Hash for ByString {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // As `str` hashes: `Borrow<str>` requires the same hash.
-        self.0.token().hash(state);
-    }
+struct Taken {
+    hash: u64,
+    token: IdempotencyToken,
+    until: Timestamp,
 }
 
-impl PartialEq for ByString {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.token() == other.0.token()
+/// The client tokens among a counter's events, by their string alone (the newest taking of
+/// each). Each entry keeps its string's hash: a table grows and is rebuilt as a counter's
+/// events come and are folded, and rehashing the strings (one cache miss each) was a twentieth
+/// of the request threads' time under random-key batches.
+#[derive(Debug, Default)]
+struct ClientTokens(hashbrown::HashTable<Taken>);
+
+impl ClientTokens {
+    fn hash(token: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&*TOKEN_HASHER, token)
     }
-}
 
-impl Eq for ByString {}
+    /// The taking of the string `token`.
+    fn get(&self, token: &str) -> Option<&Taken> {
+        let hash = Self::hash(token);
+        self.0.find(hash, |t| t.hash == hash && t.token.token() == token)
+    }
 
-impl std::borrow::Borrow<str> for ByString {
-    fn borrow(&self) -> &str {
-        self.0.token()
+    /// Takes `token`'s string until `until`, replacing an earlier taking of it.
+    fn take(&mut self, token: IdempotencyToken, until: Timestamp) {
+        let hash = Self::hash(token.token());
+        match self.0.find_mut(hash, |t| t.hash == hash && t.token.token() == token.token()) {
+            Some(taken) => *taken = Taken { hash, token, until },
+            None => {
+                self.0.insert_unique(hash, Taken { hash, token, until }, |t| t.hash);
+            }
+        }
+    }
+
+    /// Forgets the taking by exactly `token` (not one of its string at another time).
+    fn forget(&mut self, token: &IdempotencyToken) {
+        let hash = Self::hash(token.token());
+        if let Ok(taken) = self.0.find_entry(hash, |t| t.hash == hash && t.token == *token) {
+            taken.remove();
+        }
+    }
+
+    /// Forgets the takings by events generated before `until`.
+    fn forget_before(&mut self, until: Timestamp) {
+        self.0.retain(|t| t.token.generation_time() >= until);
     }
 }
 
@@ -173,7 +202,7 @@ struct CounterTail {
     events: Events,
     /// Each client token among `events` (by its string alone), and until when it is taken
     /// (server-made tokens are never sent again, so they are not indexed).
-    client_tokens: HashMap<ByString, Timestamp>,
+    client_tokens: ClientTokens,
     /// The committed clears among `events`.
     clears: Vec<IdempotencyToken>,
     /// The committed events folded in order: with the checkpoint, the exact count.
@@ -265,7 +294,7 @@ impl CounterTail {
         // least half the clock skew before any window end that reaches it. Dropping it here
         // keeps `commit` from counting it twice.
         let dropped = self.events.drop_before(until);
-        self.client_tokens.retain(|t, _| t.0.generation_time() >= until);
+        self.client_tokens.forget_before(until);
         self.clears.retain(|t| t.generation_time() >= until);
         self.total = self.fold_before(Timestamp::MAX);
         if self.uncertain_until.is_some_and(|u| u < until) {
@@ -280,7 +309,7 @@ impl CounterTail {
         if let Some(entry) = self.events.get(&event.token) {
             return Some((event.token.generation_time(), *entry));
         }
-        let (ByString(token), until) = self.client_tokens.get_key_value(event.token.token())?;
+        let Taken { token, until, .. } = self.client_tokens.get(event.token.token())?;
         if *until <= now {
             return None;
         }
@@ -289,9 +318,7 @@ impl CounterTail {
 
     /// Forgets an event that was not written.
     fn drop_event(&mut self, token: &IdempotencyToken) -> bool {
-        if self.client_tokens.get_key_value(token.token()).is_some_and(|(t, _)| &t.0 == token) {
-            self.client_tokens.remove(token.token());
-        }
+        self.client_tokens.forget(token);
         self.events.remove(token)
     }
 
@@ -638,10 +665,7 @@ impl Tails {
         // time within the window: only the store can tell.
         let known_new = origin == Origin::Server;
         if let Origin::Client { now, window } = origin {
-            // `insert` would keep the key of an earlier event with the same string (its
-            // taking ran out, or `held` would have found it): the key names the newest.
-            tail.client_tokens.remove(event.token.token());
-            tail.client_tokens.insert(ByString(event.token.clone()), now.saturating_add(window));
+            tail.client_tokens.take(event.token.clone(), now.saturating_add(window));
         }
         tail.events.insert(event.token.clone(), Entry { kind: event.kind, committed: false });
         self.held.fetch_add(1, Ordering::Relaxed);

@@ -761,11 +761,8 @@ impl<'a> Batch<'a> {
             return Err(StoreError::DeadlinePassed { key: event.key.clone(), deadline });
         }
         let time = event.token.generation_time();
-        let key = codec::event_key(&event.key, time, event.token.token());
-        let prefix_len = key.len() - 8 - event.token.token().len();
-        debug_assert_eq!(codec::counter_prefix_len(&key), Ok(prefix_len));
         let until = claim.as_ref().map(|claim| now.saturating_add(claim.window));
-        self.staged.push(StagedEvent::new(&key, &codec::event_value(event.kind), prefix_len, time, until));
+        self.staged.push(StagedEvent::of(event, until));
         self.written += 1;
         if let (Some(claim), Some(until)) = (claim, until) {
             let stored = Stored { generation_time: time, kind: event.kind };

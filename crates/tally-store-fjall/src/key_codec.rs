@@ -37,23 +37,50 @@ const CLEAR: u8 = 1;
 
 /// The prefix shared by every key of one namespace.
 pub fn namespace_prefix(ns: &Namespace) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + ns.as_str().len());
+    push_namespace_prefix(&mut out, ns);
+    out
+}
+
+fn push_namespace_prefix(out: &mut Vec<u8>, ns: &Namespace) {
     let bytes = ns.as_str().as_bytes();
-    let mut out = Vec::with_capacity(1 + bytes.len());
     // Namespace names are at most 64 bytes, validated by `Namespace::new`.
     out.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(bytes);
-    out
 }
 
 /// The prefix shared by every key of one counter; also its state key.
 pub fn counter_prefix(key: &CounterKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(counter_prefix_size(key) + 8 + 40);
+    push_counter_prefix(&mut out, key);
+    out
+}
+
+fn counter_prefix_size(key: &CounterKey) -> usize {
+    1 + key.namespace.as_str().len() + 2 + key.counter.as_str().len()
+}
+
+fn push_counter_prefix(out: &mut Vec<u8>, key: &CounterKey) {
     let name = key.counter.as_str().as_bytes();
-    let mut out = namespace_prefix(&key.namespace);
-    out.reserve(2 + name.len() + 8 + 40);
+    push_namespace_prefix(out, &key.namespace);
     // Counter names are at most 256 bytes, validated by `CounterName::new`.
     out.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
     out.extend_from_slice(name);
-    out
+}
+
+/// How many bytes [`push_event_key`] appends.
+pub fn event_key_size(key: &CounterKey, token: &str) -> usize {
+    counter_prefix_size(key) + 8 + token.len()
+}
+
+/// Appends the key of one event (as [`event_key`] makes it) to `out`; returns where its
+/// counter prefix ends in `out`.
+pub fn push_event_key(out: &mut Vec<u8>, key: &CounterKey, time: Timestamp, token: &str) -> usize {
+    push_counter_prefix(out, key);
+    let prefix_end = out.len();
+    out.extend_from_slice(&time_bytes(time));
+    out.extend_from_slice(token.as_bytes());
+    prefix_end
 }
 
 fn time_bytes(t: Timestamp) -> [u8; 8] {
@@ -69,8 +96,8 @@ pub fn event_bound(key: &CounterKey, t: Timestamp) -> Vec<u8> {
 
 /// The key of one event.
 pub fn event_key(key: &CounterKey, time: Timestamp, token: &str) -> Vec<u8> {
-    let mut out = event_bound(key, time);
-    out.extend_from_slice(token.as_bytes());
+    let mut out = Vec::with_capacity(event_key_size(key, token));
+    push_event_key(&mut out, key, time, token);
     out
 }
 

@@ -78,6 +78,25 @@ impl StagedEvent {
         Self { bytes: [key, value].concat().into_boxed_slice(), key_len, prefix_len, time, until }
     }
 
+    /// `event` as staged: its key and value made in place (one allocation).
+    pub fn of(event: &tally_core::Event, until: Option<Timestamp>) -> Self {
+        let (time, token) = (event.token.generation_time(), event.token.token());
+        let value = codec::event_value(event.kind);
+        let mut bytes = Vec::with_capacity(codec::event_key_size(&event.key, token) + value.len());
+        let prefix_len = codec::push_event_key(&mut bytes, &event.key, time, token);
+        let key_len = bytes.len();
+        debug_assert_eq!(codec::counter_prefix_len(&bytes), Ok(prefix_len));
+        bytes.extend_from_slice(&value);
+        Self {
+            bytes: bytes.into_boxed_slice(),
+            // Keys are bounded by the lengths of names and tokens, far below 4 GiB.
+            key_len: u32::try_from(key_len).unwrap_or(u32::MAX),
+            prefix_len: u32::try_from(prefix_len).unwrap_or(u32::MAX),
+            time,
+            until,
+        }
+    }
+
     /// The event stored under `key` with `value`, as the journal gives it back.
     fn decode(key: &[u8], value: &[u8], until: Option<Timestamp>) -> StoreResult<Self> {
         let prefix_len = codec::counter_prefix_len(key)?;
@@ -234,8 +253,14 @@ impl Inner {
             }
             match self.by_counter.get_mut(event.counter()) {
                 // Generation times mostly grow from one commit to the next: nearly always the
-                // end, found with one comparison (a busy counter holds up to a whole move).
-                Some(staged) if staged.last().is_none_or(|last| last.key() <= event.key()) => {
+                // end, found with one comparison (a busy counter holds up to a whole move). A
+                // counter's keys sort by generation time first, so the times decide it without
+                // reading the last event's key (a cache miss among many counters).
+                Some(staged) if staged.last().is_none_or(|last| last.time < event.time) => {
+                    debug_assert!(staged.last().is_none_or(|last| last.key() < event.key()));
+                    staged.push(event)
+                }
+                Some(staged) if staged.last().is_some_and(|last| last.key() <= event.key()) => {
                     staged.push(event)
                 }
                 Some(staged) => {
@@ -395,6 +420,9 @@ impl Staged {
             return;
         }
         let by_counter = Arc::new(std::mem::take(&mut inner.by_counter));
+        // The next move's counters are likely as many: staging them grows no table (each
+        // growth re-read every key staged so far, a cache miss each among many counters).
+        inner.by_counter.reserve(by_counter.len());
         let events = std::mem::take(&mut inner.gathered);
         let thread = (events >= PREPARE_AT_ONCE_BELOW).then(|| {
             let (frozen, into) = (by_counter.clone(), into.clone());
@@ -595,7 +623,24 @@ mod tests {
         StagedEvent::decode(&bytes, &value, Some(Timestamp::from_micros(until))).expect("decodes")
     }
 
-    /// A database with the keyspaces a move writes into.
+    #[test]
+    fn an_event_staged_in_place_is_the_one_its_journal_entry_gives_back() {
+        for (counter, token, kind) in
+            [("n:a", "tok", EventKind::Add(-7)), ("ns:a longer name", "t", EventKind::Clear)]
+        {
+            let key = CounterKey::parse_joined(counter).expect("key");
+            let token = tally_core::IdempotencyToken::new(token, Timestamp::from_micros(42)).expect("token");
+            let event = tally_core::Event { key, token, kind };
+            let until = Some(Timestamp::from_micros(99));
+            let made = StagedEvent::of(&event, until);
+            let key = codec::event_key(&event.key, event.token.generation_time(), event.token.token());
+            let value = codec::event_value(kind);
+            assert_eq!(made, StagedEvent::decode(&key, &value, until).expect("decodes"));
+            assert_eq!(made.counter(), codec::counter_prefix(&event.key).as_slice());
+        }
+    }
+
+    /// A database with the keyspaces a move writes into.    /// A database with the keyspaces a move writes into.
     fn tables() -> (tempfile::TempDir, fjall::Database, Tables) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = fjall::Database::builder(dir.path()).open().expect("open");

@@ -149,10 +149,12 @@ impl StagedEvent {
 const PREPARE_AT_ONCE_BELOW: usize = 4_096;
 
 /// Staged events by counter prefix, each counter's in key order.
-type ByCounter = HashMap<Vec<u8>, Vec<StagedEvent>>;
+type ByCounter = indexmap::IndexMap<Vec<u8>, Vec<StagedEvent>, foldhash::fast::RandomState>;
 
-/// The counter prefixes of a move, in key order.
-type Sorted = Vec<Vec<u8>>;
+/// A move's counters in key order, as their places in its [`ByCounter`] (which keeps the
+/// order it was filled in): a move's thread and its slices go through its counters in key
+/// order by place, with no look-up (and no key read) per counter.
+type Sorted = Vec<usize>;
 
 /// The keyspaces a move writes its events and their tokens into.
 #[derive(Clone)]
@@ -291,11 +293,16 @@ impl Inner {
     }
 }
 
-/// The prefixes of `by_counter`'s counters, in key order.
+/// `by_counter`'s counters in key order.
 fn sorted_counters(by_counter: &ByCounter) -> Sorted {
-    let mut order: Sorted = by_counter.keys().cloned().collect();
-    order.sort_unstable();
+    let mut order: Sorted = (0..by_counter.len()).collect();
+    order.sort_unstable_by_key(|&i| by_counter.get_index(i).map(|(counter, _)| counter));
     order
+}
+
+/// The events of the counter at `place` in `by_counter`.
+fn run_at(by_counter: &ByCounter, place: usize) -> &[StagedEvent] {
+    by_counter.get_index(place).map_or(&[][..], |(_, events)| events.as_slice())
 }
 
 /// The staged events, shared by the writer (which alone adds and removes them) and readers.
@@ -497,7 +504,7 @@ impl Staged {
         let mut runs: Vec<&[StagedEvent]> = Vec::new();
         let (mut at, mut moved) = (moving.next, 0);
         while at.counter < order.len() && moved < limit {
-            let events = moving.by_counter.get(&order[at.counter]).map_or(&[][..], Vec::as_slice);
+            let events = run_at(&moving.by_counter, order[at.counter]);
             let take = (events.len() - at.event).min(limit - moved);
             runs.push(&events[at.event..at.event + take]);
             moved += take;
@@ -534,8 +541,8 @@ fn prepare(by_counter: &ByCounter, into: &Tables) -> StoreResult<Prepared> {
     let mut events = into.events.start_ingestion().map_err(unavailable)?;
     let mut tokens = into.tokens.start_ingestion().map_err(unavailable)?;
     let mut taken_all = Vec::new();
-    for counter in &order {
-        let run = by_counter.get(counter).map_or(&[][..], Vec::as_slice);
+    for &place in &order {
+        let run = run_at(by_counter, place);
         debug_assert!(run.is_sorted_by(|a, b| a.key() <= b.key()), "a counter's events are in key order");
         // Of events with one key, staged in order, the last.
         for event in run.chunk_by(|a, b| a.key() == b.key()).filter_map(<[_]>::last) {

@@ -45,6 +45,16 @@ struct Staged {
 }
 
 impl Staged {
+    /// Room for a batch of `adds` adds: no table or list grows while it is staged.
+    fn for_batch(adds: usize) -> Self {
+        Self {
+            appends: Vec::with_capacity(adds),
+            members: Vec::with_capacity(adds),
+            tokens: HashSet::with_capacity_and_hasher(adds, Default::default()),
+            hasher: Default::default(),
+        }
+    }
+
     fn token_hash(&self, event: &tally_core::Event) -> u64 {
         let key = &event.key;
         self.hasher.hash_one((key.namespace.as_str(), key.counter.as_str(), event.token.token()))
@@ -120,7 +130,7 @@ impl Engine {
             configs.push(config);
         }
         let mut answers: Vec<Option<EngineResult<Mutated>>> = adds.iter().map(|_| None).collect();
-        let mut staged = Staged::default();
+        let mut staged = Staged::for_batch(adds.len());
         for unit in merge_tokenless(adds, &configs) {
             let config = &configs[unit.members[0]];
             let prepared = self.stage_add(&unit.add, config, now, &staged).await;
@@ -218,7 +228,7 @@ impl Engine {
         mut known: HashMap<&'a CounterKey, i64>,
     ) -> Vec<EngineResult<(Mutated, Count)>> {
         let now = self.inner.clock.now();
-        let mut later: HashMap<&CounterKey, i128> = HashMap::new();
+        let mut later: HashMap<&CounterKey, i128> = HashMap::with_capacity(adds.len());
         let mut out = Vec::with_capacity(adds.len());
         for ((add, config), answer) in adds.iter().zip(configs).zip(answers).rev() {
             let answer =
@@ -278,7 +288,7 @@ impl Engine {
 /// other add is an event of its own.
 fn merge_tokenless(adds: &[BatchAdd], configs: &[EngineResult<Arc<NamespaceConfig>>]) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::with_capacity(adds.len());
-    let mut open: HashMap<&CounterKey, usize> = HashMap::new();
+    let mut open: HashMap<&CounterKey, usize> = HashMap::with_capacity(adds.len());
     for (i, (add, config)) in adds.iter().zip(configs).enumerate() {
         let durable = config.as_ref().is_ok_and(|c| c.counter_type.is_durable());
         if add.token.is_none() && durable {

@@ -78,22 +78,15 @@ impl Keyspaces {
                 e,
             ))
         })?;
-        let keyspace = |name: &str| {
-            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
-                .map_err(unavailable)
-        };
+        let made_with =
+            |name: &str, options: KeyspaceCreateOptions| db.keyspace(name, || options).map_err(unavailable);
+        let plain = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let keyspace = |name: &str| made_with(name, plain());
         let meta = keyspace("meta")?;
         check_format(&db, &meta, path)?;
-        let events = db
-            .keyspace("events", || {
-                let leveled = fjall::compaction::Leveled::default().with_l0_threshold(EVENTS_L0_RUNS);
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(MEMTABLE_BYTES)
-                    .compaction_strategy(std::sync::Arc::new(leveled))
-            })
-            .map_err(unavailable)?;
+        let leveled = fjall::compaction::Leveled::default().with_l0_threshold(EVENTS_L0_RUNS);
         Ok(Self {
-            events,
+            events: made_with("events", plain().compaction_strategy(std::sync::Arc::new(leveled)))?,
             last_write: keyspace("last_write")?,
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,

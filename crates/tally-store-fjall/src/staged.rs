@@ -72,10 +72,7 @@ impl StagedEvent {
         until: Option<Timestamp>,
     ) -> Self {
         debug_assert!(prefix_len <= key.len(), "the prefix is part of the key");
-        // Keys are bounded by the lengths of names and tokens, far below 4 GiB.
-        let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
-        let prefix_len = u32::try_from(prefix_len).unwrap_or(u32::MAX);
-        Self { bytes: [key, value].concat().into_boxed_slice(), key_len, prefix_len, time, until }
+        Self::from_bytes([key, value].concat(), key.len(), prefix_len, time, until)
     }
 
     /// `event` as staged: its key and value made in place (one allocation).
@@ -87,14 +84,21 @@ impl StagedEvent {
         let key_len = bytes.len();
         debug_assert_eq!(codec::counter_prefix_len(&bytes), Ok(prefix_len));
         bytes.extend_from_slice(&value);
-        Self {
-            bytes: bytes.into_boxed_slice(),
-            // Keys are bounded by the lengths of names and tokens, far below 4 GiB.
-            key_len: u32::try_from(key_len).unwrap_or(u32::MAX),
-            prefix_len: u32::try_from(prefix_len).unwrap_or(u32::MAX),
-            time,
-            until,
-        }
+        Self::from_bytes(bytes, key_len, prefix_len, time, until)
+    }
+
+    /// `bytes`: the key (its first `key_len` bytes), then the value.
+    fn from_bytes(
+        bytes: Vec<u8>,
+        key_len: usize,
+        prefix_len: usize,
+        time: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Self {
+        // Keys are bounded by the lengths of names and tokens, far below 4 GiB.
+        let key_len = u32::try_from(key_len).unwrap_or(u32::MAX);
+        let prefix_len = u32::try_from(prefix_len).unwrap_or(u32::MAX);
+        Self { bytes: bytes.into_boxed_slice(), key_len, prefix_len, time, until }
     }
 
     /// The event stored under `key` with `value`, as the journal gives it back.

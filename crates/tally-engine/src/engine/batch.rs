@@ -41,23 +41,22 @@ struct Staged {
     /// adds n²/2 comparisons (each following four pointers). Server-made tokens are never
     /// repeated, so they are neither hashed nor looked for.
     tokens: HashSet<u64>,
-    hasher: foldhash::fast::RandomState,
 }
 
 impl Staged {
-    /// Room for a batch of `adds` adds: no table or list grows while it is staged.
+    /// Room for a batch of `adds` adds: its lists never grow while it is staged. The token
+    /// set grows only with client tokens (a pipeline of tokenless adds never touches it).
     fn for_batch(adds: usize) -> Self {
         Self {
             appends: Vec::with_capacity(adds),
             members: Vec::with_capacity(adds),
-            tokens: HashSet::with_capacity_and_hasher(adds, Default::default()),
-            hasher: Default::default(),
+            tokens: HashSet::default(),
         }
     }
 
     fn token_hash(&self, event: &tally_core::Event) -> u64 {
         let key = &event.key;
-        self.hasher.hash_one((key.namespace.as_str(), key.counter.as_str(), event.token.token()))
+        self.tokens.hasher().hash_one((key.namespace.as_str(), key.counter.as_str(), event.token.token()))
     }
 
     /// Whether an event of the same counter with the same token string is staged.

@@ -774,20 +774,13 @@ impl Engine {
                 Begin::Untracked => return Ok(Prepared::Untracked),
                 Begin::Known(stored) => return Ok(Prepared::Answered(Appended::judge(event, stored)?)),
                 // The first attempt's answer decides this one's: wait for it.
-                Begin::InFlight => {
-                    tokio::time::sleep(IN_FLIGHT_RECHECK).await;
-                    now = self.inner.clock.now();
-                }
-                Begin::NeedCheckpoint => {
-                    self.load_checkpoint(&event.key, config).await?;
-                    now = self.inner.clock.now();
-                }
+                Begin::InFlight => tokio::time::sleep(IN_FLIGHT_RECHECK).await,
+                Begin::NeedCheckpoint => self.load_checkpoint(&event.key, config).await?,
                 Begin::CheckInStore => {
                     if let EventKind::Add(delta) = event.kind {
                         self.check_overflow_in_store(&event.key, config, delta).await?;
                     }
                     store_check = StoreCheck::Done;
-                    now = self.inner.clock.now();
                 }
                 Begin::Overflow { count } => {
                     let delta = match event.kind {
@@ -797,6 +790,8 @@ impl Engine {
                     return Err(EngineError::Overflow { key: event.key.clone(), count, delta });
                 }
             }
+            // Every arm that did not answer waited: begin again at a fresh reading.
+            now = self.inner.clock.now();
         }
     }
 

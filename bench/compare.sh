@@ -24,7 +24,7 @@ echo "raw output in $OUT"
 cargo build --release --quiet
 TALLY=target/release/tally
 REDIS_PORT=6391
-T_HTTP=127.0.0.1:17080 T_GRPC=127.0.0.1:17090 T_RESP_PORT=17379
+T_HTTP=127.0.0.1:17080 T_GRPC=127.0.0.1:17090 T_RESP_PORT=17379 FLOOR_PORT=17091
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -81,6 +81,19 @@ awk -v t="$tally_random" -v a="$aof_random" -v m="$mem_random" -v th="$tally_hot
   printf "ratio tally / redis-no-persistence: %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/m, th/mh, t1/m1, t5/m5 }'
 
 echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
+# The floor first: the same load against a server on the same gRPC stack whose AddCount
+# answers at once (crates/tally-server/examples/grpc_floor.rs), so the figure below reads
+# against what the protocol alone allows on this machine.
+cargo build --release --quiet -p tally-server --example grpc_floor
+target/release/examples/grpc_floor 127.0.0.1:$FLOOR_PORT 2> "$OUT/grpc-floor.log" &
+FLOOR_PID=$!
+pids+=($FLOOR_PID)
+wait_port $FLOOR_PORT
+echo "gRPC floor (AddCount answered without the engine):"
+$TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 512 --keys 100000 \
+  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-floor.txt"
+kill $FLOOR_PID
+echo "Tally:"
 start_tally "$OUT/tally-grpc"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/bench" > /dev/null
 $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 512 --keys 100000 \

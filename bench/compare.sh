@@ -27,7 +27,7 @@ REDIS_PORT=6391
 T_HTTP=127.0.0.1:17080 T_GRPC=127.0.0.1:17090 T_RESP_PORT=17379 FLOOR_PORT=17091
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open"; exit 1; }
@@ -49,6 +49,13 @@ start_redis() { # $1 dir, rest: redis-server args
   redis-server --port $REDIS_PORT --dir "$dir" --daemonize no --save "" "$@" > "$dir/redis.log" 2>&1 &
   pids+=($!)
   wait_port $REDIS_PORT
+}
+
+start_floor() { # the gRPC floor (see section 2), on $FLOOR_PORT
+  target/release/examples/grpc_floor 127.0.0.1:$FLOOR_PORT 2>> "$OUT/grpc-floor.log" &
+  FLOOR_PID=$!
+  pids+=($FLOOR_PID)
+  wait_port $FLOOR_PORT
 }
 
 start_tally() { # $1 data dir
@@ -85,13 +92,10 @@ echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
 # answers at once (crates/tally-server/examples/grpc_floor.rs), so the figure below reads
 # against what the protocol alone allows on this machine.
 cargo build --release --quiet -p tally-server --example grpc_floor
-target/release/examples/grpc_floor 127.0.0.1:$FLOOR_PORT 2> "$OUT/grpc-floor.log" &
-FLOOR_PID=$!
-pids+=($FLOOR_PID)
-wait_port $FLOOR_PORT
+start_floor
 echo "gRPC floor (AddCount answered without the engine):"
 $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 512 --keys 100000 \
-  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-floor.txt"
+  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-floor-add.txt"
 kill $FLOOR_PID
 echo "Tally:"
 start_tally "$OUT/tally-grpc"
@@ -105,6 +109,15 @@ half=$(awk -v m="$max_get" 'BEGIN { printf "%d", m/2 }')
 echo "GetCount at half that load ($half/s):"
 $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 64 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-get-half.txt"
+# The same paced load against the floor, with Tally stopped meanwhile: what latency the
+# shared cores leave a server that does nothing.
+kill -STOP $TALLY_PID
+start_floor
+echo "gRPC floor (GetCount answered without the engine) at the same load:"
+$TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 64 --keys 100000 \
+  --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-floor-get-half.txt"
+kill $FLOOR_PID
+kill -CONT $TALLY_PID
 
 echo "== 2a. BatchAddCount: 100 adds with tokens per request, 100,000 keys"
 $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 32 --keys 100000 --batch 100 \

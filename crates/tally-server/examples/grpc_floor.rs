@@ -1,8 +1,9 @@
 //! The floor of a unary gRPC call on this stack: `tally.v1.CounterService` served by the same
-//! tonic, codec and runtime settings as `tally serve`, with an `AddCount` that touches no
-//! engine and no disk (it answers the request's token, applied). Every other method answers
-//! UNIMPLEMENTED. `bench/compare.sh` drives it with the same `tally bench` command as Tally's
-//! own `AddCount` row, so the two figures show how much of a call is the protocol stack.
+//! tonic, codec and runtime settings as `tally serve`, with an `AddCount` and a `GetCount` that
+//! touch no engine and no disk (an add answers the request's token, applied; a read answers
+//! 0). Every other method answers UNIMPLEMENTED. `bench/compare.sh` drives it with the same
+//! `tally bench` commands as Tally's own `AddCount` and `GetCount` rows, so the figures side
+//! by side show how much of a call is the protocol stack and the shared cores.
 //!
 //!   cargo run --release -p tally-server --example grpc_floor -- 127.0.0.1:17091
 
@@ -14,7 +15,7 @@ use tonic::{Request, Response, Status};
 struct Floor;
 
 fn unimplemented<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("the gRPC floor serves AddCount only"))
+    Err(Status::unimplemented("the gRPC floor serves AddCount and GetCount only"))
 }
 
 #[tonic::async_trait]
@@ -38,7 +39,8 @@ impl CounterService for Floor {
         &self,
         _: Request<pb::GetCountRequest>,
     ) -> Result<Response<pb::GetCountResponse>, Status> {
-        unimplemented()
+        let counter_type = pb::CounterType::Eventual as i32;
+        Ok(Response::new(pb::GetCountResponse { count: 0, counter_type, as_of: None }))
     }
 
     async fn clear_count(

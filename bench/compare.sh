@@ -4,6 +4,8 @@
 #
 #   bash bench/compare.sh            # full run (about 8 minutes on 2 cores)
 #   QUICK=1 bash bench/compare.sh    # smaller counts, for a smoke run
+#   SERVER_CPUS=0-1 CLIENT_CPUS=2-15 REDIS_BENCH_THREADS=6 bash bench/compare.sh
+#                                    # on a bigger machine: servers on 2 cores, clients apart
 #
 # Needs: a release build (done here), redis-server and redis-tools (apt-get install
 # redis-server redis-tools), curl. The figures go to stdout; raw outputs to $OUT.
@@ -19,9 +21,18 @@ SUSTAINED_SECONDS=${SUSTAINED_SECONDS:-60}
 if [ -n "${QUICK:-}" ]; then N=20000; GRPC_SECONDS=3; BIG_COUNTER_EVENTS=20000; ACTIVE_COUNTERS=20000; SUSTAINED_SECONDS=20; fi
 CLIENTS=50
 PIPELINE=16
+# With more cores than two, pin as the speed targets ask: SERVER_CPUS and CLIENT_CPUS are
+# taskset lists (say 0-1 and 2-15) for every server and every load generator, and
+# REDIS_BENCH_THREADS gives redis-benchmark that many threads. Unset, nothing is pinned.
+SERVER=(env) CLIENT=(env) RB_THREADS=()
+if [ -n "${SERVER_CPUS:-}" ]; then SERVER=(taskset -c "$SERVER_CPUS"); fi
+if [ -n "${CLIENT_CPUS:-}" ]; then CLIENT=(taskset -c "$CLIENT_CPUS"); fi
+if [ -n "${REDIS_BENCH_THREADS:-}" ]; then RB_THREADS=(--threads "$REDIS_BENCH_THREADS"); fi
 echo "raw output in $OUT"
 
 cargo build --release --quiet
+# The gRPC floor of section 2, with the binary's features (TLS), so nothing builds twice.
+cargo build --release --quiet -p tally-server --features tls --example grpc_floor
 TALLY=target/release/tally
 REDIS_PORT=6391
 T_HTTP=127.0.0.1:17080 T_GRPC=127.0.0.1:17090 T_RESP_PORT=17379 FLOOR_PORT=17091
@@ -37,29 +48,29 @@ rps() { grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1; }
 
 bench_redis_like() { # $1 port, $2 label -> prints "label random hot single50 single500"
   local port=$1 label=$2 random hot single50 single500
-  random=$(redis-benchmark -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
-  hot=$(redis-benchmark -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -q INCRBY counter:hot 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
-  single50=$(redis-benchmark -p "$port" -n "$N" -c 50 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
-  single500=$(redis-benchmark -p "$port" -n "$N" -c 500 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  random=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  hot=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -q INCRBY counter:hot 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  single50=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c 50 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  single500=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c 500 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
   echo "$label $random $hot $single50 $single500"
 }
 
 start_redis() { # $1 dir, rest: redis-server args
   local dir=$1; shift
-  redis-server --port $REDIS_PORT --dir "$dir" --daemonize no --save "" "$@" > "$dir/redis.log" 2>&1 &
+  "${SERVER[@]}" redis-server --port $REDIS_PORT --dir "$dir" --daemonize no --save "" "$@" > "$dir/redis.log" 2>&1 &
   pids+=($!)
   wait_port $REDIS_PORT
 }
 
 start_floor() { # the gRPC floor (see section 2), on $FLOOR_PORT
-  target/release/examples/grpc_floor 127.0.0.1:$FLOOR_PORT 2>> "$OUT/grpc-floor.log" &
+  "${SERVER[@]}" target/release/examples/grpc_floor 127.0.0.1:$FLOOR_PORT 2>> "$OUT/grpc-floor.log" &
   FLOOR_PID=$!
   pids+=($FLOOR_PID)
   wait_port $FLOOR_PORT
 }
 
 start_tally() { # $1 data dir
-  $TALLY serve --data-dir "$1" --http $T_HTTP --grpc $T_GRPC --resp 127.0.0.1:$T_RESP_PORT > "$1.log" 2>&1 &
+  "${SERVER[@]}" $TALLY serve --data-dir "$1" --http $T_HTTP --grpc $T_GRPC --resp 127.0.0.1:$T_RESP_PORT > "$1.log" 2>&1 &
   TALLY_PID=$!
   pids+=($TALLY_PID)
   wait_port $T_RESP_PORT
@@ -91,36 +102,35 @@ echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
 # The floor first: the same load against a server on the same gRPC stack whose AddCount
 # answers at once (crates/tally-server/examples/grpc_floor.rs), so the figure below reads
 # against what the protocol alone allows on this machine.
-cargo build --release --quiet -p tally-server --example grpc_floor
 start_floor
 echo "gRPC floor (AddCount answered without the engine):"
-$TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 512 --keys 100000 \
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 512 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-floor-add.txt"
 kill $FLOOR_PID
 echo "Tally:"
 start_tally "$OUT/tally-grpc"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/bench" > /dev/null
-$TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 512 --keys 100000 \
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 512 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-add.txt"
-max_get=$($TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 256 --keys 100000 \
+max_get=$("${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 256 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix get=100 --json | tee "$OUT/grpc-get-max.json" | grep -o '"throughput_per_s":[0-9.]*' | cut -d: -f2)
 echo "GetCount maximum: $max_get/s"
 half=$(awk -v m="$max_get" 'BEGIN { printf "%d", m/2 }')
 echo "GetCount at half that load ($half/s):"
-$TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 64 --keys 100000 \
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 64 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-get-half.txt"
 # The same paced load against the floor, with Tally stopped meanwhile: what latency the
 # shared cores leave a server that does nothing.
 kill -STOP $TALLY_PID
 start_floor
 echo "gRPC floor (GetCount answered without the engine) at the same load:"
-$TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 64 --keys 100000 \
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 64 --keys 100000 \
   --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-floor-get-half.txt"
 kill $FLOOR_PID
 kill -CONT $TALLY_PID
 
 echo "== 2a. BatchAddCount: 100 adds with tokens per request, 100,000 keys"
-$TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 32 --keys 100000 --batch 100 \
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 32 --keys 100000 --batch 100 \
   --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-batch-add.txt"
 
 echo "== 2b. gRPC AddCount with ghz, a load generator that is not ours"
@@ -129,7 +139,7 @@ if [ -z "$GHZ" ] && command -v go > /dev/null; then
   GOBIN="$OUT/bin" go install github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION:-v0.93.0} > "$OUT/ghz-install.txt" 2>&1 && GHZ="$OUT/bin/ghz"
 fi
 if [ -n "$GHZ" ]; then
-  "$GHZ" --insecure --call tally.v1.CounterService.AddCount -c 256 -z ${GRPC_SECONDS}s \
+  "${CLIENT[@]}" "$GHZ" --insecure --call tally.v1.CounterService.AddCount -c 256 -z ${GRPC_SECONDS}s \
     -d '{"namespace":"bench","counter_name":"g{{.RequestNumber}}","delta":1,"idempotency_token":{"token":"{{.UUID}}","generation_time":"{{.Timestamp}}"}}' \
     $T_GRPC | tee "$OUT/ghz-add.txt" | grep -E "Requests/sec|Average|50 %|99 %|\[OK\]|Error"
 else
@@ -138,7 +148,7 @@ fi
 
 echo "== 3. Convergence lag: last acknowledged add of a burst until GetCount is exact (eventual, defaults)"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/lag" > /dev/null
-$TALLY bench --protocol grpc --addr $T_GRPC --namespace lag --keys 1 --requests 20000 --concurrency 256 --quiet > /dev/null
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --namespace lag --keys 1 --requests 20000 --concurrency 256 --quiet > /dev/null
 t0=$(date +%s.%N)
 while [ "$($TALLY get lag k0 --addr http://$T_GRPC --json | grep -o '"count":[0-9]*' | cut -d: -f2)" != "20000" ]; do sleep 0.05; done
 t1=$(date +%s.%N)
@@ -148,13 +158,13 @@ kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
 echo "== 4. GetCount latency: a counter with 10 events against one with $BIG_COUNTER_EVENTS events; disk per event"
 start_tally "$OUT/tally-deep"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/depth" > /dev/null
-$TALLY bench --protocol grpc --addr $T_GRPC --namespace depth --keys 1 --requests 10 --concurrency 1 --quiet > /dev/null
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --namespace depth --keys 1 --requests 10 --concurrency 1 --quiet > /dev/null
 curl -sf -X PUT "$T_HTTP/v1/namespaces/deep" > /dev/null
-$TALLY bench --protocol grpc --addr $T_GRPC --namespace deep --keys 1 --requests "$BIG_COUNTER_EVENTS" \
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --namespace deep --keys 1 --requests "$BIG_COUNTER_EVENTS" \
   --connections 8 --concurrency 512 --quiet | tee "$OUT/deep-load.txt"
 sleep 9  # let the rollups fold both counters (accept_limit + clock_skew + coalesce = 7 s)
 for ns in depth deep; do
-  echo "$ns:"; $TALLY bench --protocol grpc --addr $T_GRPC --namespace $ns --keys 1 --mix get=100 \
+  echo "$ns:"; "${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --namespace $ns --keys 1 --mix get=100 \
     --concurrency 4 --duration 5s --quiet | tee "$OUT/get-$ns.txt"
 done
 kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
@@ -169,7 +179,7 @@ echo "== 5. Memory and disk with $ACTIVE_COUNTERS distinct active counters"
 start_tally "$OUT/tally-wide"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/wide" > /dev/null
 rss0=$(ps -o rss= -p $TALLY_PID)
-$TALLY bench --protocol grpc --addr $T_GRPC --namespace wide --keys "$ACTIVE_COUNTERS" \
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --namespace wide --keys "$ACTIVE_COUNTERS" \
   --requests "$ACTIVE_COUNTERS" --connections 8 --concurrency 512 --quiet | tee "$OUT/wide-load.txt"
 sleep 12  # the rollups of every counter run, filling checkpoints and caches
 rss1=$(ps -o rss= -p $TALLY_PID)
@@ -185,7 +195,7 @@ start_tally "$OUT/tally-sustained"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/steady" > /dev/null
 rounds=$((SUSTAINED_SECONDS / 10)); first=""; last=""
 for i in $(seq 1 $rounds); do
-  r=$($TALLY bench --protocol grpc --addr $T_GRPC --namespace steady --connections 8 --concurrency 512 \
+  r=$("${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --namespace steady --connections 8 --concurrency 512 \
     --keys "$ACTIVE_COUNTERS" --duration 10s --mix add=100 --tokens --json | tee -a "$OUT/sustained.json" \
     | grep -o '"throughput_per_s":[0-9.]*' | cut -d: -f2)
   echo "round $i: $r adds/s, server RSS $(ps -o rss= -p $TALLY_PID) KiB"

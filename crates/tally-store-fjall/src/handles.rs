@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tally_core::Failure;
 use tally_store::{StoreError, StoreResult};
@@ -86,7 +87,17 @@ impl Keyspaces {
         check_format(&db, &meta, path)?;
         let leveled = fjall::compaction::Leveled::default().with_l0_threshold(EVENTS_L0_RUNS);
         Ok(Self {
-            events: made_with("events", plain().compaction_strategy(std::sync::Arc::new(leveled)))?,
+            // No filter on `events`' tables: events are only read by range (a counter's, a
+            // counter's before a time) and deleted by keys such a read found, so a filter of
+            // whole keys is never consulted, yet fjall built one for every table a move or a
+            // compaction wrote, and kept it on disk and in its cache. Kept in the keyspace's
+            // settings when it is created: stores made before keep their filters.
+            events: made_with(
+                "events",
+                plain()
+                    .compaction_strategy(std::sync::Arc::new(leveled))
+                    .filter_policy(FilterPolicy::disabled()),
+            )?,
             last_write: keyspace("last_write")?,
             checkpoints: keyspace("checkpoints")?,
             namespaces: keyspace("namespaces")?,

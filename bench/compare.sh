@@ -48,10 +48,12 @@ rps() { grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1; }
 
 bench_redis_like() { # $1 port, $2 label -> prints "label random hot single50 single500"
   local port=$1 label=$2 random hot single50 single500
-  random=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
-  hot=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c $CLIENTS -P $PIPELINE -q INCRBY counter:hot 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
-  single50=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c 50 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
-  single500=$("${CLIENT[@]}" redis-benchmark ${RB_THREADS[@]+"${RB_THREADS[@]}"} -p "$port" -n "$N" -c 500 -P 1 -r 100000 -q INCRBY counter:__rand_int__ 1 2>&1 | tee -a "$OUT/$label.txt" | rps)
+  # One redis-benchmark load against $port, its output kept; prints its requests per second.
+  load() { "${CLIENT[@]}" redis-benchmark "${RB_THREADS[@]}" -p "$port" -n "$N" -q "$@" 2>&1 | tee -a "$OUT/$label.txt" | rps; }
+  random=$(load -c $CLIENTS -P $PIPELINE -r 100000 INCRBY counter:__rand_int__ 1)
+  hot=$(load -c $CLIENTS -P $PIPELINE INCRBY counter:hot 1)
+  single50=$(load -c 50 -P 1 -r 100000 INCRBY counter:__rand_int__ 1)
+  single500=$(load -c 500 -P 1 -r 100000 INCRBY counter:__rand_int__ 1)
   echo "$label $random $hot $single50 $single500"
 }
 

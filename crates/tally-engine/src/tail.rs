@@ -148,6 +148,13 @@ struct Taken {
     until: Timestamp,
 }
 
+impl Taken {
+    /// Whether this is a taking of the string `token`, whose hash is `hash`.
+    fn is(&self, hash: u64, token: &str) -> bool {
+        self.hash == hash && self.token.token() == token
+    }
+}
+
 /// The client tokens among a counter's events, by their string alone (the newest taking of
 /// each). Each entry keeps its string's hash: a table grows and is rebuilt as a counter's
 /// events come and are folded, and rehashing the strings (one cache miss each) took 6 % of
@@ -163,16 +170,17 @@ impl ClientTokens {
     /// The taking of the string `token`.
     fn get(&self, token: &str) -> Option<&Taken> {
         let hash = Self::hash(token);
-        self.0.find(hash, |t| t.hash == hash && t.token.token() == token)
+        self.0.find(hash, |t| t.is(hash, token))
     }
 
     /// Takes `token`'s string until `until`, replacing an earlier taking of it.
     fn take(&mut self, token: IdempotencyToken, until: Timestamp) {
         let hash = Self::hash(token.token());
-        match self.0.find_mut(hash, |t| t.hash == hash && t.token.token() == token.token()) {
-            Some(taken) => *taken = Taken { hash, token, until },
-            None => {
-                self.0.insert_unique(hash, Taken { hash, token, until }, |t| t.hash);
+        let taken = Taken { hash, token, until };
+        match self.0.entry(hash, |t| t.is(hash, taken.token.token()), |t| t.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut earlier) => *earlier.get_mut() = taken,
+            hashbrown::hash_table::Entry::Vacant(free) => {
+                free.insert(taken);
             }
         }
     }

@@ -260,13 +260,14 @@ impl Inner {
             match self.by_counter.get_mut(event.counter()) {
                 // Generation times mostly grow from one commit to the next: nearly always the
                 // end, found with one comparison (a busy counter holds up to a whole move). A
-                // counter's keys sort by generation time first, so the times decide it without
-                // reading the last event's key (a cache miss among many counters).
-                Some(staged) if staged.last().is_none_or(|last| last.time < event.time) => {
-                    debug_assert!(staged.last().is_none_or(|last| last.key() < event.key()));
-                    staged.push(event)
-                }
-                Some(staged) if staged.last().is_some_and(|last| last.key() <= event.key()) => {
+                // counter's keys sort by generation time first, so a later time decides it
+                // without reading the last event's key (a cache miss among many counters).
+                Some(staged)
+                    if staged
+                        .last()
+                        .is_none_or(|last| last.time < event.time || last.key() <= event.key()) =>
+                {
+                    debug_assert!(staged.last().is_none_or(|last| last.key() <= event.key()));
                     staged.push(event)
                 }
                 Some(staged) => {
@@ -711,7 +712,7 @@ mod tests {
         }
     }
 
-    /// A database with the keyspaces a move writes into.    /// A database with the keyspaces a move writes into.
+    /// A database with the keyspaces a move writes into.
     fn tables() -> (tempfile::TempDir, fjall::Database, Tables) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = fjall::Database::builder(dir.path()).open().expect("open");

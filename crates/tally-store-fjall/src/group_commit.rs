@@ -773,7 +773,7 @@ impl<'a> Batch<'a> {
             // Journaled and staged with its event (see `staged.rs`), it reaches the `tokens`
             // keyspace when the event moves: no insert into that keyspace's memtable at a
             // random place for each add.
-            self.note(Space::Tokens, claim.key, codec::token_value(&TakenToken { stored, until }));
+            self.note(Space::Tokens, claim.key, codec::token_value(&TakenToken { stored, until }).to_vec());
         }
         Ok(Appended::New)
     }

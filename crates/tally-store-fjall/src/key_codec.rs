@@ -112,17 +112,53 @@ pub fn decode_event_key_suffix(bytes: &[u8]) -> Result<(Timestamp, &str), StoreE
     Ok((time, token))
 }
 
+/// A value of at most `N` bytes encoded in place: the fixed-width values written for every
+/// event and every client token need no allocation of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inline<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Inline<N> {
+    fn new() -> Self {
+        Self { bytes: [0; N], len: 0 }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        debug_assert!(self.len + bytes.len() <= N, "an inline value is sized for its widest encoding");
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// The encoded bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl<const N: usize> std::ops::Deref for Inline<N> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// The widest event value: an add's tag and delta.
+const EVENT_VALUE_BYTES: usize = 9;
+
 /// Encodes what an event does.
-pub fn event_value(kind: EventKind) -> Vec<u8> {
+pub fn event_value(kind: EventKind) -> Inline<EVENT_VALUE_BYTES> {
+    let mut out = Inline::new();
     match kind {
         EventKind::Add(delta) => {
-            let mut v = Vec::with_capacity(9);
-            v.push(ADD);
-            v.extend_from_slice(&delta.to_le_bytes());
-            v
+            out.push(&[ADD]);
+            out.push(&delta.to_le_bytes());
         }
-        EventKind::Clear => vec![CLEAR],
+        EventKind::Clear => out.push(&[CLEAR]),
     }
+    out
 }
 
 /// Decodes what an event does.
@@ -153,11 +189,11 @@ pub struct TakenToken {
 }
 
 /// Encodes a taken token.
-pub fn token_value(taken: &TakenToken) -> Vec<u8> {
-    let mut out = Vec::with_capacity(25);
-    out.extend_from_slice(&taken.stored.generation_time.as_micros().to_le_bytes());
-    out.extend_from_slice(&taken.until.as_micros().to_le_bytes());
-    out.extend_from_slice(&event_value(taken.stored.kind));
+pub fn token_value(taken: &TakenToken) -> Inline<{ 16 + EVENT_VALUE_BYTES }> {
+    let mut out = Inline::new();
+    out.push(&taken.stored.generation_time.as_micros().to_le_bytes());
+    out.push(&taken.until.as_micros().to_le_bytes());
+    out.push(&event_value(taken.stored.kind));
     out
 }
 
@@ -369,7 +405,7 @@ mod tests {
             stored: Stored { generation_time: Timestamp::from_micros(1), kind: EventKind::Add(-2) },
             until: Timestamp::from_micros(256),
         };
-        let bytes = token_value(&taken);
+        let bytes = token_value(&taken).to_vec();
         let expected = [
             [1, 0, 0, 0, 0, 0, 0, 0].as_slice(),
             &[0, 1, 0, 0, 0, 0, 0, 0],

@@ -26,9 +26,9 @@ fn every_key_and_value_kind_is_pinned_bytes() {
     assert_eq!(event, [2, b'n', b's', 0, 2, b'c', b'1', 0x80, 0, 0, 0, 0, 0, 0, 1, b't']);
     let before_epoch = codec::event_key(&k, Timestamp::from_micros(-1), "t");
     assert_eq!(&before_epoch[7..15], [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    assert_eq!(codec::event_value(EventKind::Add(-2)), [0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    assert_eq!(codec::event_value(EventKind::Add(258)), [0, 2, 1, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(codec::event_value(EventKind::Clear), [1]);
+    assert_eq!(*codec::event_value(EventKind::Add(-2)), [0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(*codec::event_value(EventKind::Add(258)), [0, 2, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(*codec::event_value(EventKind::Clear), [1]);
     assert_eq!(codec::time_value(Timestamp::from_micros(258)), [2, 1, 0, 0, 0, 0, 0, 0]);
     let cp = Checkpoint { count: -1, until: Timestamp::from_micros(1) };
     assert_eq!(

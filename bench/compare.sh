@@ -134,6 +134,15 @@ kill -CONT $TALLY_PID
 echo "== 2a. BatchAddCount: 100 adds with tokens per request, 100,000 keys"
 "${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 32 --keys 100000 --batch 100 \
   --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-batch-add.txt"
+# The same batches against the floor, with Tally stopped meanwhile: what decoding, answering
+# and the shared cores leave for the engine's work per add.
+kill -STOP $TALLY_PID
+start_floor
+echo "gRPC floor (BatchAddCount answered without the engine):"
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 32 --keys 100000 --batch 100 \
+  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-floor-batch-add.txt"
+kill $FLOOR_PID
+kill -CONT $TALLY_PID
 
 echo "== 2b. gRPC AddCount with ghz, a load generator that is not ours"
 GHZ=$(command -v ghz || true)

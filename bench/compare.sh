@@ -64,11 +64,22 @@ start_redis() { # $1 dir, rest: redis-server args
   wait_port $REDIS_PORT
 }
 
-start_floor() { # the gRPC floor (see section 2), on $FLOOR_PORT
+floor_bench() { # $1 what it answers, $2 output file, rest: tally bench arguments
+  # One load against the gRPC floor (see section 2), started on $FLOOR_PORT and stopped after.
+  local what=$1 file=$2; shift 2
   "${SERVER[@]}" target/release/examples/grpc_floor 127.0.0.1:$FLOOR_PORT 2>> "$OUT/grpc-floor.log" &
-  FLOOR_PID=$!
-  pids+=($FLOOR_PID)
+  local floor=$!
+  pids+=($floor)
   wait_port $FLOOR_PORT
+  echo "gRPC floor ($what answered without the engine)${FLOOR_NOTE:-}:"
+  "${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT "$@" --quiet | tee "$OUT/$file"
+  kill $floor; wait $floor 2>/dev/null || true
+}
+
+floor_bench_tally_stopped() { # as floor_bench, with Tally stopped meanwhile (and resumed)
+  kill -STOP $TALLY_PID
+  floor_bench "$@"
+  kill -CONT $TALLY_PID
 }
 
 start_tally() { # $1 data dir
@@ -104,11 +115,8 @@ echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
 # The floor first: the same load against a server on the same gRPC stack whose AddCount
 # answers at once (crates/tally-server/examples/grpc_floor.rs), so the figure below reads
 # against what the protocol alone allows on this machine.
-start_floor
-echo "gRPC floor (AddCount answered without the engine):"
-"${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 512 --keys 100000 \
-  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-floor-add.txt"
-kill $FLOOR_PID
+floor_bench AddCount grpc-floor-add.txt --connections 8 --concurrency 512 --keys 100000 \
+  --duration ${GRPC_SECONDS}s --mix add=100 --tokens
 echo "Tally:"
 start_tally "$OUT/tally-grpc"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/bench" > /dev/null
@@ -123,26 +131,16 @@ echo "GetCount at half that load ($half/s):"
   --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-get-half.txt"
 # The same paced load against the floor, with Tally stopped meanwhile: what latency the
 # shared cores leave a server that does nothing.
-kill -STOP $TALLY_PID
-start_floor
-echo "gRPC floor (GetCount answered without the engine) at the same load:"
-"${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 64 --keys 100000 \
-  --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half" --quiet | tee "$OUT/grpc-floor-get-half.txt"
-kill $FLOOR_PID
-kill -CONT $TALLY_PID
+FLOOR_NOTE=" at the same load" floor_bench_tally_stopped GetCount grpc-floor-get-half.txt --connections 8 --concurrency 64 \
+  --keys 100000 --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half"
 
 echo "== 2a. BatchAddCount: 100 adds with tokens per request, 100,000 keys"
 "${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 32 --keys 100000 --batch 100 \
   --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-batch-add.txt"
 # The same batches against the floor, with Tally stopped meanwhile: what decoding, answering
 # and the shared cores leave for the engine's work per add.
-kill -STOP $TALLY_PID
-start_floor
-echo "gRPC floor (BatchAddCount answered without the engine):"
-"${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT --connections 8 --concurrency 32 --keys 100000 --batch 100 \
-  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --quiet | tee "$OUT/grpc-floor-batch-add.txt"
-kill $FLOOR_PID
-kill -CONT $TALLY_PID
+floor_bench_tally_stopped BatchAddCount grpc-floor-batch-add.txt --connections 8 --concurrency 32 --keys 100000 \
+  --batch 100 --duration ${GRPC_SECONDS}s --mix add=100 --tokens
 
 echo "== 2b. gRPC AddCount with ghz, a load generator that is not ours"
 GHZ=$(command -v ghz || true)

@@ -69,7 +69,7 @@ impl Presence {
         }
     }
 
-    /// The key's block, and its probes' bits inside it (each from bits of the hash of its own).
+    /// The key's block, and its probes' bits inside it (each from its own bits of the key's hash).
     fn probes(&self, kind: StateKind, key: &[u8]) -> (&Block, impl Iterator<Item = u64>) {
         let hash = xxhash_rust::xxh3::xxh3_128_with_seed(key, kind as u64);
         let block = &self.blocks[(hash as u64 & self.mask) as usize];

@@ -464,7 +464,7 @@ impl Staged {
         let thread = (events >= PREPARE_AT_ONCE_BELOW).then(|| {
             let (frozen, into) = (by_counter.clone(), into.clone());
             let thread = std::thread::Builder::new().name("tally-stage-move".into());
-            thread.spawn(move || prepare(&frozen, &into)).ok()
+            thread.spawn(move || prepare(&frozen, events, &into)).ok()
         });
         let preparation = Preparation::Preparing(thread.flatten());
         let journal_entries = std::mem::take(&mut inner.journal_entries);
@@ -496,8 +496,11 @@ impl Staged {
                 ))
             }),
             None => {
-                let frozen = self.read().moving.by_counter.clone();
-                prepare(&frozen, into)
+                let (frozen, events) = {
+                    let inner = self.read();
+                    (inner.moving.by_counter.clone(), inner.moving.events)
+                };
+                prepare(&frozen, events, into)
             }
         };
         let Prepared { order, tokens } = prepared?;
@@ -564,8 +567,9 @@ impl Staged {
 /// `into.tokens`, by fjall's ingestion: synced and in place when this returns, with no
 /// memtable insert and no second journal write per event. Of events with one key (a token
 /// taken again, after its window, with the same generation time), the last one staged is kept,
-/// as a later write would replace an earlier one.
-fn prepare(by_counter: &ByCounter, into: &Tables) -> StoreResult<Prepared> {
+/// as a later write would replace an earlier one. `staged`: how many events `by_counter` holds.
+fn prepare(by_counter: &ByCounter, staged: usize, into: &Tables) -> StoreResult<Prepared> {
+    debug_assert_eq!(staged, by_counter.values().map(Vec::len).sum::<usize>(), "the move's count");
     let started = std::time::Instant::now();
     let order = sorted_counters(by_counter);
     let mut events = into.events.start_ingestion().map_err(unavailable)?;
@@ -586,7 +590,7 @@ fn prepare(by_counter: &ByCounter, into: &Tables) -> StoreResult<Prepared> {
         taken.extend(run.iter().filter_map(StagedEvent::token));
         newest_taking_of_each(&mut taken);
         if taken_all.capacity() == 0 && !taken.is_empty() {
-            taken_all.reserve(by_counter.values().map(Vec::len).sum());
+            taken_all.reserve(staged);
         }
         for (key, t) in &taken {
             tokens.write(key.as_slice(), codec::token_value(t).as_slice()).map_err(unavailable)?;

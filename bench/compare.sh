@@ -31,11 +31,12 @@ if [ -n "${REDIS_BENCH_THREADS:-}" ]; then RB_THREADS=(--threads "$REDIS_BENCH_T
 echo "raw output in $OUT"
 
 cargo build --release --quiet
-# The gRPC floor of section 2, with the binary's features (TLS), so nothing builds twice.
-cargo build --release --quiet -p tally-server --features tls --example grpc_floor
+# The gRPC floor of section 2 and the RESP floor of section 1, with the binary's features
+# (TLS), so nothing builds twice.
+cargo build --release --quiet -p tally-server --features tls --example grpc_floor --example resp_floor
 TALLY=target/release/tally
 REDIS_PORT=6391
-T_HTTP=127.0.0.1:17080 T_GRPC=127.0.0.1:17090 T_RESP_PORT=17379 FLOOR_PORT=17091
+T_HTTP=127.0.0.1:17080 T_GRPC=127.0.0.1:17090 T_RESP_PORT=17379 FLOOR_PORT=17091 RESP_FLOOR_PORT=17092
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done; }
@@ -102,14 +103,27 @@ start_tally "$OUT/tally-resp"
 curl -sf -X PUT "$T_HTTP/v1/namespaces/counter" > /dev/null
 read -r _ tally_random tally_hot tally_s50 tally_s500 < <(bench_redis_like $T_RESP_PORT tally-eventual-durable)
 kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
+# The RESP floor: Tally's framing, replies, runtime and connection loop, with counts in memory
+# and no engine (crates/tally-server/examples/resp_floor.rs): what this door allows here.
+"${SERVER[@]}" target/release/examples/resp_floor 127.0.0.1:$RESP_FLOOR_PORT 2>> "$OUT/resp-floor.log" &
+resp_floor=$!
+pids+=($resp_floor)
+wait_port $RESP_FLOOR_PORT
+read -r _ floor_random floor_hot floor_s50 floor_s500 < <(bench_redis_like $RESP_FLOOR_PORT resp-floor)
+kill $resp_floor; wait $resp_floor 2>/dev/null || true
 printf '%-34s %14s %14s %14s %14s\n' "" "-P16 random/s" "-P16 hot/s" "-P1 c50/s" "-P1 c500/s"
 printf '%-34s %14s %14s %14s %14s\n' "redis appendfsync always" "$aof_random" "$aof_hot" "$aof_s50" "$aof_s500"
 printf '%-34s %14s %14s %14s %14s\n' "redis no persistence" "$mem_random" "$mem_hot" "$mem_s50" "$mem_s500"
 printf '%-34s %14s %14s %14s %14s\n' "tally eventual (durable)" "$tally_random" "$tally_hot" "$tally_s50" "$tally_s500"
+printf '%-34s %14s %14s %14s %14s\n' "RESP floor (no engine, no disk)" "$floor_random" "$floor_hot" "$floor_s50" "$floor_s500"
 awk -v t="$tally_random" -v a="$aof_random" -v m="$mem_random" -v th="$tally_hot" -v ah="$aof_hot" -v mh="$mem_hot" \
     -v t1="$tally_s50" -v a1="$aof_s50" -v m1="$mem_s50" -v t5="$tally_s500" -v a5="$aof_s500" -v m5="$mem_s500" 'BEGIN {
   printf "ratio tally / redis-always:          %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/a, th/ah, t1/a1, t5/a5;
   printf "ratio tally / redis-no-persistence: %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/m, th/mh, t1/m1, t5/m5 }'
+awk -v f="$floor_random" -v a="$aof_random" -v t="$tally_random" -v fh="$floor_hot" -v ah="$aof_hot" -v th="$tally_hot" \
+    -v f1="$floor_s50" -v a1="$aof_s50" -v t1="$tally_s50" -v f5="$floor_s500" -v a5="$aof_s500" -v t5="$tally_s500" 'BEGIN {
+  printf "ratio RESP floor / redis-always:     %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", f/a, fh/ah, f1/a1, f5/a5;
+  printf "ratio tally / RESP floor:            %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/f, th/fh, t1/f1, t5/f5 }'
 
 echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
 # The floor first: the same load against a server on the same gRPC stack whose AddCount

@@ -68,6 +68,9 @@ impl Listeners {
 
 /// Opens the engine on the embedded store in `config.data_dir`.
 pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
+    // The recorder first: the engine takes its metric handles when it opens, and a handle
+    // taken before a recorder is installed records nothing.
+    crate::metrics::handle();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: Arc<dyn tally_store::Store> = if config.store_url == "embedded" {
         std::fs::create_dir_all(&config.data_dir)

@@ -147,7 +147,9 @@ impl Background {
 
 impl Engine {
     /// Opens the engine over a store; creates the `default` namespace if it is missing.
-    /// No background task runs until [`Engine::start_background`].
+    /// No background task runs until [`Engine::start_background`]. The engine takes its
+    /// metric handles here: install a `metrics` recorder first, or store latencies
+    /// (`tally_store_seconds`) go unrecorded.
     pub async fn open(
         store: Arc<dyn Store>,
         cache: Arc<dyn CheckpointCache>,

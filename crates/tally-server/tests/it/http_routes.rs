@@ -186,6 +186,13 @@ async fn every_exported_metric_has_help_and_build_and_process_metrics_are_there(
     ] {
         assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
     }
+    // The INCR's append was recorded, not only registered: the engine takes its metric
+    // handles when it opens, after the recorder is installed.
+    let appends = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_store_seconds_count{operation=\"append_new\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(appends.is_some_and(|n| n >= 1.0), "append_new count {appends:?} in:\n{metrics}");
     s.stop().await;
 }
 

@@ -81,6 +81,8 @@ impl TestServer {
         dir: tempfile::TempDir,
         config: ServerConfig,
     ) -> Self {
+        // As `open_engine` does: the engine takes its metric handles when it opens.
+        tally_server::metrics::handle();
         let engine = Engine::open(
             store.clone(),
             Arc::new(LocalCache::new(1000)),

@@ -476,6 +476,16 @@ fn redis_benchmark_runs_against_tally_without_errors() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("INCR: ") && text.contains("requests per second"), "{text}");
     assert!(!text.contains("ERR") && !text.contains("WARNING"), "{text}");
+    // Each unpipelined INCR was one timed store append: the store's latencies are recorded,
+    // not only registered (the engine takes its metric handles when it opens).
+    let out =
+        Command::new("curl").args(["-sS", &format!("http://{}/metrics", s.http)]).output().expect("curl");
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    let appends = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_store_seconds_count{operation=\"append_new\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(appends.is_some_and(|n| n >= 2000.0), "append_new count {appends:?} in:\n{metrics}");
     // Thousands of connections at once, on one hot key of a best_effort namespace, so that
     // the total can be read back at once.
     s.curl("PUT", "/v1/namespaces/hot", Some(r#"{"counter_type":"best_effort"}"#));

@@ -86,9 +86,9 @@ impl Call {
 /// A store whose calls are timed.
 pub struct TimedStore {
     inner: Arc<dyn Store>,
-    /// Each call's histogram, by `Call as usize`: registered once, because building the
-    /// labelled key and looking it up in the recorder on every call cost about 2.5 % of the
-    /// request threads under unpipelined adds. Handles taken before a recorder is installed
+    /// Each call's histogram, by `Call as usize`: registered once. Building the labelled key
+    /// and looking it up in the recorder on every call made the timing 4.0 % of the request
+    /// threads under unpipelined adds (1.8 % with the handles kept). Handles taken before a recorder is installed
     /// record nothing, so a server installs its recorder before it opens the engine.
     histograms: [Histogram; 18],
 }

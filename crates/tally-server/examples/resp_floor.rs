@@ -41,9 +41,13 @@ impl Counts {
     fn add(&self, key: &Bytes, delta: i64) -> Option<i64> {
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut counts = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(key.clone()).or_insert(0);
-        *count = count.checked_add(delta)?;
-        Some(*count)
+        if let Some(count) = counts.get_mut(key) {
+            *count = count.checked_add(delta)?;
+            return Some(*count);
+        }
+        // A copy: `key` shares the connection's read buffer, which the map must not keep.
+        counts.insert(Bytes::copy_from_slice(key), delta);
+        Some(delta)
     }
 }
 

@@ -65,7 +65,9 @@ pub async fn serve(
             admitted = doorkeeper.admit() => admitted,
             () = shutdown.cancelled() => break,
         };
-        let (engine, shutdown, auth) = (engine.clone(), shutdown.clone(), options.auth.clone());
+        // A token of its own: each read waits on it, and waiters on one shared token would
+        // all take that token's lock, on every request of every connection.
+        let (engine, shutdown, auth) = (engine.clone(), shutdown.child_token(), options.auth.clone());
         let client = Client { id: ids.fetch_add(1, Ordering::Relaxed), address: Some(peer.ip()) };
         let door = door.clone();
         let tls = options.tls.clone();

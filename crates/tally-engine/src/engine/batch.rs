@@ -108,7 +108,11 @@ impl Engine {
     /// durable counter become one event (each answers its token). One admission permit covers
     /// the batch.
     pub async fn add_batch(&self, adds: &[BatchAdd]) -> Vec<EngineResult<(Mutated, Count)>> {
-        if !self.inner.tails.enabled() || adds.len() == 1 {
+        if let [add] = adds {
+            // An unpipelined Redis add: no batch to stage, and no futures to join.
+            return vec![self.add_and_get_count(&add.key, add.delta, add.token.clone()).await];
+        }
+        if !self.inner.tails.enabled() {
             let each = adds.iter().map(|a| self.add_and_get_count(&a.key, a.delta, a.token.clone()));
             return futures::future::join_all(each).await;
         }

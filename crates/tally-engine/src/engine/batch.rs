@@ -109,7 +109,7 @@ impl Engine {
     /// the batch.
     pub async fn add_batch(&self, adds: &[BatchAdd]) -> Vec<EngineResult<(Mutated, Count)>> {
         if let [add] = adds {
-            // An unpipelined Redis add: no batch to stage, and no futures to join.
+            // One add (an unpipelined Redis add, a batch of one item): nothing to stage together.
             return vec![self.add_and_get_count(&add.key, add.delta, add.token.clone()).await];
         }
         if !self.inner.tails.enabled() {

@@ -13,6 +13,7 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
+use tally_server::resp::command::Command;
 use tally_server::resp::parser::{self, Limits};
 use tally_server::resp::reply::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,10 +54,12 @@ impl Counts {
 
 /// The answer to one request.
 fn answer(counts: &Counts, request: &[Bytes]) -> Reply {
-    let delta = match request {
-        [name] if name.eq_ignore_ascii_case(b"PING") => return Reply::Simple("PONG"),
-        [name, _] if name.eq_ignore_ascii_case(b"INCR") => Some(1),
-        [name, _, delta] if name.eq_ignore_ascii_case(b"INCRBY") => {
+    // Named as the door names a request's command, once, into its type.
+    let command = request.first().and_then(|name| Command::parse(name));
+    let delta = match (command, request) {
+        (Some(Command::Ping), [_]) => return Reply::Simple("PONG"),
+        (Some(Command::Incr), [_, _]) => Some(1),
+        (Some(Command::IncrBy), [_, _, delta]) => {
             std::str::from_utf8(delta).ok().and_then(|d| d.parse::<i64>().ok())
         }
         _ => return Reply::Error("ERR the RESP floor serves INCRBY, INCR and PING only".into()),

@@ -117,11 +117,7 @@ impl Cluster {
                 .text()
                 .await
                 .expect("text");
-            total += text
-                .lines()
-                .filter(|l| l.starts_with(name))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
+            total += super::metric_sum(&text, name);
         }
         total
     }

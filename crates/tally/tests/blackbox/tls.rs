@@ -157,10 +157,7 @@ fn every_front_door_speaks_tls_to_real_clients_and_refuses_plaintext() {
 fn metric(server: &Server, ca: &Path, name: &str) -> f64 {
     let (ok, out) = curl(ca, &[&format!("https://{}/metrics", server.http)]);
     assert!(ok, "metrics over HTTPS: {out}");
-    out.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    super::metric_sum(&out, name)
 }
 
 #[test]

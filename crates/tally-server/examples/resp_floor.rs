@@ -1,6 +1,7 @@
 //! The floor of a RESP request on this stack: a server with Tally's RESP framing
-//! (`resp::parser`), reply encoding (`resp::reply`), runtime settings and connection loop (read
-//! what arrived, answer every complete request, one write), whose `INCRBY` and `INCR` add to a
+//! (`resp::parser`), command names (`resp::command`), reply encoding (`resp::reply`), runtime
+//! settings and connection loop (read what arrived, answer every complete request, one
+//! write), whose `INCRBY` and `INCR` add to a
 //! count in memory: no engine, no log, no disk, no token. `PING` answers `PONG`; everything
 //! else is an error. `bench/compare.sh` drives it with the same `redis-benchmark` loads as
 //! `redis-server` and Tally, so the figures side by side show how much of a request is this

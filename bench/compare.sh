@@ -65,16 +65,22 @@ start_redis() { # $1 dir, rest: redis-server args
   wait_port $REDIS_PORT
 }
 
+start_example() { # $1 example name, $2 port: starts target/release/examples/$1 there; sets EXAMPLE_PID
+  "${SERVER[@]}" "target/release/examples/$1" "127.0.0.1:$2" 2>> "$OUT/$1.log" &
+  EXAMPLE_PID=$!
+  pids+=($EXAMPLE_PID)
+  wait_port "$2"
+}
+
+stop_example() { kill $EXAMPLE_PID; wait $EXAMPLE_PID 2>/dev/null || true; }
+
 floor_bench() { # $1 what it answers, $2 output file, rest: tally bench arguments
   # One load against the gRPC floor (see section 2), started on $FLOOR_PORT and stopped after.
   local what=$1 file=$2; shift 2
-  "${SERVER[@]}" target/release/examples/grpc_floor 127.0.0.1:$FLOOR_PORT 2>> "$OUT/grpc-floor.log" &
-  local floor=$!
-  pids+=($floor)
-  wait_port $FLOOR_PORT
+  start_example grpc_floor $FLOOR_PORT
   echo "gRPC floor ($what answered without the engine)${FLOOR_NOTE:-}:"
   "${CLIENT[@]}" $TALLY bench --protocol grpc --addr 127.0.0.1:$FLOOR_PORT "$@" --quiet | tee "$OUT/$file"
-  kill $floor; wait $floor 2>/dev/null || true
+  stop_example
 }
 
 floor_bench_tally_stopped() { # as floor_bench, with Tally stopped meanwhile (and resumed)
@@ -105,12 +111,9 @@ read -r _ tally_random tally_hot tally_s50 tally_s500 < <(bench_redis_like $T_RE
 kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
 # The RESP floor: Tally's framing, replies, runtime and connection loop, with counts in memory
 # and no engine (crates/tally-server/examples/resp_floor.rs): what this door allows here.
-"${SERVER[@]}" target/release/examples/resp_floor 127.0.0.1:$RESP_FLOOR_PORT 2>> "$OUT/resp-floor.log" &
-resp_floor=$!
-pids+=($resp_floor)
-wait_port $RESP_FLOOR_PORT
+start_example resp_floor $RESP_FLOOR_PORT
 read -r _ floor_random floor_hot floor_s50 floor_s500 < <(bench_redis_like $RESP_FLOOR_PORT resp-floor)
-kill $resp_floor; wait $resp_floor 2>/dev/null || true
+stop_example
 printf '%-34s %14s %14s %14s %14s\n' "" "-P16 random/s" "-P16 hot/s" "-P1 c50/s" "-P1 c500/s"
 printf '%-34s %14s %14s %14s %14s\n' "redis appendfsync always" "$aof_random" "$aof_hot" "$aof_s50" "$aof_s500"
 printf '%-34s %14s %14s %14s %14s\n' "redis no persistence" "$mem_random" "$mem_hot" "$mem_s50" "$mem_s500"

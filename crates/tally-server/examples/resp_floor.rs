@@ -101,8 +101,8 @@ async fn connection(counts: &Counts, mut socket: TcpStream, limits: Limits) -> s
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:17092".to_owned());
-    // Tally's defaults (`resp_max_args`, `max_body_bytes`).
-    let limits = Limits { max_args: 1024, max_bulk: 64 * 1024, max_request: 1 << 20 };
+    // The door's limits under Tally's default configuration.
+    let limits = tally_server::ServerConfig::default().resp_limits();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     // As `tally serve` runs (see `runtime()` in the binary).
     #[cfg(tokio_unstable)]

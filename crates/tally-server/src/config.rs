@@ -273,6 +273,16 @@ impl ServerConfig {
         options
     }
 
+    /// The Redis door's request limits: `resp_max_args` arguments of at most `max_body_bytes`
+    /// each, and a request may hold its arguments at their size limit, up to 1 MiB in total.
+    pub fn resp_limits(&self) -> crate::resp::Limits {
+        crate::resp::Limits {
+            max_args: self.resp_max_args,
+            max_bulk: self.max_body_bytes,
+            max_request: self.max_body_bytes.max(1 << 20),
+        }
+    }
+
     /// The embedded store's options.
     pub fn store_options(&self) -> FjallOptions {
         FjallOptions {

@@ -185,16 +185,7 @@ pub async fn serve(
         shutdown.clone().cancelled_owned(),
     ));
 
-    let resp_options = crate::resp::RespOptions {
-        limits: crate::resp::Limits {
-            max_args: config.resp_max_args,
-            max_bulk: config.max_body_bytes,
-            // A request may hold its arguments at their size limit, up to 1 MiB in total.
-            max_request: config.max_body_bytes.max(1 << 20),
-        },
-        auth,
-        tls,
-    };
+    let resp_options = crate::resp::RespOptions { limits: config.resp_limits(), auth, tls };
     let resp_door = Doorkeeper::new(listeners.resp, "resp", admission(None, Progress::Bytes));
     let resp = tokio::spawn(crate::resp::serve(engine.clone(), resp_door, resp_options, shutdown.clone()));
 

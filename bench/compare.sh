@@ -65,11 +65,12 @@ start_redis() { # $1 dir, rest: redis-server args
   wait_port $REDIS_PORT
 }
 
-start_example() { # $1 example name, $2 port: starts target/release/examples/$1 there; sets EXAMPLE_PID
-  "${SERVER[@]}" "target/release/examples/$1" "127.0.0.1:$2" 2>> "$OUT/$1.log" &
+start_example() { # $1 example name, $2 port, rest: its options; starts target/release/examples/$1 there; sets EXAMPLE_PID
+  local example=$1 port=$2; shift 2
+  "${SERVER[@]}" "target/release/examples/$example" "127.0.0.1:$port" "$@" 2>> "$OUT/$example.log" &
   EXAMPLE_PID=$!
   pids+=($EXAMPLE_PID)
-  wait_port "$2"
+  wait_port "$port"
 }
 
 stop_example() { kill $EXAMPLE_PID; wait $EXAMPLE_PID 2>/dev/null || true; }
@@ -114,11 +115,17 @@ kill $TALLY_PID; wait $TALLY_PID 2>/dev/null || true
 start_example resp_floor $RESP_FLOOR_PORT
 read -r _ floor_random floor_hot floor_s50 floor_s500 < <(bench_redis_like $RESP_FLOOR_PORT resp-floor)
 stop_example
+# The same door made durable the simplest way: each read's adds appended to a file that one
+# thread syncs for all connections, each answer after its sync (as redis-server's `always`).
+start_example resp_floor $RESP_FLOOR_PORT --log "$OUT/resp-floor.aof"
+read -r _ logged_random logged_hot logged_s50 logged_s500 < <(bench_redis_like $RESP_FLOOR_PORT resp-floor-logged)
+stop_example
 printf '%-34s %14s %14s %14s %14s\n' "" "-P16 random/s" "-P16 hot/s" "-P1 c50/s" "-P1 c500/s"
 printf '%-34s %14s %14s %14s %14s\n' "redis appendfsync always" "$aof_random" "$aof_hot" "$aof_s50" "$aof_s500"
 printf '%-34s %14s %14s %14s %14s\n' "redis no persistence" "$mem_random" "$mem_hot" "$mem_s50" "$mem_s500"
 printf '%-34s %14s %14s %14s %14s\n' "tally eventual (durable)" "$tally_random" "$tally_hot" "$tally_s50" "$tally_s500"
 printf '%-34s %14s %14s %14s %14s\n' "RESP floor (no engine, no disk)" "$floor_random" "$floor_hot" "$floor_s50" "$floor_s500"
+printf '%-34s %14s %14s %14s %14s\n' "RESP floor, log synced (no engine)" "$logged_random" "$logged_hot" "$logged_s50" "$logged_s500"
 awk -v t="$tally_random" -v a="$aof_random" -v m="$mem_random" -v th="$tally_hot" -v ah="$aof_hot" -v mh="$mem_hot" \
     -v t1="$tally_s50" -v a1="$aof_s50" -v m1="$mem_s50" -v t5="$tally_s500" -v a5="$aof_s500" -v m5="$mem_s500" 'BEGIN {
   printf "ratio tally / redis-always:          %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/a, th/ah, t1/a1, t5/a5;
@@ -127,6 +134,10 @@ awk -v f="$floor_random" -v a="$aof_random" -v t="$tally_random" -v fh="$floor_h
     -v f1="$floor_s50" -v a1="$aof_s50" -v t1="$tally_s50" -v f5="$floor_s500" -v a5="$aof_s500" -v t5="$tally_s500" 'BEGIN {
   printf "ratio RESP floor / redis-always:     %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", f/a, fh/ah, f1/a1, f5/a5;
   printf "ratio tally / RESP floor:            %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/f, th/fh, t1/f1, t5/f5 }'
+awk -v l="$logged_random" -v a="$aof_random" -v t="$tally_random" -v lh="$logged_hot" -v ah="$aof_hot" -v th="$tally_hot" \
+    -v l1="$logged_s50" -v a1="$aof_s50" -v t1="$tally_s50" -v l5="$logged_s500" -v a5="$aof_s500" -v t5="$tally_s500" 'BEGIN {
+  printf "ratio logged floor / redis-always:   %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", l/a, lh/ah, l1/a1, l5/a5;
+  printf "ratio tally / logged floor:          %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/l, th/lh, t1/l1, t5/l5 }'
 
 echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
 # The floor first: the same load against a server on the same gRPC stack whose AddCount

@@ -7,11 +7,20 @@
 //! `redis-server` and Tally, so the figures side by side show how much of a request is this
 //! door on the shared cores, and how much is Tally's engine.
 //!
-//!   cargo run --release -p tally-server --example resp_floor -- 127.0.0.1:17092
+//! With `--log FILE` it is durable the simplest way there is: each read's adds are appended
+//! to `FILE`, which one thread writes and syncs for every connection at once (group commit),
+//! and a connection answers only after the sync that holds its adds, as `redis-server` with
+//! `appendfsync always` answers only after its `fsync`. That floor says what this door with a
+//! log and no engine allows, beside `redis-server` on the same disk.
+//!
+//!   cargo run --release -p tally-server --example resp_floor -- 127.0.0.1:17092 [--log FILE]
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::io::Write as _;
+use std::sync::{Condvar, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tally_server::resp::command::Command;
@@ -19,6 +28,7 @@ use tally_server::resp::parser::{self, Limits};
 use tally_server::resp::reply::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 // As `tally serve` allocates.
 #[global_allocator]
@@ -53,8 +63,80 @@ impl Counts {
     }
 }
 
-/// The answer to one request.
-fn answer(counts: &Counts, request: &[Bytes]) -> Reply {
+/// A log of adds, written and synced by one thread for every connection (group commit).
+struct Log {
+    pending: Mutex<Pending>,
+    /// Wakes the log's thread when a batch is appended.
+    appended: Condvar,
+    /// The last batch synced.
+    synced: watch::Sender<u64>,
+}
+
+/// What waits for the log's thread: the bytes of every batch appended since its last write.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// The number of the last batch among them.
+    last: u64,
+}
+
+impl Log {
+    /// Opens `path` for appending and starts the thread that writes and syncs it.
+    fn open(path: &str) -> std::io::Result<&'static Log> {
+        let file = File::options().create(true).append(true).open(path)?;
+        let log: &'static Log = Box::leak(Box::new(Log {
+            pending: Mutex::new(Pending::default()),
+            appended: Condvar::new(),
+            synced: watch::Sender::new(0),
+        }));
+        std::thread::Builder::new().name("floor-log".into()).spawn(move || {
+            if let Err(e) = log.run(file) {
+                // No acknowledged add may go unsynced: stop answering at all.
+                eprintln!("RESP floor: writing the log failed: {e}");
+                std::process::exit(1);
+            }
+        })?;
+        Ok(log)
+    }
+
+    /// Appends one batch of records; answers its number, for [`Log::synced`].
+    fn append(&self, records: &[u8]) -> u64 {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.bytes.extend_from_slice(records);
+        pending.last += 1;
+        self.appended.notify_one();
+        pending.last
+    }
+
+    /// Waits until batch `number` is synced.
+    async fn synced(&self, synced: &mut watch::Receiver<u64>, number: u64) {
+        // The sender lives as long as the process: `wait_for` ends only by finding it.
+        let _ = synced.wait_for(|&done| done >= number).await;
+    }
+
+    /// Writes and syncs whatever was appended since the last sync, for as long as the
+    /// process runs: the batches appended during one sync share the next.
+    fn run(&self, mut file: File) -> std::io::Result<()> {
+        let mut writing = Vec::new();
+        loop {
+            let last = {
+                let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while pending.bytes.is_empty() {
+                    pending = self.appended.wait(pending).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                std::mem::swap(&mut writing, &mut pending.bytes);
+                pending.last
+            };
+            file.write_all(&writing)?;
+            file.sync_data()?;
+            writing.clear();
+            self.synced.send_replace(last);
+        }
+    }
+}
+
+/// The answer to one request; an add's record goes to `records` (for the log, if any).
+fn answer(counts: &Counts, request: &[Bytes], records: &mut BytesMut) -> Reply {
     // Named as the door names a request's command, once, into its type.
     let command = request.first().and_then(|name| Command::parse(name));
     let delta = match (command, request) {
@@ -69,15 +151,27 @@ fn answer(counts: &Counts, request: &[Bytes]) -> Reply {
         return Reply::Error("ERR value is not an integer or out of range".into());
     };
     match counts.add(&request[1], delta) {
-        Some(count) => Reply::Integer(count),
+        Some(count) => {
+            records.extend_from_slice(&request[1]);
+            let _ = writeln!(records, " {delta}");
+            Reply::Integer(count)
+        }
         None => Reply::Error("ERR increment or decrement would overflow".into()),
     }
 }
 
-/// One connection, as the door runs it: read, answer every complete request, write once.
-async fn connection(counts: &Counts, mut socket: TcpStream, limits: Limits) -> std::io::Result<()> {
+/// One connection, as the door runs it: read, answer every complete request, write once
+/// (with a log, once its adds are synced).
+async fn connection(
+    counts: &Counts,
+    log: Option<&Log>,
+    mut socket: TcpStream,
+    limits: Limits,
+) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
+    let mut records = BytesMut::new();
+    let mut synced = log.map(|log| log.synced.subscribe());
     loop {
         if socket.read_buf(&mut input).await? == 0 {
             return Ok(());
@@ -85,7 +179,7 @@ async fn connection(counts: &Counts, mut socket: TcpStream, limits: Limits) -> s
         loop {
             match parser::parse(&mut input, limits) {
                 Ok(Some(request)) if request.is_empty() => {}
-                Ok(Some(request)) => answer(counts, &request).encode(false, &mut output),
+                Ok(Some(request)) => answer(counts, &request, &mut records).encode(false, &mut output),
                 Ok(None) => break,
                 Err(e) => {
                     Reply::Error(format!("ERR {e}")).encode(false, &mut output);
@@ -94,13 +188,24 @@ async fn connection(counts: &Counts, mut socket: TcpStream, limits: Limits) -> s
                 }
             }
         }
+        if let (Some(log), Some(synced), false) = (log, synced.as_mut(), records.is_empty()) {
+            let number = log.append(&records);
+            records.clear();
+            log.synced(synced, number).await;
+        }
         socket.write_all(&output).await?;
         output.clear();
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:17092".to_owned());
+    let mut args = std::env::args().skip(1);
+    let address = args.next().unwrap_or_else(|| "127.0.0.1:17092".to_owned());
+    let log = match (args.next().as_deref(), args.next()) {
+        (None, _) => None,
+        (Some("--log"), Some(path)) => Some(Log::open(&path)?),
+        _ => return Err("usage: resp_floor [ADDRESS] [--log FILE]".into()),
+    };
     // The door's limits under Tally's default configuration.
     let limits = tally_server::ServerConfig::default().resp_limits();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -109,7 +214,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.disable_lifo_slot();
     runtime.enable_all().build()?.block_on(async {
         let listener = TcpListener::bind(&address).await?;
-        eprintln!("RESP floor listening on {address}");
+        let durability = if log.is_some() { "a log synced before each answer" } else { "no log" };
+        eprintln!("RESP floor listening on {address} ({durability})");
         let counts: &'static Counts = Box::leak(Box::new(Counts::new()));
         loop {
             let (socket, _) = tokio::select! {
@@ -119,7 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Tally's door sets no-delay on every connection it admits.
             socket.set_nodelay(true)?;
             tokio::spawn(async move {
-                let _ = connection(counts, socket, limits).await;
+                let _ = connection(counts, log, socket, limits).await;
             });
         }
     })

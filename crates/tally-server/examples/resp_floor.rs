@@ -99,19 +99,14 @@ impl Log {
         Ok(log)
     }
 
-    /// Appends one batch of records; answers its number, for [`Log::synced`].
+    /// Appends one batch of records; answers its number, which `synced` reaches once it is
+    /// synced.
     fn append(&self, records: &[u8]) -> u64 {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         pending.bytes.extend_from_slice(records);
         pending.last += 1;
         self.appended.notify_one();
         pending.last
-    }
-
-    /// Waits until batch `number` is synced.
-    async fn synced(&self, synced: &mut watch::Receiver<u64>, number: u64) {
-        // The sender lives as long as the process: `wait_for` ends only by finding it.
-        let _ = synced.wait_for(|&done| done >= number).await;
     }
 
     /// Writes and syncs whatever was appended since the last sync, for as long as the
@@ -191,7 +186,8 @@ async fn connection(
         if let (Some(log), Some(synced), false) = (log, synced.as_mut(), records.is_empty()) {
             let number = log.append(&records);
             records.clear();
-            log.synced(synced, number).await;
+            // The sender lives as long as the process: `wait_for` ends only by finding it.
+            let _ = synced.wait_for(|&done| done >= number).await;
         }
         socket.write_all(&output).await?;
         output.clear();

@@ -1,8 +1,8 @@
 //! The floor of a RESP request on this stack: a server with Tally's RESP framing
 //! (`resp::parser`), command names (`resp::command`), reply encoding (`resp::reply`), runtime
 //! settings and connection loop (read what arrived, answer every complete request, one
-//! write), whose `INCRBY` and `INCR` add to a
-//! count in memory: no engine, no log, no disk, no token. `PING` answers `PONG`; everything
+//! write), whose `INCRBY` and `INCR` add to a count in memory: no engine, no token, and
+//! unless `--log` (below), no log and no disk. `PING` answers `PONG`; everything
 //! else is an error. `bench/compare.sh` drives it with the same `redis-benchmark` loads as
 //! `redis-server` and Tally, so the figures side by side show how much of a request is this
 //! door on the shared cores, and how much is Tally's engine.
@@ -171,6 +171,7 @@ async fn connection(
         if socket.read_buf(&mut input).await? == 0 {
             return Ok(());
         }
+        let mut malformed = false;
         loop {
             match parser::parse(&mut input, limits) {
                 Ok(Some(request)) if request.is_empty() => {}
@@ -178,11 +179,13 @@ async fn connection(
                 Ok(None) => break,
                 Err(e) => {
                     Reply::Error(format!("ERR {e}")).encode(false, &mut output);
-                    socket.write_all(&output).await?;
-                    return socket.shutdown().await;
+                    malformed = true;
+                    break;
                 }
             }
         }
+        // The adds this read answered are synced before any answer goes out, also when a
+        // malformed request ends the connection.
         if let (Some(log), Some(synced), false) = (log, synced.as_mut(), records.is_empty()) {
             let number = log.append(&records);
             records.clear();
@@ -190,6 +193,9 @@ async fn connection(
             let _ = synced.wait_for(|&done| done >= number).await;
         }
         socket.write_all(&output).await?;
+        if malformed {
+            return socket.shutdown().await;
+        }
         output.clear();
     }
 }

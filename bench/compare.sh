@@ -2,7 +2,7 @@
 # Runs Tally's benchmarks against its peers on this machine, in one go, and prints each
 # figure and ratio. Every server is on loopback; every load is bounded.
 #
-#   bash bench/compare.sh            # full run (about 8 minutes on 2 cores)
+#   bash bench/compare.sh            # full run (about 12 minutes on 2 cores)
 #   QUICK=1 bash bench/compare.sh    # smaller counts, for a smoke run
 #   SERVER_CPUS=0-1 CLIENT_CPUS=2-15 REDIS_BENCH_THREADS=6 bash bench/compare.sh
 #                                    # on a bigger machine: servers on 2 cores, clients apart

@@ -161,6 +161,13 @@ echo "GetCount at half that load ($half/s):"
 # shared cores leave a server that does nothing.
 FLOOR_NOTE=" at the same load" floor_bench_tally_stopped GetCount grpc-floor-get-half.txt --connections 8 --concurrency 64 \
   --keys 100000 --duration ${GRPC_SECONDS}s --mix get=100 --rate "$half"
+# AddCount's latency at half its maximum (the rate above), paced as GetCount's, then the floor's.
+half_add=$(grep -o '[0-9]* ops/s' "$OUT/grpc-add.txt" | head -1 | awk '{ printf "%d", $1 / 2 }')
+echo "AddCount at half its maximum ($half_add/s):"
+"${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 64 --keys 100000 \
+  --duration ${GRPC_SECONDS}s --mix add=100 --tokens --rate "$half_add" --quiet | tee "$OUT/grpc-add-half.txt"
+FLOOR_NOTE=" at the same load" floor_bench_tally_stopped AddCount grpc-floor-add-half.txt --connections 8 --concurrency 64 \
+  --keys 100000 --duration ${GRPC_SECONDS}s --mix add=100 --tokens --rate "$half_add"
 
 echo "== 2a. BatchAddCount: 100 adds with tokens per request, 100,000 keys"
 "${CLIENT[@]}" $TALLY bench --protocol grpc --addr $T_GRPC --connections 8 --concurrency 32 --keys 100000 --batch 100 \

@@ -130,8 +130,33 @@ impl Log {
     }
 }
 
-/// The answer to one request; an add's record goes to `records` (for the log, if any).
-fn answer(counts: &Counts, request: &[Bytes], records: &mut BytesMut) -> Reply {
+/// A connection's side of the log: the records of what it answered since its last sync, and
+/// where it learns which batches are synced.
+struct Logger {
+    log: &'static Log,
+    records: BytesMut,
+    synced: watch::Receiver<u64>,
+}
+
+impl Logger {
+    fn new(log: &'static Log) -> Self {
+        Self { log, records: BytesMut::new(), synced: log.synced.subscribe() }
+    }
+
+    /// Appends the records gathered since the last call and waits until they are synced.
+    async fn sync(&mut self) {
+        if self.records.is_empty() {
+            return;
+        }
+        let number = self.log.append(&self.records);
+        self.records.clear();
+        // The sender lives as long as the process: `wait_for` ends only by finding it.
+        let _ = self.synced.wait_for(|&done| done >= number).await;
+    }
+}
+
+/// The answer to one request; with a log, an add's record goes to `records`.
+fn answer(counts: &Counts, request: &[Bytes], records: Option<&mut BytesMut>) -> Reply {
     // Named as the door names a request's command, once, into its type.
     let command = request.first().and_then(|name| Command::parse(name));
     let delta = match (command, request) {
@@ -147,8 +172,10 @@ fn answer(counts: &Counts, request: &[Bytes], records: &mut BytesMut) -> Reply {
     };
     match counts.add(&request[1], delta) {
         Some(count) => {
-            records.extend_from_slice(&request[1]);
-            let _ = writeln!(records, " {delta}");
+            if let Some(records) = records {
+                records.extend_from_slice(&request[1]);
+                let _ = writeln!(records, " {delta}");
+            }
             Reply::Integer(count)
         }
         None => Reply::Error("ERR increment or decrement would overflow".into()),
@@ -159,14 +186,13 @@ fn answer(counts: &Counts, request: &[Bytes], records: &mut BytesMut) -> Reply {
 /// (with a log, once its adds are synced).
 async fn connection(
     counts: &Counts,
-    log: Option<&Log>,
+    log: Option<&'static Log>,
     mut socket: TcpStream,
     limits: Limits,
 ) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
-    let mut records = BytesMut::new();
-    let mut synced = log.map(|log| log.synced.subscribe());
+    let mut logger = log.map(Logger::new);
     loop {
         if socket.read_buf(&mut input).await? == 0 {
             return Ok(());
@@ -175,7 +201,10 @@ async fn connection(
         loop {
             match parser::parse(&mut input, limits) {
                 Ok(Some(request)) if request.is_empty() => {}
-                Ok(Some(request)) => answer(counts, &request, &mut records).encode(false, &mut output),
+                Ok(Some(request)) => {
+                    let records = logger.as_mut().map(|logger| &mut logger.records);
+                    answer(counts, &request, records).encode(false, &mut output);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     Reply::Error(format!("ERR {e}")).encode(false, &mut output);
@@ -186,11 +215,8 @@ async fn connection(
         }
         // The adds this read answered are synced before any answer goes out, also when a
         // malformed request ends the connection.
-        if let (Some(log), Some(synced), false) = (log, synced.as_mut(), records.is_empty()) {
-            let number = log.append(&records);
-            records.clear();
-            // The sender lives as long as the process: `wait_for` ends only by finding it.
-            let _ = synced.wait_for(|&done| done >= number).await;
+        if let Some(logger) = logger.as_mut() {
+            logger.sync().await;
         }
         socket.write_all(&output).await?;
         if malformed {

@@ -120,24 +120,30 @@ stop_example
 start_example resp_floor $RESP_FLOOR_PORT --log "$OUT/resp-floor.aof"
 read -r _ logged_random logged_hot logged_s50 logged_s500 < <(bench_redis_like $RESP_FLOOR_PORT resp-floor-logged)
 stop_example
-printf '%-34s %14s %14s %14s %14s\n' "" "-P16 random/s" "-P16 hot/s" "-P1 c50/s" "-P1 c500/s"
-printf '%-34s %14s %14s %14s %14s\n' "redis appendfsync always" "$aof_random" "$aof_hot" "$aof_s50" "$aof_s500"
-printf '%-34s %14s %14s %14s %14s\n' "redis no persistence" "$mem_random" "$mem_hot" "$mem_s50" "$mem_s500"
-printf '%-34s %14s %14s %14s %14s\n' "tally eventual (durable)" "$tally_random" "$tally_hot" "$tally_s50" "$tally_s500"
-printf '%-34s %14s %14s %14s %14s\n' "RESP floor (no engine, no disk)" "$floor_random" "$floor_hot" "$floor_s50" "$floor_s500"
-printf '%-34s %14s %14s %14s %14s\n' "RESP floor, log synced (no engine)" "$logged_random" "$logged_hot" "$logged_s50" "$logged_s500"
-awk -v t="$tally_random" -v a="$aof_random" -v m="$mem_random" -v th="$tally_hot" -v ah="$aof_hot" -v mh="$mem_hot" \
-    -v t1="$tally_s50" -v a1="$aof_s50" -v m1="$mem_s50" -v t5="$tally_s500" -v a5="$aof_s500" -v m5="$mem_s500" 'BEGIN {
-  printf "ratio tally / redis-always:          %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/a, th/ah, t1/a1, t5/a5;
-  printf "ratio tally / redis-no-persistence: %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/m, th/mh, t1/m1, t5/m5 }'
-awk -v f="$floor_random" -v a="$aof_random" -v t="$tally_random" -v fh="$floor_hot" -v ah="$aof_hot" -v th="$tally_hot" \
-    -v f1="$floor_s50" -v a1="$aof_s50" -v t1="$tally_s50" -v f5="$floor_s500" -v a5="$aof_s500" -v t5="$tally_s500" 'BEGIN {
-  printf "ratio RESP floor / redis-always:     %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", f/a, fh/ah, f1/a1, f5/a5;
-  printf "ratio tally / RESP floor:            %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/f, th/fh, t1/f1, t5/f5 }'
-awk -v l="$logged_random" -v a="$aof_random" -v t="$tally_random" -v lh="$logged_hot" -v ah="$aof_hot" -v th="$tally_hot" \
-    -v l1="$logged_s50" -v a1="$aof_s50" -v t1="$tally_s50" -v l5="$logged_s500" -v a5="$aof_s500" -v t5="$tally_s500" 'BEGIN {
-  printf "ratio logged floor / redis-always:   %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", l/a, lh/ah, l1/a1, l5/a5;
-  printf "ratio tally / logged floor:          %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", t/l, th/lh, t1/l1, t5/l5 }'
+# Each server's four figures, in the order bench_redis_like prints them.
+aof=("$aof_random" "$aof_hot" "$aof_s50" "$aof_s500")
+mem=("$mem_random" "$mem_hot" "$mem_s50" "$mem_s500")
+tally=("$tally_random" "$tally_hot" "$tally_s50" "$tally_s500")
+floor=("$floor_random" "$floor_hot" "$floor_s50" "$floor_s500")
+logged=("$logged_random" "$logged_hot" "$logged_s50" "$logged_s500")
+row() { printf '%-34s %14s %14s %14s %14s\n' "$@"; }
+row "" "-P16 random/s" "-P16 hot/s" "-P1 c50/s" "-P1 c500/s"
+row "redis appendfsync always" "${aof[@]}"
+row "redis no persistence" "${mem[@]}"
+row "tally eventual (durable)" "${tally[@]}"
+row "RESP floor (no engine, no disk)" "${floor[@]}"
+row "RESP floor, log synced (no engine)" "${logged[@]}"
+# One line of ratios: $1 what over what, then the four figures of each.
+ratios() {
+  awk -v what="$1" -v a="$2" -v b="$3" -v c="$4" -v d="$5" -v e="$6" -v f="$7" -v g="$8" -v h="$9" 'BEGIN {
+    printf "ratio %-31s %.2f random, %.2f hot, %.2f -P1 c50, %.2f -P1 c500\n", what, a/e, b/f, c/g, d/h }'
+}
+ratios "tally / redis-always:" "${tally[@]}" "${aof[@]}"
+ratios "tally / redis-no-persistence:" "${tally[@]}" "${mem[@]}"
+ratios "RESP floor / redis-always:" "${floor[@]}" "${aof[@]}"
+ratios "tally / RESP floor:" "${tally[@]}" "${floor[@]}"
+ratios "logged floor / redis-always:" "${logged[@]}" "${aof[@]}"
+ratios "tally / logged floor:" "${tally[@]}" "${logged[@]}"
 
 echo "== 2. gRPC AddCount (durable) and GetCount with tally bench"
 # The floor first: the same load against a server on the same gRPC stack whose AddCount
